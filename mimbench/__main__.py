@@ -1,0 +1,3 @@
+from mimbench.cli import main
+
+main()

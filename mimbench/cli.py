@@ -1,0 +1,147 @@
+"""The ``mimbench`` command line.
+
+Exit codes: 0 all runs done; 1 some runs failed (the others still finished);
+2 bad usage, suite or plugin parameters (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from mimbench import __version__
+from mimbench.errors import ConfigError
+from mimbench.plugins import load_plugins
+from mimbench.registry import KINDS, Registry
+from mimbench.suite import expand, load_suite, packaged_suites
+
+PLUGIN_OPTION_HELP = "Plugin .py file or module to load (repeatable); also read from $MIMBENCH_PLUGINS."
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _registry(plugin_specs: tuple[str, ...]) -> Registry:
+    plugins = load_plugins(plugin_specs)
+    for failure in plugins.failures:
+        click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
+    return Registry(plugins)
+
+
+class MimbenchGroup(click.Group):
+    """Adds the commands plugins contribute, and turns ConfigError into exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str):
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def _add_plugin_commands(self) -> None:
+        if getattr(self, "_plugin_commands_added", False):
+            return
+        self._plugin_commands_added = True
+        plugins = load_plugins()
+        plugins.hook.mimbench_register_commands(cli=self)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            _fail(str(exc))
+
+
+@click.group(cls=MimbenchGroup)
+@click.version_option(__version__, prog_name="mimbench")
+def cli() -> None:
+    """Benchmark masked image modeling: pre-train SimMIM-style configurations and compare them."""
+
+
+@cli.command()
+@click.argument("suite", required=False)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
+              help="Results folder; the suite's results go to OUT/<suite name>/.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
+@click.option("--fresh", is_flag=True, help="Delete the suite's earlier results and start over.")
+@click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
+def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...], overrides: tuple[str, ...],
+        fresh: bool, dry_run: bool) -> None:
+    """Run SUITE (a YAML file or a packaged suite name; default: quick).
+
+    Finished runs are skipped and failed ones retried, so running the same
+    command again completes an interrupted suite.
+    """
+    from mimbench.runner import load_data, resolve_device, run_suite, validate
+
+    registry = _registry(plugin_specs)
+    spec = load_suite(suite, overrides)
+    runs = expand(spec, registry)
+    torch_device = resolve_device(device)
+    data = load_data(registry, spec, runs[0].config["dataset"], torch_device)
+    validate(registry, runs, data)
+    if dry_run:
+        click.echo(f"suite {spec.name}: {len(runs)} runs on {spec.dataset.name} "
+                   f"({len(data.train)} train / {len(data.test)} test images, {spec.image_size}px), "
+                   f"device {torch_device}, results in {out / spec.name}")
+        for run_spec in runs:
+            params = " ".join(f"{axis}={_spec_text(run_spec.config[axis])}"
+                              for axis in ("encoder", "decoder", "masker", "loss"))
+            click.echo(f"  {run_spec.run_id}  seed={run_spec.config['seed']}  {params}")
+        return
+    table = run_suite(spec, runs, registry, data, out, torch_device, fresh=fresh)
+    counts = table.status.value_counts().to_dict()
+    click.echo(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+               + f"; summary: {out / spec.name / 'summary.csv'}")
+    if counts.get("failed", 0) or counts.get("pending", 0):
+        sys.exit(1)
+
+
+def _spec_text(spec: dict) -> str:
+    params = ",".join(f"{k}={v}" for k, v in spec["params"].items())
+    return f"{spec['name']}({params})" if params else spec["name"]
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(KINDS), help="Only this kind of component.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
+def plugins(kind: str | None, as_json: bool, plugin_specs: tuple[str, ...]) -> None:
+    """List every component: kind, name, provider, version, description."""
+    registry = _registry(plugin_specs)
+    rows = [
+        {"kind": c.kind, "name": c.name, "provider": c.provider.name, "version": c.provider.version,
+         "description": c.description}
+        for c in registry.all() if kind is None or c.kind == kind
+    ]
+    if as_json:
+        failures = [{"plugin": f.name, "error": f.error} for f in registry.plugins.failures]
+        click.echo(json.dumps({"components": rows, "failed_plugins": failures}, indent=2))
+        return
+    headers = ["kind", "name", "provider", "version", "description"]
+    widths = {h: max([len(h)] + [len(str(r[h])) for r in rows]) for h in headers[:-1]}
+    click.echo("  ".join(h.upper().ljust(widths.get(h, 0)) for h in headers).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row[h]).ljust(widths.get(h, 0)) for h in headers).rstrip())
+
+
+@cli.command()
+def suites() -> None:
+    """List the packaged suites (run one with `mimbench run NAME`)."""
+    for name, path in sorted(packaged_suites().items()):
+        raw = yaml.safe_load(path.read_text()) or {}
+        click.echo(f"{name:<20} {raw.get('description', '')}")
+
+
+def main() -> None:
+    cli()

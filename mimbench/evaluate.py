@@ -1,0 +1,94 @@
+"""Evaluation of a trained run on the test split: reconstruction of hidden pixels.
+
+All metrics are in [0, 1] pixel space: the normalisation is undone and the
+prediction clamped to [0, 1] before comparing; only hidden pixels count.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from mimbench import metrics
+from mimbench.contract import check_mask, hide, reconstruct
+from mimbench.data import DeviceImages, Normalizer
+from mimbench.train import autocast_for
+
+
+@torch.no_grad()
+def reconstruction_metrics(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    masker: Callable[..., torch.Tensor],
+    data: DeviceImages,
+    normalize: Normalizer,
+    mask_seed: int,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """MSE and PSNR on hidden pixels, and the fraction of pixels the masker really hid.
+
+    Returns ``mse`` (squared error summed over every hidden value of the split, divided
+    by their number), ``psnr`` (mean over images of 10*log10(1/mse_image); images with
+    nothing hidden are left out) and ``mask_ratio`` (hidden pixels / all pixels).
+    The masks come from a generator seeded with ``mask_seed``: the same for every run.
+    """
+    encoder.eval(), decoder.eval()
+    generator = torch.Generator(device=device).manual_seed(mask_seed)
+    sse_total = torch.zeros((), dtype=torch.float64, device=device)
+    values_total = torch.zeros_like(sse_total)
+    psnr_sum = torch.zeros_like(sse_total)
+    images_with_hidden = torch.zeros_like(sse_total)
+    hidden_pixels = torch.zeros_like(sse_total)
+    for batch in data.images.split(batch_size):
+        images = normalize(batch)
+        mask = check_mask(masker(images, generator), images)
+        with autocast_for(device):
+            pred = reconstruct(encoder, decoder, images, mask, check=True)
+        pred_pixels = normalize.to_pixels(pred.float()).clamp(0.0, 1.0)
+        target_pixels = batch.float() / 255.0
+        sse, values = metrics.hidden_squared_error(pred_pixels, target_pixels, mask)
+        has_hidden = values > 0
+        sse_total += sse.sum()
+        values_total += values.sum()
+        psnr_sum += metrics.psnr(sse[has_hidden] / values[has_hidden]).sum()
+        images_with_hidden += has_hidden.sum()
+        hidden_pixels += mask.sum()
+    total_pixels = data.images.shape[0] * data.images.shape[2] * data.images.shape[3]
+    return {
+        "mse": (sse_total / values_total).item(),
+        "psnr": (psnr_sum / images_with_hidden).item(),
+        "mask_ratio": hidden_pixels.item() / total_pixels,
+    }
+
+
+@torch.no_grad()
+def reconstruction_grid(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    masker: Callable[..., torch.Tensor],
+    data: DeviceImages,
+    normalize: Normalizer,
+    mask_seed: int,
+    device: torch.device,
+    count: int = 8,
+) -> torch.Tensor:
+    """A picture of ``count`` fixed test images, one column each; rows: original, what the
+    encoder saw (hidden pixels grey), the prediction, and the prediction pasted into the
+    visible pixels. Returns float Tensor[3, H', W'] in [0, 1]."""
+    batch = data.images[:count]
+    images = normalize(batch)
+    mask = masker(images, torch.Generator(device=device).manual_seed(mask_seed))
+    with autocast_for(device):
+        pred = reconstruct(encoder, decoder, images, mask)
+    original = batch.float() / 255.0
+    prediction = normalize.to_pixels(pred.float()).clamp(0.0, 1.0)
+    seen = hide(original, mask) + 0.5 * mask.unsqueeze(1)
+    pasted = torch.where(mask.unsqueeze(1), prediction, original)
+    rows = torch.cat([original, seen, prediction, pasted])
+    if rows.shape[1] == 1:
+        rows = rows.expand(-1, 3, -1, -1)
+    return make_grid(rows.cpu(), nrow=batch.shape[0], padding=2, pad_value=1.0)

@@ -1,0 +1,115 @@
+"""The plugin contract: every hook a mimbench plugin may implement.
+
+A plugin is any module or object with functions decorated by ``mimbench.hookimpl``
+whose names are listed here. The six ``register_*`` hooks receive a ``register``
+callback::
+
+    register(name: str, factory: Callable, description: str | None = None)
+
+``description`` defaults to the first line of the factory's docstring. A name
+registered twice (by any two plugins) is an error that names both providers.
+
+Factories are classes or functions with type-annotated keyword parameters; a
+suite's ``params`` are validated against that signature before anything runs.
+Parameters that the core supplies (``in_channels``, ``image_size``, ``split``...)
+are listed per kind below and cannot be set from a suite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import pluggy
+
+hookspec = pluggy.HookspecMarker("mimbench")
+
+Register = Callable[..., None]
+
+
+@hookspec
+def mimbench_register_maskers(register: Register) -> None:
+    """Register mask strategies.
+
+    ``factory(**params)`` returns a callable
+    ``masker(images: Tensor[B, C, H, W], generator: torch.Generator | None = None)
+    -> BoolTensor[B, H, W]`` where True means *hidden*. The mask must be made on
+    ``images.device``, for the whole batch at once (no per-sample Python loop),
+    and be reproducible for a given generator. The images are already
+    normalised; most maskers only use their shape and device.
+    """
+
+
+@hookspec
+def mimbench_register_encoders(register: Register) -> None:
+    """Register encoders.
+
+    ``factory(in_channels: int, image_size: int, **params) -> nn.Module`` with
+    int attributes ``out_dim`` and ``stride`` and
+    ``forward(images: Tensor[B, C, H, W], mask: BoolTensor[B, H, W] | None = None)
+    -> Tensor[B, out_dim, H / stride, W / stride]``.
+
+    The core zeroes hidden pixels before calling ``forward``; ``mask`` tells the
+    encoder what was hidden (e.g. to put a mask token on fully hidden patches).
+    ``mask=None`` means nothing is hidden (probing).
+    """
+
+
+@hookspec
+def mimbench_register_decoders(register: Register) -> None:
+    """Register decoders.
+
+    ``factory(in_dim: int, stride: int, out_channels: int, image_size: int, **params)
+    -> nn.Module`` with ``forward(features: Tensor[B, in_dim, H / stride, W / stride],
+    mask: BoolTensor[B, H, W] | None = None) -> Tensor[B, out_channels, H, W]``.
+    The output is a prediction of the normalised image.
+    """
+
+
+@hookspec
+def mimbench_register_losses(register: Register) -> None:
+    """Register reconstruction losses.
+
+    ``factory(**params)`` returns a callable
+    ``loss(pred: Tensor[B, C, H, W], target: Tensor[B, C, H, W], mask: BoolTensor[B, H, W])
+    -> Tensor[]`` (a scalar to minimise). Built-ins take ``masked_only: bool = True``.
+    """
+
+
+@hookspec
+def mimbench_register_datasets(register: Register) -> None:
+    """Register datasets.
+
+    ``factory(split: str, **params)`` with ``split`` in ``{"train", "test"}``
+    returns a ``torch.utils.data.Dataset`` of ``(image, label)`` pairs, image a
+    float Tensor[C, H, W] in [0, 1], label an int, and exposes ``num_classes``.
+    If the factory declares an ``image_size`` parameter the core passes the
+    suite's ``image_size``; whatever comes back is resized to it. Returning a
+    ``mimbench.data.TensorImageDataset`` (uint8 tensors in memory) lets the core
+    move the data to the device once and batch it by indexing.
+    """
+
+
+@hookspec
+def mimbench_register_probes(register: Register) -> None:
+    """Register downstream evaluations.
+
+    ``factory(**params)`` returns a callable
+    ``probe(encoder, train, test, device) -> dict[str, float]``
+    (e.g. ``{"linear_acc": 0.87}``), run on the frozen encoder.
+    """
+
+
+@hookspec
+def mimbench_register_commands(cli: click.Group) -> None:
+    """Add commands to the ``mimbench`` command line (``cli.add_command(...)``)."""
+
+
+@hookspec
+def mimbench_run_finished(run_dir: Path, record: dict[str, Any]) -> None:
+    """Called after each run is written to disk, with its folder and its summary row.
+
+    Use it for loggers and experiment trackers. An exception here is reported
+    and does not change the run's result.
+    """

@@ -1,0 +1,157 @@
+"""Plugin discovery: built-ins, installed distributions, local files and modules.
+
+Order: the built-ins (mimbench's own entry points), other installed distributions
+in entry-point group ``mimbench``, then each ``--plugin PATH_OR_MODULE`` and each
+entry of ``$MIMBENCH_PLUGINS`` (os.pathsep-separated). A plugin that fails to
+import, or that implements a misspelled hook, is recorded in
+``PluginSet.failures`` and left out; everything else still works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+
+from mimbench import hookspecs
+
+ENTRY_POINT_GROUP = "mimbench"
+ENV_VAR = "MIMBENCH_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a plugin came from: a distribution, a file or a module."""
+
+    name: str  # distribution name, file path or module name
+    version: str  # "" when unknown
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded, and why (one line)."""
+
+    name: str
+    error: str
+
+
+@dataclass
+class PluginSet:
+    """A plugin manager plus what each plugin is and where it came from."""
+
+    manager: pluggy.PluginManager
+    providers: dict[str, Provider] = field(default_factory=dict)  # plugin name -> provider
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        return self.manager.hook
+
+
+def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) -> PluginSet:
+    """Discover and register every plugin; see the module docstring for the order."""
+    manager = pluggy.PluginManager("mimbench")
+    manager.add_hookspecs(hookspecs)
+    plugins = PluginSet(manager)
+
+    entry_points = sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+        key=lambda ep: (_dist_name(ep) != "mimbench", _dist_name(ep), ep.name),
+    )
+    seen = set()
+    for ep in entry_points:
+        plugin_name = f"{_dist_name(ep)}:{ep.name}"
+        if plugin_name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(plugin_name)
+        provider = Provider(_dist_name(ep), ep.dist.version if ep.dist else "")
+        _register(plugins, plugin_name, provider, ep.load)
+
+    specs = list(extra)
+    if use_env and os.environ.get(ENV_VAR):
+        specs += [s for s in os.environ[ENV_VAR].split(os.pathsep) if s.strip()]
+    for spec in specs:
+        _register(plugins, spec, _local_provider(spec), lambda spec=spec: import_plugin(spec))
+    return plugins
+
+
+def import_plugin(spec: str) -> ModuleType:
+    """Import a plugin given as a ``.py`` file path or a dotted module name.
+
+    A file is imported under its stem as module name and kept in ``sys.modules``,
+    so that classes defined in it stay picklable.
+    """
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"no such plugin file: {spec}")
+        module_name = path.stem
+        module_spec = importlib.util.spec_from_file_location(module_name, path.resolve())
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot import {spec} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+        return module
+    return importlib.import_module(spec)
+
+
+def _register(plugins: PluginSet, name: str, provider: Provider, load) -> None:
+    try:
+        plugin = load()
+        plugins.manager.register(plugin, name=name)
+    except Exception as exc:  # a broken plugin must not take the CLI down
+        plugins.failures.append(PluginFailure(name, _one_line(exc)))
+        return
+    try:
+        plugins.manager.check_pending()
+    except pluggy.PluginValidationError:
+        message = _unknown_hooks_message(plugins.manager, plugin)
+        plugins.manager.unregister(name=name)
+        plugins.failures.append(PluginFailure(name, message))
+        return
+    plugins.providers[name] = provider
+
+
+def _unknown_hooks_message(manager: pluggy.PluginManager, plugin: object) -> str:
+    known = [n for n in dir(hookspecs) if n.startswith("mimbench_")]
+    problems = []
+    for hook_name, caller in sorted(vars(manager.hook).items()):
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
+            continue
+        if any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+            close = difflib.get_close_matches(hook_name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown hook {hook_name!r}{hint}")
+    return "; ".join(problems) or "implements a hook that mimbench does not define"
+
+
+def _local_provider(spec: str) -> Provider:
+    if spec.endswith(".py") or Path(spec).exists():
+        return Provider(str(Path(spec).resolve()), "")
+    top = spec.split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    if dists:
+        return Provider(dists[0], importlib.metadata.version(dists[0]))
+    return Provider(spec, "")
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "?"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,213 @@
+"""Components by kind and name, collected from the plugins' register hooks.
+
+Also the one place where a suite's ``params`` are checked against a factory's
+annotated signature, so that every mistake is reported the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Union
+
+from mimbench.errors import ConfigError
+from mimbench.plugins import PluginSet, Provider
+
+#: Parameters the core supplies to each kind of factory; a suite cannot set them.
+CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
+    "masker": (),
+    "encoder": ("in_channels", "image_size"),
+    "decoder": ("in_dim", "stride", "out_channels", "image_size"),
+    "loss": (),
+    "dataset": ("split", "image_size"),
+    "probe": (),
+}
+KINDS = tuple(CONTEXT_PARAMS)
+#: The register hook of each kind.
+HOOKS = {kind: f"mimbench_register_{kind}s" for kind in KINDS} | {"loss": "mimbench_register_losses"}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered factory."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    provider: Provider
+    plugin: str  # the plugin's name in the plugin manager
+
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.factory)
+
+    def user_params(self) -> dict[str, inspect.Parameter]:
+        """The parameters a suite may set (everything but the context ones)."""
+        return {
+            name: p
+            for name, p in self.signature().parameters.items()
+            if name not in CONTEXT_PARAMS[self.kind] and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    def defaults(self) -> dict[str, Any]:
+        return {n: p.default for n, p in self.user_params().items() if p.default is not inspect.Parameter.empty}
+
+
+class Registry:
+    """``kind -> name -> Component`` for every plugin in a ``PluginSet``."""
+
+    def __init__(self, plugins: PluginSet):
+        self.plugins = plugins
+        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        for kind in KINDS:
+            self._collect(kind)
+
+    def _collect(self, kind: str) -> None:
+        caller = getattr(self.plugins.hook, HOOKS[kind])
+        # Each implementation is called on its own so that every component knows its provider.
+        for impl in caller.get_hookimpls():  # in registration order: built-ins first
+            provider = self.plugins.providers[impl.plugin_name]
+
+            def register(name: str, factory: Callable[..., Any], description: str | None = None,
+                         _impl=impl, _provider=provider) -> None:
+                self._add(Component(kind, name, factory, description or _first_doc_line(factory),
+                                    _provider, _impl.plugin_name))
+
+            try:
+                impl.function(register)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"plugin {impl.plugin_name!r} failed in {HOOKS[kind]}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    def _add(self, component: Component) -> None:
+        existing = self._components[component.kind].get(component.name)
+        if existing is not None:
+            raise ConfigError(
+                f"{component.kind} {component.name!r} is registered twice: by {_describe(existing)} "
+                f"and by {_describe(component)}"
+            )
+        if not callable(component.factory):
+            raise ConfigError(f"{component.kind} {component.name!r} from {_describe(component)}: factory is not callable")
+        self._components[component.kind][component.name] = component
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._components[kind])
+
+    def all(self) -> list[Component]:
+        return [c for kind in KINDS for _, c in sorted(self._components[kind].items())]
+
+    def get(self, kind: str, name: str) -> Component:
+        try:
+            return self._components[kind][name]
+        except KeyError:
+            pass
+        known = self.names(kind)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        failed = "".join(f" (plugin {f.name!r} failed to load: {f.error})" for f in self.plugins.failures)
+        raise ConfigError(f"unknown {kind} {name!r}{hint} (known: {', '.join(known) or 'none'}){failed}")
+
+    def resolve_params(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Check ``params`` against the factory's signature; return them with defaults filled in."""
+        component = self.get(kind, name)
+        allowed = component.user_params()
+        where = f"{kind} {name!r}"
+        for key, value in params.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, list(allowed), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                if key in CONTEXT_PARAMS[kind]:
+                    hint = "; it is set by mimbench, not by the suite"
+                raise ConfigError(f"{where}: unknown param {key!r}{hint} (allowed: {', '.join(allowed) or 'none'})")
+        hints = _type_hints(component.factory)
+        resolved = {}
+        for key, parameter in allowed.items():
+            if key in params:
+                value = params[key]
+                annotation = hints.get(key, Any)
+                if not _conforms(value, annotation):
+                    raise ConfigError(f"{where}: param {key!r} must be {_type_name(annotation)}, "
+                                      f"got {type(value).__name__} {value!r}")
+                resolved[key] = float(value) if annotation is float and isinstance(value, int) else value
+            elif parameter.default is inspect.Parameter.empty:
+                raise ConfigError(f"{where}: missing required param {key!r} (allowed: {', '.join(allowed)})")
+            else:
+                resolved[key] = parameter.default
+        return resolved
+
+    def build(self, kind: str, name: str, params: dict[str, Any], **context: Any) -> Any:
+        """Validate ``params`` and call the factory; a ValueError from it becomes a ConfigError."""
+        component = self.get(kind, name)
+        resolved = self.resolve_params(kind, name, params)
+        accepted = component.signature().parameters
+        context = {k: v for k, v in context.items() if k in accepted}
+        try:
+            return component.factory(**context, **resolved)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            raise ConfigError(f"{kind} {name!r}: {_first_line(exc)}") from exc
+
+
+def _describe(component: Component) -> str:
+    version = f" {component.provider.version}" if component.provider.version else ""
+    return f"{component.provider.name}{version} (plugin {component.plugin})"
+
+
+def _first_doc_line(factory: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(factory) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: accept any value rather than guess
+        return {}
+
+
+def _conforms(value: Any, annotation: Any) -> bool:
+    """Whether a YAML value fits a parameter annotation (the subset suites use)."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0] if args and (origin is not tuple or len(args) == 2 and args[1] is Ellipsis) else Any
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+        return all(_conforms(v, item) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")

@@ -1,0 +1,130 @@
+"""Results on disk: one folder per run, files written atomically, a summary table.
+
+``metrics.json`` is written last: a run folder without it is unfinished and is
+run again; one with ``error.txt`` failed and is retried.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torchvision.utils import save_image
+
+from mimbench.suite import COMPONENT_AXES, RunSpec
+
+#: The summary's leading columns, in this order; ``<kind>.<param>`` columns follow.
+SUMMARY_COLUMNS = [
+    "run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
+    "mask_ratio_actual", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "linear_acc", "knn_acc",
+    "train_seconds", "images_per_second", "epochs_completed", "final_loss", "error",
+]
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buffer.getvalue())
+
+
+def save_state_dict(path: Path, module: torch.nn.Module) -> None:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def save_png(path: Path, image: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    save_image(image, buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+
+
+def run_dir(suite_dir: Path, run: RunSpec) -> Path:
+    return suite_dir / "runs" / run.run_id
+
+
+def finished_record(folder: Path) -> dict[str, Any] | None:
+    """The run's metrics if it finished (done or diverged), else None."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def reset_run(folder: Path) -> None:
+    """Empty a run folder that did not finish, so it starts clean."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def summary_row(run: RunSpec, folder: Path) -> dict[str, Any]:
+    """One summary row from a run's config and whatever its folder holds."""
+    config = run.config
+    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
+    row.update(run_id=run.run_id, dataset=config["dataset"]["name"], seed=config["seed"], pretrained=True)
+    for axis in COMPONENT_AXES:
+        row[axis] = config[axis]["name"]
+    record = finished_record(folder)
+    if record is not None:
+        row.update(record)
+    elif (folder / "error.txt").exists():
+        row["status"] = "failed"
+        row["error"] = _last_line((folder / "error.txt").read_text())
+    else:
+        row["status"] = "pending"
+    for kind in ("dataset", *COMPONENT_AXES):
+        for key, value in config[kind]["params"].items():
+            row[f"{kind}.{key}"] = _cell(value)
+    for key, value in config["train"].items():
+        row[f"train.{key}"] = _cell(value)
+    return row
+
+
+def write_summary(suite_dir: Path, runs: list[RunSpec]) -> pd.DataFrame:
+    """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame."""
+    table = pd.DataFrame([summary_row(run, run_dir(suite_dir, run)) for run in runs])
+    leading = [c for c in SUMMARY_COLUMNS if c in table.columns]
+    table = table[leading + [c for c in table.columns if c not in leading]]
+    write_atomic(suite_dir / "summary.csv", table.to_csv(index=False))
+    return table
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

@@ -1,0 +1,240 @@
+"""Suites: the YAML schema (with every default visible here), loading, overrides and expansion.
+
+A suite's ``grid`` is a cartesian product of components; ``sweep`` crosses it with
+values of dotted parameter paths (``masker.ratio``, ``train.lr``). Each resulting
+run is fully resolved (every component param filled in from its factory's
+defaults) and named by a short hash of that resolved config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mimbench.errors import ConfigError
+from mimbench.registry import Registry
+
+COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(_Strict):
+    """A component by name, with params; a bare string means ``{name: <string>}``."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TrainConfig(_Strict):
+    """Pre-training: AdamW with linear warm-up then cosine decay to zero, per step."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)  # not applied to biases and norm weights
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)  # max global grad norm; null turns clipping off
+    log_every: int = Field(50, ge=1)  # steps between loss read-outs (the only host syncs)
+
+
+class EvalConfig(_Strict):
+    """Evaluation of each trained run on the test split."""
+
+    mask_seed: int = 0  # seed of the evaluation masks: the same masks for every run
+    batch_size: int = Field(512, ge=1)
+    # measured for every run, so that runs with different maskers can be compared
+    reference_masker: ComponentSpec | None = None
+
+
+class Grid(_Strict):
+    """The components to cross; each axis takes one spec or a list of them."""
+
+    encoder: list[ComponentSpec] = Field(min_length=1)
+    decoder: list[ComponentSpec] = Field(min_length=1)
+    masker: list[ComponentSpec] = Field(min_length=1)
+    loss: list[ComponentSpec] = Field(min_length=1)
+
+    @field_validator("encoder", "decoder", "masker", "loss", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return value if isinstance(value, list) else [value]
+
+
+class Suite(_Strict):
+    """A comparison suite, as written in YAML."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # results go to <out>/<name>/
+    description: str = ""
+    dataset: ComponentSpec
+    image_size: int = Field(32, ge=4)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    grid: Grid
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_paths(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in sweep.items():
+            head, _, param = path.partition(".")
+            if head not in (*COMPONENT_AXES, "train") or not param or "." in param:
+                raise ValueError(f"sweep key {path!r} must be <encoder|decoder|masker|loss|train>.<param>")
+            if not values:
+                raise ValueError(f"sweep {path!r} has no values")
+        return sweep
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved run: its id and its config (plain JSON-able data)."""
+
+    run_id: str
+    config: dict[str, Any]
+
+    def label(self) -> str:
+        parts = [self.config[axis]["name"] for axis in COMPONENT_AXES]
+        return f"{'/'.join(parts)} seed={self.config['seed']}"
+
+
+def packaged_suites() -> dict[str, Path]:
+    """Name -> path of the suites shipped with mimbench."""
+    folder = resources.files("mimbench") / "suites"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read a suite from a YAML path or a packaged name (default ``quick``), apply ``--set`` overrides."""
+    path = _suite_path(source or "quick")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read suite {path}: {exc.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a suite must be a YAML mapping, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_validation_message(exc)}") from None
+
+
+def _suite_path(source: str) -> Path:
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"suite file not found: {source}")
+        return path
+    suites = packaged_suites()
+    if source not in suites:
+        raise ConfigError(f"unknown suite {source!r}: not a file and not a packaged suite "
+                          f"(packaged: {', '.join(sorted(suites))})")
+    return suites[source]
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.epochs=1")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part!r} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def _validation_message(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and first["type"] not in ("missing",):
+        msg += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
+    """All runs of a suite, seed by seed, in grid order, each resolved and validated."""
+    axes = [getattr(suite.grid, axis) for axis in COMPONENT_AXES]
+    sweep_keys = list(suite.sweep)
+    sweep_values = list(itertools.product(*suite.sweep.values()))
+    dataset = _resolved(registry, "dataset", suite.dataset)
+    reference = suite.eval.reference_masker
+    eval_config = suite.eval.model_dump()
+    if reference is not None:
+        eval_config["reference_masker"] = _resolved(registry, "masker", reference)
+
+    runs: dict[str, RunSpec] = {}
+    for seed in suite.seeds:
+        for combo in itertools.product(*axes):
+            for values in sweep_values:
+                specs = {axis: spec.model_dump() for axis, spec in zip(COMPONENT_AXES, combo)}
+                train = suite.train.model_dump()
+                for key, value in zip(sweep_keys, values):
+                    head, param = key.split(".", 1)
+                    if head == "train":
+                        train[param] = value
+                    else:
+                        specs[head]["params"][param] = value
+                try:
+                    train = TrainConfig.model_validate(train).model_dump()
+                except ValidationError as exc:
+                    raise ConfigError(f"sweep: train.{_validation_message(exc)}") from None
+                config = {
+                    "dataset": dataset,
+                    "image_size": suite.image_size,
+                    "seed": seed,
+                    "train": train,
+                    "eval": eval_config,
+                    **{axis: _resolved(registry, axis, ComponentSpec(**spec)) for axis, spec in specs.items()},
+                }
+                run = RunSpec(run_id(config), config)
+                runs.setdefault(run.run_id, run)
+    return list(runs.values())
+
+
+def _resolved(registry: Registry, kind: str, spec: ComponentSpec) -> dict[str, Any]:
+    return {"name": spec.name, "params": registry.resolve_params(kind, spec.name, spec.params)}
+
+
+def run_id(config: dict[str, Any]) -> str:
+    """A short, stable hash of a resolved run config."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def suite_to_yaml(suite: Suite) -> str:
+    """The suite with every default written out, as saved next to its results."""
+    return yaml.safe_dump(copy.deepcopy(suite.model_dump()), sort_keys=False)

@@ -1,0 +1,53 @@
+"""Built-in decoders: features [B, in_dim, H / stride, W / stride] -> images [B, C, H, W]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mimbench import hookimpl
+
+
+class LinearDecoder(nn.Module):
+    """SimMIM's head: a 1x1 conv to stride^2 * C channels, then PixelShuffle back to full size."""
+
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int):
+        super().__init__()
+        self.head = nn.Sequential(
+            nn.Conv2d(in_dim, stride * stride * out_channels, kernel_size=1),
+            nn.PixelShuffle(stride),
+        )
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(features)
+
+
+class UpsampleDecoder(nn.Module):
+    """Conv + nearest-upsample (x2) stages back to full size, then a 3x3 conv to the image channels."""
+
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: int = 64):
+        super().__init__()
+        stages = int(round(math.log2(stride))) if stride >= 1 else -1
+        if stages < 0 or 2**stages != stride:
+            raise ValueError(f"needs an encoder stride that is a power of two, got {stride}")
+        if hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
+        layers: list[nn.Module] = []
+        channels = in_dim
+        for _ in range(stages):
+            layers += [nn.Conv2d(channels, hidden_dim, kernel_size=3, padding=1), nn.ReLU(),
+                       nn.Upsample(scale_factor=2, mode="nearest")]
+            channels = hidden_dim
+        layers.append(nn.Conv2d(channels, out_channels, kernel_size=3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.layers(features)
+
+
+@hookimpl
+def mimbench_register_decoders(register) -> None:
+    register("linear", LinearDecoder)
+    register("upsample", UpsampleDecoder)

@@ -1,0 +1,118 @@
+"""Built-in mask strategies. Every masker maps images [B, C, H, W] to a bool mask
+[B, H, W] (True = hidden), made on the images' device for the whole batch at once."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mimbench import hookimpl
+
+
+def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=device)
+
+
+def _check_ratio(ratio: float) -> None:
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+
+
+class PixelMasker:
+    """Hide each pixel independently with probability `ratio`."""
+
+    def __init__(self, ratio: float = 0.6):
+        _check_ratio(ratio)
+        self.ratio = ratio
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, _, h, w = images.shape
+        return _rand((b, h, w), generator, images.device) < self.ratio
+
+
+class PatchMasker:
+    """SimMIM random patch masking: hide ceil(cells * ratio) of the mask_patch_size grid cells per image."""
+
+    def __init__(self, ratio: float = 0.6, mask_patch_size: int = 4):
+        _check_ratio(ratio)
+        if mask_patch_size < 1:
+            raise ValueError(f"mask_patch_size must be >= 1, got {mask_patch_size}")
+        self.ratio = ratio
+        self.mask_patch_size = mask_patch_size
+
+    def hidden_cells(self, cells: int) -> int:
+        # The epsilon keeps float noise (e.g. 10 * 0.3 = 3.0000000000000004) from adding a cell.
+        return min(cells, math.ceil(cells * self.ratio - 1e-9))
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, _, h, w = images.shape
+        p = self.mask_patch_size
+        if h % p or w % p:
+            raise ValueError(f"image size {h}x{w} is not divisible by mask_patch_size {p}")
+        grid_h, grid_w = h // p, w // p
+        cells = grid_h * grid_w
+        # A random permutation per image: the cells ranked below k are hidden.
+        ranks = _rand((b, cells), generator, images.device).argsort(dim=1).argsort(dim=1)
+        hidden = (ranks < self.hidden_cells(cells)).view(b, grid_h, grid_w)
+        return hidden.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
+
+
+class RegionMasker:
+    """BEiT-style block-wise masking: random rectangles added until `ratio` of the pixels are hidden."""
+
+    def __init__(self, ratio: float = 0.6, min_area: float = 0.02, aspect: float = 0.3, max_rounds: int = 256):
+        """Args:
+            ratio: fraction of pixels to hide (reached exactly unless max_rounds runs out).
+            min_area: smallest rectangle, as a fraction of the image area (BEiT: 4 of 196 patches).
+            aspect: aspect ratios are log-uniform in [aspect, 1 / aspect].
+            max_rounds: rectangles tried per image at most.
+        """
+        _check_ratio(ratio)
+        if not 0.0 < min_area <= ratio:
+            raise ValueError(f"min_area must be in (0, ratio={ratio}], got {min_area}")
+        if not 0.0 < aspect <= 1.0:
+            raise ValueError(f"aspect must be in (0, 1], got {aspect}")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+        self.ratio, self.min_area, self.aspect, self.max_rounds = ratio, min_area, aspect, max_rounds
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, _, h, w = images.shape
+        device = images.device
+        target = torch.full((b,), float(round(self.ratio * h * w)), device=device)
+        min_area = max(1.0, self.min_area * h * w)
+        log_aspect = math.log(self.aspect)
+        rows = torch.arange(h, device=device).view(1, h, 1)
+        cols = torch.arange(w, device=device).view(1, 1, w)
+        mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
+        count = torch.zeros(b, device=device)
+        for round_index in range(self.max_rounds):
+            # One candidate rectangle per image, as BEiT draws them: area up to what is
+            # still missing, log-uniform aspect ratio. Accepted only if it adds new pixels
+            # without overshooting the target, so the target is never exceeded.
+            remaining = target - count
+            low = remaining.clamp(max=min_area)
+            u = _rand((4, b), generator, device)
+            area = low + (remaining - low) * u[0]
+            aspect = torch.exp(log_aspect * (1 - 2 * u[1]))
+            rect_h = (area * aspect).sqrt().round().clamp(1, h)
+            rect_w = (area / aspect).sqrt().round().clamp(1, w)
+            top = (u[2] * (h - rect_h + 1)).floor().view(b, 1, 1)
+            left = (u[3] * (w - rect_w + 1)).floor().view(b, 1, 1)
+            rect = ((rows >= top) & (rows < top + rect_h.view(b, 1, 1))
+                    & (cols >= left) & (cols < left + rect_w.view(b, 1, 1)))
+            added = (rect & ~mask).sum(dim=(1, 2))
+            accept = (added > 0) & (added <= remaining)
+            mask |= rect & accept.view(b, 1, 1)
+            count += added * accept
+            if round_index % 8 == 7 and bool((count >= target).all()):  # a host sync every 8 rounds only
+                break
+        return mask
+
+
+@hookimpl
+def mimbench_register_maskers(register) -> None:
+    register("pixel", PixelMasker)
+    register("patch", PatchMasker)
+    register("region", RegionMasker)
