@@ -83,25 +83,26 @@ class RegionMasker:
         target = torch.full((b,), float(round(self.ratio * h * w)), device=device)
         min_area = max(1.0, self.min_area * h * w)
         log_aspect = math.log(self.aspect)
-        rows = torch.arange(h, device=device).view(1, h, 1)
-        cols = torch.arange(w, device=device).view(1, 1, w)
+        rows = torch.arange(h, device=device).view(1, h)
+        cols = torch.arange(w, device=device).view(1, w)
         mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
         count = torch.zeros(b, device=device)
         for round_index in range(self.max_rounds):
-            # One candidate rectangle per image, as BEiT draws them: area up to what is
-            # still missing, log-uniform aspect ratio. Accepted only if it adds new pixels
-            # without overshooting the target, so the target is never exceeded.
+            # One candidate rectangle per image, drawn as BEiT draws them: area up to what is
+            # still missing, log-uniform aspect ratio. Its sides are rounded so that it never
+            # covers more than that area; it is kept if it adds pixels without passing the target.
             remaining = target - count
             low = remaining.clamp(max=min_area)
             u = _rand((4, b), generator, device)
-            area = low + (remaining - low) * u[0]
+            area = (low + (remaining - low) * u[0]).clamp_min(1.0)
             aspect = torch.exp(log_aspect * (1 - 2 * u[1]))
-            rect_h = (area * aspect).sqrt().round().clamp(1, h)
-            rect_w = (area / aspect).sqrt().round().clamp(1, w)
-            top = (u[2] * (h - rect_h + 1)).floor().view(b, 1, 1)
-            left = (u[3] * (w - rect_w + 1)).floor().view(b, 1, 1)
-            rect = ((rows >= top) & (rows < top + rect_h.view(b, 1, 1))
-                    & (cols >= left) & (cols < left + rect_w.view(b, 1, 1)))
+            rect_h = torch.minimum((area * aspect).sqrt().round(), area.floor()).clamp(1, h)
+            rect_w = (area / rect_h).floor().clamp(1, w)
+            top = (u[2] * (h - rect_h + 1)).floor().unsqueeze(1)
+            left = (u[3] * (w - rect_w + 1)).floor().unsqueeze(1)
+            in_rows = (rows >= top) & (rows < top + rect_h.unsqueeze(1))  # [B, H]
+            in_cols = (cols >= left) & (cols < left + rect_w.unsqueeze(1))  # [B, W]
+            rect = in_rows.unsqueeze(2) & in_cols.unsqueeze(1)  # [B, H, W]
             added = (rect & ~mask).sum(dim=(1, 2))
             accept = (added > 0) & (added <= remaining)
             mask |= rect & accept.view(b, 1, 1)

@@ -1,0 +1,89 @@
+"""Share of a training step spent making masks, per masker.
+
+Builds the quick suite's model (or any suite's first encoder/decoder/loss), then
+times, for each masker of the suite: making the masks of one batch alone, and one
+whole training step (mask + forward + backward + AdamW). Prints a markdown table.
+
+    python benchmarks/mask_share.py                      # quick suite, batch 256
+    python benchmarks/mask_share.py --batch-size 256 --device cuda
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+import torch
+
+from mimbench.contract import reconstruct
+from mimbench.plugins import load_plugins
+from mimbench.registry import Registry
+from mimbench.runner import load_data, resolve_device
+from mimbench.suite import expand, load_suite
+from mimbench.train import autocast_for, build_components, param_groups
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls, after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+@click.command()
+@click.argument("suite", default="quick")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--repeats", default=20, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def main(suite: str, batch_size: int, repeats: int, device: str) -> None:
+    torch_device = resolve_device(device)
+    registry = Registry(load_plugins())
+    spec = load_suite(suite)
+    runs = expand(spec, registry)
+    data = load_data(registry, spec, runs[0].config["dataset"], torch_device)
+    images = data.normalize(data.train.images[:batch_size])
+    click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, device {torch_device}, "
+               f"{torch.get_num_threads()} threads\n")
+    click.echo("| masker | params | mask ms | step ms | mask share |")
+    click.echo("|---|---|---|---|---|")
+    seen = set()
+    for run in runs:
+        masker_spec = run.config["masker"]
+        key = repr(masker_spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        parts = build_components(registry, run.config, data.train.channels)
+        encoder, decoder = parts.encoder.to(torch_device), parts.decoder.to(torch_device)
+        optimizer = torch.optim.AdamW(param_groups([encoder, decoder], 0.05), lr=1e-3)
+        generator = torch.Generator(device=torch_device).manual_seed(0)
+
+        def make_mask():
+            return parts.masker(images, generator)
+
+        def step():
+            mask = parts.masker(images, generator)
+            with autocast_for(torch_device):
+                pred = reconstruct(encoder, decoder, images, mask)
+            loss = parts.loss(pred.float(), images, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        mask_s, step_s = timed(make_mask, repeats, torch_device), timed(step, repeats, torch_device)
+        params = ", ".join(f"{k}={v}" for k, v in masker_spec["params"].items())
+        click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {step_s * 1e3:.1f} | "
+                   f"{100 * mask_s / step_s:.2f}% |")
+
+
+if __name__ == "__main__":
+    main()

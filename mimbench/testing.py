@@ -1,0 +1,137 @@
+"""Conformance checks a plugin author can run on a component in their own tests.
+
+Each check takes the factory and the params a suite would give it, builds the
+component, and raises ``AssertionError`` with a clear message on the first
+contract it breaks. For example::
+
+    from mimbench.testing import check_masker
+    from my_plugin import StripesMasker
+
+    def test_stripes_conforms():
+        check_masker(StripesMasker, {"ratio": 0.5})
+
+mimbench's own test suite runs these checks on every registered component.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from mimbench.contract import check_features, check_mask, check_reconstruction, encode_visible
+
+Factory = Callable[..., Any]
+
+
+def _generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _declared_default(factory: Factory, name: str) -> Any:
+    parameter = inspect.signature(factory).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+def check_masker(factory: Factory, params: dict[str, Any] | None = None, image_size: int = 32,
+                 channels: int = 3, batch: int = 64, tolerance: float = 0.05, random: bool = True,
+                 device: str | torch.device = "cpu") -> None:
+    """A masker returns bool [B, H, W] on the images' device, is reproducible for a seeded
+    generator, changes with the seed (unless ``random`` is False), also works with no
+    generator, and hides a fraction of the pixels within ``tolerance`` of its ``ratio``
+    (when it has one)."""
+    params = params or {}
+    masker = factory(**params)
+    images = torch.randn(batch, channels, image_size, image_size, device=device)
+    mask = check_mask(masker(images, _generator(0, device)), images)
+    assert torch.equal(mask, masker(images, _generator(0, device))), "same generator seed gave a different mask"
+    if random:
+        assert not torch.equal(mask, masker(images, _generator(1, device))), "a different seed gave the same mask"
+    check_mask(masker(images), images)
+    assert mask.any(), "the mask hides nothing"
+    assert not mask.all(), "the mask hides everything"
+    ratio = params.get("ratio", _declared_default(factory, "ratio"))
+    if ratio is not None:
+        hidden = mask.float().mean().item()
+        assert abs(hidden - ratio) <= tolerance, f"hides {hidden:.3f} of the pixels, ratio is {ratio}"
+
+
+def _grid_mask(batch: int, image_size: int, cell: int, seed: int) -> torch.Tensor:
+    """A random mask of whole cell x cell squares, about half of them hidden: bool [B, S, S]."""
+    cells = image_size // cell
+    coarse = torch.rand(batch, cells, cells, generator=_generator(seed)) < 0.5
+    return coarse.repeat_interleave(cell, 1).repeat_interleave(cell, 2)
+
+
+def check_encoder(factory: Factory, params: dict[str, Any] | None = None, in_channels: int = 3,
+                  image_size: int = 32, batch: int = 4) -> None:
+    """An encoder has int ``out_dim`` and ``stride``, returns [B, out_dim, S/stride, S/stride]
+    with and without a mask, ignores what the hidden pixels were (through the core's
+    ``encode_visible``), responds to visible pixels, and passes gradients to every parameter."""
+    torch.manual_seed(0)
+    encoder = factory(in_channels=in_channels, image_size=image_size, **(params or {})).eval()
+    images = torch.randn(batch, in_channels, image_size, image_size)
+    stride = getattr(encoder, "stride", None)
+    assert isinstance(stride, int) and stride >= 1 and image_size % stride == 0, f"bad stride {stride!r}"
+    mask = _grid_mask(batch, image_size, stride, seed=0)
+
+    with torch.no_grad():
+        plain = check_features(encoder(images), encoder, images)
+        assert torch.isfinite(plain).all(), "non-finite features"
+        seen = check_features(encode_visible(encoder, images, mask), encoder, images)
+        other = torch.where(mask.unsqueeze(1), torch.randn_like(images) * 3, images)  # hidden pixels changed
+        assert torch.allclose(seen, encode_visible(encoder, other, mask), atol=1e-5), \
+            "features depend on hidden pixels"
+        moved = torch.where(mask.unsqueeze(1), images, images + 1.0)  # visible pixels changed
+        assert not torch.allclose(seen, encode_visible(encoder, moved, mask)), "features ignore visible pixels"
+        visible_all = torch.zeros_like(mask)
+        assert torch.allclose(plain, encoder(images, visible_all), atol=1e-5), \
+            "an all-visible mask gives other features than mask=None"
+
+    encoder.train()
+    (encoder(images).square().mean() + encode_visible(encoder, images, mask).square().mean()).backward()
+    _assert_all_grads(encoder, "encoder")
+
+
+def check_decoder(factory: Factory, params: dict[str, Any] | None = None, in_dim: int = 16, stride: int = 4,
+                  out_channels: int = 3, image_size: int = 32, batch: int = 4) -> None:
+    """A decoder maps [B, in_dim, S/stride, S/stride] to float [B, out_channels, S, S],
+    with and without a mask, and passes gradients to every parameter."""
+    torch.manual_seed(0)
+    decoder = factory(in_dim=in_dim, stride=stride, out_channels=out_channels, image_size=image_size,
+                      **(params or {}))
+    features = torch.randn(batch, in_dim, image_size // stride, image_size // stride)
+    target = torch.zeros(batch, out_channels, image_size, image_size)
+    mask = _grid_mask(batch, image_size, stride, seed=0)
+    pred = check_reconstruction(decoder(features, mask), target)
+    check_reconstruction(decoder(features), target)
+    assert torch.isfinite(pred).all(), "non-finite prediction"
+    pred.square().mean().backward()
+    _assert_all_grads(decoder, "decoder")
+
+
+def check_loss(factory: Factory, params: dict[str, Any] | None = None, channels: int = 3,
+               image_size: int = 16, batch: int = 4) -> None:
+    """A loss returns a finite scalar that has a gradient with respect to the prediction, and is
+    lower for a better prediction. With ``masked_only`` true it ignores visible pixels."""
+    params = params or {}
+    loss = factory(**params)
+    target = torch.randn(batch, channels, image_size, image_size)
+    mask = _grid_mask(batch, image_size, 4, seed=0)
+    pred = (target + torch.randn_like(target)).requires_grad_(True)
+    value = loss(pred, target, mask)
+    assert isinstance(value, torch.Tensor) and value.ndim == 0, f"loss must be a 0-dim tensor, got {value!r}"
+    assert torch.isfinite(value), "non-finite loss"
+    value.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
+    closer = target + 0.1 * (pred.detach() - target)
+    assert loss(closer, target, mask) < value.detach(), "a closer prediction does not lower the loss"
+    if params.get("masked_only", _declared_default(factory, "masked_only")):
+        changed = torch.where(mask.unsqueeze(1), pred.detach(), pred.detach() + 5.0)
+        assert torch.allclose(loss(changed, target, mask), value.detach()), "masked_only loss sees visible pixels"
+
+
+def _assert_all_grads(module: torch.nn.Module, what: str) -> None:
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"no gradient reaches {what} parameters: {', '.join(missing)}"

@@ -1,0 +1,109 @@
+"""Every registered component passes mimbench.testing's conformance checks."""
+
+import pytest
+import torch
+from torch import nn
+
+from mimbench import contract
+from mimbench.errors import ContractError
+
+from mimbench import testing
+from mimbench.plugins import load_plugins
+from mimbench.registry import Registry
+
+REGISTRY = Registry(load_plugins(use_env=False))
+CHECKS = {
+    "masker": testing.check_masker,
+    "encoder": testing.check_encoder,
+    "decoder": testing.check_decoder,
+    "loss": testing.check_loss,
+}
+
+
+@pytest.mark.parametrize(
+    "component",
+    [c for c in REGISTRY.all() if c.kind in CHECKS],
+    ids=lambda c: f"{c.kind}-{c.name}",
+)
+def test_component_conforms(component):
+    CHECKS[component.kind](component.factory, {})
+
+
+def test_every_kind_has_builtins():
+    for kind in (*CHECKS, "dataset"):
+        assert REGISTRY.names(kind), f"no built-in {kind}"
+
+
+@pytest.mark.parametrize("params", [{"masked_only": False}, {"masked_only": True}])
+@pytest.mark.parametrize("name", ["l1", "mse"])
+def test_losses_conform_both_ways(name, params):
+    testing.check_loss(REGISTRY.get("loss", name).factory, params)
+
+
+def test_check_masker_rejects_a_float_mask():
+    class FloatMasker:
+        def __call__(self, images, generator=None):
+            return torch.rand(images.shape[0], *images.shape[2:], generator=generator)
+
+    with pytest.raises(ContractError, match="expected torch.bool"):
+        testing.check_masker(FloatMasker, {})
+
+
+def test_check_masker_rejects_a_wrong_ratio():
+    class HalfMasker:
+        def __init__(self, ratio: float = 0.9):
+            self.ratio = ratio
+
+        def __call__(self, images, generator=None):
+            b, _, h, w = images.shape
+            return torch.rand(b, h, w, generator=generator) < 0.5
+
+    with pytest.raises(AssertionError, match="ratio is 0.9"):
+        testing.check_masker(HalfMasker, {})
+
+
+class TinyEncoder(nn.Module):
+    out_dim, stride = 4, 4
+
+    def __init__(self, in_channels: int, image_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 4, stride=4)
+
+    def forward(self, images, mask=None):
+        return self.conv(images)
+
+
+def test_check_encoder_catches_hidden_pixels_reaching_the_encoder(monkeypatch):
+    testing.check_encoder(TinyEncoder, {})
+    monkeypatch.setattr(contract, "hide", lambda images, mask: images)  # a core that forgot to hide
+    with pytest.raises(AssertionError, match="depend on hidden pixels"):
+        testing.check_encoder(TinyEncoder, {})
+
+
+def test_check_encoder_catches_ignored_input_and_missing_gradients():
+    class IgnoresInput(TinyEncoder):
+        def forward(self, images, mask=None):
+            return self.conv(torch.zeros_like(images))
+
+    with pytest.raises(AssertionError, match="ignore visible pixels"):
+        testing.check_encoder(IgnoresInput, {})
+
+    class UnusedParameter(TinyEncoder):
+        def __init__(self, in_channels: int, image_size: int):
+            super().__init__(in_channels, image_size)
+            self.unused = nn.Linear(2, 2)
+
+    with pytest.raises(AssertionError, match="unused.weight"):
+        testing.check_encoder(UnusedParameter, {})
+
+
+def test_check_loss_catches_a_loss_that_sees_visible_pixels():
+    class LeakyL1:
+        def __init__(self, masked_only: bool = True):
+            pass
+
+        def __call__(self, pred, target, mask):
+            return (pred - target).abs().mean()
+
+    with pytest.raises(AssertionError, match="sees visible pixels"):
+        testing.check_loss(LeakyL1, {})

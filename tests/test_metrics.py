@@ -1,0 +1,69 @@
+"""Reconstruction metrics match their textbook definitions, on hidden pixels only."""
+
+import math
+
+import torch
+from torch import nn
+
+from mimbench import metrics
+from mimbench.data import DeviceImages, Normalizer
+from mimbench.evaluate import reconstruction_metrics
+
+
+def test_masked_mse_counts_hidden_values_only():
+    target = torch.zeros(2, 3, 2, 2)
+    pred = torch.zeros(2, 3, 2, 2)
+    mask = torch.zeros(2, 2, 2, dtype=torch.bool)
+    mask[0, 0, 0] = True  # image 0: one hidden pixel (3 values)
+    mask[1] = True  # image 1: all 4 pixels hidden (12 values)
+    pred[0, :, 0, 0] = 0.5  # error on the hidden pixel
+    pred[0, :, 1, 1] = 1.0  # error on a visible pixel: must not count
+    pred[1, 0] = 0.2  # channel 0 of image 1
+    mse = metrics.masked_mse(pred, target, mask)
+    assert torch.allclose(mse, torch.tensor([0.25, 0.04 / 3], dtype=torch.float64))
+
+
+def test_psnr_is_textbook():
+    assert metrics.psnr(torch.tensor(0.01)).item() == 20.0
+    assert math.isclose(metrics.psnr(torch.tensor(0.001)).item(), 30.0, rel_tol=1e-6)
+    assert metrics.psnr(torch.tensor(0.0)).item() == 100.0  # floored, not infinite
+
+
+def test_hidden_fraction():
+    mask = torch.tensor([[[True, False], [False, False]], [[True, True], [True, True]]])
+    assert metrics.hidden_fraction(mask).tolist() == [0.25, 1.0]
+
+
+class Zero(nn.Module):
+    """An 'encoder' and 'decoder' that predict 0 everywhere, i.e. the mean pixel."""
+
+    out_dim, stride = 1, 1
+
+    def forward(self, x, mask=None):
+        return torch.zeros_like(x[:, :1]).expand(-1, self.channels, -1, -1)
+
+
+class HalfMasker:
+    def __call__(self, images, generator=None):
+        b, _, h, w = images.shape
+        mask = torch.zeros(b, h, w, dtype=torch.bool)
+        mask[:, : h // 2] = True  # the top half
+        return mask
+
+
+def test_reconstruction_metrics_undo_normalisation_and_use_hidden_pixels():
+    torch.manual_seed(0)
+    raw = torch.randint(0, 256, (10, 1, 8, 8), dtype=torch.uint8)
+    data = DeviceImages(raw, torch.zeros(10, dtype=torch.long), 2)
+    normalize = Normalizer(torch.tensor([0.3]), torch.tensor([0.2]))
+    model = Zero()
+    model.channels = 1
+    result = reconstruction_metrics(model, model, HalfMasker(), data, normalize, mask_seed=0, batch_size=4,
+                                    device=torch.device("cpu"))
+    # predicting normalised 0 is predicting the pixel value 0.3 (the mean), everywhere
+    pixels = raw.double() / 255.0
+    errors = (pixels[:, :, :4] - 0.3) ** 2  # the hidden top half only
+    per_image = errors.flatten(1).mean(1)
+    assert math.isclose(result["mse"], errors.mean().item(), rel_tol=1e-6)
+    assert math.isclose(result["psnr"], (10 * torch.log10(1 / per_image)).mean().item(), rel_tol=1e-6)
+    assert result["mask_ratio"] == 0.5

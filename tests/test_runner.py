@@ -1,0 +1,206 @@
+"""End to end: real (tiny) suites through the CLI, results on disk, failures and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mimbench.cli import cli
+
+TINY_SUITE = """
+name: tiny
+dataset: {name: shapes, params: {num_images: 96}}
+image_size: 16
+seeds: [0]
+train: {epochs: 1, batch_size: 32, log_every: 1}
+eval: {reference_masker: {name: patch, params: {ratio: 0.5, mask_patch_size: 4}}, batch_size: 40}
+grid:
+  encoder: [{name: cnn, params: {hidden_dim: 8}}]
+  decoder: [linear]
+  masker: [pixel, {name: patch, params: {mask_patch_size: 4}}]
+  loss: [l1]
+"""
+
+BAD_MASKER = '''
+import torch
+from mimbench import hookimpl
+
+class HalfSizeMasker:
+    """Returns a mask of half the image size: breaks the contract."""
+    def __call__(self, images, generator=None):
+        b, _, h, w = images.shape
+        return torch.zeros(b, h // 2, w // 2, dtype=torch.bool)
+
+@hookimpl
+def mimbench_register_maskers(register):
+    register("half", HalfSizeMasker)
+'''
+
+
+def write_suite(tmp_path: Path, text: str = TINY_SUITE, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def summary(out: Path, suite: str = "tiny") -> pd.DataFrame:
+    return pd.read_csv(out / suite / "summary.csv")
+
+
+def test_a_suite_run_leaves_complete_results(tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("run", str(write_suite(tmp_path)), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = summary(out)
+    assert list(table.masker) == ["pixel", "patch"]
+    assert (table.status == "done").all()
+    for column in ("recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "train_seconds", "images_per_second"):
+        assert table[column].notna().all() and (table[column] > 0).all(), column
+    assert ((table.recon_psnr > 3) & (table.recon_psnr < 60)).all()
+    # the pixel masker hides ~60% of pixels; the patch masker ceil(16 * 0.6) = 10 of 16 cells
+    assert abs(table.mask_ratio_actual[0] - 0.6) < 0.02
+    assert table.mask_ratio_actual[1] == 10 / 16
+    # the reference masker is the same for both runs, so its numbers are comparable: here the
+    # patch-trained run was trained on the same kind of mask as the reference
+    assert table["masker.mask_patch_size"][1] == 4 and table["masker.ratio"][0] == 0.6
+    assert (out / "tiny" / "suite.yaml").exists()
+
+    run_dir = out / "tiny" / "runs" / table.run_id[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["masker"] == {"name": "pixel", "params": {"ratio": 0.6}}
+    assert len(config["normalization"]["mean"]) == 3 and config["versions"]["torch"] == torch.__version__
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns) == ["epoch", "loss", "lr", "images_per_second", "seconds"]
+    assert len(history) == 1 and history.loss[0] > 0
+    state = torch.load(run_dir / "encoder.pt")
+    assert state["stages.0.weight"].shape == (8, 3, 3, 3)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["recon_mse"] == pytest.approx(table.recon_mse[0])
+    assert (run_dir / "reconstructions.png").stat().st_size > 0
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*"))
+
+
+def test_same_seed_gives_the_same_numbers(tmp_path):
+    suite = write_suite(tmp_path)
+    run_cli("run", str(suite), "--out", str(tmp_path / "a"))
+    run_cli("run", str(suite), "--out", str(tmp_path / "b"))
+    a, b = summary(tmp_path / "a"), summary(tmp_path / "b")
+    assert list(a.run_id) == list(b.run_id)
+    assert a.recon_mse.tolist() == b.recon_mse.tolist()
+    other_seed = run_cli("run", str(suite), "--out", str(tmp_path / "c"), "--set", "seeds=[1]")
+    assert other_seed.exit_code == 0
+    assert summary(tmp_path / "c").recon_mse.tolist() != a.recon_mse.tolist()
+
+
+def test_resume_skips_finished_runs_and_fresh_starts_over(tmp_path):
+    suite, out = write_suite(tmp_path), tmp_path / "results"
+    run_cli("run", str(suite), "--out", str(out))
+    metrics_files = sorted((out / "tiny" / "runs").glob("*/metrics.json"))
+    stamps = [p.stat().st_mtime_ns for p in metrics_files]
+    again = run_cli("run", str(suite), "--out", str(out))
+    assert again.exit_code == 0 and again.output.count("already finished, skipped") == 2
+    assert [p.stat().st_mtime_ns for p in metrics_files] == stamps
+    assert len(summary(out)) == 2
+    fresh = run_cli("run", str(suite), "--out", str(out), "--fresh")
+    assert fresh.exit_code == 0 and "skipped" not in fresh.output
+    assert [p.stat().st_mtime_ns for p in metrics_files] != stamps
+
+
+def test_a_contract_breaking_plugin_fails_only_its_own_runs(tmp_path):
+    plugin = tmp_path / "half_masker.py"
+    plugin.write_text(BAD_MASKER)
+    suite = write_suite(tmp_path, TINY_SUITE.replace("masker: [pixel, ", "masker: [half, pixel, "))
+    out = tmp_path / "results"
+    result = run_cli("run", str(suite), "--out", str(out), "--plugin", str(plugin))
+    assert result.exit_code == 1
+    table = summary(out)
+    assert table.set_index("masker").status.to_dict() == {"half": "failed", "pixel": "done", "patch": "done"}
+    failed = table[table.masker == "half"].iloc[0]
+    error = (out / "tiny" / "runs" / failed.run_id / "error.txt").read_text()
+    assert "Traceback" in error and "expected torch.bool [32, 16, 16]" in error
+    assert "expected torch.bool [32, 16, 16]" in failed.error
+    assert not (out / "tiny" / "runs" / failed.run_id / "metrics.json").exists()
+    # a second invocation retries the failed run and skips the finished ones
+    again = run_cli("run", str(suite), "--out", str(out), "--plugin", str(plugin))
+    assert again.exit_code == 1 and again.output.count("skipped") == 2 and "FAILED" in again.output
+
+
+def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
+    plugin = tmp_path / "nan_loss.py"
+    plugin.write_text(textwrap.dedent('''
+        from mimbench import hookimpl
+
+        class NanLoss:
+            """A loss that turns non-finite."""
+            def __call__(self, pred, target, mask):
+                return (pred - target).abs().mean() * float("nan")
+
+        @hookimpl
+        def mimbench_register_losses(register):
+            register("nan", NanLoss)
+    '''))
+    suite = write_suite(tmp_path, TINY_SUITE.replace("loss: [l1]", "loss: [nan]"))
+    result = run_cli("run", str(suite), "--out", str(tmp_path / "r"), "--plugin", str(plugin))
+    assert result.exit_code == 0
+    table = summary(tmp_path / "r")
+    assert (table.status == "diverged").all()
+    assert table.recon_mse.isna().all()
+
+
+def test_run_finished_hook_sees_every_run(tmp_path):
+    log = tmp_path / "finished.log"
+    plugin = tmp_path / "logger_plugin.py"
+    plugin.write_text(textwrap.dedent(f'''
+        from mimbench import hookimpl
+
+        @hookimpl
+        def mimbench_run_finished(run_dir, record):
+            with open({str(log)!r}, "a") as f:
+                f.write(f"{{run_dir.name}} {{record['run_id']}} {{record['status']}} {{record['recon_psnr']:.3f}}\\n")
+    '''))
+    run_cli("run", str(write_suite(tmp_path)), "--out", str(tmp_path / "r"), "--plugin", str(plugin))
+    lines = log.read_text().splitlines()
+    table = summary(tmp_path / "r")
+    assert [line.split()[:3] for line in lines] == [[r, r, "done"] for r in table.run_id]
+
+
+def test_kill_9_mid_suite_then_rerun_completes_without_recomputing(tmp_path):
+    suite = write_suite(tmp_path, TINY_SUITE.replace("num_images: 96", "num_images: 480")
+                        .replace("epochs: 1", "epochs: 3")
+                        .replace("masker: [pixel, ", "masker: [region, pixel, "))
+    out = tmp_path / "results"
+    command = [str(Path(sys.executable).parent / "mimbench"), "run", str(suite), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = out / "tiny" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(runs.glob("*/metrics.json")):
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
+    assert 1 <= len(finished) < 3, "the kill did not land mid-suite"
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    table = summary(out)
+    assert len(table) == 3 and (table.status == "done").all()
+    assert {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json") if p.parent.name in finished} == finished
+    assert rerun.stdout.count("already finished, skipped") == len(finished)
