@@ -10,6 +10,7 @@ import, or that implements a misspelled hook, is recorded in
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -86,26 +87,33 @@ def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) 
 def import_plugin(spec: str) -> ModuleType:
     """Import a plugin given as a ``.py`` file path or a dotted module name.
 
-    A file is imported under its stem as module name and kept in ``sys.modules``,
-    so that classes defined in it stay picklable.
+    A file is imported under its stem as module name and kept in ``sys.modules``, so
+    that classes defined in it stay picklable; if another module already has that
+    name, a name made unique by a hash of the file's path is used instead.
     """
     path = Path(spec)
-    if spec.endswith(".py") or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"no such plugin file: {spec}")
-        module_name = path.stem
-        module_spec = importlib.util.spec_from_file_location(module_name, path.resolve())
-        if module_spec is None or module_spec.loader is None:
-            raise ImportError(f"cannot import {spec} as a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]
-            raise
-        return module
-    return importlib.import_module(spec)
+    if not (spec.endswith(".py") or path.exists()):
+        return importlib.import_module(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such plugin file: {spec}")
+    path = path.resolve()
+    module_name = path.stem
+    existing = sys.modules.get(module_name)
+    if existing is not None:
+        if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
+            return existing
+        module_name = f"{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot import {spec} as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 def _register(plugins: PluginSet, name: str, provider: Provider, load) -> None:

@@ -158,8 +158,9 @@ def _describe(component: Component) -> str:
 
 
 def _first_doc_line(factory: Callable[..., Any]) -> str:
-    doc = inspect.getdoc(factory) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    # The factory's own docstring: inspect.getdoc would fall back to a base class's (nn.Module's).
+    doc = inspect.cleandoc(getattr(factory, "__doc__", None) or "")
+    return doc.splitlines()[0] if doc else ""
 
 
 def _first_line(exc: BaseException) -> str:

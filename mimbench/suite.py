@@ -12,6 +12,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,21 @@ from mimbench.errors import ConfigError
 from mimbench.registry import Registry
 
 COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats without a dot, such as ``1e-3``."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 class _Strict(BaseModel):
@@ -124,7 +140,7 @@ def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...]
     """Read a suite from a YAML path or a packaged name (default ``quick``), apply ``--set`` overrides."""
     path = _suite_path(source or "quick")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -159,7 +175,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.epochs=1")
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
     node = raw

@@ -101,7 +101,8 @@ def pretrain(
 
     result = TrainResult(status="done")
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True)
+    # per-step bar on a terminal only; logs get the suite bar and one line per run
+    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)
     step = 0
     for epoch in range(train["epochs"]):
         epoch_start = time.perf_counter()

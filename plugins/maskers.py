@@ -80,37 +80,51 @@ class RegionMasker:
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b, _, h, w = images.shape
         device = images.device
-        target = torch.full((b,), float(round(self.ratio * h * w)), device=device)
+        target = float(round(self.ratio * h * w))
+        mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
+        count = torch.zeros(b, device=device)
+        active = torch.arange(b, device=device)  # images still short of the target
+        for first_round in range(0, self.max_rounds, self.ROUNDS_PER_SYNC):
+            rounds = min(self.ROUNDS_PER_SYNC, self.max_rounds - first_round)
+            sub_mask, sub_count = self._add_blocks(mask[active], count[active], target, rounds, generator)
+            mask[active], count[active] = sub_mask, sub_count
+            active = active[sub_count < target]
+            if active.numel() == 0:  # the only host sync: once per ROUNDS_PER_SYNC rounds
+                break
+        return mask
+
+    ROUNDS_PER_SYNC = 8
+
+    def _add_blocks(self, mask: torch.Tensor, count: torch.Tensor, target: float, rounds: int,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Try ``rounds`` rectangles per image on mask [N, H, W] whose images hide count [N] pixels."""
+        n, h, w = mask.shape
+        device = mask.device
         min_area = max(1.0, self.min_area * h * w)
         log_aspect = math.log(self.aspect)
         rows = torch.arange(h, device=device).view(1, h)
         cols = torch.arange(w, device=device).view(1, w)
-        mask = torch.zeros(b, h, w, dtype=torch.bool, device=device)
-        count = torch.zeros(b, device=device)
-        for round_index in range(self.max_rounds):
+        for _ in range(rounds):
             # One candidate rectangle per image, drawn as BEiT draws them: area up to what is
             # still missing, log-uniform aspect ratio. Its sides are rounded so that it never
             # covers more than that area; it is kept if it adds pixels without passing the target.
             remaining = target - count
             low = remaining.clamp(max=min_area)
-            u = _rand((4, b), generator, device)
+            u = _rand((4, n), generator, device)
             area = (low + (remaining - low) * u[0]).clamp_min(1.0)
             aspect = torch.exp(log_aspect * (1 - 2 * u[1]))
             rect_h = torch.minimum((area * aspect).sqrt().round(), area.floor()).clamp(1, h)
             rect_w = (area / rect_h).floor().clamp(1, w)
             top = (u[2] * (h - rect_h + 1)).floor().unsqueeze(1)
             left = (u[3] * (w - rect_w + 1)).floor().unsqueeze(1)
-            in_rows = (rows >= top) & (rows < top + rect_h.unsqueeze(1))  # [B, H]
-            in_cols = (cols >= left) & (cols < left + rect_w.unsqueeze(1))  # [B, W]
-            rect = in_rows.unsqueeze(2) & in_cols.unsqueeze(1)  # [B, H, W]
+            in_rows = (rows >= top) & (rows < top + rect_h.unsqueeze(1))  # [N, H]
+            in_cols = (cols >= left) & (cols < left + rect_w.unsqueeze(1))  # [N, W]
+            rect = in_rows.unsqueeze(2) & in_cols.unsqueeze(1)  # [N, H, W]
             added = (rect & ~mask).sum(dim=(1, 2))
             accept = (added > 0) & (added <= remaining)
-            mask |= rect & accept.view(b, 1, 1)
-            count += added * accept
-            if round_index % 8 == 7 and bool((count >= target).all()):  # a host sync every 8 rounds only
-                break
-        return mask
-
+            mask |= rect & accept.view(n, 1, 1)
+            count = count + added * accept
+        return mask, count
 
 @hookimpl
 def mimbench_register_maskers(register) -> None:

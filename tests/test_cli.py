@@ -425,8 +425,15 @@ def test_console_script_dry_run_matches_in_process_ids(console_script, tmp_path)
     assert ids == [run[0] for run in dry_run(str(path))]
     assert not (tmp_path / "out").exists()
 
-    bad = subprocess.run([console_script, "run", "quik"], capture_output=True, text=True, timeout=120,
-                         env=_env(), cwd=tmp_path)
-    assert bad.returncode == 2
-    assert bad.stderr.startswith("error: unknown suite 'quik'") and bad.stderr.count("\n") == 1
-    assert "Traceback" not in bad.stderr
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    suite = tmp_path / "exp.yaml"
+    suite.write_text(
+        "name: exp\ndataset: {name: shapes, params: {num_images: 32}}\nimage_size: 16\n"
+        "train: {lr: 1e-3}\n"
+        "grid: {encoder: cnn, decoder: linear, masker: [{name: region, params: {min_area: 5e-2}}], loss: l1}\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(suite), "--dry-run", "--set", "train.weight_decay=1e-4"])
+    assert result.exit_code == 0, result.output
+    assert "min_area=0.05" in result.output

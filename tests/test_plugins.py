@@ -451,11 +451,6 @@ def test_description_defaults_to_the_first_docstring_line(descriptions_registry)
     assert describe("masker", "doc-class-none") == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry._first_doc_line uses inspect.getdoc, which inherits docstrings: an undocumented "
-           "nn.Module subclass is described as torch's 'Base class for all neural network modules.'",
-)
 def test_undocumented_module_has_no_inherited_description(descriptions_registry):
     assert descriptions_registry.get("encoder", "doc-module-none").description == ""
 
@@ -649,11 +644,6 @@ def mimbench_register_maskers(register):
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugins.import_plugin imports a file under its bare stem: a second plugin file with the same "
-           "name (other folder) replaces sys.modules[stem], so the first one's classes no longer pickle",
-)
 def test_two_plugin_files_with_the_same_name_both_stay_picklable(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
@@ -669,11 +659,6 @@ def test_two_plugin_files_with_the_same_name_both_stay_picklable(tmp_path):
         assert type(pickle.loads(pickle.dumps(masker))) is type(masker)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugins.import_plugin puts a plugin file into sys.modules under its bare stem, so a plugin "
-           "file named like an imported module (here colorsys.py) replaces that module for the whole process",
-)
 def test_plugin_file_does_not_shadow_an_imported_module(tmp_path, monkeypatch):
     import colorsys
 
