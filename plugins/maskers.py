@@ -77,6 +77,9 @@ class RegionMasker:
             raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
         self.ratio, self.min_area, self.aspect, self.max_rounds = ratio, min_area, aspect, max_rounds
 
+    ROUNDS_PER_SYNC = 8
+    MAX_TRIES = 16
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b, _, h, w = images.shape
         device = images.device
@@ -86,44 +89,55 @@ class RegionMasker:
         active = torch.arange(b, device=device)  # images still short of the target
         for first_round in range(0, self.max_rounds, self.ROUNDS_PER_SYNC):
             rounds = min(self.ROUNDS_PER_SYNC, self.max_rounds - first_round)
-            sub_mask, sub_count = self._add_blocks(mask[active], count[active], target, rounds, generator)
+            # As fewer images remain, try more candidates per image per round: same work per round.
+            tries = max(1, min(self.MAX_TRIES, b // max(1, active.numel())))
+            sub_mask, sub_count = self._add_blocks(mask[active], count[active], target, rounds, tries, generator)
             mask[active], count[active] = sub_mask, sub_count
             active = active[sub_count < target]
             if active.numel() == 0:  # the only host sync: once per ROUNDS_PER_SYNC rounds
                 break
         return mask
 
-    ROUNDS_PER_SYNC = 8
-
-    def _add_blocks(self, mask: torch.Tensor, count: torch.Tensor, target: float, rounds: int,
+    def _add_blocks(self, mask: torch.Tensor, count: torch.Tensor, target: float, rounds: int, tries: int,
                     generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Try ``rounds`` rectangles per image on mask [N, H, W] whose images hide count [N] pixels."""
+        """Add up to ``rounds`` rectangles to each of mask [N, H, W], whose images hide count [N] pixels.
+
+        Each round draws ``tries`` candidate rectangles per image, as BEiT draws them: area
+        up to what is still missing (at least min_area), log-uniform aspect ratio, sides
+        rounded so the rectangle never covers more than that area. The first candidate that
+        adds pixels without passing the target is kept: the same as trying them one by one.
+        """
         n, h, w = mask.shape
         device = mask.device
         min_area = max(1.0, self.min_area * h * w)
         log_aspect = math.log(self.aspect)
-        rows = torch.arange(h, device=device).view(1, h)
-        cols = torch.arange(w, device=device).view(1, w)
+        rows = torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h)
+        cols = torch.arange(w, device=device, dtype=torch.float32).view(1, 1, w)
+        first = torch.arange(n, device=device)
+        # Float 0/1 masks: counting and painting rectangles become small batched matmuls,
+        # much faster than broadcast boolean ops over [N, T, H, W].
+        hidden = mask.float()
         for _ in range(rounds):
-            # One candidate rectangle per image, drawn as BEiT draws them: area up to what is
-            # still missing, log-uniform aspect ratio. Its sides are rounded so that it never
-            # covers more than that area; it is kept if it adds pixels without passing the target.
-            remaining = target - count
+            remaining = (target - count).unsqueeze(1)  # [N, 1]
             low = remaining.clamp(max=min_area)
-            u = _rand((4, n), generator, device)
-            area = (low + (remaining - low) * u[0]).clamp_min(1.0)
+            u = _rand((4, n, tries), generator, device)
+            area = (low + (remaining - low) * u[0]).clamp_min(1.0)  # [N, T]
             aspect = torch.exp(log_aspect * (1 - 2 * u[1]))
             rect_h = torch.minimum((area * aspect).sqrt().round(), area.floor()).clamp(1, h)
             rect_w = (area / rect_h).floor().clamp(1, w)
-            top = (u[2] * (h - rect_h + 1)).floor().unsqueeze(1)
-            left = (u[3] * (w - rect_w + 1)).floor().unsqueeze(1)
-            in_rows = (rows >= top) & (rows < top + rect_h.unsqueeze(1))  # [N, H]
-            in_cols = (cols >= left) & (cols < left + rect_w.unsqueeze(1))  # [N, W]
-            rect = in_rows.unsqueeze(2) & in_cols.unsqueeze(1)  # [N, H, W]
-            added = (rect & ~mask).sum(dim=(1, 2))
-            accept = (added > 0) & (added <= remaining)
-            mask |= rect & accept.view(n, 1, 1)
-            count = count + added * accept
+            top = (u[2] * (h - rect_h + 1)).floor().unsqueeze(2)
+            left = (u[3] * (w - rect_w + 1)).floor().unsqueeze(2)
+            in_rows = ((rows >= top) & (rows < top + rect_h.unsqueeze(2))).float()  # [N, T, H]
+            in_cols = ((cols >= left) & (cols < left + rect_w.unsqueeze(2))).float()  # [N, T, W]
+            already = (torch.bmm(in_rows, hidden) * in_cols).sum(dim=2)  # hidden pixels inside, [N, T]
+            added = rect_h * rect_w - already
+            valid = (added > 0) & (added <= remaining)
+            pick = valid.int().argmax(dim=1)  # the first valid try (0 if none)
+            kept = valid[first, pick].float()
+            rect = torch.bmm((in_rows[first, pick] * kept.unsqueeze(1)).unsqueeze(2), in_cols[first, pick].unsqueeze(1))
+            hidden = torch.maximum(hidden, rect)
+            count = count + added[first, pick] * kept
+        mask = hidden > 0.5
         return mask, count
 
 @hookimpl
