@@ -58,9 +58,11 @@ def check_masker(factory: Factory, params: dict[str, Any] | None = None, image_s
 
 
 def _grid_mask(batch: int, image_size: int, cell: int, seed: int) -> torch.Tensor:
-    """A random mask of whole cell x cell squares, about half of them hidden: bool [B, S, S]."""
+    """A random mask of whole cell x cell squares, exactly half of them (rounded down) hidden
+    in every image, so that encoders that drop hidden tokens (MAE) can take it: bool [B, S, S]."""
     cells = image_size // cell
-    coarse = torch.rand(batch, cells, cells, generator=_generator(seed)) < 0.5
+    ranks = torch.rand(batch, cells * cells, generator=_generator(seed)).argsort(1).argsort(1)
+    coarse = (ranks < (cells * cells) // 2).view(batch, cells, cells)
     return coarse.repeat_interleave(cell, 1).repeat_interleave(cell, 2)
 
 
