@@ -28,13 +28,18 @@ def reconstruction_metrics(
     mask_seed: int,
     batch_size: int,
     device: torch.device,
+    to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """MSE and PSNR on hidden pixels, and the fraction of pixels the masker really hid.
+    """MSE and PSNR on hidden pixels, and statistics of the masks the masker really made.
 
     Returns ``mse`` (squared error summed over every hidden value of the split, divided
     by their number), ``psnr`` (mean over images of 10*log10(1/mse_image); images with
-    nothing hidden are left out) and ``mask_ratio`` (hidden pixels / all pixels).
-    The masks come from a generator seeded with ``mask_seed``: the same for every run.
+    nothing hidden are left out), ``mask_ratio`` (hidden pixels / all pixels) and
+    ``mask_avgdist`` (SimMIM's AvgDist: mean over images of the mean distance in pixels
+    from a hidden pixel to the nearest visible one). The masks come from a generator
+    seeded with ``mask_seed``: the same for every run. ``to_image(pred, target)`` maps
+    the decoder's output to the normalised image when the loss trained it on another
+    target (norm_pix); see ``mimbench_register_losses``.
     """
     encoder.eval(), decoder.eval()
     generator = torch.Generator(device=device).manual_seed(mask_seed)
@@ -43,12 +48,15 @@ def reconstruction_metrics(
     psnr_sum = torch.zeros_like(sse_total)
     images_with_hidden = torch.zeros_like(sse_total)
     hidden_pixels = torch.zeros_like(sse_total)
+    avgdist_sum = torch.zeros_like(sse_total)
+    avgdist_count = torch.zeros_like(sse_total)
     for batch in data.images.split(batch_size):
         images = normalize(batch)
         mask = check_mask(masker(images, generator), images)
         with autocast_for(device):
             pred = reconstruct(encoder, decoder, images, mask, check=True)
-        pred_pixels = normalize.to_pixels(pred.float()).clamp(0.0, 1.0)
+        pred = pred.float() if to_image is None else to_image(pred.float(), images)
+        pred_pixels = normalize.to_pixels(pred).clamp(0.0, 1.0)
         target_pixels = batch.float() / 255.0
         sse, values = metrics.hidden_squared_error(pred_pixels, target_pixels, mask)
         has_hidden = values > 0
@@ -57,11 +65,15 @@ def reconstruction_metrics(
         psnr_sum += metrics.psnr(sse[has_hidden] / values[has_hidden]).sum()
         images_with_hidden += has_hidden.sum()
         hidden_pixels += mask.sum()
+        avgdist = metrics.mask_avgdist(mask)
+        avgdist_sum += avgdist.nan_to_num(0.0).sum()
+        avgdist_count += avgdist.isfinite().sum()
     total_pixels = data.images.shape[0] * data.images.shape[2] * data.images.shape[3]
     return {
         "mse": (sse_total / values_total).item(),
         "psnr": (psnr_sum / images_with_hidden).item(),
         "mask_ratio": hidden_pixels.item() / total_pixels,
+        "mask_avgdist": (avgdist_sum / avgdist_count).item(),
     }
 
 
@@ -75,6 +87,7 @@ def reconstruction_grid(
     mask_seed: int,
     device: torch.device,
     count: int = 8,
+    to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """A picture of ``count`` fixed test images, one column each; rows: original, what the
     encoder saw (hidden pixels grey), the prediction, and the prediction pasted into the
@@ -84,8 +97,9 @@ def reconstruction_grid(
     mask = masker(images, torch.Generator(device=device).manual_seed(mask_seed))
     with autocast_for(device):
         pred = reconstruct(encoder, decoder, images, mask)
+    pred = pred.float() if to_image is None else to_image(pred.float(), images)
     original = batch.float() / 255.0
-    prediction = normalize.to_pixels(pred.float()).clamp(0.0, 1.0)
+    prediction = normalize.to_pixels(pred).clamp(0.0, 1.0)
     seen = hide(original, mask) + 0.5 * mask.unsqueeze(1)
     pasted = torch.where(mask.unsqueeze(1), prediction, original)
     rows = torch.cat([original, seen, prediction, pasted])

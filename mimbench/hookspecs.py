@@ -38,6 +38,10 @@ def mimbench_register_maskers(register: Register) -> None:
     ``images.device``, for the whole batch at once (no per-sample Python loop),
     and be reproducible for a given generator. The images are already
     normalised; most maskers only use their shape and device.
+
+    Optional: a class attribute ``deterministic = True`` declares a masker that
+    ignores the generator (e.g. MAE's regular grid), so the conformance checks
+    do not expect another mask for another seed.
     """
 
 
@@ -51,8 +55,12 @@ def mimbench_register_encoders(register: Register) -> None:
     -> Tensor[B, out_dim, H / stride, W / stride]``.
 
     The core zeroes hidden pixels before calling ``forward``; ``mask`` tells the
-    encoder what was hidden (e.g. to put a mask token on fully hidden patches).
+    encoder what was hidden (e.g. to put a mask token on fully hidden patches, or
+    to drop them, MAE style, as long as the full feature grid is returned).
     ``mask=None`` means nothing is hidden (probing).
+
+    Optional: ``blocks(images) -> list[Tensor[B, D_i, H_i, W_i]]``, the feature
+    grid after each block or stage (unmasked), for layer-wise probing.
     """
 
 
@@ -74,6 +82,14 @@ def mimbench_register_losses(register: Register) -> None:
     ``factory(**params)`` returns a callable
     ``loss(pred: Tensor[B, C, H, W], target: Tensor[B, C, H, W], mask: BoolTensor[B, H, W])
     -> Tensor[]`` (a scalar to minimise). Built-ins take ``masked_only: bool = True``.
+
+    Optional: a loss that trains the decoder on a transformed target (MAE's
+    ``norm_pix``) sets an attribute ``prediction_to_image(pred, target) -> Tensor``
+    that maps a prediction back to the normalised image, so reconstruction metrics
+    stay in pixel space. If it needs the target's statistics (norm_pix does: each
+    hidden patch's mean and std), the summary marks the run with
+    ``recon_uses_target_stats`` true: its reconstruction numbers were given
+    information the model did not have and are not comparable with other runs'.
     """
 
 

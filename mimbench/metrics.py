@@ -33,3 +33,50 @@ def psnr(mse: torch.Tensor, max_value: float = 1.0) -> torch.Tensor:
 def hidden_fraction(mask: torch.Tensor) -> torch.Tensor:
     """Fraction of pixels hidden, per image: bool [B, H, W] -> float Tensor[B]."""
     return mask.flatten(1).float().mean(dim=1)
+
+
+def mask_avgdist(mask: torch.Tensor, max_elements: int = 1 << 22) -> torch.Tensor:
+    """SimMIM's AvgDist per image: bool mask [B, H, W] (True = hidden) -> float64 Tensor[B].
+
+    For each image, the mean over hidden pixels of the Euclidean distance, in pixels, from the
+    pixel to the nearest visible pixel of the same image; NaN for an image with no hidden pixel
+    or no visible pixel. Exact, by a separable Euclidean distance transform vectorised over the
+    batch: first, along each row, the distance g to the nearest visible pixel of that row
+    (running max / min of visible column indices); then, in each column, d^2[y] = min over
+    rows y' of g[y']^2 + (y - y')^2, taking |y - y'| = 1, 2, ... and dropping a column once
+    (y - y')^2 passes its largest d^2 so far: the cost grows with the distances, not the height.
+    Images go in chunks of at most ``max_elements`` pixels to bound memory.
+    """
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be [B, H, W], got shape {tuple(mask.shape)}")
+    hidden = mask.bool()
+    b, h, w = hidden.shape
+    chunk = max(1, max_elements // max(1, h * w))
+    if b > chunk:
+        return torch.cat([mask_avgdist(hidden[i:i + chunk], max_elements) for i in range(0, b, chunk)])
+    visible = ~hidden
+    any_visible = visible.flatten(1).any(dim=1)
+    counts = hidden.flatten(1).sum(dim=1)
+    cols = torch.arange(w, device=hidden.device, dtype=torch.float32).expand(b, h, w)
+    inf = torch.tensor(float("inf"), device=hidden.device)
+    before = torch.where(visible, cols, -inf).cummax(dim=2).values  # last visible column at or left of x
+    after = torch.where(visible, cols, inf).flip(2).cummin(dim=2).values.flip(2)  # first one at or right of x
+    g2 = torch.minimum(cols - before, after - cols).square()  # inf in rows with nothing visible
+    g2[~any_visible] = 0.0  # those images get NaN; keep them from holding the loop below
+    g2 = g2.transpose(1, 2).reshape(b * w, h)  # one row per image column
+    d2 = torch.empty_like(g2)
+    left = torch.arange(b * w, device=hidden.device)  # the columns still being refined
+    sub_g2, sub_d2 = g2, g2.clone()
+    for dy in range(1, h):
+        if dy % 4 == 1:  # drop the columns that no row further away can bring closer (a host sync)
+            d2[left] = sub_d2
+            need = sub_d2.amax(dim=1) > dy * dy
+            left, sub_g2, sub_d2 = left[need], sub_g2[need], sub_d2[need]
+            if left.numel() == 0:
+                break
+        for near, far in ((sub_d2[:, dy:], sub_g2[:, :-dy]), (sub_d2[:, :-dy], sub_g2[:, dy:])):
+            torch.minimum(near, far + dy * dy, out=near)
+    d2[left] = sub_d2
+    dist = d2.view(b, w, h).transpose(1, 2).sqrt()
+    total = torch.where(hidden, dist, 0.0).double().flatten(1).sum(dim=1)
+    return torch.where((counts > 0) & any_visible, total / counts, torch.nan)

@@ -113,17 +113,20 @@ def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch
     store.save_state_dict(folder / "encoder.pt", parts.encoder)
     if result.status == "done":
         evaluation = config["eval"]
+        # A loss that trains on another target (norm_pix) says how to map predictions back.
+        to_image = getattr(parts.loss, "prediction_to_image", None)
         own = reconstruction_metrics(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
-                                     evaluation["mask_seed"], evaluation["batch_size"], device)
-        record.update(recon_mse=own["mse"], recon_psnr=own["psnr"], mask_ratio_actual=own["mask_ratio"])
+                                     evaluation["mask_seed"], evaluation["batch_size"], device, to_image)
+        record.update(recon_mse=own["mse"], recon_psnr=own["psnr"], mask_ratio_actual=own["mask_ratio"],
+                      mask_avgdist_px=own["mask_avgdist"], recon_uses_target_stats=to_image is not None)
         reference = evaluation["reference_masker"]
         if reference is not None:
             masker = registry.build("masker", reference["name"], reference["params"])
             ref = reconstruction_metrics(parts.encoder, parts.decoder, masker, data.test, data.normalize,
-                                         evaluation["mask_seed"], evaluation["batch_size"], device)
+                                         evaluation["mask_seed"], evaluation["batch_size"], device, to_image)
             record.update(ref_mse=ref["mse"], ref_psnr=ref["psnr"])
         grid = reconstruction_grid(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
-                                   evaluation["mask_seed"], device)
+                                   evaluation["mask_seed"], device, to_image=to_image)
         store.save_png(folder / "reconstructions.png", grid)
     store.write_json(folder / "metrics.json", record)  # last: marks the run as finished
     return record

@@ -24,8 +24,8 @@ from mimbench.suite import COMPONENT_AXES, RunSpec
 #: The summary's leading columns, in this order; ``<kind>.<param>`` columns follow.
 SUMMARY_COLUMNS = [
     "run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
-    "mask_ratio_actual", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "linear_acc", "knn_acc",
-    "train_seconds", "images_per_second", "epochs_completed", "final_loss", "error",
+    "mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "linear_acc", "knn_acc",
+    "recon_uses_target_stats", "train_seconds", "images_per_second", "epochs_completed", "final_loss", "error",
 ]
 
 

@@ -1,7 +1,8 @@
 """Suites: the YAML schema (with every default visible here), loading, overrides and expansion.
 
-A suite's ``grid`` is a cartesian product of components; ``sweep`` crosses it with
-values of dotted parameter paths (``masker.ratio``, ``train.lr``). Each resulting
+A suite's ``grid`` is a cartesian product of components (or a list of such grids,
+whose runs are joined: for comparing fixed pairings such as SimMIM's and MAE's
+recipes); ``sweep`` crosses it with values of dotted parameter paths (``masker.ratio``, ``train.lr``). Each resulting
 run is fully resolved (every component param filled in from its factory's
 defaults) and named by a short hash of that resolved config.
 """
@@ -103,7 +104,17 @@ class Suite(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    grid: Grid
+    grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
+
+    @field_validator("grid")
+    @classmethod
+    def _grids(cls, grid: Grid | list[Grid]) -> Grid | list[Grid]:
+        if isinstance(grid, list) and not grid:
+            raise ValueError("grid: the list of grids is empty")
+        return grid
+
+    def grids(self) -> list[Grid]:
+        return self.grid if isinstance(self.grid, list) else [self.grid]
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("sweep")
@@ -190,8 +201,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 def _validation_message(exc: ValidationError) -> str:
     errors = exc.errors()
+    # `grid` is "one grid or a list of grids": pydantic reports each union branch; keep the
+    # first error's branch and drop the branch names from the path.
+    branch = next((p for p in errors[0]["loc"] if p in _UNION_BRANCHES), None)
+    errors = [e for e in errors if not any(p in _UNION_BRANCHES and p != branch for p in e["loc"])]
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -201,9 +216,13 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{loc}: {msg}{more}"
 
 
+_UNION_BRANCHES = {"Grid", "list[Grid]"}
+
+
 def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
     """All runs of a suite, seed by seed, in grid order, each resolved and validated."""
-    axes = [getattr(suite.grid, axis) for axis in COMPONENT_AXES]
+    combos = [combo for grid in suite.grids()
+              for combo in itertools.product(*(getattr(grid, axis) for axis in COMPONENT_AXES))]
     sweep_keys = list(suite.sweep)
     sweep_values = list(itertools.product(*suite.sweep.values()))
     dataset = _resolved(registry, "dataset", suite.dataset)
@@ -214,7 +233,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
 
     runs: dict[str, RunSpec] = {}
     for seed in suite.seeds:
-        for combo in itertools.product(*axes):
+        for combo in combos:
             for values in sweep_values:
                 specs = {axis: spec.model_dump() for axis, spec in zip(COMPONENT_AXES, combo)}
                 train = suite.train.model_dump()

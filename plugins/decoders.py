@@ -10,17 +10,38 @@ from torch import nn
 from mimbench import hookimpl
 
 
+def _to_pixels(in_dim: int, stride: int, out_channels: int) -> list[nn.Module]:
+    """[B, in_dim, h, w] -> [B, out_channels, h * stride, w * stride]: a 1x1 conv to
+    stride^2 * out_channels channels, then PixelShuffle(stride)."""
+    if stride < 1:
+        raise ValueError(f"needs an encoder stride >= 1, got {stride}")
+    return [nn.Conv2d(in_dim, stride * stride * out_channels, kernel_size=1), nn.PixelShuffle(stride)]
+
+
 class LinearDecoder(nn.Module):
     """SimMIM's head: a 1x1 conv to stride^2 * C channels, then PixelShuffle back to full size."""
 
     def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int):
         super().__init__()
-        self.head = nn.Sequential(
-            nn.Conv2d(in_dim, stride * stride * out_channels, kernel_size=1),
-            nn.PixelShuffle(stride),
-        )
+        self.head = nn.Sequential(*_to_pixels(in_dim, stride, out_channels))
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """features [B, in_dim, H/stride, W/stride] -> [B, out_channels, H, W]."""
+        return self.head(features)
+
+
+class MLPDecoder(nn.Module):
+    """Per-location MLP head: 1x1 conv to hidden_dim, GELU, 1x1 conv to stride^2 * C, PixelShuffle."""
+
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: int = 256):
+        super().__init__()
+        if hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
+        self.head = nn.Sequential(nn.Conv2d(in_dim, hidden_dim, kernel_size=1), nn.GELU(),
+                                  *_to_pixels(hidden_dim, stride, out_channels))
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """features [B, in_dim, H/stride, W/stride] -> [B, out_channels, H, W]."""
         return self.head(features)
 
 
@@ -51,3 +72,4 @@ class UpsampleDecoder(nn.Module):
 def mimbench_register_decoders(register) -> None:
     register("linear", LinearDecoder)
     register("upsample", UpsampleDecoder)
+    register("mlp", MLPDecoder)

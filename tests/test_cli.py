@@ -195,7 +195,7 @@ def test_dry_run_expands_grid_sweep_and_seeds(tmp_path):
     assert len(runs) == 8
     assert len({run[0] for run in runs}) == 8
     assert {run[1:] for run in runs} == {
-        (seed, "cnn(hidden_dim=8)", "linear", masker, "l1(masked_only=True)")
+        (seed, "cnn(hidden_dim=8)", "linear", masker, "l1(masked_only=True,norm_pix=False,norm_pix_patch_size=4)")
         for seed in (0, 1)
         for masker in ("pixel(ratio=0.4)", "pixel(ratio=0.6)",
                        "patch(ratio=0.4,mask_patch_size=4)", "patch(ratio=0.6,mask_patch_size=4)")

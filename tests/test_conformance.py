@@ -20,13 +20,20 @@ CHECKS = {
 }
 
 
+@pytest.mark.parametrize("image_size", [32, 64])
 @pytest.mark.parametrize(
     "component",
     [c for c in REGISTRY.all() if c.kind in CHECKS],
     ids=lambda c: f"{c.kind}-{c.name}",
 )
-def test_component_conforms(component):
-    CHECKS[component.kind](component.factory, {})
+def test_component_conforms(component, image_size):
+    if component.kind == "masker":
+        testing.check_masker(component.factory, {}, image_size=image_size,
+                             random=not getattr(component.factory, "deterministic", False))
+    elif component.kind == "loss":
+        testing.check_loss(component.factory, {}, image_size=image_size)
+    else:
+        CHECKS[component.kind](component.factory, {}, image_size=image_size)
 
 
 def test_every_kind_has_builtins():

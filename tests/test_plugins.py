@@ -545,7 +545,7 @@ def test_defaults_are_filled_in(builtins):
     assert builtins.resolve_params("masker", "region", {}) == {
         "ratio": 0.6, "min_area": 0.02, "aspect": 0.3, "max_rounds": 256}
     assert builtins.resolve_params("masker", "patch", {"ratio": 0.75}) == {"ratio": 0.75, "mask_patch_size": 4}
-    assert builtins.resolve_params("loss", "l1", {}) == {"masked_only": True}
+    assert builtins.resolve_params("loss", "l1", {}) == {"masked_only": True, "norm_pix": False, "norm_pix_patch_size": 4}
     assert builtins.resolve_params("encoder", "cnn", {}) == {"hidden_dim": 64}
 
 
