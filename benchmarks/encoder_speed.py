@@ -9,10 +9,10 @@ timed as the median of ``--repeats`` steps after two warm-ups. Prints a markdown
 
 from __future__ import annotations
 
-import time
-
 import click
 import torch
+
+from timing import median_seconds
 
 from mimbench.contract import reconstruct
 from mimbench.plugins import load_plugins
@@ -55,17 +55,7 @@ def main(image_size: int, channels: int, batch_size: int, repeats: int, device: 
             loss.backward()
             optimizer.step()
 
-        times = []
-        for i in range(repeats + 2):
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize(torch_device)
-            start = time.perf_counter()
-            step()
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize(torch_device)
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-        median = sorted(times)[len(times) // 2]
+        median = median_seconds(step, repeats, torch_device)
         params = sum(p.numel() for p in encoder.parameters()) / 1e6
         click.echo(f"| {name} | {params:.2f} | {encoder.stride} | {encoder.out_dim} | {median * 1e3:.1f} | "
                    f"{batch_size / median:.0f} |")

@@ -1,19 +1,20 @@
 """Share of a training step spent making masks, per masker.
 
 Builds the quick suite's model (or any suite's first encoder/decoder/loss), then
-times, for each masker of the suite: making the masks of one batch alone, and one
+times, for each masker of the suite (or each one named with --masker): making the masks of one batch alone, and one
 whole training step (mask + forward + backward + AdamW). Prints a markdown table.
 
     python benchmarks/mask_share.py                      # quick suite, batch 256
+    python benchmarks/mask_share.py --masker random_token --masker block --masker square --masker grid
     python benchmarks/mask_share.py --batch-size 256 --device cuda
 """
 
 from __future__ import annotations
 
-import time
-
 import click
 import torch
+
+from timing import median_seconds
 
 from mimbench.contract import reconstruct
 from mimbench.plugins import load_plugins
@@ -23,28 +24,15 @@ from mimbench.suite import expand, load_suite
 from mimbench.train import autocast_for, build_components, param_groups
 
 
-def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls, after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 @click.command()
 @click.argument("suite", default="quick")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--repeats", default=20, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def main(suite: str, batch_size: int, repeats: int, device: str) -> None:
+@click.option("--masker", "masker_names", multiple=True,
+              help="Time these registered maskers (default params) with the suite's first model, "
+                   "instead of the suite's own maskers (repeatable).")
+def main(suite: str, batch_size: int, repeats: int, device: str, masker_names: tuple[str, ...]) -> None:
     torch_device = resolve_device(device)
     registry = Registry(load_plugins())
     spec = load_suite(suite)
@@ -55,14 +43,14 @@ def main(suite: str, batch_size: int, repeats: int, device: str) -> None:
                f"{torch.get_num_threads()} threads\n")
     click.echo("| masker | params | mask ms | step ms | mask share |")
     click.echo("|---|---|---|---|---|")
-    seen = set()
-    for run in runs:
-        masker_spec = run.config["masker"]
-        key = repr(masker_spec)
-        if key in seen:
-            continue
-        seen.add(key)
-        parts = build_components(registry, run.config, data.train.channels)
+    if masker_names:
+        configs = [{**runs[0].config, "masker": {"name": name, "params": registry.resolve_params("masker", name, {})}}
+                   for name in masker_names]
+    else:
+        configs = list({repr(run.config["masker"]): run.config for run in runs}.values())
+    for config in configs:
+        masker_spec = config["masker"]
+        parts = build_components(registry, config, data.train.channels)
         encoder, decoder = parts.encoder.to(torch_device), parts.decoder.to(torch_device)
         optimizer = torch.optim.AdamW(param_groups([encoder, decoder], 0.05), lr=1e-3)
         generator = torch.Generator(device=torch_device).manual_seed(0)
@@ -79,7 +67,8 @@ def main(suite: str, batch_size: int, repeats: int, device: str) -> None:
             loss.backward()
             optimizer.step()
 
-        mask_s, step_s = timed(make_mask, repeats, torch_device), timed(step, repeats, torch_device)
+        mask_s = median_seconds(make_mask, repeats, torch_device)
+        step_s = median_seconds(step, repeats, torch_device)
         params = ", ".join(f"{k}={v}" for k, v in masker_spec["params"].items())
         click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {step_s * 1e3:.1f} | "
                    f"{100 * mask_s / step_s:.2f}% |")
