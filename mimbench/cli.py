@@ -73,7 +73,7 @@ def cli() -> None:
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
-@click.option("--fresh", is_flag=True, help="Delete the suite's earlier results and start over.")
+@click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over.")
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
 def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...], overrides: tuple[str, ...],
         fresh: bool, dry_run: bool) -> None:
@@ -101,7 +101,7 @@ def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...]
         return
     table = run_suite(spec, runs, registry, data, out, torch_device, fresh=fresh)
     counts = table.status.value_counts().to_dict()
-    click.echo(f"{len(table)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    click.echo(f"{len(table)} run{'s' if len(table) != 1 else ''}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                + f"; summary: {out / spec.name / 'summary.csv'}")
     if counts.get("failed", 0) or counts.get("pending", 0):
         sys.exit(1)
@@ -114,14 +114,16 @@ def _spec_text(spec: dict) -> str:
 
 @cli.command()
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind of component.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print JSON instead of a table: {"components": [...], "failed_plugins": [...]}.')
+@click.option("--params", "show_params", is_flag=True, help="Also list each component's params with types and defaults.")
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
-def plugins(kind: str | None, as_json: bool, plugin_specs: tuple[str, ...]) -> None:
-    """List every component: kind, name, provider, version, description."""
+def plugins(kind: str | None, as_json: bool, show_params: bool, plugin_specs: tuple[str, ...]) -> None:
+    """List every component: kind, name, provider, version, description (and params)."""
     registry = _registry(plugin_specs)
     rows = [
         {"kind": c.kind, "name": c.name, "provider": c.provider.name, "version": c.provider.version,
-         "description": c.description}
+         "description": c.description, "params": c.params_summary()}
         for c in registry.all() if kind is None or c.kind == kind
     ]
     if as_json:
@@ -133,6 +135,10 @@ def plugins(kind: str | None, as_json: bool, plugin_specs: tuple[str, ...]) -> N
     click.echo("  ".join(h.upper().ljust(widths.get(h, 0)) for h in headers).rstrip())
     for row in rows:
         click.echo("  ".join(str(row[h]).ljust(widths.get(h, 0)) for h in headers).rstrip())
+        if show_params and row["params"]:
+            params = ", ".join(f"{name}: {p['type']}" + (f" = {p['default']!r}" if "default" in p else " (required)")
+                               for name, p in row["params"].items())
+            click.echo(f"{'':{widths['kind']}}  params: {params}")
 
 
 @cli.command()

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from mimbench import metrics
-from mimbench.contract import check_mask, hide, reconstruct
+from mimbench.contract import check_mask, reconstruct
 from mimbench.data import DeviceImages, Normalizer
 from mimbench.train import autocast_for
 
@@ -90,8 +90,9 @@ def reconstruction_grid(
     to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """A picture of ``count`` fixed test images, one column each; rows: original, what the
-    encoder saw (hidden pixels grey), the prediction, and the prediction pasted into the
-    visible pixels. Returns float Tensor[3, H', W'] in [0, 1]."""
+    encoder saw (hidden pixels in magenta), the prediction, and the prediction pasted into the
+    hidden pixels. Small images are enlarged (nearest) to at least 96 px.
+    Returns float Tensor[3, H', W'] in [0, 1]."""
     batch = data.images[:count]
     images = normalize(batch)
     mask = masker(images, torch.Generator(device=device).manual_seed(mask_seed))
@@ -100,9 +101,13 @@ def reconstruction_grid(
     pred = pred.float() if to_image is None else to_image(pred.float(), images)
     original = batch.float() / 255.0
     prediction = normalize.to_pixels(pred).clamp(0.0, 1.0)
-    seen = hide(original, mask) + 0.5 * mask.unsqueeze(1)
-    pasted = torch.where(mask.unsqueeze(1), prediction, original)
+    if original.shape[1] == 1:
+        original, prediction = original.expand(-1, 3, -1, -1), prediction.expand(-1, 3, -1, -1)
+    hidden = mask.unsqueeze(1)
+    magenta = torch.tensor([0.85, 0.1, 0.75], device=original.device).view(1, 3, 1, 1)
+    seen = torch.where(hidden, magenta, original)
+    pasted = torch.where(hidden, prediction, original)
     rows = torch.cat([original, seen, prediction, pasted])
-    if rows.shape[1] == 1:
-        rows = rows.expand(-1, 3, -1, -1)
-    return make_grid(rows.cpu(), nrow=batch.shape[0], padding=2, pad_value=1.0)
+    scale = max(1, 96 // rows.shape[-1])
+    rows = rows.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    return make_grid(rows.cpu(), nrow=batch.shape[0], padding=4, pad_value=1.0)

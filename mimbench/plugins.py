@@ -79,7 +79,7 @@ def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) 
     specs = list(extra)
     if use_env and os.environ.get(ENV_VAR):
         specs += [s for s in os.environ[ENV_VAR].split(os.pathsep) if s.strip()]
-    for spec in specs:
+    for spec in dict.fromkeys(specs):  # the same plugin named twice is loaded once
         _register(plugins, spec, _local_provider(spec), lambda spec=spec: import_plugin(spec))
     return plugins
 

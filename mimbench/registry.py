@@ -52,6 +52,17 @@ class Component:
             if name not in CONTEXT_PARAMS[self.kind] and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
 
+    def params_summary(self) -> dict[str, dict[str, Any]]:
+        """Each settable param: its type (as written in the signature) and default, if any."""
+        hints = _type_hints(self.factory)
+        summary = {}
+        for name, p in self.user_params().items():
+            entry: dict[str, Any] = {"type": _type_name(hints.get(name, Any))}
+            if p.default is not inspect.Parameter.empty:
+                entry["default"] = p.default
+            summary[name] = entry
+        return summary
+
     def defaults(self) -> dict[str, Any]:
         return {n: p.default for n, p in self.user_params().items() if p.default is not inspect.Parameter.empty}
 

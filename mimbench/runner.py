@@ -69,8 +69,13 @@ def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
     """Build every distinct component once, so bad params fail now (exit 2), not mid-suite.
 
     Maskers are also called once on a small batch: a ValueError there is a bad
-    configuration (e.g. an image size the mask grid does not divide).
+    configuration (e.g. an image size the mask grid does not divide). Anything else a
+    masker does wrong (another exception, a mask of the wrong shape) fails its own runs
+    later, with error.txt, and not the whole suite.
     """
+    if runs and runs[0].config["train"]["batch_size"] > len(data.train):
+        raise ConfigError(f"train.batch_size {runs[0].config['train']['batch_size']} is larger than the "
+                          f"train split ({len(data.train)} images)")
     seen: set[str] = set()
     probe = torch.zeros(2, data.train.channels, *data.train.images.shape[-2:], device=data.train.images.device)
     for run in runs:
@@ -80,17 +85,20 @@ def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
             continue
         seen.add(key)
         parts = build_components(registry, config, data.train.channels)
-        try:
-            parts.masker(probe)
-        except ValueError as exc:
-            raise ConfigError(f"masker {config['masker']['name']!r}: {exc}") from None
+        _try_masker(parts.masker, probe, f"masker {config['masker']['name']!r}")
     reference = runs[0].config["eval"]["reference_masker"] if runs else None
     if reference is not None:
         masker = registry.build("masker", reference["name"], reference["params"])
-        try:
-            masker(probe)
-        except ValueError as exc:
-            raise ConfigError(f"eval.reference_masker {reference['name']!r}: {exc}") from None
+        _try_masker(masker, probe, f"eval.reference_masker {reference['name']!r}")
+
+
+def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
+    try:
+        masker(probe)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except Exception:  # not a configuration problem: the runs that use it will fail and say why
+        pass
 
 
 def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch.device, folder: Path) -> dict[str, Any]:
@@ -163,12 +171,18 @@ def run_suite(
     suite_dir = out / suite.name
     if fresh and suite_dir.exists():
         shutil.rmtree(suite_dir)
-    store.write_atomic(suite_dir / "suite.yaml", suite_to_yaml(suite))
+    previous = suite_dir / "suite.yaml"
+    if previous.exists() and previous.read_text() != suite_to_yaml(suite):
+        tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
+                   f"this version's {len(runs)} runs (earlier runs stay in {suite_dir / 'runs'}; "
+                   f"use --set name=... to keep versions apart)")
+    store.write_atomic(previous, suite_to_yaml(suite))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    progress = tqdm(runs, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
+    # On a terminal: a bar for the suite and one per run; in logs: one line per run.
+    progress = tqdm(runs, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True, disable=None)
     for run in progress:
         folder = store.run_dir(suite_dir, run)
         if store.finished_record(folder) is not None:

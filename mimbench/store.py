@@ -38,6 +38,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -116,7 +119,7 @@ def write_summary(suite_dir: Path, runs: list[RunSpec]) -> pd.DataFrame:
     """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame."""
     table = pd.DataFrame([summary_row(run, run_dir(suite_dir, run)) for run in runs])
     leading = [c for c in SUMMARY_COLUMNS if c in table.columns]
-    table = table[leading + [c for c in table.columns if c not in leading]]
+    table = table[leading + [c for c in table.columns if c not in leading]].convert_dtypes()  # ints stay ints
     write_atomic(suite_dir / "summary.csv", table.to_csv(index=False))
     return table
 

@@ -10,10 +10,12 @@ defaults) and named by a short hash of that resolved config.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import itertools
 import json
 import re
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -137,7 +139,11 @@ class RunSpec:
     config: dict[str, Any]
 
     def label(self) -> str:
+        """e.g. ``cnn/linear/patch(ratio=0.6,mask_patch_size=4)/l1 seed=0``: the masker with its params."""
         parts = [self.config[axis]["name"] for axis in COMPONENT_AXES]
+        masker = self.config["masker"]
+        params = ",".join(f"{k}={v}" for k, v in masker["params"].items())
+        parts[2] = f"{masker['name']}({params})" if params else masker["name"]
         return f"{'/'.join(parts)} seed={self.config['seed']}"
 
 
@@ -165,12 +171,13 @@ def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...]
     try:
         return Suite.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_validation_message(exc)}") from None
+        where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+        raise ConfigError(f"{where}: {_validation_message(exc)}") from None
 
 
 def _suite_path(source: str) -> Path:
     path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"suite file not found: {source}")
         return path
@@ -191,8 +198,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
     node = raw
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
+        if isinstance(child, str) and parts[i + 1] in ("name", "params"):
+            child = node[part] = {"name": child}  # a component given by name: dataset=x, then dataset.params.y=z
         if not isinstance(child, dict):
             raise ConfigError(f"--set {override!r}: {part!r} is not a mapping")
         node = child
@@ -209,7 +218,7 @@ def _validation_message(exc: ValidationError) -> str:
     loc = ".".join(str(p) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _key_hint(first["loc"])
     elif "input" in first and first["type"] not in ("missing",):
         msg += f" (got {first['input']!r})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -217,6 +226,27 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 _UNION_BRANCHES = {"Grid", "list[Grid]"}
+
+
+def _key_hint(loc: tuple) -> str:
+    """'; did you mean ...? (allowed: ...)' for an unknown key at ``loc`` in the suite schema."""
+    model: Any = Suite
+    for part in loc[:-1]:
+        if part in _UNION_BRANCHES or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return ""
+        model = next((t for t in (field.annotation, *typing.get_args(field.annotation))
+                      if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if model is None:
+            inner = [a for t in typing.get_args(field.annotation) for a in typing.get_args(t)]
+            model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    if model is None:
+        return ""
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    return (f"; did you mean {close[0]!r}?" if close else "") + f" (allowed: {', '.join(allowed)})"
 
 
 def expand(suite: Suite, registry: Registry) -> list[RunSpec]:

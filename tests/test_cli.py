@@ -154,13 +154,15 @@ def test_plugins_json():
     data = json.loads(result.stdout)
     assert data["failed_plugins"] == []
     components = data["components"]
-    assert all(set(row) == {"kind", "name", "provider", "version", "description"} for row in components)
+    assert all(set(row) == {"kind", "name", "provider", "version", "description", "params"} for row in components)
     by_key = {(row["kind"], row["name"]): row for row in components}
     assert BUILTINS <= set(by_key)
     assert by_key["encoder", "cnn"] == {
         "kind": "encoder", "name": "cnn", "provider": "mimbench", "version": mimbench.__version__,
         "description": "Small conv net: two stages of 3x3 conv + ReLU + 2x2 max-pool (stride 4).",
+        "params": {"hidden_dim": {"type": "int", "default": 64}},
     }
+    assert by_key["masker", "block"]["params"]["num_masking_patches"] == {"type": "int | None", "default": None}
     masker_rows = json.loads(invoke("plugins", "--json", "--kind", "masker").stdout)["components"]
     assert masker_rows == [row for row in components if row["kind"] == "masker"]
 
@@ -318,7 +320,8 @@ def test_out_of_range_value_from_the_sweep(tmp_path):
 def test_epochs_zero_through_set(tmp_path):
     path = write_suite(tmp_path, TINY)
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epochs=0"))
-    assert line == f"error: {path}: train.epochs: Input should be greater than or equal to 1 (got 0)"
+    assert line == (f"error: {path} (with --set train.epochs=0): "
+                    "train.epochs: Input should be greater than or equal to 1 (got 0)")
 
 
 def test_indivisible_reference_masker_is_caught(tmp_path):
@@ -362,7 +365,8 @@ def test_bad_set(tmp_path, override, expected):
 def test_set_of_an_unknown_key_names_it(tmp_path):
     path = write_suite(tmp_path, TINY)
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
-    assert line == f"error: {path}: train.epoch: unknown key"
+    assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
+                    "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every)")
 
 
 def test_bad_device_name(tmp_path):
@@ -434,6 +438,32 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
         "train: {lr: 1e-3}\n"
         "grid: {encoder: cnn, decoder: linear, masker: [{name: region, params: {min_area: 5e-2}}], loss: l1}\n"
     )
-    result = CliRunner().invoke(cli, ["run", str(suite), "--dry-run", "--set", "train.weight_decay=1e-4"])
+    result = CliRunner().invoke(cli, ["run", str(suite), "--dry-run", "--set", "train.weight_decay=1e-4",
+                                      "--set", "train.batch_size=16"])
     assert result.exit_code == 0, result.output
     assert "min_area=0.05" in result.output
+
+
+def test_a_batch_larger_than_the_train_split_is_refused(tmp_path):
+    path = write_suite(tmp_path, TINY)
+    line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.batch_size=100000"))
+    assert line == "error: train.batch_size 100000 is larger than the train split (64 images)"
+
+
+def test_set_a_param_of_a_component_given_by_name(tmp_path):
+    missing = tmp_path / "nowhere"
+    line = usage_error(invoke("run", "--dry-run", "--set", "dataset=fashion-mnist",
+                              "--set", f"dataset.params.root={missing}"))
+    assert line.startswith("error: dataset 'fashion-mnist': Fashion-MNIST train files") and str(missing) in line
+
+
+def test_unknown_top_level_key_gets_a_suggestion(tmp_path):
+    line = usage_error(invoke("run", "--dry-run", "--set", "seed=1"))
+    assert "seed: unknown key; did you mean 'seeds'?" in line
+
+
+def test_a_packaged_suite_name_wins_over_a_results_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()  # e.g. running inside results/
+    result = invoke("run", "quick", "--dry-run")
+    assert result.exit_code == 0 and "suite quick: 6 runs" in result.stdout

@@ -160,6 +160,7 @@ def test_entry_point_plugin_through_the_cli(acme_dist):
     assert rows["stripes"] == {
         "kind": "masker", "name": "stripes", "provider": "acme-masks", "version": "1.2.3",
         "description": "Hide every other band of `band` rows (rows band..2*band-1, 3*band..4*band-1, ...).",
+        "params": {"band": {"type": "int", "default": 2}},
     }
     assert {rows[n]["provider"] for n in BUILTIN_MASKERS} == {"mimbench"}
     assert {row["kind"] for row in data["components"]} == {"masker"}

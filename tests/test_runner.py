@@ -204,3 +204,52 @@ def test_kill_9_mid_suite_then_rerun_completes_without_recomputing(tmp_path):
     assert len(table) == 3 and (table.status == "done").all()
     assert {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json") if p.parent.name in finished} == finished
     assert rerun.stdout.count("already finished, skipped") == len(finished)
+
+
+def test_a_masker_that_raises_fails_its_runs_not_the_dry_run(tmp_path):
+    plugin = tmp_path / "crash_masker.py"
+    plugin.write_text(textwrap.dedent('''
+        from mimbench import hookimpl
+
+        class CrashMasker:
+            """Raises when called."""
+            def __call__(self, images, generator=None):
+                raise RuntimeError("boom in masker")
+
+        @hookimpl
+        def mimbench_register_maskers(register):
+            register("crash", CrashMasker)
+    '''))
+    suite = write_suite(tmp_path, TINY_SUITE.replace("masker: [pixel, ", "masker: [crash, pixel, "))
+    dry = run_cli("run", str(suite), "--dry-run", "--plugin", str(plugin))
+    assert dry.exit_code == 0 and "masker=crash" in dry.output
+    result = run_cli("run", str(suite), "--out", str(tmp_path / "r"), "--plugin", str(plugin))
+    assert result.exit_code == 1
+    table = summary(tmp_path / "r")
+    assert table.set_index("masker").status.to_dict() == {"crash": "failed", "pixel": "done", "patch": "done"}
+    assert table[table.masker == "crash"].error.iloc[0] == "RuntimeError: boom in masker"
+
+
+def test_results_are_readable_and_params_keep_their_types(tmp_path):
+    out = tmp_path / "results"
+    old = os.umask(0o022)
+    try:
+        run_cli("run", str(write_suite(tmp_path)), "--out", str(out))
+    finally:
+        os.umask(old)
+    for path in [out / "tiny" / "summary.csv", *(out / "tiny" / "runs").glob("*/metrics.json")]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    header, pixel_row, patch_row = (out / "tiny" / "summary.csv").read_text().splitlines()
+    columns = header.split(",")
+    patch = dict(zip(columns, patch_row.split(",")))
+    assert patch["masker.mask_patch_size"] == "4" and patch["seed"] == "0" and patch["pretrained"] == "True"
+    assert dict(zip(columns, pixel_row.split(",")))["masker.mask_patch_size"] == ""
+
+
+def test_running_another_version_of_a_suite_says_so(tmp_path):
+    suite, out = write_suite(tmp_path), tmp_path / "results"
+    run_cli("run", str(suite), "--out", str(out))
+    changed = run_cli("run", str(suite), "--out", str(out), "--set", "grid.masker=[pixel]")
+    assert "held another version of suite 'tiny'" in changed.output
+    assert len(summary(out)) == 1
+    assert len(list((out / "tiny" / "runs").iterdir())) == 2  # the earlier run is still on disk
