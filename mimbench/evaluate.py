@@ -90,8 +90,8 @@ def reconstruction_grid(
     to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """A picture of ``count`` fixed test images, one column each; rows: original, what the
-    encoder saw (hidden pixels in magenta), the prediction, and the prediction pasted into the
-    hidden pixels. Small images are enlarged (nearest) to at least 96 px.
+    encoder saw (hidden pixels as a grey checkerboard), the prediction, and the prediction
+    pasted into the hidden pixels. Small images are enlarged (nearest) to at least 96 px.
     Returns float Tensor[3, H', W'] in [0, 1]."""
     batch = data.images[:count]
     images = normalize(batch)
@@ -103,11 +103,16 @@ def reconstruction_grid(
     prediction = normalize.to_pixels(pred).clamp(0.0, 1.0)
     if original.shape[1] == 1:
         original, prediction = original.expand(-1, 3, -1, -1), prediction.expand(-1, 3, -1, -1)
-    hidden = mask.unsqueeze(1)
-    magenta = torch.tensor([0.85, 0.1, 0.75], device=original.device).view(1, 3, 1, 1)
-    seen = torch.where(hidden, magenta, original)
+    scale = max(1, 96 // original.shape[-1])
+
+    def enlarge(t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+    original, prediction, hidden = enlarge(original), enlarge(prediction), enlarge(mask.unsqueeze(1))
+    size = original.shape[-1]
+    squares = torch.arange(size, device=original.device) // max(2, scale // 2)
+    checker = 0.35 + 0.3 * ((squares.view(-1, 1) + squares.view(1, -1)) % 2).float()  # [S, S]
+    seen = torch.where(hidden, checker, original)
     pasted = torch.where(hidden, prediction, original)
     rows = torch.cat([original, seen, prediction, pasted])
-    scale = max(1, 96 // rows.shape[-1])
-    rows = rows.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     return make_grid(rows.cpu(), nrow=batch.shape[0], padding=4, pad_value=1.0)

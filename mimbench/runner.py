@@ -26,7 +26,7 @@ from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
 from mimbench.plugins import PluginSet
 from mimbench.registry import Registry
-from mimbench.suite import RunSpec, Suite, suite_to_yaml
+from mimbench.suite import RunSpec, Suite, run_labels, suite_to_yaml
 from mimbench.train import build_components, pretrain
 
 
@@ -101,7 +101,8 @@ def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
         pass
 
 
-def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch.device, folder: Path) -> dict[str, Any]:
+def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch.device, folder: Path,
+                label: str = "train") -> dict[str, Any]:
     """Pre-train and evaluate one run, writing its files; returns the metrics record."""
     config = run.config
     torch.manual_seed(config["seed"])
@@ -109,7 +110,7 @@ def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch
     result = pretrain(
         parts, data.train, data.normalize, config["train"], config["seed"], device,
         on_epoch=lambda history: store.write_csv(folder / "history.csv", history),
-        desc=run.label(),
+        desc=label,
     )
     record: dict[str, Any] = {
         "status": result.status,
@@ -183,23 +184,25 @@ def run_suite(
 
     # On a terminal: a bar for the suite and one per run; in logs: one line per run.
     progress = tqdm(runs, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True, disable=None)
+    labels = run_labels(runs)
+    width = max(len(label) for label in labels.values())
     for run in progress:
         folder = store.run_dir(suite_dir, run)
         if store.finished_record(folder) is not None:
-            progress.write(f"{run.run_id}  {run.label():<40} already finished, skipped")
+            progress.write(f"{run.run_id}  {labels[run.run_id]:<{width}}  already finished, skipped")
             continue
         store.reset_run(folder)
         store.write_json(folder / "config.json", run_config_file(run, suite, data, device, registry.plugins))
         started = time.perf_counter()
         try:
-            record = execute_run(registry, run, data, device, folder)
+            record = execute_run(registry, run, data, device, folder, labels[run.run_id])
             outcome = record["status"]
             if "recon_psnr" in record:
                 outcome += f"  recon_psnr {record['recon_psnr']:.2f} dB  recon_mse {record['recon_mse']:.4f}"
         except Exception as exc:  # the run fails; the suite goes on
             store.write_atomic(folder / "error.txt", traceback.format_exc())
             outcome = f"FAILED: {type(exc).__name__}: {exc}"
-        progress.write(f"{run.run_id}  {run.label():<40} {time.perf_counter() - started:6.1f}s  {outcome}")
+        progress.write(f"{run.run_id}  {labels[run.run_id]:<{width}}  {time.perf_counter() - started:6.1f}s  {outcome}")
         table = store.write_summary(suite_dir, runs)
         row = table[table.run_id == run.run_id].iloc[0].to_dict()
         try:

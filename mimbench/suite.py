@@ -138,13 +138,31 @@ class RunSpec:
     run_id: str
     config: dict[str, Any]
 
-    def label(self) -> str:
-        """e.g. ``cnn/linear/patch(ratio=0.6,mask_patch_size=4)/l1 seed=0``: the masker with its params."""
-        parts = [self.config[axis]["name"] for axis in COMPONENT_AXES]
-        masker = self.config["masker"]
-        params = ",".join(f"{k}={v}" for k, v in masker["params"].items())
-        parts[2] = f"{masker['name']}({params})" if params else masker["name"]
-        return f"{'/'.join(parts)} seed={self.config['seed']}"
+
+
+def run_labels(runs: list[RunSpec]) -> dict[str, str]:
+    """run_id -> a short readable name, e.g. ``cnn/linear/patch(ratio=0.4)/l1 seed=0``.
+
+    A component's params are shown only where they differ between runs that use that
+    component, so every variant of a sweep can be told apart without the constants.
+    """
+    def shown_params(axis: str, run: RunSpec) -> list[str]:
+        spec = run.config[axis]
+        same_name = [r.config[axis]["params"] for r in runs if r.config[axis]["name"] == spec["name"]]
+        return [f"{key}={value}" for key, value in spec["params"].items()
+                if len({json.dumps(p.get(key), sort_keys=True) for p in same_name}) > 1]
+
+    train_keys = [key for key in runs[0].config["train"] if len({json.dumps(r.config["train"][key]) for r in runs}) > 1] \
+        if runs else []
+    labels = {}
+    for run in runs:
+        parts = []
+        for axis in COMPONENT_AXES:
+            shown = shown_params(axis, run)
+            parts.append(run.config[axis]["name"] + (f"({','.join(shown)})" if shown else ""))
+        train = "".join(f" {key}={run.config['train'][key]}" for key in train_keys)
+        labels[run.run_id] = f"{'/'.join(parts)}{train} seed={run.config['seed']}"
+    return labels
 
 
 def packaged_suites() -> dict[str, Path]:
