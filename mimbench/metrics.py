@@ -19,20 +19,9 @@ def hidden_squared_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     return squared.sum(dim=(1, 2, 3)), weight.sum(dim=(1, 2, 3)) * pred.shape[1]
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE over hidden values, per image: Tensor[B] (NaN for an image with nothing hidden)."""
-    sse, count = hidden_squared_error(pred, target, mask)
-    return sse / count
-
-
 def psnr(mse: torch.Tensor, max_value: float = 1.0) -> torch.Tensor:
     """10 * log10(max_value^2 / mse), elementwise, with mse floored at MSE_FLOOR."""
     return 10.0 * torch.log10(max_value**2 / mse.clamp_min(MSE_FLOOR))
-
-
-def hidden_fraction(mask: torch.Tensor) -> torch.Tensor:
-    """Fraction of pixels hidden, per image: bool [B, H, W] -> float Tensor[B]."""
-    return mask.flatten(1).float().mean(dim=1)
 
 
 def mask_avgdist(mask: torch.Tensor, max_elements: int = 1 << 22) -> torch.Tensor:
