@@ -95,9 +95,18 @@ CACHE_DIR = Path("~/.cache/mimbench")
 _LAYOUTS = (".", "fashion-mnist", "FashionMNIST/raw")
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {', '.join(map(repr, allowed))}, got {split!r}")
+
+
+def data_dirs(root: str | None, cache_dir: Path, fallbacks: tuple[Path, ...] = ()) -> list[Path]:
+    """The folders searched for a dataset: ``root`` alone if given, else ``$MIMBENCH_DATA``
+    (if set), the download cache, then ``fallbacks``."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("MIMBENCH_DATA")
+    return ([Path(env).expanduser()] if env else []) + [cache_dir.expanduser(), *fallbacks]
 
 
 def _find_idx(folder: Path | Traversable, name: str) -> Path | Traversable | None:
@@ -136,12 +145,8 @@ def fashion_mnist(split: str, root: str | None = None, download: bool = False) -
     ``download: true`` fetches missing files with torchvision (needs a network).
     Returns uint8 images [N, 1, 28, 28] and labels [N].
     """
-    _check_split(split)
-    if root is not None:
-        dirs = [Path(root).expanduser()]
-    else:
-        env = os.environ.get("MIMBENCH_DATA")
-        dirs = ([Path(env).expanduser()] if env else []) + [CACHE_DIR.expanduser(), *DEFAULT_DATA_DIRS]
+    check_split(split)
+    dirs = data_dirs(root, CACHE_DIR, DEFAULT_DATA_DIRS)
     folder = _search(dirs, split)
     if folder is None and download:
         from torchvision.datasets import FashionMNIST  # only needed here
@@ -165,7 +170,7 @@ def fashion_mnist_mini(split: str) -> TensorImageDataset:
     plugins/data/fashion-mnist-mini/README.md). Returns uint8 images [N, 1, 28, 28] and labels [N]:
     N = 5000 (train) or 1000 (test).
     """
-    _check_split(split)
+    check_split(split)
     return _load_idx_pair(files("mimbench_plugins") / "data" / "fashion-mnist-mini", split)
 
 
@@ -210,7 +215,7 @@ def shapes(split: str, image_size: int = 32, num_images: int | None = None, seed
     Classes are balanced (counts differ by at most one). Defaults: 4000 train / 1000 test.
     Returns uint8 images [N, 3, image_size, image_size] and labels [N] in 0..5.
     """
-    _check_split(split)
+    check_split(split)
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
     if num_images is not None and num_images < 1:

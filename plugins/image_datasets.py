@@ -13,7 +13,6 @@ refuses any subset or re-packed copy. torchvision is used to download
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Literal
@@ -23,23 +22,11 @@ import torch
 
 from mimbench import hookimpl
 from mimbench.data import TensorImageDataset
-
-SPLITS = ("train", "test")
-#: Where ``download: true`` puts the files when no ``root`` is given (also searched, after $MIMBENCH_DATA).
-CACHE_DIR = Path("~/.cache/mimbench")
-
-
-def _check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> None:
-    if split not in allowed:
-        raise ValueError(f"split must be one of {', '.join(map(repr, allowed))}, got {split!r}")
+from mimbench_plugins.datasets import CACHE_DIR, SPLITS, check_split, data_dirs
 
 
 def _data_dirs(root: str | None) -> list[Path]:
-    """The folders searched: ``root`` alone if given, else ``$MIMBENCH_DATA`` (if set) and the cache."""
-    if root is not None:
-        return [Path(root).expanduser()]
-    env = os.environ.get("MIMBENCH_DATA")
-    return ([Path(env).expanduser()] if env else []) + [CACHE_DIR.expanduser()]
+    return data_dirs(root, CACHE_DIR)
 
 
 def _find_folder(dirs: list[Path], subfolder: str, names: list[str]) -> Path | None:
@@ -124,7 +111,7 @@ def cifar10(split: str, root: str | None = None, download: bool = False) -> Tens
     ``download: true`` fetches missing files with torchvision (needs a network).
     Returns uint8 images [N, 3, 32, 32] and labels [N] in 0..9.
     """
-    _check_split(split)
+    check_split(split)
 
     def fetch(target: str) -> None:
         from torchvision.datasets import CIFAR10  # only needed here
@@ -147,7 +134,7 @@ def cifar100(split: str, root: str | None = None, label: Literal["fine", "coarse
     ``download: true`` fetches missing files with torchvision (needs a network).
     Returns uint8 images [N, 3, 32, 32] and labels [N].
     """
-    _check_split(split)
+    check_split(split)
     if label not in ("fine", "coarse"):
         raise ValueError(f"label must be 'fine' or 'coarse', got {label!r}")
 
@@ -206,7 +193,7 @@ def stl10(split: str, root: str | None = None, download: bool = False) -> Tensor
     missing files with torchvision (needs a network; the archive is 2.6 GB).
     Returns uint8 images [N, 3, 96, 96] and labels [N] in 0..9 (or -1).
     """
-    _check_split(split, STL10_SPLITS)
+    check_split(split, STL10_SPLITS)
 
     def fetch(target: str) -> None:
         from torchvision.datasets import STL10  # only needed here

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from mimbench import hookimpl
+from mimbench import metrics
 
 NORM_PIX_EPS = 1e-6  # MAE's
-MIN_MSE = 1e-10  # caps the PSNR of a perfect prediction at 10 * log10(max_value^2 / MIN_MSE)
 
 
 def _patches(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -151,7 +151,7 @@ class PSNRLoss:
         weight = _weight(mask, self.masked_only, pred).expand_as(pred)
         counts = weight.flatten(1).sum(1)  # hidden values per image, [B]
         mse = ((pred - target).square() * weight).flatten(1).sum(1) / counts.clamp_min(1.0)
-        psnr = 10 * torch.log10(self.max_value**2 / mse.clamp_min(MIN_MSE))
+        psnr = metrics.psnr(mse, self.max_value)
         counted = (counts > 0).to(psnr.dtype)
         return -(psnr * counted).sum() / counted.sum().clamp_min(1.0)
 
