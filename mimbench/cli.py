@@ -83,26 +83,32 @@ def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...]
     command again completes an interrupted suite.
     """
     from mimbench.runner import load_data, resolve_device, run_suite, validate
+    from mimbench.suite import expand_baselines, run_labels
 
     registry = _registry(plugin_specs)
     spec = load_suite(suite, overrides)
     runs = expand(spec, registry)
     torch_device = resolve_device(device)
-    data = load_data(registry, spec, runs[0].config["dataset"], torch_device)
+    data = load_data(registry, spec, runs[0].config["dataset"], torch_device, runs[0].config["eval"]["dataset"])
     validate(registry, runs, data)
     if dry_run:
-        click.echo(f"suite {spec.name}: {len(runs)} runs on {spec.dataset.name} "
+        baselines = expand_baselines(spec, runs)
+        click.echo(f"suite {spec.name}: {len(runs)} runs and {len(baselines)} baselines on {spec.dataset.name} "
                    f"({len(data.train)} train / {len(data.test)} test images, {spec.image_size}px), "
                    f"device {torch_device}, results in {out / spec.name}")
         for run_spec in runs:
             params = " ".join(f"{axis}={_spec_text(run_spec.config[axis])}"
                               for axis in ("encoder", "decoder", "masker", "loss"))
             click.echo(f"  {run_spec.run_id}  seed={run_spec.config['seed']}  {params}")
+        labels = run_labels(baselines)
+        for baseline in baselines:
+            click.echo(f"  {baseline.run_id}  {labels[baseline.run_id]}")
         return
     table = run_suite(spec, runs, registry, data, out, torch_device, fresh=fresh)
     counts = table.status.value_counts().to_dict()
     click.echo(f"{len(table)} run{'s' if len(table) != 1 else ''}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                + f"; summary: {out / spec.name / 'summary.csv'}")
+    _report_after_run(out / spec.name)
     if counts.get("failed", 0) or counts.get("pending", 0):
         sys.exit(1)
 
@@ -147,6 +153,40 @@ def suites() -> None:
     for name, path in sorted(packaged_suites().items()):
         raw = yaml.safe_load(path.read_text()) or {}
         click.echo(f"{name:<20} {raw.get('description', '')}")
+
+
+@cli.command()
+@click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(path_type=Path))
+def report(results_dir: Path) -> None:
+    """Tables, figures and a report for a finished suite: RESULTS_DIR is its folder, OUT/<suite name>.
+
+    Writes table.csv, table.md, table.tex, summary.parquet, figures/*.png and *.pdf,
+    report.md and a self-contained report.html into RESULTS_DIR.
+    """
+    from mimbench.report_page import write_report
+
+    written = write_report(results_dir)
+    for warning in written.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    figures = sum(1 for name in written.files if name.startswith("figures/") and name.endswith(".png"))
+    click.echo(f"report: {written.markdown} and {written.html} "
+               f"(tables: table.csv, table.md, table.tex; {figures} figures in {results_dir / 'figures'})")
+
+
+def _report_after_run(suite_dir: Path) -> None:
+    """Write the suite's report; a failure is a one-line warning and changes nothing else."""
+    try:
+        from mimbench.report_page import write_report
+
+        written = write_report(suite_dir)
+    except Exception as exc:  # the runs are safe on disk; `mimbench report` can be run again
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {message}); "
+                   f"the results are complete, retry with: mimbench report {suite_dir}", err=True)
+        return
+    for warning in written.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"report: {written.html} and {written.markdown.name}")
 
 
 def main() -> None:

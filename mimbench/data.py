@@ -1,12 +1,15 @@
-"""Image data held in memory as uint8 tensors, moved to the device once.
+"""Image data as uint8 tensors: held on the device, or streamed when too large.
 
-Datasets that fit in memory are batched by indexing a device tensor: no
-DataLoader workers, no host-to-device copy per step.
+Datasets that fit are moved to the device once and batched by indexing a device
+tensor: no DataLoader workers, no host-to-device copy per step. Larger ones stream
+through a DataLoader with workers and pinned memory (``StreamedImages``); both
+offer the same ``batches(batch_size, generator)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +42,14 @@ class TensorImageDataset(Dataset):
         return self.images[index].float() / 255.0, int(self.labels[index])
 
 
+#: One batch: uint8 images [B, C, S, S] and int64 labels [B], both on the device.
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
 @dataclass
 class DeviceImages:
-    """One split on the device: uint8 images [N, C, S, S] and labels [N]."""
+    """One split held on the device: uint8 images [N, C, S, S] and labels [N]. Batches are
+    taken by indexing: no DataLoader, no host-to-device copy per step."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -54,6 +62,61 @@ class DeviceImages:
     def channels(self) -> int:
         return self.images.shape[1]
 
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """In order and all of them; or, with ``generator``, shuffled and only full batches."""
+        if generator is None:
+            yield from zip(self.images.split(batch_size), self.labels.split(batch_size))
+            return
+        order = torch.randperm(len(self), generator=generator, device=self.images.device)
+        for i in range(len(self) // batch_size):
+            index = order[i * batch_size:(i + 1) * batch_size]
+            yield self.images[index], self.labels[index]
+
+    def head(self, count: int) -> torch.Tensor:
+        """The first ``count`` images, uint8 [count, C, S, S]."""
+        return self.images[:count]
+
+
+class StreamedImages:
+    """One split too large for the device: read by a DataLoader (worker processes, pinned
+    memory), quantised to uint8 and resized to ``image_size`` on the device, batch by batch.
+    Same interface as ``DeviceImages`` (``batches``, ``head``, ``len``)."""
+
+    def __init__(self, dataset: Dataset, image_size: int, device: torch.device, workers: int):
+        self.dataset, self.device, self.workers = dataset, device, workers
+        self.num_classes = int(getattr(dataset, "num_classes"))
+        self.channels = int(dataset[0][0].shape[0])
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        shuffle = generator is not None
+        order = None
+        if shuffle:  # the loader shuffles on the host, from a seed drawn from the run's generator
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+            order = torch.Generator().manual_seed(seed)
+        loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+                            generator=order, num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        for images, labels in loader:
+            images = images.to(self.device, non_blocking=True).clamp(0, 1).mul(255).round().to(torch.uint8)
+            if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+                images = resize_uint8(images, self.image_size)
+            yield images, torch.as_tensor(labels).long().to(self.device, non_blocking=True)
+
+    def head(self, count: int) -> torch.Tensor:
+        return next(self.batches(count))[0][:count]
+
+
+#: A split of images the core can batch: held on the device, or streamed.
+Images = DeviceImages | StreamedImages
+
 
 @dataclass
 class Normalizer:
@@ -63,15 +126,18 @@ class Normalizer:
     std: torch.Tensor  # [C]
 
     @classmethod
-    def measure(cls, images: torch.Tensor) -> "Normalizer":
-        """Measure mean and std per channel of uint8 images [N, C, H, W]."""
-        sums = torch.zeros(images.shape[1], dtype=torch.float64, device=images.device)
-        squares = torch.zeros_like(sums)
-        for chunk in images.split(4096):
+    def measure(cls, data: "Images") -> "Normalizer":
+        """Measure mean and std per channel of a split's uint8 images, in one pass."""
+        sums = squares = None
+        count = 0
+        for chunk, _ in data.batches(4096):
             pixels = chunk.double().div(255.0)
+            if sums is None:
+                sums = torch.zeros(pixels.shape[1], dtype=torch.float64, device=pixels.device)
+                squares = torch.zeros_like(sums)
             sums += pixels.sum(dim=(0, 2, 3))
             squares += pixels.pow(2).sum(dim=(0, 2, 3))
-        count = images.shape[0] * images.shape[2] * images.shape[3]
+            count += pixels.shape[0] * pixels.shape[2] * pixels.shape[3]
         mean = sums / count
         std = (squares / count - mean.pow(2)).clamp_min(1e-12).sqrt()
         return cls(mean.float(), std.float())
@@ -87,6 +153,17 @@ class Normalizer:
 
     def to(self, device: torch.device) -> "Normalizer":
         return Normalizer(self.mean.to(device), self.std.to(device))
+
+
+def load_images(dataset: Dataset, image_size: int, device: torch.device, limit_bytes: int | None,
+                workers: int) -> Images:
+    """A split on ``device`` when its uint8 images fit in ``limit_bytes`` (None: no limit),
+    else streamed through a DataLoader with ``workers`` processes."""
+    if limit_bytes is not None and len(dataset) > 0:
+        channels = dataset.images.shape[1] if isinstance(dataset, TensorImageDataset) else dataset[0][0].shape[0]
+        if len(dataset) * channels * image_size * image_size > limit_bytes:
+            return StreamedImages(dataset, image_size, device, workers)
+    return to_device_images(dataset, image_size, device)
 
 
 def to_device_images(dataset: Dataset, image_size: int, device: torch.device) -> DeviceImages:

@@ -14,7 +14,7 @@ from torchvision.utils import make_grid
 
 from mimbench import metrics
 from mimbench.contract import check_mask, reconstruct
-from mimbench.data import DeviceImages, Normalizer
+from mimbench.data import Images, Normalizer
 from mimbench.train import autocast_for
 
 
@@ -23,7 +23,7 @@ def reconstruction_metrics(
     encoder: nn.Module,
     decoder: nn.Module,
     masker: Callable[..., torch.Tensor],
-    data: DeviceImages,
+    data: Images,
     normalize: Normalizer,
     mask_seed: int,
     batch_size: int,
@@ -50,7 +50,9 @@ def reconstruction_metrics(
     hidden_pixels = torch.zeros_like(sse_total)
     avgdist_sum = torch.zeros_like(sse_total)
     avgdist_count = torch.zeros_like(sse_total)
-    for batch in data.images.split(batch_size):
+    total_pixels = 0
+    for batch, _ in data.batches(batch_size):
+        total_pixels += batch.shape[0] * batch.shape[2] * batch.shape[3]
         images = normalize(batch)
         mask = check_mask(masker(images, generator), images)
         with autocast_for(device):
@@ -68,7 +70,6 @@ def reconstruction_metrics(
         avgdist = metrics.mask_avgdist(mask)
         avgdist_sum += avgdist.nan_to_num(0.0).sum()
         avgdist_count += avgdist.isfinite().sum()
-    total_pixels = data.images.shape[0] * data.images.shape[2] * data.images.shape[3]
     return {
         "mse": (sse_total / values_total).item(),
         "psnr": (psnr_sum / images_with_hidden).item(),
@@ -82,7 +83,7 @@ def reconstruction_grid(
     encoder: nn.Module,
     decoder: nn.Module,
     masker: Callable[..., torch.Tensor],
-    data: DeviceImages,
+    data: Images,
     normalize: Normalizer,
     mask_seed: int,
     device: torch.device,
@@ -93,7 +94,7 @@ def reconstruction_grid(
     encoder saw (hidden pixels as a grey checkerboard), the prediction, and the prediction
     pasted into the hidden pixels. Small images are enlarged (nearest) to at least 96 px.
     Returns float Tensor[3, H', W'] in [0, 1]."""
-    batch = data.images[:count]
+    batch = data.head(count)
     images = normalize(batch)
     mask = masker(images, torch.Generator(device=device).manual_seed(mask_seed))
     with autocast_for(device):

@@ -60,7 +60,12 @@ def mimbench_register_encoders(register: Register) -> None:
     ``mask=None`` means nothing is hidden (probing).
 
     Optional: ``blocks(images) -> list[Tensor[B, D_i, H_i, W_i]]``, the feature
-    grid after each block or stage (unmasked), for layer-wise probing.
+    grid after each block or stage (unmasked), for layer-wise probing; the last one
+    should equal ``forward(images)``.
+
+    Optional: ``param_depths() -> (dict[param name, depth], num_blocks)`` for layer-wise
+    lr decay when fine-tuning (0 = embeddings, i + 1 = block i); without it every
+    encoder parameter gets the same decayed lr.
     """
 
 
@@ -112,8 +117,17 @@ def mimbench_register_probes(register: Register) -> None:
     """Register downstream evaluations.
 
     ``factory(**params)`` returns a callable
-    ``probe(encoder, train, test, device) -> dict[str, float]``
-    (e.g. ``{"linear_acc": 0.87}``), run on the frozen encoder.
+    ``probe(context: mimbench.probing.ProbeContext) -> dict[str, float]``
+    whose keys become summary columns (e.g. ``{"linear_acc": 0.87}``). The context holds
+    the frozen ``encoder`` (eval mode, on ``device``), the labelled ``train`` and ``test``
+    splits (uint8 batches on the device: ``batches(batch_size, generator=None)``),
+    ``normalize`` (the pre-training normalisation), ``num_classes``, ``seed``, and
+    ``features(layer)``: mean-pooled features of unmasked images, Tensor[N, D] per split,
+    extracted once per run and shared by all its probes (``layer``: ``"last"`` or a block
+    index; ``block_features()`` gives every block). ``mimbench.probing.layerwise`` turns a
+    scoring function into the ``layer`` param's columns (``<name>_acc@<block>``...).
+    A probe must not change the encoder: train a copy (see ``finetune``). Baselines go
+    through the same probes with an untrained encoder or ``RawPixels``.
     """
 
 

@@ -6,6 +6,7 @@ A run that raises is recorded as failed (``error.txt``) and the suite goes on;
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import sys
@@ -21,22 +22,26 @@ from tqdm.auto import tqdm
 
 import mimbench
 from mimbench import store
-from mimbench.data import DeviceImages, Normalizer, to_device_images
+from mimbench.data import Images, Normalizer, load_images
 from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
 from mimbench.plugins import PluginSet
+from mimbench.probing import ProbeContext, RawPixels
 from mimbench.registry import Registry
-from mimbench.suite import RunSpec, Suite, run_labels, suite_to_yaml
+from mimbench.suite import RunSpec, Suite, expand_baselines, run_labels, suite_to_yaml
 from mimbench.train import build_components, pretrain
 
 
 @dataclass
 class SuiteData:
-    """Both splits of the suite's dataset on the device, and the train split's normalisation."""
+    """Both splits of the suite's dataset on the device, the train split's normalisation, and
+    the labelled splits the probes use (``eval.dataset``, or the suite's dataset again)."""
 
-    train: DeviceImages
-    test: DeviceImages
+    train: Images
+    test: Images
     normalize: Normalizer
+    probe_train: Images
+    probe_test: Images
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,15 +59,47 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_data(registry: Registry, suite: Suite, dataset: dict[str, Any], device: torch.device) -> SuiteData:
-    """Load train and test splits once, resized to the suite's image size, onto ``device``."""
-    splits = {}
+def load_data(registry: Registry, suite: Suite, dataset: dict[str, Any], device: torch.device,
+              eval_dataset: dict[str, Any] | None = None) -> SuiteData:
+    """Load train and test splits once, resized to the suite's image size, onto ``device``;
+    and ``eval_dataset``'s splits for the probes when the suite names one."""
+    limit = in_memory_limit(suite.data.in_memory_gb, device)
+    train, test = _load_splits(registry, dataset, suite.image_size, device, limit, suite.data.workers)
+    probe_train, probe_test = train, test
+    if eval_dataset is not None:
+        probe_train, probe_test = _load_splits(registry, eval_dataset, suite.image_size, device, limit,
+                                               suite.data.workers)
+        if probe_train.channels != train.channels:
+            raise ConfigError(f"eval.dataset {eval_dataset['name']!r} has {probe_train.channels} channels, but the "
+                              f"encoders are pre-trained on {train.channels}-channel images of {dataset['name']!r}")
+    if suite.eval.probes and probe_train.num_classes < 2:
+        where = "eval.dataset" if eval_dataset is not None else "dataset"
+        name = (eval_dataset or dataset)["name"]
+        raise ConfigError(f"{where} {name!r} has no class labels, so eval.probes cannot run on it: name a "
+                          f"labelled eval.dataset (e.g. {{name: imagefolder, params: {{root: ...}}}}) "
+                          f"or set eval.probes: []")
+    return SuiteData(train, test, Normalizer.measure(train), probe_train, probe_test)
+
+
+def in_memory_limit(gigabytes: float | None, device: torch.device) -> int:
+    """Bytes of uint8 images a split may take on ``device`` before it streams instead."""
+    if gigabytes is not None:
+        return int(gigabytes * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _load_splits(registry: Registry, dataset: dict[str, Any], image_size: int, device: torch.device,
+                 limit: int, workers: int) -> tuple[Images, Images]:
+    splits = []
     for split in ("train", "test"):
-        raw = registry.build("dataset", dataset["name"], dataset["params"], split=split, image_size=suite.image_size)
+        raw = registry.build("dataset", dataset["name"], dataset["params"], split=split, image_size=image_size)
         if len(raw) == 0:
             raise ConfigError(f"dataset {dataset['name']!r}: the {split} split is empty")
-        splits[split] = to_device_images(raw, suite.image_size, device)
-    return SuiteData(splits["train"], splits["test"], Normalizer.measure(splits["train"].images))
+        splits.append(load_images(raw, image_size, device, limit, workers))
+    return splits[0], splits[1]
 
 
 def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
@@ -77,7 +114,8 @@ def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
         raise ConfigError(f"train.batch_size {runs[0].config['train']['batch_size']} is larger than the "
                           f"train split ({len(data.train)} images)")
     seen: set[str] = set()
-    probe = torch.zeros(2, data.train.channels, *data.train.images.shape[-2:], device=data.train.images.device)
+    size = data.train.image_size
+    probe = torch.zeros(2, data.train.channels, size, size, device=data.normalize.mean.device)
     for run in runs:
         config = run.config
         key = repr([config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")])
@@ -90,6 +128,8 @@ def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
     if reference is not None:
         masker = registry.build("masker", reference["name"], reference["params"])
         _try_masker(masker, probe, f"eval.reference_masker {reference['name']!r}")
+    for spec in runs[0].config["eval"]["probes"] if runs else []:
+        registry.build("probe", spec["name"], spec["params"])
 
 
 def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
@@ -103,7 +143,7 @@ def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
 
 def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch.device, folder: Path,
                 label: str = "train") -> dict[str, Any]:
-    """Pre-train and evaluate one run, writing its files; returns the metrics record."""
+    """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record."""
     config = run.config
     torch.manual_seed(config["seed"])
     parts = build_components(registry, config, data.train.channels)
@@ -137,8 +177,35 @@ def execute_run(registry: Registry, run: RunSpec, data: SuiteData, device: torch
         grid = reconstruction_grid(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
                                    evaluation["mask_seed"], device, to_image=to_image)
         store.save_png(folder / "reconstructions.png", grid)
-    store.write_json(folder / "metrics.json", record)  # last: marks the run as finished
+        record.update(run_probes(registry, config, parts.encoder, data, device))
     return record
+
+
+def run_probes(registry: Registry, config: dict[str, Any], encoder: torch.nn.Module, data: SuiteData,
+               device: torch.device) -> dict[str, Any]:
+    """Every probe of ``config["eval"]`` on the frozen ``encoder``; features are extracted once."""
+    started = time.perf_counter()
+    context = ProbeContext(encoder.to(device).eval(), data.probe_train, data.probe_test, data.normalize.to(device),
+                           device, config["seed"], config["eval"]["batch_size"])
+    columns: dict[str, Any] = {}
+    for spec in config["eval"]["probes"]:
+        probe = registry.build("probe", spec["name"], spec["params"])
+        columns.update(probe(context))
+    return {**columns, "probe_seconds": round(time.perf_counter() - started, 3)}
+
+
+def execute_baseline(registry: Registry, run: RunSpec, data: SuiteData, device: torch.device,
+                     folder: Path) -> dict[str, Any]:
+    """The probes on an untrained encoder (``random-init``: built exactly as its pre-trained runs'
+    encoder is before training, from the same seed) or on raw pixels; returns the metrics record."""
+    config = run.config
+    torch.manual_seed(config["seed"])
+    if config["baseline"] == "random-init":
+        encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                                 in_channels=data.train.channels, image_size=config["image_size"])
+    else:
+        encoder = RawPixels(data.train.channels, config["image_size"])
+    return {"status": "done", **run_probes(registry, config, encoder, data, device)}
 
 
 def run_config_file(run: RunSpec, suite: Suite, data: SuiteData, device: torch.device, plugins: PluginSet) -> dict[str, Any]:
@@ -159,6 +226,12 @@ def run_config_file(run: RunSpec, suite: Suite, data: SuiteData, device: torch.d
     }
 
 
+def _outcome_text(record: dict[str, Any]) -> str:
+    shown = [("recon_psnr", "recon_psnr {:.2f} dB"), ("linear_acc", "linear {:.3f}"), ("knn_acc", "knn {:.3f}"),
+             ("finetune_acc", "finetune {:.3f}")]
+    return "".join(f"  {text.format(record[key])}" for key, text in shown if record.get(key) is not None)
+
+
 def run_suite(
     suite: Suite,
     runs: list[RunSpec],
@@ -168,7 +241,9 @@ def run_suite(
     device: torch.device,
     fresh: bool = False,
 ) -> pd.DataFrame:
-    """Run every unfinished run of ``suite`` into ``out/<suite.name>``; returns the summary table."""
+    """Run every unfinished run of ``suite`` into ``out/<suite.name>``, then its baselines;
+    returns the summary table."""
+    runs = runs + expand_baselines(suite, runs)
     suite_dir = out / suite.name
     if fresh and suite_dir.exists():
         shutil.rmtree(suite_dir)
@@ -194,11 +269,18 @@ def run_suite(
         store.reset_run(folder)
         store.write_json(folder / "config.json", run_config_file(run, suite, data, device, registry.plugins))
         started = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         try:
-            record = execute_run(registry, run, data, device, folder, labels[run.run_id])
-            outcome = record["status"]
-            if "recon_psnr" in record:
-                outcome += f"  recon_psnr {record['recon_psnr']:.2f} dB  recon_mse {record['recon_mse']:.4f}"
+            if "baseline" in run.config:
+                record = execute_baseline(registry, run, data, device, folder)
+            else:
+                record = execute_run(registry, run, data, device, folder, labels[run.run_id])
+            record["wall_seconds"] = round(time.perf_counter() - started, 3)
+            if device.type == "cuda":
+                record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            store.write_json(folder / "metrics.json", record)  # last: marks the run as finished
+            outcome = record["status"] + _outcome_text(record)
         except Exception as exc:  # the run fails; the suite goes on
             store.write_atomic(folder / "error.txt", traceback.format_exc())
             outcome = f"FAILED: {type(exc).__name__}: {exc}"

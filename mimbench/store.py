@@ -23,9 +23,12 @@ from mimbench.suite import COMPONENT_AXES, RunSpec
 
 #: The summary's leading columns, in this order; ``<kind>.<param>`` columns follow.
 SUMMARY_COLUMNS = [
-    "run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
-    "mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "linear_acc", "knn_acc",
-    "recon_uses_target_stats", "train_seconds", "images_per_second", "epochs_completed", "final_loss", "error",
+    "run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained", "baseline",
+    "mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr",
+    "linear_acc", "knn_acc", "finetune_acc", "linear_acc_best", "linear_best_block", "knn_acc_best", "knn_best_block",
+    "recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
+    "peak_memory_mb",
+    "epochs_completed", "final_loss", "error",
 ]
 
 
@@ -96,9 +99,14 @@ def summary_row(run: RunSpec, folder: Path) -> dict[str, Any]:
     """One summary row from a run's config and whatever its folder holds."""
     config = run.config
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
-    row.update(run_id=run.run_id, dataset=config["dataset"]["name"], seed=config["seed"], pretrained=True)
-    for axis in COMPONENT_AXES:
+    baseline = config.get("baseline")
+    row.update(run_id=run.run_id, dataset=config["dataset"]["name"], seed=config["seed"], pretrained=baseline is None,
+               baseline=baseline)
+    axes = [axis for axis in COMPONENT_AXES if axis in config]  # a baseline has an encoder at most
+    for axis in axes:
         row[axis] = config[axis]["name"]
+    if baseline == "pixels":
+        row["encoder"] = "pixels"
     record = finished_record(folder)
     if record is not None:
         row.update(record)
@@ -107,10 +115,10 @@ def summary_row(run: RunSpec, folder: Path) -> dict[str, Any]:
         row["error"] = _last_line((folder / "error.txt").read_text())
     else:
         row["status"] = "pending"
-    for kind in ("dataset", *COMPONENT_AXES):
+    for kind in ("dataset", *axes):
         for key, value in config[kind]["params"].items():
             row[f"{kind}.{key}"] = _cell(value)
-    for key, value in config["train"].items():
+    for key, value in config.get("train", {}).items():
         row[f"train.{key}"] = _cell(value)
     return row
 

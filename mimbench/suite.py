@@ -61,6 +61,23 @@ class ComponentSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
+class AugmentConfig(_Strict):
+    """Random-resized-crop and flip on the device (``mimbench.augment``); SimMIM's defaults."""
+
+    crop_scale: tuple[float, float] = (0.67, 1.0)  # fraction of the image area a crop covers
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio (w / h) of a crop
+    flip: bool = True  # mirror left-right with probability 1/2
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AugmentConfig":
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {list(self.crop_ratio)}")
+        return self
+
+
 class TrainConfig(_Strict):
     """Pre-training: AdamW with linear warm-up then cosine decay to zero, per step."""
 
@@ -71,6 +88,7 @@ class TrainConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(5.0, gt=0)  # max global grad norm; null turns clipping off
     log_every: int = Field(50, ge=1)  # steps between loss read-outs (the only host syncs)
+    augment: AugmentConfig | None = None  # null: none; {} : crop + flip with the defaults above
 
 
 class EvalConfig(_Strict):
@@ -80,6 +98,37 @@ class EvalConfig(_Strict):
     batch_size: int = Field(512, ge=1)
     # measured for every run, so that runs with different maskers can be compared
     reference_masker: ComponentSpec | None = None
+    # downstream evaluations of the frozen encoder, on pooled features of unmasked images
+    probes: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="linear"),
+                                                                 ComponentSpec(name="knn")])
+    # the same probes on an untrained encoder (same architecture and seed) and on raw pixels
+    baselines: list[Literal["random-init", "pixels"]] = Field(default_factory=lambda: ["random-init", "pixels"])
+    # labelled data for the probes; null: the suite's dataset (needed when it has no labels)
+    dataset: ComponentSpec | None = None
+
+    @field_validator("probes")
+    @classmethod
+    def _one_probe_per_name(cls, probes: list[ComponentSpec]) -> list[ComponentSpec]:
+        names = [p.name for p in probes]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"probe {twice[0]!r} is listed twice; each probe writes its own columns "
+                             f"(use its layer: all param for several blocks)")
+        return probes
+
+    @field_validator("baselines")
+    @classmethod
+    def _no_repeats(cls, baselines: list[str]) -> list[str]:
+        return list(dict.fromkeys(baselines))
+
+
+class DataConfig(_Strict):
+    """How splits are held: on the device when they fit, else streamed through a DataLoader."""
+
+    # uint8 size above which a split streams; null: half the free memory of a CUDA device,
+    # a quarter of the RAM on CPU
+    in_memory_gb: float | None = Field(None, ge=0)
+    workers: int = Field(4, ge=0)  # DataLoader worker processes when streaming
 
 
 class Grid(_Strict):
@@ -106,6 +155,7 @@ class Suite(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
 
     @field_validator("grid")
@@ -141,21 +191,30 @@ class RunSpec:
 
 
 def run_labels(runs: list[RunSpec]) -> dict[str, str]:
-    """run_id -> a short readable name, e.g. ``cnn/linear/patch(ratio=0.4)/l1 seed=0``.
+    """run_id -> a short readable name, e.g. ``cnn/linear/patch(ratio=0.4)/l1 seed=0``, or
+    ``baseline random-init cnn seed=0`` for a baseline.
 
     A component's params are shown only where they differ between runs that use that
     component, so every variant of a sweep can be told apart without the constants.
     """
     def shown_params(axis: str, run: RunSpec) -> list[str]:
         spec = run.config[axis]
-        same_name = [r.config[axis]["params"] for r in runs if r.config[axis]["name"] == spec["name"]]
+        same_name = [r.config[axis]["params"] for r in runs if axis in r.config and r.config[axis]["name"] == spec["name"]]
         return [f"{key}={value}" for key, value in spec["params"].items()
                 if len({json.dumps(p.get(key), sort_keys=True) for p in same_name}) > 1]
 
-    train_keys = [key for key in runs[0].config["train"] if len({json.dumps(r.config["train"][key]) for r in runs}) > 1] \
-        if runs else []
+    trained = [r for r in runs if "train" in r.config]
+    train_keys = [key for key in trained[0].config["train"]
+                  if len({json.dumps(r.config["train"][key]) for r in trained}) > 1] if trained else []
     labels = {}
     for run in runs:
+        if "baseline" in run.config:
+            encoder = ""
+            if "encoder" in run.config:
+                shown = shown_params("encoder", run)
+                encoder = " " + run.config["encoder"]["name"] + (f"({','.join(shown)})" if shown else "")
+            labels[run.run_id] = f"baseline {run.config['baseline']}{encoder} seed={run.config['seed']}"
+            continue
         parts = []
         for axis in COMPONENT_AXES:
             shown = shown_params(axis, run)
@@ -274,10 +333,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
     sweep_keys = list(suite.sweep)
     sweep_values = list(itertools.product(*suite.sweep.values()))
     dataset = _resolved(registry, "dataset", suite.dataset)
-    reference = suite.eval.reference_masker
-    eval_config = suite.eval.model_dump()
-    if reference is not None:
-        eval_config["reference_masker"] = _resolved(registry, "masker", reference)
+    eval_config = resolved_eval(suite, registry)
 
     runs: dict[str, RunSpec] = {}
     for seed in suite.seeds:
@@ -306,6 +362,40 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
                 run = RunSpec(run_id(config), config)
                 runs.setdefault(run.run_id, run)
     return list(runs.values())
+
+
+def resolved_eval(suite: Suite, registry: Registry) -> dict[str, Any]:
+    """The suite's eval section with every component's params filled in (baselines left out:
+    they are runs of their own, and adding one must not change the pre-trained runs' ids)."""
+    evaluation = suite.eval.model_dump(exclude={"baselines"})
+    if suite.eval.reference_masker is not None:
+        evaluation["reference_masker"] = _resolved(registry, "masker", suite.eval.reference_masker)
+    if suite.eval.dataset is not None:
+        evaluation["dataset"] = _resolved(registry, "dataset", suite.eval.dataset)
+    evaluation["probes"] = [_resolved(registry, "probe", probe) for probe in suite.eval.probes]
+    return evaluation
+
+
+def expand_baselines(suite: Suite, runs: list[RunSpec]) -> list[RunSpec]:
+    """The baseline runs: ``random-init`` once per (encoder config, seed) among ``runs``,
+    ``pixels`` once per seed. Their configs hold what their probes depend on, and no more."""
+    if not runs or not suite.eval.probes:
+        return []
+    first = runs[0].config
+    evaluation = {key: first["eval"][key] for key in ("batch_size", "probes", "dataset")}
+    common = {"dataset": first["dataset"], "image_size": first["image_size"], "eval": evaluation}
+    baselines: dict[str, RunSpec] = {}
+    for run in runs:
+        configs = []
+        if "random-init" in suite.eval.baselines:
+            configs.append({"baseline": "random-init", **common, "seed": run.config["seed"],
+                            "encoder": run.config["encoder"]})
+        if "pixels" in suite.eval.baselines:
+            configs.append({"baseline": "pixels", **common, "seed": run.config["seed"]})
+        for config in configs:
+            spec = RunSpec(run_id(config), config)
+            baselines.setdefault(spec.run_id, spec)
+    return list(baselines.values())
 
 
 def _resolved(registry: Registry, kind: str, spec: ComponentSpec) -> dict[str, Any]:

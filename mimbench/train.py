@@ -1,7 +1,7 @@
 """One run: build its components, pre-train them SimMIM-style, return what was learned.
 
-Read it top to bottom: data stays on the device as uint8, each step takes a batch
-by indexing, makes a mask for the whole batch, hides those pixels, reconstructs and
+Read it top to bottom: data stays on the device as uint8 (or streams in, when too
+large), each step takes a shuffled batch, makes a mask for the whole batch, hides those pixels, reconstructs and
 steps AdamW. The loss is read back to the host only every ``log_every`` steps.
 """
 
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mimbench.augment import random_resized_crop
 from mimbench.contract import check_mask, reconstruct
-from mimbench.data import DeviceImages, Normalizer
+from mimbench.data import Images, Normalizer
 from mimbench.registry import Registry
 
 
@@ -79,7 +80,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def pretrain(
     parts: Components,
-    data: DeviceImages,
+    data: Images,
     normalize: Normalizer,
     train: dict[str, Any],
     seed: int,
@@ -87,7 +88,7 @@ def pretrain(
     on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
     desc: str = "train",
 ) -> TrainResult:
-    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 on ``device``)."""
+    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)."""
     encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
     optimizer = torch.optim.AdamW(param_groups([encoder, decoder], train["weight_decay"]), lr=train["lr"])
     batch_size = min(train["batch_size"], len(data))
@@ -96,7 +97,8 @@ def pretrain(
     warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
-    generator = torch.Generator(device=device).manual_seed(seed)  # shuffling and masks
+    generator = torch.Generator(device=device).manual_seed(seed)  # shuffling, augmentation and masks
+    augment = train.get("augment")
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     result = TrainResult(status="done")
@@ -107,9 +109,11 @@ def pretrain(
     for epoch in range(train["epochs"]):
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        order = torch.randperm(len(data), generator=generator, device=device)
-        for i in range(steps_per_epoch):
-            images = normalize(data.images[order[i * batch_size:(i + 1) * batch_size]])
+        for i, (batch, _) in enumerate(data.batches(batch_size, generator)):
+            images = normalize(batch)
+            if augment is not None:
+                images = random_resized_crop(images, generator, augment["crop_scale"], augment["crop_ratio"],
+                                             augment["flip"])
             mask = parts.masker(images, generator)
             if step == 0:
                 check_mask(mask, images)

@@ -136,16 +136,22 @@ def _search(dirs: list[Path], split: str) -> Path | None:
     return None
 
 
-def fashion_mnist(split: str, root: str | None = None, download: bool = False) -> TensorImageDataset:
+def fashion_mnist(split: str, root: str | None = None, download: bool = False,
+                  train_images: int | None = None, test_images: int | None = None) -> TensorImageDataset:
     """Zalando's Fashion-MNIST: 28x28 greyscale clothes, 10 classes, 60000 train / 10000 test images.
 
     Looks in ``root`` if given, else in ``$MIMBENCH_DATA``, ``~/.cache/mimbench`` and
     /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist); in each, the
     files may sit flat, in ``fashion-mnist/`` or in torchvision's ``FashionMNIST/raw/``.
     ``download: true`` fetches missing files with torchvision (needs a network).
+    ``train_images``, ``test_images``: keep only this many images of that split, a fixed
+    random subset (the same in every run and session).
     Returns uint8 images [N, 1, 28, 28] and labels [N].
     """
     check_split(split)
+    for name, count, total in (("train_images", train_images, 60000), ("test_images", test_images, 10000)):
+        if count is not None and not 1 <= count <= total:
+            raise ValueError(f"{name} must be in 1..{total} (or null for all), got {count}")
     dirs = data_dirs(root, CACHE_DIR, DEFAULT_DATA_DIRS)
     folder = _search(dirs, split)
     if folder is None and download:
@@ -160,7 +166,12 @@ def fashion_mnist(split: str, root: str | None = None, download: bool = False) -
             f"not found in {', '.join(map(str, dirs))} (flat, fashion-mnist/ or FashionMNIST/raw/); get them with "
             f"'apt install dataset-fashion-mnist', point param 'root' or $MIMBENCH_DATA at a copy, "
             f"or set 'download: true'")
-    return _load_idx_pair(folder, split)
+    data = _load_idx_pair(folder, split)
+    count = train_images if split == "train" else test_images
+    if count is not None:
+        keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:count].sort().values
+        data = TensorImageDataset(data.images[keep], data.labels[keep], data.num_classes)
+    return data
 
 
 def fashion_mnist_mini(split: str) -> TensorImageDataset:

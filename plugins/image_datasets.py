@@ -1,7 +1,9 @@
-"""Real-image datasets: CIFAR-10, CIFAR-100, STL-10, and any folder of images (ImageFolder layout).
+"""Real-image datasets: CIFAR-10, CIFAR-100, STL-10, and folders of image files, labelled or not.
 
 Every factory returns a ``mimbench.data.TensorImageDataset``: uint8 images
-[N, C, H, W] and int64 labels [N], held in memory.
+[N, C, H, W] and int64 labels [N], held in memory. Unlabeled data (``unlabeled-folder``,
+STL-10's unlabeled images) has every label 0 and ``num_classes`` 0: it is for
+pre-training, and probes need a labelled ``eval.dataset``.
 
 The CIFAR and STL-10 files are read here, in their published formats (the
 pickled batches of the ``*-python`` archives, STL-10's raw ``.bin`` files),
@@ -13,7 +15,10 @@ refuses any subset or re-packed copy. torchvision is used to download
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,6 +162,7 @@ STL10_FOLDER = "stl10_binary"
 STL10_SPLITS = ("train", "test", "unlabeled")
 STL10_FILES = {"train": ["train_X.bin", "train_y.bin"], "test": ["test_X.bin", "test_y.bin"],
                "unlabeled": ["unlabeled_X.bin"]}
+STL10_TRAIN_SPLITS = ("train", "unlabeled", "train+unlabeled")
 STL10_URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
 _STL10_IMAGE_BYTES = 3 * 96 * 96
 
@@ -182,79 +188,87 @@ def read_stl10(images_path: str | Path, labels_path: str | Path | None = None) -
     return images, torch.from_numpy(labels - 1)
 
 
-def stl10(split: str, root: str | None = None, download: bool = False) -> TensorImageDataset:
+def _load_stl10_part(part: str, root: str | None, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images [n, 3, 96, 96] and labels [n] (-1 for "unlabeled") of one STL-10 file set."""
+
+    def fetch(target: str) -> None:
+        from torchvision.datasets import STL10  # only needed here
+
+        STL10(root=target, split=part, download=True)
+
+    names = STL10_FILES[part]
+    folder = _locate(_data_dirs(root), STL10_FOLDER, names, root, download, fetch, f"STL-10 {part}", STL10_URL)
+    return read_stl10(folder / names[0], folder / names[1] if len(names) > 1 else None)
+
+
+def stl10(split: str, root: str | None = None, download: bool = False,
+          train_split: Literal["train", "unlabeled", "train+unlabeled"] = "train") -> TensorImageDataset:
     """STL-10: 96x96 colour photos, 10 classes, 5000 train / 8000 test labelled and 100000 unlabeled images.
 
     Reads torchvision's layout ``<dir>/stl10_binary/{train,test,unlabeled}_X.bin`` and
     ``{train,test}_y.bin`` (the extracted stl10_binary.tar.gz; the files may also sit
     directly in ``<dir>``), where ``<dir>`` is ``root`` if given, else ``$MIMBENCH_DATA``
-    then ``~/.cache/mimbench``. ``split`` may also be "unlabeled": those images have label
-    -1 and are for pre-training only (no probe can use them). ``download: true`` fetches
-    missing files with torchvision (needs a network; the archive is 2.6 GB).
-    Returns uint8 images [N, 3, 96, 96] and labels [N] in 0..9 (or -1).
+    then ``~/.cache/mimbench``. ``download: true`` fetches missing files with torchvision
+    (needs a network; the archive is 2.6 GB).
+    ``train_split`` chooses what split "train" returns: "train" (the 5000 labelled images,
+    labels 0..9, num_classes 10), "unlabeled" (the 100000 unlabeled ones) or
+    "train+unlabeled" (both, train first); the last two are for pre-training only: every
+    label is 0 and num_classes is 0, so probes need a labelled ``eval.dataset``.
+    Split "test" is always the 8000 labelled test images; split "unlabeled" gives the
+    unlabeled images whatever ``train_split`` says.
+    Returns uint8 images [N, 3, 96, 96] and labels [N].
     """
     check_split(split, STL10_SPLITS)
-
-    def fetch(target: str) -> None:
-        from torchvision.datasets import STL10  # only needed here
-
-        STL10(root=target, split=split, download=True)
-
-    names = STL10_FILES[split]
-    folder = _locate(_data_dirs(root), STL10_FOLDER, names, root, download, fetch, f"STL-10 {split}", STL10_URL)
-    images, labels = read_stl10(folder / names[0], folder / names[1] if len(names) > 1 else None)
-    return TensorImageDataset(images, labels, num_classes=10)
+    if train_split not in STL10_TRAIN_SPLITS:
+        raise ValueError(f"train_split must be one of {', '.join(map(repr, STL10_TRAIN_SPLITS))}, got {train_split!r}")
+    parts = train_split.split("+") if split == "train" else [split]
+    loaded = [_load_stl10_part(part, root, download) for part in parts]
+    if "unlabeled" not in parts:
+        return TensorImageDataset(*loaded[0], num_classes=10)
+    images = loaded[0][0] if len(loaded) == 1 else torch.cat([part[0] for part in loaded])
+    return TensorImageDataset(images, torch.zeros(len(images), dtype=torch.int64), num_classes=0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Any folder of images: <root>/<split>/<class>/<image>
+# Folders of image files: <root>/<split>/<class>/<image> (imagefolder), or any tree of images
+# without labels (unlabeled-folder). Both read and resize the files the same way.
 # ---------------------------------------------------------------------------------------------
 
-def _class_folders(folder: Path) -> set[str]:
-    return {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")} if folder.is_dir() else set()
+#: File name endings read as images, compared case-insensitively: torchvision's ImageFolder's plus .gif.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
-def imagefolder(split: str, root: str, image_size: int = 32, channels: Literal[1, 3] = 3) -> TensorImageDataset:
-    """Any folder of images laid out ``<root>/<split>/<class>/*.png|jpg|...``, resized to the suite's image_size.
-
-    Read with torchvision's ImageFolder (extensions .jpg .jpeg .png .ppm .bmp .pgm .tif
-    .tiff .webp). Classes are the sorted class-folder names over ``<root>/train``,
-    ``<root>/test`` and ``<root>/<split>`` together, so a class missing from one split
-    keeps the same label everywhere. Every image is converted to RGB (``channels: 3``) or
-    greyscale (``channels: 1``) and resized to image_size x image_size (bilinear,
-    antialiased, aspect ratio not kept); images already that size are kept exactly.
-    Returns uint8 images [N, channels, image_size, image_size] and labels [N], held in memory.
-    """
-    if not split or Path(split).name != split or split in (".", ".."):
-        raise ValueError(f"split must be a plain folder name, got {split!r}")
+def _check_image_params(image_size: int, channels: int) -> None:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    base = Path(root).expanduser()
-    folder = base / split
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} not found; expected {base}/{split}/<class>/<image files> "
-                                f"(param 'root' names the folder holding the split folders)")
-    classes = sorted(set().union(*(_class_folders(base / s) for s in {*SPLITS, split})))
-    if not _class_folders(folder):
-        raise FileNotFoundError(f"image folder {folder} has no class folders; expected {folder}/<class>/<image files>")
 
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files anywhere under ``folder`` (symbolic links followed), sorted by path relative to it.
+
+    Hidden files and folders (name starting with ".") are skipped; a missing folder has none.
+    """
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(parent, n) for n in names if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def read_images(paths: Sequence[Path], image_size: int, channels: int) -> torch.Tensor:
+    """Image files -> uint8 Tensor[N, channels, image_size, image_size], in the order of ``paths``.
+
+    Each image is converted to RGB (``channels`` 3) or greyscale (1, PIL's luma) and resized
+    (bilinear, antialiased, aspect ratio not kept); images already that size are kept exactly.
+    Raises ``ValueError`` naming the file if one cannot be read.
+    """
     from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets import ImageFolder
 
-    class _Folder(ImageFolder):
-        def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
-            return classes, {name: i for i, name in enumerate(classes)}
-
-    # allow_empty: a class folder present in the other split only is fine here
-    found = _Folder(str(folder), allow_empty=True)
-    if not found.samples:
-        raise FileNotFoundError(f"image folder {folder} has no image files in its class folders "
-                                f"(looked for {', '.join(found.extensions)})")
     mode = "RGB" if channels == 3 else "L"
-    images = torch.empty(len(found.samples), channels, image_size, image_size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(found.samples):
+    images = torch.empty(len(paths), channels, image_size, image_size, dtype=torch.uint8)
+    for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
                 image = image.convert(mode)
@@ -264,8 +278,95 @@ def imagefolder(split: str, root: str, image_size: int = 32, channels: Literal[1
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{path}: cannot read the image ({type(exc).__name__})") from exc
         images[i] = torch.from_numpy(pixels.reshape(image_size, image_size, channels).copy()).permute(2, 0, 1)
-    labels = torch.tensor(found.targets, dtype=torch.int64)
+    return images
+
+
+def _class_folders(folder: Path) -> set[str]:
+    return {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")} if folder.is_dir() else set()
+
+
+def imagefolder(split: str, root: str, image_size: int = 32, channels: Literal[1, 3] = 3) -> TensorImageDataset:
+    """Any folder of images laid out ``<root>/<split>/<class>/*.png|jpg|...``, resized to the suite's image_size.
+
+    Reads the files with extensions .bmp .gif .jpeg .jpg .pgm .png .ppm .tif .tiff .webp (any
+    case) anywhere under each class folder, skipping hidden files and folders. Classes are
+    the sorted class-folder names over ``<root>/train``, ``<root>/test`` and
+    ``<root>/<split>`` together, so a class missing from one split keeps the same label
+    everywhere. Every image is converted to RGB (``channels: 3``) or greyscale
+    (``channels: 1``) and resized to image_size x image_size (bilinear, antialiased, aspect
+    ratio not kept); images already that size are kept exactly.
+    Returns uint8 images [N, channels, image_size, image_size] and labels [N], held in memory.
+    """
+    if not split or Path(split).name != split or split in (".", ".."):
+        raise ValueError(f"split must be a plain folder name, got {split!r}")
+    _check_image_params(image_size, channels)
+    base = Path(root).expanduser()
+    folder = base / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} not found; expected {base}/{split}/<class>/<image files> "
+                                f"(param 'root' names the folder holding the split folders)")
+    classes = sorted(set().union(*(_class_folders(base / s) for s in {*SPLITS, split})))
+    if not _class_folders(folder):
+        raise FileNotFoundError(f"image folder {folder} has no class folders; expected {folder}/<class>/<image files>")
+    samples = [(path, label) for label, name in enumerate(classes) for path in image_files(folder / name)]
+    if not samples:
+        raise FileNotFoundError(f"image folder {folder} has no image files in its class folders "
+                                f"(looked for {' '.join(IMAGE_EXTENSIONS)})")
+    images = read_images([path for path, _ in samples], image_size, channels)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return TensorImageDataset(images, labels, num_classes=len(classes))
+
+
+def _path_rank(relative: str) -> float:
+    """A fixed number in [0, 1) from a file's relative path: its place in the train/test split."""
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") / 2**64
+
+
+def split_by_path(relatives: Sequence[str], test_fraction: float) -> set[str]:
+    """Which of ``relatives`` (at least 2) go to "test": those whose ``_path_rank`` is below ``test_fraction``.
+
+    Never none and never all: if none is below, the lowest-ranked path is test; if all are,
+    the highest-ranked one is train. A path's side depends on nothing but the path, so adding
+    files moves no other file (except one that those two rules placed, in a tiny folder).
+    """
+    ranked = sorted(relatives, key=_path_rank)
+    below = sum(_path_rank(r) < test_fraction for r in ranked)
+    return set(ranked[:min(max(below, 1), len(ranked) - 1)])
+
+
+def unlabeled_folder(split: str, root: str, image_size: int = 32, channels: Literal[1, 3] = 3,
+                     test_fraction: float = 0.1) -> TensorImageDataset:
+    """Any folder of unlabeled images (searched recursively), for pre-training; resized to the suite's image_size.
+
+    Reads every file with extension .bmp .gif .jpeg .jpg .pgm .png .ppm .tif .tiff .webp
+    (any case) anywhere under ``root``, skipping hidden files and folders, in sorted path
+    order, and converts and resizes them as ``imagefolder`` does (RGB or greyscale;
+    bilinear, antialiased, aspect ratio not kept; images already that size kept exactly).
+    The split is fixed by a hash of each file's path relative to ``root``: about
+    ``test_fraction`` of the files are "test", the rest "train", each split at least one
+    file, and adding files does not move the others. There are no labels: every label is 0
+    and num_classes is 0, so probes need a labelled ``eval.dataset``.
+    Returns uint8 images [N, channels, image_size, image_size] and labels [N] (zeros).
+    """
+    check_split(split)
+    _check_image_params(image_size, channels)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder {base} not found; expected a folder (param 'root') holding "
+                                f"image files, at any depth")
+    paths = {path.relative_to(base).as_posix(): path for path in image_files(base)}
+    if not paths:
+        raise FileNotFoundError(f"image folder {base} has no image files (looked, at any depth, for "
+                                f"{' '.join(IMAGE_EXTENSIONS)})")
+    if len(paths) < 2:
+        raise ValueError(f"image folder {base} has 1 image file; unlabeled-folder needs at least 2 "
+                         f"(one for train, one for test)")
+    test = split_by_path(list(paths), test_fraction)
+    chosen = [path for relative, path in paths.items() if (relative in test) == (split == "test")]
+    images = read_images(chosen, image_size, channels)
+    return TensorImageDataset(images, torch.zeros(len(chosen), dtype=torch.int64), num_classes=0)
 
 
 @hookimpl
@@ -274,3 +375,4 @@ def mimbench_register_datasets(register) -> None:
     register("cifar100", cifar100)
     register("stl10", stl10)
     register("imagefolder", imagefolder)
+    register("unlabeled-folder", unlabeled_folder)

@@ -186,6 +186,20 @@ class _ViTBackbone(nn.Module):
         """tokens [B, N, D] -> feature grid [B, D, h, w]."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, self.grid, self.grid)
 
+    def param_depths(self) -> tuple[dict[str, int], int]:
+        """For layer-wise lr decay when fine-tuning: depth 0 for the embeddings, i + 1 for
+        block i, depth + 1 for the final LayerNorm; and the number of blocks."""
+        depth = len(self.transformer.layers)
+        depths = {}
+        for name, _ in self.named_parameters():
+            if name.startswith("transformer.layers."):
+                depths[name] = int(name.split(".")[2]) + 1
+            elif name.startswith("transformer.norm."):
+                depths[name] = depth + 1
+            else:
+                depths[name] = 0
+        return depths, depth
+
     def blocks(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Unmasked images [B, C, H, W] -> the grid [B, D, h, w] after each block; the last one is
         after the final LayerNorm too, so it equals ``forward(images)``."""

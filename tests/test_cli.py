@@ -23,6 +23,7 @@ from mimbench.plugins import ENV_VAR
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "mimbench"
 RUN_LINE = re.compile(r"^  ([0-9a-f]{12})  seed=(\d+)  encoder=(\S+) decoder=(\S+) masker=(\S+) loss=(\S+)$")
+BASELINE_LINE = re.compile(r"^  ([0-9a-f]{12})  baseline (random-init \S+|pixels) seed=(\d+)$")
 BUILTINS = {
     ("masker", "pixel"), ("masker", "patch"), ("masker", "region"),
     ("encoder", "cnn"),
@@ -84,7 +85,9 @@ def dry_run(*args: str) -> list[tuple[str, int, str, str, str, str]]:
     runs = []
     for line in result.stdout.splitlines()[1:]:
         match = RUN_LINE.match(line)
-        assert match, f"unexpected dry-run line: {line!r}"
+        if match is None:
+            assert BASELINE_LINE.match(line), f"unexpected dry-run line: {line!r}"
+            continue
         runs.append((match[1], int(match[2]), *match.groups()[2:]))
     return runs
 
@@ -177,10 +180,14 @@ def test_dry_run_of_the_packaged_quick_suite(tmp_path):
     result = invoke("run", "--dry-run", "--out", str(out))
     assert result.exit_code == 0, result.output
     header, *lines = result.stdout.splitlines()
-    assert header.startswith("suite quick: 6 runs on fashion-mnist-mini (5000 train / 1000 test images, 28px)")
+    assert header.startswith("suite quick: 6 runs and 4 baselines on fashion-mnist-mini "
+                             "(5000 train / 1000 test images, 28px)")
     assert header.endswith(f"results in {out / 'quick'}")
-    runs = [RUN_LINE.match(line) for line in lines]
+    runs = [RUN_LINE.match(line) for line in lines[:6]]
     assert all(runs) and len(runs) == 6
+    baselines = [BASELINE_LINE.match(line) for line in lines[6:]]
+    assert all(baselines) and sorted((m[2], m[3]) for m in baselines) == [
+        ("pixels", "0"), ("pixels", "1"), ("random-init cnn", "0"), ("random-init cnn", "1")]
     assert len({m[1] for m in runs}) == 6
     assert sorted((int(m[2]), m[5].split("(")[0]) for m in runs) == sorted(
         (seed, masker) for seed in (0, 1) for masker in ("pixel", "patch", "region"))
@@ -192,7 +199,8 @@ def test_dry_run_expands_grid_sweep_and_seeds(tmp_path):
     path = write_suite(tmp_path, TINY)
     result = invoke("run", str(path), "--dry-run", "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].startswith("suite tiny: 8 runs on shapes (64 train / 64 test images, 16px)")
+    assert result.stdout.splitlines()[0].startswith("suite tiny: 8 runs and 4 baselines on shapes "
+                                                    "(64 train / 64 test images, 16px)")
     runs = dry_run(str(path), "--out", str(tmp_path / "out"))
     assert len(runs) == 8
     assert len({run[0] for run in runs}) == 8
@@ -366,7 +374,7 @@ def test_set_of_an_unknown_key_names_it(tmp_path):
     path = write_suite(tmp_path, TINY)
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
     assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
-                    "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every)")
+                    "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment)")
 
 
 def test_bad_device_name(tmp_path):
@@ -423,8 +431,9 @@ def test_console_script_dry_run_matches_in_process_ids(console_script, tmp_path)
                           capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "suite tiny: 8 runs on shapes (64 train / 64 test images, 16px), device cpu, results in out/tiny"
-    ids = [RUN_LINE.match(line)[1] for line in lines[1:]]
+    assert lines[0] == ("suite tiny: 8 runs and 4 baselines on shapes (64 train / 64 test images, 16px), "
+                        "device cpu, results in out/tiny")
+    ids = [RUN_LINE.match(line)[1] for line in lines[1:] if RUN_LINE.match(line)]
     # Run ids are a hash of the config: the same in another process (no hash randomisation).
     assert ids == [run[0] for run in dry_run(str(path))]
     assert not (tmp_path / "out").exists()

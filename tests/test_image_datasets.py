@@ -1,7 +1,8 @@
-"""CIFAR-10/100, STL-10 and imagefolder, read from small files written here in the real on-disk formats."""
+"""CIFAR-10/100, STL-10, imagefolder and unlabeled-folder, read from small files written here in the real on-disk formats."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 import sys
@@ -19,10 +20,10 @@ from mimbench_plugins import image_datasets as im
 # --- registration ---------------------------------------------------------------------------
 
 
-def test_registers_four_documented_factories():
+def test_registers_five_documented_factories():
     registered = {}
     im.mimbench_register_datasets(lambda name, factory, description=None: registered.setdefault(name, factory))
-    assert set(registered) == {"cifar10", "cifar100", "stl10", "imagefolder"}
+    assert set(registered) == {"cifar10", "cifar100", "stl10", "imagefolder", "unlabeled-folder"}
     for factory in registered.values():
         assert factory.__doc__.strip().splitlines()[0].endswith(".")
 
@@ -204,6 +205,9 @@ def test_download_uses_torchvision_into_the_cache_or_root(tmp_path, no_system_da
     calls = _fake_torchvision(monkeypatch, "STL10", lambda root: _write_stl10(root / "stl10_binary"))
     assert len(im.stl10("unlabeled", root=str(tmp_path / "s"), download=True)) == 4
     assert calls == [(str(tmp_path / "s"), {"split": "unlabeled"}, True)]
+    # The archive holds every split: train+unlabeled downloads once, for the first part missing.
+    assert len(im.stl10("train", root=str(tmp_path / "t"), download=True, train_split="train+unlabeled")) == 6 + 4
+    assert calls[1:] == [(str(tmp_path / "t"), {"split": "train"}, True)]
 
 
 # --- STL-10 ---------------------------------------------------------------------------------
@@ -225,19 +229,56 @@ def _write_stl10(folder: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 def test_stl10_round_trips_every_split(tmp_path, no_system_data):
     expected = _write_stl10(tmp_path / "stl10_binary")
-    for split in ("train", "test", "unlabeled"):
+    for split in ("train", "test"):
         data = im.stl10(split, root=str(tmp_path))
         images, labels = expected[split]
         assert data.num_classes == 10 and data.images.shape == (len(images), 3, 96, 96)
         assert data.images.dtype == torch.uint8 and data.labels.dtype == torch.int64
         assert torch.equal(data.images, images) and torch.equal(data.labels, labels)
+    unlabeled = im.stl10("unlabeled", root=str(tmp_path))
+    assert torch.equal(unlabeled.images, expected["unlabeled"][0])
+    assert unlabeled.num_classes == 0 and unlabeled.labels.tolist() == [0] * 4  # valid indices, no classes
+    assert torch.equal(im.read_stl10(tmp_path / "stl10_binary" / "unlabeled_X.bin")[1], torch.full((4,), -1))
     # A known pixel: byte offset channel * 96*96 + column * 96 + row in the image's block.
     raw = (tmp_path / "stl10_binary" / "test_X.bin").read_bytes()
     data = im.stl10("test", root=str(tmp_path))
     c, row, col = 2, 5, 90
     assert data.images[1, c, row, col] == raw[96 * 96 * 3 + c * 96 * 96 + col * 96 + row]
-    assert (im.stl10("unlabeled", root=str(tmp_path)).labels == -1).all()
     assert "pre-training only" in im.stl10.__doc__
+
+
+def test_stl10_train_split_chooses_what_train_returns(tmp_path, no_system_data):
+    expected = _write_stl10(tmp_path / "stl10_binary")
+    (train_x, train_y), (test_x, test_y), (unlabeled_x, _) = expected["train"], expected["test"], expected["unlabeled"]
+    data = im.stl10("train", root=str(tmp_path), train_split="train")
+    assert data.num_classes == 10 and torch.equal(data.images, train_x) and torch.equal(data.labels, train_y)
+    data = im.stl10("train", root=str(tmp_path), train_split="unlabeled")
+    assert data.num_classes == 0 and torch.equal(data.images, unlabeled_x) and data.labels.tolist() == [0] * 4
+    data = im.stl10("train", root=str(tmp_path), train_split="train+unlabeled")
+    assert data.num_classes == 0 and len(data) == 6 + 4 and data.labels.dtype == torch.int64
+    assert torch.equal(data.images, torch.cat([train_x, unlabeled_x])) and data.labels.tolist() == [0] * 10
+    for train_split in im.STL10_TRAIN_SPLITS:  # test stays the labelled test set; "unlabeled" stays unlabeled
+        test = im.stl10("test", root=str(tmp_path), train_split=train_split)
+        assert test.num_classes == 10 and torch.equal(test.images, test_x) and torch.equal(test.labels, test_y)
+        assert torch.equal(im.stl10("unlabeled", root=str(tmp_path), train_split=train_split).images, unlabeled_x)
+    with pytest.raises(ValueError, match="train_split must be one of 'train', 'unlabeled', 'train\\+unlabeled', "
+                                         "got 'all'"):
+        im.stl10("train", root=str(tmp_path), train_split="all")
+
+
+def test_stl10_train_split_needs_only_the_files_it_reads(tmp_path, no_system_data):
+    folder = tmp_path / "stl10_binary"
+    _write_stl10(folder)
+    (folder / "train_y.bin").unlink()
+    assert len(im.stl10("train", root=str(tmp_path), train_split="unlabeled")) == 4
+    with pytest.raises(FileNotFoundError, match="train_y.bin"):
+        im.stl10("train", root=str(tmp_path))
+    _write_stl10(folder)
+    (folder / "unlabeled_X.bin").unlink()
+    assert len(im.stl10("train", root=str(tmp_path))) == 6
+    with pytest.raises(FileNotFoundError, match=r"STL-10 unlabeled files \(unlabeled_X.bin\)") as info:
+        im.stl10("train", root=str(tmp_path), train_split="train+unlabeled")
+    assert str(folder) in _one_line(info)
 
 
 def test_stl10_agrees_with_torchvision_s_reader(tmp_path):
@@ -348,11 +389,140 @@ def test_imagefolder_bad_params_and_bad_image(tmp_path):
     _one_line(info)
 
 
+# --- unlabeled-folder -----------------------------------------------------------------------
+
+def _rank(relative: str) -> float:
+    """The documented split rule, recomputed here: sha256 of the relative path, first 8 bytes over 2**64."""
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") / 2**64
+
+
+def _write_numbered(root: Path, ids: range) -> dict[int, str]:
+    """One flat 4x4 PNG per id, colour (id % 256, id // 256, 77), in nested folders; id -> relative path."""
+    paths = {}
+    for i in ids:
+        paths[i] = f"d{i % 3}/s{i % 2}/img{i:03d}.png"
+        _png(root / paths[i], np.full((4, 4, 3), (i % 256, i // 256, 77), np.uint8))
+    return paths
+
+
+def _ids(data: TensorImageDataset) -> list[int]:
+    return (data.images[:, 0, 0, 0].long() + 256 * data.images[:, 1, 0, 0].long()).tolist()
+
+
+def test_unlabeled_folder_splits_by_a_hash_of_the_path(tmp_path):
+    paths = _write_numbered(tmp_path, range(300))
+    train, test = (im.unlabeled_folder(split, root=str(tmp_path), image_size=4) for split in ("train", "test"))
+    expected_test = sorted((i for i in paths if _rank(paths[i]) < 0.1), key=paths.get)
+    assert 15 <= len(expected_test) <= 45  # about 10% of 300
+    assert _ids(test) == expected_test  # in sorted path order
+    assert _ids(train) == sorted(set(paths) - set(expected_test), key=paths.get)
+    for data in (train, test):
+        assert isinstance(data, TensorImageDataset) and data.num_classes == 0
+        assert data.images.dtype == torch.uint8 and data.images.shape[1:] == (3, 4, 4)
+        assert data.labels.dtype == torch.int64 and data.labels.tolist() == [0] * len(data)
+    assert torch.equal(im.unlabeled_folder("test", root=str(tmp_path), image_size=4).images, test.images)
+    half = im.unlabeled_folder("test", root=str(tmp_path), image_size=4, test_fraction=0.5)
+    assert 120 <= len(half) <= 180 and set(expected_test) < set(_ids(half))  # a larger fraction only adds files
+
+
+def test_unlabeled_folder_adding_files_moves_no_other_file(tmp_path):
+    _write_numbered(tmp_path, range(100))
+    before = set(_ids(im.unlabeled_folder("test", root=str(tmp_path), image_size=4)))
+    _write_numbered(tmp_path, range(100, 250))
+    after = set(_ids(im.unlabeled_folder("test", root=str(tmp_path), image_size=4)))
+    assert after & set(range(100)) == before and after - before
+
+
+def test_unlabeled_folder_reads_and_resizes_like_imagefolder(tmp_path):
+    _write_folder(tmp_path)  # <split>/<class>/*.png of several sizes and modes, plus a text file
+    relatives = ["test/dog/e.png", "train/cat/a.png", "train/cat/b.png", "train/dog/c.png", "train/dog/d.png"]
+    test = im.split_by_path(relatives, 0.5)
+    assert test == {r for r in relatives if _rank(r) < 0.5} and 0 < len(test) < len(relatives)
+    for size, channels in ((16, 3), (9, 1)):
+        labelled = {split: im.imagefolder(split, root=str(tmp_path), image_size=size, channels=channels)
+                    for split in ("train", "test")}
+        by_path = dict(zip(relatives, [*labelled["test"].images, *labelled["train"].images]))
+        for split in ("train", "test"):
+            data = im.unlabeled_folder(split, root=str(tmp_path), image_size=size, channels=channels, test_fraction=0.5)
+            chosen = [r for r in relatives if (r in test) == (split == "test")]
+            assert data.images.shape == (len(chosen), channels, size, size)
+            assert torch.equal(data.images, torch.stack([by_path[r] for r in chosen]))
+
+
+def test_unlabeled_folder_resizes_bilinear_antialiased_as_the_core_does(tmp_path):
+    from mimbench.data import resize_uint8
+    halves = np.zeros((4, 4, 3), np.uint8)
+    halves[:, 2:] = 200  # left half black, right half 200
+    for name in ("a.png", "b.png"):
+        _png(tmp_path / name, halves)
+    data = im.unlabeled_folder("train", root=str(tmp_path), image_size=2)
+    assert data.images[0, 0].tolist() == [[29, 171], [29, 171]]  # 200 * 0.25 / 1.75 of the far half leaks in
+    assert torch.equal(data.images[:1], resize_uint8(torch.from_numpy(halves).permute(2, 0, 1)[None], 2))
+
+
+def test_unlabeled_folder_extensions_hidden_files_and_greyscale(tmp_path):
+    grey = np.full((6, 10), 120, np.uint8)
+    for name in ("A.PNG", "b.JpG", "c.gif", "d.bmp", "e.webp", "f.tiff", "g.TIF", "deep/er/h.jpeg"):
+        _png(tmp_path / name, grey)
+    for name in (".hidden.png", ".cache/i.png", "j.png.bak"):
+        _png(tmp_path / name, grey) if name.endswith(".png") else (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not an image")
+    parts = [im.unlabeled_folder(split, root=str(tmp_path), image_size=5, channels=1, test_fraction=0.3)
+             for split in ("train", "test")]
+    assert sum(len(p) for p in parts) == 8 and min(len(p) for p in parts) >= 1
+    for data in parts:
+        assert data.images.shape[1:] == (1, 5, 5) and (data.images == 120).all()  # flat stays flat
+
+
+def test_unlabeled_folder_keeps_one_image_in_each_split(tmp_path):
+    paths = _write_numbered(tmp_path, range(2))
+    low, high = sorted(paths, key=lambda i: _rank(paths[i]))
+    for fraction in (0.001, 0.999):  # would put both in train, or both in test
+        assert _ids(im.unlabeled_folder("test", root=str(tmp_path), image_size=4, test_fraction=fraction)) == [low]
+        assert _ids(im.unlabeled_folder("train", root=str(tmp_path), image_size=4, test_fraction=fraction)) == [high]
+    (tmp_path / paths[high]).unlink()
+    with pytest.raises(ValueError, match="has 1 image file; unlabeled-folder needs at least 2") as info:
+        im.unlabeled_folder("train", root=str(tmp_path))
+    assert str(tmp_path) in _one_line(info)
+
+
+def test_unlabeled_folder_missing_or_without_images(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found; expected a folder .*holding image files") as info:
+        im.unlabeled_folder("train", root=str(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere") in _one_line(info)
+    (tmp_path / "notes.txt").write_text("not an image")
+    _png(tmp_path / ".hidden" / "x.png", np.zeros((4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"has no image files \(looked, at any depth, for .*\.png") as info:
+        im.unlabeled_folder("test", root=str(tmp_path))
+    assert str(tmp_path) in _one_line(info)
+
+
+def test_unlabeled_folder_bad_params_and_bad_image(tmp_path):
+    _write_numbered(tmp_path, range(3))
+    for fraction in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=f"test_fraction must lie strictly between 0 and 1, got {fraction}"):
+            im.unlabeled_folder("train", root=str(tmp_path), test_fraction=fraction)
+    with pytest.raises(ValueError, match="channels must be 1 .* or 3 .*got 2"):
+        im.unlabeled_folder("train", root=str(tmp_path), channels=2)
+    with pytest.raises(ValueError, match="image_size must be a positive int, got 0"):
+        im.unlabeled_folder("train", root=str(tmp_path), image_size=0)
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test', got 'val'"):
+        im.unlabeled_folder("val", root=str(tmp_path))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    errors = []
+    for split in ("train", "test"):  # only the split holding the file reads it
+        try:
+            im.unlabeled_folder(split, root=str(tmp_path), test_fraction=0.5)
+        except ValueError as exc:
+            errors.append(str(exc))
+    assert len(errors) == 1 and errors[0] == f"{tmp_path / 'broken.png'}: cannot read the image (UnidentifiedImageError)"
+
+
 def _registry():
     from mimbench.plugins import load_plugins
     from mimbench.registry import Registry
     registry = Registry(load_plugins(use_env=False))
-    if "imagefolder" not in registry.names("dataset"):  # no entry point yet: load the module by name
+    if "unlabeled-folder" not in registry.names("dataset"):  # no entry point yet: load the module by name
         registry = Registry(load_plugins(["mimbench_plugins.image_datasets"], use_env=False))
     return registry
 
@@ -361,7 +531,7 @@ def test_through_the_registry(tmp_path, no_system_data):
     """The core passes the suite's image_size to imagefolder; params are checked against the signatures."""
     from mimbench.registry import ConfigError
     registry = _registry()
-    assert {"cifar10", "cifar100", "stl10", "imagefolder"} <= set(registry.names("dataset"))
+    assert {"cifar10", "cifar100", "stl10", "imagefolder", "unlabeled-folder"} <= set(registry.names("dataset"))
     _write_folder(tmp_path / "imgs")
     data = registry.build("dataset", "imagefolder", {"root": str(tmp_path / "imgs"), "channels": 1},
                           split="train", image_size=12)
@@ -375,3 +545,30 @@ def test_through_the_registry(tmp_path, no_system_data):
     _write_cifar10(tmp_path / "c" / "cifar-10-batches-py")
     data = registry.build("dataset", "cifar10", {"root": str(tmp_path / "c")}, split="test", image_size=16)
     assert data.images.shape == (4, 3, 32, 32)  # cifar10 takes no image_size: the core resizes
+
+
+def test_unlabeled_data_through_the_registry(tmp_path, no_system_data):
+    from mimbench.registry import ConfigError
+    registry = _registry()
+    assert registry.get("dataset", "unlabeled-folder").defaults() == {"channels": 3, "test_fraction": 0.1}
+    _write_numbered(tmp_path / "u", range(20))
+    sizes = [len(registry.build("dataset", "unlabeled-folder", {"root": str(tmp_path / "u"), "test_fraction": 0.5},
+                                split=split, image_size=6)) for split in ("train", "test")]
+    assert sum(sizes) == 20 and min(sizes) >= 1
+    data = registry.build("dataset", "unlabeled-folder", {"root": str(tmp_path / "u"), "channels": 1},
+                          split="train", image_size=6)
+    assert data.images.shape[1:] == (1, 6, 6) and data.num_classes == 0
+    with pytest.raises(ConfigError, match="test_fraction must lie strictly between 0 and 1, got 1.0"):
+        registry.build("dataset", "unlabeled-folder", {"root": str(tmp_path / "u"), "test_fraction": 1},
+                       split="train", image_size=6)
+    with pytest.raises(ConfigError, match=f"dataset 'unlabeled-folder': image folder {re.escape(str(tmp_path / 'x'))} "
+                                          "not found"):
+        registry.build("dataset", "unlabeled-folder", {"root": str(tmp_path / "x")}, split="train", image_size=6)
+    with pytest.raises(ConfigError, match="missing required param 'root'"):
+        registry.build("dataset", "unlabeled-folder", {}, split="train", image_size=6)
+    _write_stl10(tmp_path / "stl10_binary")
+    data = registry.build("dataset", "stl10", {"root": str(tmp_path), "train_split": "train+unlabeled"},
+                          split="train", image_size=32)
+    assert len(data) == 10 and data.num_classes == 0
+    with pytest.raises(ConfigError, match="param 'train_split' must be"):
+        registry.build("dataset", "stl10", {"train_split": "everything"}, split="train", image_size=32)

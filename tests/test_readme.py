@@ -60,7 +60,9 @@ def test_example_plugin_runs_through_the_cli(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "quick" / "summary.csv")
-    assert (table.status == "done").all() and list(table["masker.band"]) == [4, 7]
+    runs = table[table.pretrained]
+    assert (table.status == "done").all() and list(runs["masker.band"]) == [4, 7]
+    assert sorted(table[~table.pretrained].baseline) == ["pixels", "random-init"]
     bad = CliRunner().invoke(cli, ["run", "--plugin", str(path), "--dry-run", "--set",
                                    "grid.masker=[{name: bands, params: {band: wide}}]"])
     assert bad.exit_code == 2 and "param 'band' must be int" in bad.output

@@ -24,7 +24,7 @@ dataset: {name: shapes, params: {num_images: 96}}
 image_size: 16
 seeds: [0]
 train: {epochs: 1, batch_size: 32, log_every: 1}
-eval: {reference_masker: {name: patch, params: {ratio: 0.5, mask_patch_size: 4}}, batch_size: 40}
+eval: {reference_masker: {name: patch, params: {ratio: 0.5, mask_patch_size: 4}}, batch_size: 40, probes: []}
 grid:
   encoder: [{name: cnn, params: {hidden_dim: 8}}]
   decoder: [linear]
@@ -253,3 +253,79 @@ def test_running_another_version_of_a_suite_says_so(tmp_path):
     assert "held another version of suite 'tiny'" in changed.output
     assert len(summary(out)) == 1
     assert len(list((out / "tiny" / "runs").iterdir())) == 2  # the earlier run is still on disk
+
+
+PROBED_SUITE = TINY_SUITE.replace("probes: []", "probes: [linear, {name: knn, params: {k: 5}}]") \
+    .replace("num_images: 96", "num_images: 160")
+
+
+def test_probes_and_baselines_land_in_the_summary(tmp_path):
+    suite = write_suite(tmp_path, PROBED_SUITE.replace("seeds: [0]", "seeds: [0, 1]"))
+    out = tmp_path / "results"
+    result = run_cli("run", str(suite), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    table = summary(out)
+    runs, baselines = table[table.pretrained], table[~table.pretrained]
+    assert len(runs) == 4 and (table.status == "done").all()
+    # one random-init per (encoder config, seed) however many maskers, one pixels row per seed
+    assert sorted(zip(baselines.baseline, baselines.encoder, baselines.seed)) == [
+        ("pixels", "pixels", 0), ("pixels", "pixels", 1), ("random-init", "cnn", 0), ("random-init", "cnn", 1)]
+    assert baselines.masker.isna().all() and baselines.recon_psnr.isna().all()
+    assert (baselines[baselines.baseline == "random-init"]["encoder.hidden_dim"] == 8).all()
+    for column in ("linear_acc", "knn_acc", "linear_steps", "probe_seconds", "wall_seconds"):
+        assert table[column].notna().all(), column
+    # shapes has 6 classes: on 160 tiny images the probes are above chance on average, not much more
+    assert table.linear_acc.between(0, 1).all() and table.knn_acc.between(0, 1).all()
+    assert table.linear_acc.mean() > 1 / 6 and table.knn_acc.mean() > 1 / 6
+    pixels = baselines[baselines.baseline == "pixels"]
+    assert pixels.linear_acc.nunique() == 1 and pixels.knn_acc.nunique() == 1
+    assert "baseline random-init cnn seed=1" in result.output
+
+
+def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):
+    """Baseline and run build the encoder from the same seed, first: the same initial weights."""
+    from mimbench.plugins import load_plugins
+    from mimbench.registry import Registry
+    from mimbench.suite import expand, load_suite
+    from mimbench.train import build_components
+
+    registry = Registry(load_plugins())
+    run = expand(load_suite(str(write_suite(tmp_path, PROBED_SUITE))), registry)[0]
+    torch.manual_seed(run.config["seed"])
+    started = build_components(registry, run.config, 3).encoder.state_dict()
+    torch.manual_seed(run.config["seed"])
+    baseline = registry.build("encoder", "cnn", run.config["encoder"]["params"], in_channels=3, image_size=16)
+    assert all(torch.equal(started[k], v) for k, v in baseline.state_dict().items())
+
+
+def test_probes_need_labels(tmp_path):
+    suite = write_suite(tmp_path, PROBED_SUITE)
+    result = run_cli("run", str(suite), "--dry-run", "--set", "eval.dataset={name: shapes, params: {seed: 3}}")
+    assert result.exit_code == 0, result.output  # another labelled dataset for the probes is fine
+    assert "2 baselines" in result.output
+    gray = run_cli("run", str(suite), "--dry-run", "--set", "eval.dataset=fashion-mnist-mini")
+    assert gray.exit_code == 2 and "has 1 channels, but the encoders are pre-trained on 3-channel" in gray.output
+    bad = run_cli("run", str(suite), "--dry-run", "--set", "eval.probes=[linear, linear]")
+    assert bad.exit_code == 2 and "probe 'linear' is listed twice" in bad.output
+
+
+def test_unlabelled_pretraining_needs_a_labelled_eval_dataset(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos" / "day1"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for i in range(40):
+        pixels = torch.randint(0, 256, (20, 20, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    text = PROBED_SUITE.replace("{name: shapes, params: {num_images: 160}}",
+                                f"{{name: unlabeled-folder, params: {{root: {tmp_path / 'photos'}}}}}")
+    suite = write_suite(tmp_path, text)
+    bad = run_cli("run", str(suite), "--dry-run")
+    assert bad.exit_code == 2
+    assert "dataset 'unlabeled-folder' has no class labels, so eval.probes cannot run on it" in bad.output
+    out = tmp_path / "r"
+    good = run_cli("run", str(suite), "--out", str(out), "--set", "eval.dataset={name: shapes, params: {num_images: 64}}")
+    assert good.exit_code == 0, good.output
+    table = summary(out)
+    assert (table.status == "done").all() and table.knn_acc.notna().all() and len(table) == 4

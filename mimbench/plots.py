@@ -1,0 +1,365 @@
+"""The report's figures, drawn with seaborn on matplotlib's Agg canvas (no display needed).
+
+Every function returns a :class:`matplotlib.figure.Figure` (or None when the suite has
+nothing to draw for it), so tests and notebooks can inspect axes, labels, bars and lines;
+:func:`save_figure` writes it as PNG and PDF. Figures are built without pyplot: no global
+state, nothing left open. Inputs come from :mod:`mimbench.report`: ``runs`` is a labelled
+per-run frame (:func:`~mimbench.report.label_runs`), ``table`` an aggregated one
+(:func:`~mimbench.report.aggregate`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import textwrap
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib as mpl
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from mimbench.store import write_atomic
+
+#: Axis labels of the metrics, with units.
+METRIC_LABELS = {
+    "linear_acc": "linear-probe accuracy (top-1, fraction)",
+    "knn_acc": "kNN accuracy (top-1, fraction)",
+    "finetune_acc": "fine-tuned accuracy (top-1, fraction)",
+    "recon_psnr": "PSNR, own masker (dB)",
+    "ref_psnr": "PSNR, reference masker (dB)",
+    "recon_mse": "MSE of hidden pixels ([0, 1] pixel units²)",
+    "ref_mse": "MSE of hidden pixels, reference masker",
+}
+#: Short names of the metrics, for titles.
+METRIC_NAMES = {"linear_acc": "Linear probe", "knn_acc": "kNN probe", "finetune_acc": "Fine-tuning",
+                "recon_psnr": "PSNR (own masker)", "ref_psnr": "PSNR (reference masker)"}
+#: Axis labels of commonly swept params.
+PARAM_LABELS = {"masker.ratio": "mask ratio (fraction hidden)", "train.lr": "peak learning rate",
+                "train.epochs": "pre-training epochs", "masker.mask_patch_size": "mask patch size (px)"}
+#: Probe accuracy columns drawn as bars, in this order (others ending in ``_acc`` follow).
+PROBES = ("linear_acc", "knn_acc", "finetune_acc")
+_STYLE = {**sns.axes_style("whitegrid"), "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
+          "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 12,
+          "savefig.facecolor": "white"}
+
+
+def _styled(function: Callable[..., Figure | None]) -> Callable[..., Figure | None]:
+    """Draw inside the report's style, without touching the caller's matplotlib settings."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with mpl.rc_context(_STYLE):
+            return function(*args, **kwargs)
+    return wrapper
+
+
+def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[Figure, np.ndarray]:
+    """A figure on an Agg canvas with a constrained layout, and its axes as a flat array."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes.ravel()
+
+
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (or ``formats``), atomically; returns
+    the paths. The figure's layout is frozen after the first format."""
+    paths = []
+    for fmt in formats:
+        buffer = io.BytesIO()
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+        fig.set_layout_engine("none")  # laid out once: the next format reuses the positions (2x faster)
+        path = Path(f"{stem}.{fmt}")
+        write_atomic(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def encoder_palette(labels: Sequence[str]) -> dict[str, tuple]:
+    """One colour per encoder label, stable across the report's figures."""
+    labels = list(dict.fromkeys(labels))
+    return dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 1))))
+
+
+def _series_palette(labels: Sequence[str]) -> dict[str, tuple]:
+    labels = list(dict.fromkeys(labels))
+    name = "colorblind" if len(labels) <= 10 else "husl"
+    return dict(zip(labels, sns.color_palette(name, max(len(labels), 1))))
+
+
+def probe_columns(runs: pd.DataFrame) -> list[str]:
+    """The probe accuracies measured on some pre-trained run: linear, kNN, fine-tune, others."""
+    extra = sorted(c for c in runs.columns if c.endswith("_acc") and c not in PROBES)
+    done = runs[(runs["status"] == "done") & runs["pretrained"]]
+    return [c for c in (*PROBES, *extra) if c in done.columns and done[c].notna().any()]
+
+
+def _title(ax, text: str) -> None:
+    """A title wrapped to the width of its axes."""
+    width = ax.get_position().width * ax.figure.get_figwidth()
+    ax.set_title(textwrap.fill(text, max(30, int(width * 11))))
+
+
+def _name(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _rotate_ticks(ax, labels: Sequence[str]) -> None:
+    if labels and (max(len(str(t)) for t in labels) > 9 or len(labels) > 6):
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_horizontalalignment("right")
+
+
+def _bar_width(runs: pd.DataFrame) -> float:
+    bars = runs["setup_label"].nunique() * max(1, runs["encoder_label"].nunique())
+    return min(16.0, max(8.0, 4.5 + 0.5 * bars))
+
+
+def _bars(ax, data: pd.DataFrame, metric: str, palette: dict[str, tuple]) -> list[Patch]:
+    """Bars of ``metric`` per setup (x) and encoder (hue), mean over seeds, error bar = std (ddof=1).
+    Returns the legend's handles (kept off the axes, so that ``ax.patches`` holds only the bars)."""
+    order = list(dict.fromkeys(data["setup_label"]))
+    hue_order = list(dict.fromkeys(data["encoder_label"]))
+    sns.barplot(data=data, x="setup_label", y=metric, hue="encoder_label", order=order, hue_order=hue_order,
+                palette=palette, errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, legend=False, ax=ax)
+    ax.set_xlabel("masker" if all("/" not in s for s in order) else "pre-training setup")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _rotate_ticks(ax, order)
+    return [Patch(facecolor=palette[h], label=h) for h in hue_order]
+
+
+def _legend_outside(ax, title: str, handles: Sequence = ()) -> None:
+    """The legend right of the axes: ``handles`` first, then the labelled artists of the axes."""
+    handles = [*handles, *ax.get_legend_handles_labels()[0]]
+    if handles:
+        ax.legend(handles=handles, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+@_styled
+def probe_accuracy_figure(runs: pd.DataFrame, probes: Sequence[str] | None = None) -> Figure | None:
+    """Probe accuracy per masker: one panel per probe, bars per pre-training setup with one hue
+    per encoder (mean over finished seeds, error bars ± 1 std); the baselines as horizontal
+    reference lines (random-init dashed in its encoder's colour, raw pixels dotted grey)."""
+    probes = list(probes) if probes is not None else probe_columns(runs)
+    done = runs[runs["status"] == "done"]
+    pretrained = done[done["pretrained"]]
+    if not probes or pretrained.empty:
+        return None
+    palette = encoder_palette(runs.loc[runs["encoder_label"] != "pixels", "encoder_label"])
+    fig, axes = new_figure(_bar_width(pretrained), 3.6 * len(probes), nrows=len(probes))
+    for ax, probe in zip(axes, probes):
+        handles = _bars(ax, pretrained, probe, palette)
+        _baseline_lines(ax, done[~done["pretrained"]], probe, palette)
+        ax.set_ylim(0, min(1.05, ax.get_ylim()[1] * 1.05))  # accuracies are fractions
+        _title(ax, f"{_name(probe)}: accuracy per masker (mean ± 1 std over seeds)")
+        _legend_outside(ax, "encoder · baseline", handles)
+    return fig
+
+
+def _baseline_lines(ax, baselines: pd.DataFrame, metric: str, palette: dict[str, tuple]) -> None:
+    if metric not in baselines.columns:
+        return
+    for label, group in baselines.groupby("label", sort=False):
+        value = group[metric].mean()
+        if pd.isna(value):
+            continue
+        encoder = group["encoder_label"].iloc[0]
+        pixels = encoder == "pixels"
+        line = ax.axhline(value, color="0.35" if pixels else palette.get(encoder, "0.5"),
+                          linestyle=":" if pixels else "--", linewidth=1.4, label=f"{label}: {value:.3f}", zorder=3)
+        line.set_gid("baseline")
+
+
+@_styled
+def psnr_figure(runs: pd.DataFrame) -> Figure | None:
+    """Reconstruction PSNR per masker: a panel for the run's own masker and one for the suite's
+    reference masker (the same masks for every run); bars as in :func:`probe_accuracy_figure`.
+    The y axis starts near the lowest bar, not at 0, so that differences of a few tenths of a dB show."""
+    pretrained = runs[(runs["status"] == "done") & runs["pretrained"]]
+    metrics = [m for m in ("recon_psnr", "ref_psnr") if m in pretrained.columns and pretrained[m].notna().any()]
+    if not metrics:
+        return None
+    palette = encoder_palette(runs.loc[runs["encoder_label"] != "pixels", "encoder_label"])
+    fig, axes = new_figure(_bar_width(pretrained), 3.6 * len(metrics), nrows=len(metrics))
+    titles = {"recon_psnr": "Reconstruction PSNR under each run's own masker",
+              "ref_psnr": "Reconstruction PSNR under the reference masker (the same masks for every run)"}
+    for ax, metric in zip(axes, metrics):
+        handles = _bars(ax, pretrained, metric, palette)
+        stats = pretrained.groupby(["setup_label", "encoder_label"])[metric].agg(["mean", "std"]).fillna(0)
+        low, high = (stats["mean"] - stats["std"]).min(), (stats["mean"] + stats["std"]).max()
+        margin = max(0.5, 0.3 * (high - low))
+        ax.set_ylim(max(0.0, math.floor(low - margin)), high + margin)
+        _title(ax, titles[metric] + ", mean ± 1 std over seeds")
+        _legend_outside(ax, "encoder", handles)
+    return fig
+
+
+@_styled
+def psnr_vs_accuracy_figure(table: pd.DataFrame, probes: Sequence[str] | None = None) -> Figure | None:
+    """Does better reconstruction mean better features? One point per pre-trained configuration:
+    PSNR (under the reference masker when there is one) against each probe's accuracy, error bars
+    ± 1 std over seeds; colour = encoder, marker = masker; Spearman's rho over configurations in the title."""
+    pretrained = table[table["pretrained"] & (table["n_done"] > 0)]
+    x = next((m for m in ("ref_psnr", "recon_psnr") if f"{m}_mean" in table.columns
+              and pretrained[f"{m}_mean"].notna().any()), None)
+    if probes is None:
+        probes = [p for p in PROBES if f"{p}_mean" in table.columns and pretrained[f"{p}_mean"].notna().any()]
+    if x is None or not probes or pretrained.empty:
+        return None
+    palette = encoder_palette(pretrained["encoder_label"])
+    markers = dict(zip(dict.fromkeys(pretrained["masker_label"]), "osD^vP*Xph<>" * 4))
+    fig, axes = new_figure(4.6 * len(probes) + 2.2, 4.2, ncols=len(probes))
+    for ax, probe in zip(axes, probes):
+        for _, row in pretrained.iterrows():
+            ax.errorbar(row[f"{x}_mean"], row[f"{probe}_mean"], xerr=_std(row, x), yerr=_std(row, probe),
+                        fmt=markers[row["masker_label"]], color=palette[row["encoder_label"]], markersize=7,
+                        capsize=2, elinewidth=1, label=row["label"])
+        pair = pretrained[[f"{x}_mean", f"{probe}_mean"]].dropna()
+        rho = pair.corr(method="spearman").iloc[0, 1] if len(pair) >= 3 else float("nan")
+        _title(ax, f"{_name(probe)} accuracy vs PSNR"
+               + (f" (Spearman ρ = {rho:.2f} over {len(pair)} configurations)" if not math.isnan(rho) else ""))
+        ax.set_xlabel(METRIC_LABELS[x])
+        ax.set_ylabel(METRIC_LABELS.get(probe, probe))
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=e) for e, c in palette.items()]
+    handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=k) for k, m in markers.items()]
+    axes[-1].legend(handles=handles, title="encoder · masker", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                    frameon=False)
+    return fig
+
+
+def _std(row: pd.Series, metric: str) -> float | None:
+    value = row.get(f"{metric}_std")
+    return None if value is None or pd.isna(value) else float(value)
+
+
+@_styled
+def sweep_figure(table: pd.DataFrame, param: str, metrics: Sequence[str] | None = None,
+                 other_sweeps: Sequence[str] = ()) -> Figure | None:
+    """Metrics against a swept param: one panel per metric, one line per configuration (the
+    other components, and ``other_sweeps`` values), mean ± 1 std over seeds at each value.
+    ``table`` must be aggregated with the swept params left out of its labels
+    (``aggregate(summary, hide=sweep)``)."""
+    pretrained = table[table["pretrained"] & (table["n_done"] > 0) & table[param].notna()] \
+        if param in table.columns else table.iloc[0:0]
+    if metrics is None:
+        metrics = [m for m in (*PROBES, "ref_psnr", "recon_psnr") if f"{m}_mean" in table.columns
+                   and pretrained[f"{m}_mean"].notna().any()]
+    if pretrained.empty or not metrics or pretrained[param].nunique() < 2:
+        return None
+    series = pretrained["label"] + [
+        "".join(f", {o.split('.', 1)[1]}={v}" for o, v in zip(other_sweeps, values))
+        for values in pretrained[list(other_sweeps)].itertuples(index=False)] if other_sweeps else pretrained["label"]
+    values = pretrained[param]
+    numeric = pd.to_numeric(values, errors="coerce").notna().all()
+    positions = pd.to_numeric(values) if numeric else values.map({v: i for i, v in enumerate(dict.fromkeys(values))})
+    palette = _series_palette(series)
+    ncols = 2 if len(metrics) == 4 else min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = new_figure(4.2 * ncols + 2.6, 3.6 * nrows, nrows=nrows, ncols=ncols)
+    for ax, metric in zip(axes, metrics):
+        for name in palette:
+            rows = pretrained[series == name].assign(_x=positions[series == name]).sort_values("_x")
+            ax.errorbar(rows["_x"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), marker="o",
+                        capsize=3, color=palette[name], label=name)
+        ax.set_xlabel(PARAM_LABELS.get(param, param))
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        _title(ax, f"{_name(metric)} vs {param}")
+        if numeric and (positions > 0).all() and positions.max() / positions.min() >= 20:
+            ax.set_xscale("log")
+        if numeric and positions.nunique() <= 8:
+            ticks = sorted(positions.unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        if not numeric:
+            ax.set_xticks(range(values.nunique()), [str(v) for v in dict.fromkeys(values)])
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    _legend_outside(axes[min(ncols, len(metrics)) - 1], "configuration")
+    return fig
+
+
+@_styled
+def loss_curves_figure(histories: pd.DataFrame) -> Figure | None:
+    """Training loss per epoch from the runs' ``history.csv``: one panel per loss (their scales
+    differ), one line per configuration (mean over seeds), a band of ± 1 std. ``histories`` has
+    columns ``label``, ``loss_name``, ``seed``, ``epoch``, ``loss``."""
+    histories = histories[np.isfinite(pd.to_numeric(histories["loss"], errors="coerce"))] if len(histories) else histories
+    if histories.empty:
+        return None
+    losses = list(dict.fromkeys(histories["loss_name"]))
+    palette = _series_palette(histories["label"])
+    fig, axes = new_figure(7.0 + 2.8, 3.6 * len(losses), nrows=len(losses))
+    for ax, loss in zip(axes, losses):
+        data = histories[histories["loss_name"] == loss]
+        for label, group in data.groupby("label", sort=False):
+            stats = group.groupby("epoch")["loss"].agg(["mean", "std"]).fillna(0)
+            ax.plot(stats.index, stats["mean"], color=palette[label], label=label, linewidth=1.6)
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=palette[label], alpha=0.18, linewidth=0)
+        low, high = data["loss"].min(), data["loss"].max()
+        if low > 0 and high / low >= 20:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"training loss ({loss}, normalised pixels)")
+        _title(ax, f"Pre-training loss ({loss}): mean over seeds, band ± 1 std")
+        _legend_outside(ax, "configuration")
+    return fig
+
+
+@_styled
+def reconstruction_montage(images: Sequence[tuple[str, Path]], columns: int = 2, dpi: int = 150) -> Figure | None:
+    """The runs' ``reconstructions.png`` side by side, one panel per ``(label, path)``, titled
+    with its label (``ax.texts``); in each, rows: original, what the encoder saw (hidden pixels
+    as a grey checkerboard), the prediction, the prediction pasted into the hidden pixels.
+
+    The pictures are pasted at their own resolution into one image shown on one axes, and the
+    figure is sized so that saving it at ``dpi`` maps one picture pixel to one image pixel."""
+    images = [(label, Path(path)) for label, path in images if Path(path).is_file()]
+    if not images:
+        return None
+    pictures = [_rgb(mpimg.imread(path)) for _, path in images]
+    columns = max(1, min(columns if len(images) <= 12 else 3, len(images)))
+    rows = math.ceil(len(images) / columns)
+    width = max(max(p.shape[1] for p in pictures), int(dpi * 2.6))  # room for a title under small pictures
+    height = max(p.shape[0] for p in pictures)
+    title, gap, header = int(dpi * 0.3), int(dpi * 0.12), int(dpi * 0.5)
+    canvas = np.ones((header + rows * (title + height + gap), columns * (width + gap) - gap, 3), dtype=np.float32)
+    fig = Figure(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    chars = max(20, int(width / (dpi * 0.075)))  # ~9 pt characters that fit a panel
+    for i, ((label, _), picture) in enumerate(zip(images, pictures)):
+        top = header + (i // columns) * (title + height + gap) + title
+        left = (i % columns) * (width + gap) + (width - picture.shape[1]) // 2
+        canvas[top:top + picture.shape[0], left:left + picture.shape[1]] = picture
+        lines = textwrap.wrap(label, chars)
+        text = "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+        ax.text(left + picture.shape[1] / 2, top - dpi * 0.02, text, ha="center", va="bottom", fontsize=9, linespacing=1.1)
+    ax.imshow(canvas, interpolation="nearest")
+    ax.text(canvas.shape[1] / 2, header * 0.45, "\n".join(textwrap.wrap(
+        "Reconstructions on fixed test images. Rows in each panel: original; what the encoder saw (hidden pixels "
+        "as a grey checkerboard); prediction; prediction pasted into the hidden pixels.",
+        max(40, int(canvas.shape[1] / (dpi * 0.09))))), ha="center", va="center", fontsize=11)
+    return fig
+
+
+def _rgb(picture: np.ndarray) -> np.ndarray:
+    """An image read by matplotlib as float RGB in [0, 1]."""
+    picture = picture.astype(np.float32)
+    if picture.max() > 1.0:
+        picture = picture / 255.0
+    if picture.ndim == 2:
+        picture = np.stack([picture] * 3, axis=-1)
+    return picture[..., :3]

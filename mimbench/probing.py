@@ -1,0 +1,173 @@
+"""What a probe gets: the frozen encoder, labelled data, and features extracted once per run.
+
+Features are the encoder's feature grid on *unmasked* normalised images, mean-pooled over
+the grid: Tensor[N, D]. They are extracted on the device in batches, the first time a
+probe asks for them, and shared by every probe of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mimbench.data import Images, Normalizer
+from mimbench.train import autocast_for
+
+#: Which features a probe reads: the encoder's output, one block (0-based) or every block.
+Layer = int | str
+
+
+class RawPixels(nn.Module):
+    """The ``pixels`` baseline as an encoder: the normalised image itself, flattened.
+
+    ``forward(images [B, C, H, W]) -> [B, C*H*W, 1, 1]``, so that mean-pooling the
+    1 x 1 grid gives the flat pixel vector. It has no blocks and no parameters.
+    """
+
+    def __init__(self, in_channels: int, image_size: int):
+        super().__init__()
+        self.out_dim, self.stride = in_channels * image_size * image_size, image_size
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return images.flatten(1)[:, :, None, None]
+
+
+@dataclass
+class Features:
+    """Pooled features of both splits, ``train`` Tensor[N, D] and ``test`` Tensor[M, D] (float32),
+    with their labels ``train_labels`` [N] and ``test_labels`` [M]."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    train_labels: torch.Tensor
+    test_labels: torch.Tensor
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use. ``train``/``test`` are the labelled probe splits, read as uint8
+    batches on the device with ``batches(batch_size, generator=None)``; ``normalize`` is the
+    pre-training normalisation the encoder was trained with; ``features(layer)`` are cached."""
+
+    encoder: nn.Module
+    train: Images
+    test: Images
+    normalize: Normalizer
+    device: torch.device
+    seed: int
+    batch_size: int = 512
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def has_blocks(self) -> bool:
+        return callable(getattr(self.encoder, "blocks", None))
+
+    def features(self, layer: Layer = "last") -> Features:
+        """Pooled features of the encoder's output (``"last"``) or of block ``layer`` (an int)."""
+        if layer == "last":
+            if "last" not in self._cache:
+                self._cache["last"] = self._last_block_if_output() or self._extract(lambda x: [self.encoder(x)])[0]
+            return self._cache["last"]  # type: ignore[return-value]
+        blocks = self.block_features()
+        if not isinstance(layer, int) or not -len(blocks) <= layer < len(blocks):
+            raise ValueError(f"layer {layer!r}: this encoder has {len(blocks)} blocks (0..{len(blocks) - 1})")
+        return blocks[layer]
+
+    def block_features(self) -> list[Features]:
+        """Pooled features after each block (one pass over the data for all blocks).
+
+        An encoder without ``blocks()`` counts as a single block: its output."""
+        if "blocks" not in self._cache:
+            if self.has_blocks:
+                self._cache["blocks"] = self._extract(self.encoder.blocks)
+            else:
+                self._cache["blocks"] = [self.features("last")]
+        return self._cache["blocks"]  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _last_block_if_output(self) -> Features | None:
+        """The last block's features when they are already extracted and the encoder's output
+        equals its last block (checked on one batch), to save a pass over the data."""
+        if "blocks" not in self._cache or not self.has_blocks:
+            return None
+        images = self.normalize(next(self.train.batches(self.batch_size))[0])
+        with autocast_for(self.device):
+            same = torch.allclose(self.encoder(images).float(), self.encoder.blocks(images)[-1].float(),
+                                  rtol=1e-4, atol=1e-5)
+        return self._cache["blocks"][-1] if same else None  # type: ignore[index]
+
+    @torch.no_grad()
+    def _extract(self, grids: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[Features]:
+        self.encoder.eval()
+        splits, labels = [], []
+        for data in (self.train, self.test):
+            chunks: list[list[torch.Tensor]] = []
+            label_chunks = []
+            for batch, batch_labels in data.batches(self.batch_size):
+                with autocast_for(self.device):
+                    outputs = grids(self.normalize(batch))
+                chunks.append([grid.float().mean(dim=(2, 3)) for grid in outputs])
+                label_chunks.append(batch_labels)
+            splits.append([torch.cat(per_layer) for per_layer in zip(*chunks)])
+            labels.append(torch.cat(label_chunks))
+        return [Features(train, test, *labels) for train, test in zip(*splits)]
+
+
+#: score(train_x [N, D], train_y [N], eval_x [M, D], eval_y [M], num_classes) -> (accuracy, extras)
+Score = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[float, dict[str, float]]]
+
+
+def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
+              validation_fraction: float = 0.1) -> dict[str, float]:
+    """Run ``score`` on the features ``layer`` names and return ``<prefix>_acc`` (+ extras).
+
+    - ``"last"``: the encoder's output -> ``<prefix>_acc``.
+    - an int ``i``: block i -> ``<prefix>_acc`` and ``<prefix>_acc@i``.
+    - ``"all"``: every block i -> ``<prefix>_acc@i``; the output -> ``<prefix>_acc``; and the
+      block chosen on a held-out ``validation_fraction`` of the *train* split (never on test)
+      -> ``<prefix>_best_block`` and its test accuracy ``<prefix>_acc_best``.
+    """
+    classes = context.num_classes
+
+    def run(features: Features) -> tuple[float, dict[str, float]]:
+        return score(features.train, features.train_labels, features.test, features.test_labels, classes)
+
+    if layer == "all":
+        blocks = context.block_features()
+        result: dict[str, float] = {}
+        validation: list[float] = []
+        train_y = blocks[0].train_labels
+        keep, held_out = _validation_split(len(train_y), validation_fraction, context.seed, train_y.device)
+        for i, features in enumerate(blocks):
+            result[f"{prefix}_acc@{i}"], _ = run(features)
+            validation.append(score(features.train[keep], train_y[keep], features.train[held_out],
+                                    train_y[held_out], classes)[0])
+        best = max(range(len(blocks)), key=lambda i: validation[i])
+        accuracy, extras = run(context.features("last"))
+        return {f"{prefix}_acc": accuracy, **extras, **result,
+                f"{prefix}_best_block": best, f"{prefix}_acc_best": result[f"{prefix}_acc@{best}"]}
+    accuracy, extras = run(context.features(layer))
+    columns = {f"{prefix}_acc": accuracy, **extras}
+    if isinstance(layer, int):
+        columns[f"{prefix}_acc@{layer}"] = accuracy
+    return columns
+
+
+def _validation_split(n: int, fraction: float, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (keep, held_out) of a fixed random split of n items; held_out has >= 1 item."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
+    size = min(n - 1, max(1, round(n * fraction)))
+    return order[size:], order[:size]
+
+
+def check_layer(layer: Layer) -> None:
+    """Raise ValueError unless ``layer`` is ``"last"``, ``"all"`` or an int block index."""
+    if not (layer in ("last", "all") or (isinstance(layer, int) and not isinstance(layer, bool))):
+        raise ValueError(f"layer must be 'last', 'all' or a block index (int), got {layer!r}")

@@ -1,0 +1,297 @@
+"""A finished suite's runs, aggregated over seeds: the numbers behind the report's tables and plots.
+
+Runs are grouped by configuration (every column of the summary that describes what was
+run, i.e. everything but the seed and the run id). For each configuration and each metric
+the table holds the mean, the standard deviation (pandas ``std``, ddof=1) and the count over
+the *finished* seeds (status ``done``); failed, diverged and pending runs are counted, and
+listed by :func:`failures`, never silently dropped. Probe accuracies also get the gain over
+the ``random-init`` baseline of the same encoder, paired by seed.
+
+Markdown and LaTeX renderings of the table live in :mod:`mimbench.report_tables`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mimbench.errors import ConfigError
+
+#: Component columns of the summary, in display order.
+COMPONENTS = ("encoder", "decoder", "masker", "loss")
+#: ``<prefix>.<param>`` columns that describe a configuration.
+PARAM_PREFIXES = ("dataset", "encoder", "decoder", "masker", "loss", "train", "eval")
+#: Columns that identify a run or describe its outcome, never aggregated.
+ID_COLUMNS = ("run_id", "status", "seed", "error", "pretrained", "baseline", "dataset", *COMPONENTS,
+              "recon_uses_target_stats")
+#: Probe metrics: top-1 accuracies, also per block (``linear_acc@3``) and best block (``linear_acc_best``).
+PROBE_METRIC = re.compile(r"^[a-z0-9_]+_acc(_best|@\d+)?$")
+#: Statuses of runs that did not produce metrics.
+UNFINISHED = ("failed", "diverged", "pending")
+#: Added columns: an id per configuration and readable labels.
+LABEL_COLUMNS = ("config_id", *(f"{axis}_label" for axis in COMPONENTS), "setup_label", "label")
+
+
+def load_summary(suite_dir: Path) -> pd.DataFrame:
+    """Read ``<suite_dir>/summary.csv``; a missing folder or file is a :class:`ConfigError`."""
+    suite_dir = Path(suite_dir)
+    if not suite_dir.is_dir():
+        raise ConfigError(f"results folder not found: {suite_dir}")
+    path = suite_dir / "summary.csv"
+    if not path.is_file():
+        inside = sorted(p.parent.name for p in suite_dir.glob("*/summary.csv"))
+        hint = f" (suites in it: {', '.join(inside)}; pass one of them, e.g. {suite_dir / inside[0]})" if inside else \
+            " (is it the folder of a finished suite, <out>/<suite name>?)"
+        raise ConfigError(f"no summary.csv in {suite_dir}{hint}")
+    try:
+        summary = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable summary table ({exc})") from None
+    missing = [c for c in ("run_id", "status", "encoder") if c not in summary.columns]
+    if missing:
+        raise ConfigError(f"{path}: not a mimbench summary (missing columns: {', '.join(missing)})")
+    return normalize_summary(summary)
+
+
+def normalize_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """Fill the columns older or partial summaries lack, with plain types: ``pretrained`` bool,
+    ``baseline`` "" for pre-trained runs, component names "" where absent, metrics float."""
+    runs = summary.copy()
+    if "baseline" not in runs.columns:
+        runs["baseline"] = ""
+    runs["baseline"] = runs["baseline"].astype(object).where(runs["baseline"].notna(), "").astype(str)
+    if "pretrained" in runs.columns:
+        runs["pretrained"] = runs["pretrained"].map(_to_bool).astype(bool)
+    else:
+        runs["pretrained"] = runs["baseline"] == ""
+    for column in ("dataset", *COMPONENTS):
+        if column not in runs.columns:
+            runs[column] = ""
+        runs[column] = runs[column].astype(object).where(runs[column].notna(), "").astype(str)
+    runs["status"] = runs["status"].astype(str)
+    if "seed" in runs.columns:
+        runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
+    for column in metric_columns(runs):
+        runs[column] = pd.to_numeric(runs[column], errors="coerce").astype(float)
+    return runs
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
+
+
+def param_columns(runs: pd.DataFrame) -> list[str]:
+    """The ``<kind>.<param>`` and ``train.<param>`` columns, in summary order."""
+    return [c for c in runs.columns if "." in c and c.split(".", 1)[0] in PARAM_PREFIXES]
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """Every column that describes what was run: all but seed, run id, outcome and metrics."""
+    fixed = [c for c in ("dataset", *COMPONENTS, "pretrained", "baseline") if c in runs.columns]
+    return fixed + param_columns(runs)
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The numeric columns that measure a run (metrics, timings), in summary order."""
+    skip = set(ID_COLUMNS) | set(param_columns(runs)) | set(LABEL_COLUMNS)
+    metrics = []
+    for column in runs.columns:
+        if column in skip or runs[column].dtype == bool:
+            continue
+        values = runs[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.to_numeric(values, errors="coerce").notna().sum() == values.notna().sum():
+            metrics.append(column)
+    return metrics
+
+
+def probe_metrics(runs: pd.DataFrame) -> list[str]:
+    """Probe accuracy columns that hold at least one value."""
+    return [c for c in metric_columns(runs) if PROBE_METRIC.match(c) and runs[c].notna().any()]
+
+
+def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A copy of ``runs`` with ``config_id`` and readable labels.
+
+    A component is named with the params that vary between the configurations using it,
+    e.g. ``patch(ratio=0.4)``; ``hide`` lists param columns to leave out of the labels (swept
+    params shown in a column of their own). ``encoder_label`` is the hue of the plots,
+    ``setup_label`` everything else that varies (the x axis), ``label`` both.
+    """
+    runs = runs.copy()
+    configs = config_columns(runs)
+    runs["config_id"] = [json.dumps([_plain(v) for v in row], default=str)
+                         for row in runs[configs].itertuples(index=False)]
+    params = param_columns(runs)
+    pretrained = runs[runs["pretrained"]]
+    varying = {kind: [p for p in params if p.startswith(kind + ".") and p not in hide
+                      and _varies_within_names(runs, kind, p)] for kind in PARAM_PREFIXES}
+    shown_axes = [axis for axis in COMPONENTS[1:] if axis == "masker" or pretrained[axis].nunique() > 1
+                  or any(varying[axis])]
+    train_varying = [p for p in params if p.startswith("train.") and p not in hide
+                     and pretrained[p].map(_plain).nunique(dropna=False) > 1]
+    labels: dict[str, list[str]] = {column: [] for column in LABEL_COLUMNS[1:]}
+    for _, row in runs.iterrows():
+        for key, value in _row_labels(row, varying, shown_axes, train_varying).items():
+            labels[key].append(value)
+    for key, values in labels.items():
+        runs[key] = values
+    return runs
+
+
+def _row_labels(row: pd.Series, varying: dict[str, list[str]], shown_axes: list[str],
+                train_varying: list[str]) -> dict[str, str]:
+    """The label columns of one run (see :func:`label_runs`)."""
+    labels = {f"{axis}_label": _component_label(row, axis, varying[axis]) for axis in COMPONENTS}
+    if row["baseline"] == "pixels" or (row["baseline"] and row["encoder"] == "pixels"):
+        labels.update(encoder_label="pixels", setup_label="raw pixels", label="raw pixels (baseline)")
+    elif not row["pretrained"]:
+        kind = row["baseline"] or "baseline"
+        labels.update(setup_label=kind, label=f"{labels['encoder_label']} ({kind})")
+    else:
+        parts = [labels[f"{axis}_label"] for axis in shown_axes]
+        parts += [f"{p.split('.', 1)[1]}={_text(row[p])}" for p in train_varying]
+        labels.update(setup_label=" / ".join(parts), label=" / ".join([labels["encoder_label"], *parts]))
+    return labels
+
+
+def _varies_within_names(runs: pd.DataFrame, kind: str, column: str) -> bool:
+    """True when ``column`` takes several values among the runs sharing a ``kind`` name."""
+    if kind not in runs.columns:
+        return runs[column].map(_plain).nunique(dropna=True) > 1
+    having = runs[runs[column].notna()]
+    return bool((having.groupby(kind)[column].agg(lambda s: s.map(_plain).nunique()) > 1).any())
+
+
+def _component_label(row: pd.Series, kind: str, varying: list[str]) -> str:
+    name = row[kind] if kind in row.index else ""
+    shown = [f"{p.split('.', 1)[1]}={_text(row[p])}" for p in varying if _plain(row[p]) is not None]
+    return f"{name}({','.join(shown)})" if shown else str(name)
+
+
+def _plain(value: Any) -> Any:
+    """A hashable, JSON-able form of a cell: None for missing, ints for whole floats."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _text(value: Any) -> str:
+    value = _plain(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per configuration: its config columns and labels; ``n_runs``, ``n_done``,
+    ``n_failed``, ``n_diverged``, ``n_pending``, ``seeds_done``; for every metric
+    ``<metric>_mean``, ``<metric>_std`` (ddof=1) and ``<metric>_n`` over finished seeds; and
+    for probe accuracies ``<metric>_gain_mean/_std/_n``, the per-seed difference to the
+    ``random-init`` baseline of the same encoder. Sorted by encoder (in suite order), each
+    encoder's pre-trained configurations first, then its baseline; raw pixels last."""
+    runs = summary if "config_id" in summary.columns else label_runs(summary, hide)
+    keys = [*config_columns(runs), *LABEL_COLUMNS[1:]]
+    table = runs.groupby("config_id", sort=False)[keys].first()
+    status = runs.groupby("config_id", sort=False)["status"]
+    table["n_runs"] = status.size()
+    for name in ("done", *UNFINISHED):
+        table[f"n_{name}"] = status.agg(lambda s, name=name: int((s == name).sum()))
+    done = runs[runs["status"] == "done"]
+    seeds = {key: ",".join(str(v) for v in sorted(group.dropna())) for key, group in done.groupby("config_id")["seed"]}
+    table["seeds_done"] = [seeds.get(key, "") for key in table.index]
+    metrics = [m for m in metric_columns(runs) if runs[m].notna().any()]
+    if metrics:
+        stats = done.groupby("config_id")[metrics].agg(["mean", "std", "count"])
+        stats.columns = [f"{metric}_{'n' if stat == 'count' else stat}" for metric, stat in stats.columns]
+        table = table.join(stats)
+        for metric in metrics:
+            table[f"{metric}_n"] = table[f"{metric}_n"].fillna(0).astype(int)
+    gains = baseline_gains(runs, probe_metrics(runs))
+    table = table.join(gains)
+    for column in gains.columns:
+        if column.endswith("_n"):
+            table[column] = table[column].astype("Int64")  # empty for configurations without a baseline
+    table = table.iloc[_sort_order(table)].reset_index()
+    return table
+
+
+def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Per pre-trained configuration, ``<metric>_gain_mean/_std/_n``: the mean and std (ddof=1)
+    of ``metric(run) - metric(random-init baseline)`` over the seeds both finished, where the
+    baseline has the same dataset, encoder name and encoder params. Indexed by ``config_id``."""
+    runs = runs if "config_id" in runs.columns else label_runs(runs)
+    key_columns = ["dataset", "encoder", *[c for c in param_columns(runs) if c.split(".", 1)[0] in ("dataset", "encoder")]]
+    done = runs[runs["status"] == "done"].copy()
+    done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
+                            for row in done[key_columns].itertuples(index=False)]
+    metrics = [m for m in metrics if m in done.columns]
+    baseline = done[done["baseline"] == "random-init"].groupby(["_encoder_key", "seed"])[metrics].mean()
+    pretrained = done[done["pretrained"]]
+    columns = [f"{m}_gain_{s}" for m in metrics for s in ("mean", "std", "n")]
+    if baseline.empty or pretrained.empty or not metrics:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="config_id"))
+    baseline.columns = [f"{m}_baseline" for m in baseline.columns]
+    paired = pretrained.join(baseline, on=["_encoder_key", "seed"])
+    for metric in metrics:
+        paired[f"{metric}_gain"] = paired[metric] - paired[f"{metric}_baseline"]
+    gains = paired.groupby("config_id")[[f"{m}_gain" for m in metrics]].agg(["mean", "std", "count"])
+    gains.columns = [f"{metric}_{'n' if stat == 'count' else stat}" for metric, stat in gains.columns]
+    for metric in metrics:
+        gains[f"{metric}_gain_n"] = gains[f"{metric}_gain_n"].astype(int)
+    return gains[columns]
+
+
+def _sort_order(table: pd.DataFrame) -> list[int]:
+    """Positions of ``table``'s rows: by encoder in order of first appearance, pre-trained
+    configurations (in suite order) before that encoder's baselines; raw pixels last."""
+    encoders: dict[str, int] = {}
+    for label, pretrained in zip(table["encoder_label"], table["pretrained"]):
+        if pretrained:
+            encoders.setdefault(label, len(encoders))
+    for label in table["encoder_label"]:
+        if label != "pixels":
+            encoders.setdefault(label, len(encoders))
+    order = sorted(range(len(table)), key=lambda i: (
+        encoders.get(table["encoder_label"].iloc[i], len(encoders)),
+        0 if table["pretrained"].iloc[i] else 1,
+        i,
+    ))
+    return order
+
+
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run that did not finish: ``run_id``, ``label``, ``seed``, ``status``, ``reason``
+    (the error's last line for a failed run; the epoch and loss for a diverged one)."""
+    runs = runs if "label" in runs.columns else label_runs(runs)
+    bad = runs[runs["status"] != "done"]
+    reasons = [_reason(row) for _, row in bad.iterrows()]
+    return pd.DataFrame({"run_id": bad["run_id"].astype(str).to_list(), "label": bad["label"].to_list(),
+                         "seed": bad["seed"].to_list() if "seed" in bad.columns else [None] * len(bad),
+                         "status": bad["status"].to_list(), "reason": reasons})
+
+
+def _reason(row: pd.Series) -> str:
+    if row["status"] == "failed":
+        error = row.get("error")
+        return str(error) if _plain(error) is not None else "failed (no error recorded)"
+    if row["status"] == "diverged":
+        epochs, loss = _plain(row.get("epochs_completed")), _plain(row.get("final_loss"))
+        parts = ["training loss became non-finite"]
+        if epochs is not None:
+            parts.append(f"after {epochs} finished epoch{'s' if epochs != 1 else ''}")
+        if loss is not None:
+            parts.append(f"(last finite loss {loss:.4g})" if isinstance(loss, (int, float)) and math.isfinite(loss)
+                         else f"(loss {loss})")
+        return " ".join(parts)
+    if row["status"] == "pending":
+        return "not run yet (interrupted suite? run the same command again to finish it)"
+    return str(row["status"])

@@ -1,0 +1,335 @@
+"""``report.md`` and ``report.html`` for a finished suite folder, with the tables and figures they show.
+
+:func:`write_report` is what ``mimbench report RESULTS_DIR`` and the end of ``mimbench run``
+call. Everything is computed from the run records on disk (``summary.csv``, ``suite.yaml``,
+each run's ``config.json``, ``history.csv`` and ``reconstructions.png``); every file is written
+atomically. A figure that cannot be drawn becomes a warning in the report, not a failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import yaml
+
+import mimbench
+from mimbench import plots, report_render as render
+from mimbench.report import aggregate, failures, label_runs, load_summary
+from mimbench.report_tables import HEADLINE, TABLE_NOTE, Value, to_markdown, write_tables
+from mimbench.store import write_atomic
+
+#: At most this many configurations in the reconstruction montage (the first seed of each).
+MONTAGE_LIMIT = 24
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` wrote: the paths by name, and the warnings it met."""
+
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def markdown(self) -> Path:
+        return self.files["report.md"]
+
+    @property
+    def html(self) -> Path:
+        return self.files["report.html"]
+
+
+@dataclass
+class _Figure:
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[], Any]
+    formats: tuple[str, ...] = ("png", "pdf")
+
+
+def write_report(suite_dir: Path) -> Report:
+    """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``), the
+    figures (``figures/*.png`` and ``.pdf``), ``report.md`` and ``report.html`` into ``suite_dir``.
+    A missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
+    suite_dir = Path(suite_dir)
+    summary = load_summary(suite_dir)
+    suite = _read_suite(suite_dir)
+    name = str(suite.get("name") or suite_dir.name)
+    sweep = [key for key in (suite.get("sweep") or {}) if key in summary.columns]
+    runs = label_runs(summary)
+    table = aggregate(summary, hide=tuple(sweep))
+    report = Report(suite_dir)
+    files, warnings = write_tables(summary, table, suite_dir, sweep, name)
+    report.files.update(files)
+    report.warnings += warnings
+    configs = _read_configs(suite_dir, runs["run_id"])
+    figures = _draw_figures(_figure_plan(suite_dir, runs, table, sweep, suite), suite_dir / "figures", report)
+    blocks = _blocks(name, suite, summary, runs, table, sweep, configs, figures, report)
+    write_atomic(suite_dir / "report.md", render.to_markdown(blocks))
+    report.files["report.md"] = suite_dir / "report.md"
+    write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {name}", suite_dir))
+    report.files["report.html"] = suite_dir / "report.html"
+    return report
+
+
+def _read_suite(suite_dir: Path) -> dict[str, Any]:
+    try:
+        suite = yaml.safe_load((suite_dir / "suite.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return suite if isinstance(suite, dict) else {}
+
+
+def _read_configs(suite_dir: Path, run_ids) -> dict[str, dict[str, Any]]:
+    configs = {}
+    for run_id in run_ids:
+        try:
+            configs[str(run_id)] = json.loads((suite_dir / "runs" / str(run_id) / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return configs
+
+
+def _histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for _, row in runs[runs["pretrained"] & runs["status"].isin(["done", "diverged"])].iterrows():
+        path = suite_dir / "runs" / str(row["run_id"]) / "history.csv"
+        try:
+            history = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        if {"epoch", "loss"} <= set(history.columns):
+            frames.append(history[["epoch", "loss"]].assign(label=row["label"], loss_name=row["loss"], seed=row["seed"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "loss", "label",
+                                                                                     "loss_name", "seed"])
+
+
+def _montage_images(suite_dir: Path, runs: pd.DataFrame) -> list[tuple[str, Path]]:
+    """(label, reconstructions.png) of the first finished seed of each configuration, in suite order."""
+    done = runs[runs["pretrained"] & (runs["status"] == "done")]
+    first = done.sort_values("seed", kind="stable").drop_duplicates("config_id").set_index("config_id")
+    return [(f"{first.at[c, 'label']} (seed {first.at[c, 'seed']})",
+             suite_dir / "runs" / str(first.at[c, "run_id"]) / "reconstructions.png")
+            for c in list(dict.fromkeys(done["config_id"]))[:MONTAGE_LIMIT]]
+
+
+def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep: list[str],
+                 suite: dict[str, Any]) -> list[_Figure]:
+    """The report's figures, each drawn lazily (so that one failure does not stop the others)."""
+    labelled = aggregate(runs)  # labels with the swept values, as on the plots' axes
+    reference = (suite.get("eval") or {}).get("reference_masker")
+    reference_text = f" The reference masker is `{_spec(reference)}`." if reference else ""
+    plan = [
+        _Figure("probe_accuracy", "Probe accuracy per masker",
+                "Bars: mean over finished seeds, error bars ± 1 std (ddof = 1); one colour per encoder. "
+                "Horizontal lines: the baselines (dashed: the same encoder with random weights; dotted grey: raw pixels).",
+                lambda: plots.probe_accuracy_figure(runs)),
+        _Figure("psnr", "Reconstruction PSNR per masker",
+                "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images, then mean ± 1 std over seeds. "
+                "Under its own masker each run hides different pixels; the reference masker scores every run on the "
+                f"same masks.{reference_text} The y axis does not start at 0.",
+                lambda: plots.psnr_figure(runs)),
+        _Figure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
+                "One point per pre-trained configuration, error bars ± 1 std over seeds. Spearman's ρ is over the "
+                "configurations' means.", lambda: plots.psnr_vs_accuracy_figure(labelled)),
+    ]
+    for param in sweep:
+        others = [p for p in sweep if p != param]
+        plan.append(_Figure(f"sweep_{re.sub(r'[^A-Za-z0-9]+', '_', param)}", f"Metrics against `{param}`",
+                            f"One line per configuration; mean ± 1 std over seeds at each value of the swept `{param}`.",
+                            lambda p=param, o=others: plots.sweep_figure(table, p, other_sweeps=o)))
+    plan.append(_Figure("loss_curves", "Pre-training loss",
+                        "From each run's `history.csv`: mean over seeds per epoch, band ± 1 std. Runs that diverged "
+                        "are drawn up to their last finite loss.",
+                        lambda: plots.loss_curves_figure(_histories(suite_dir, runs))))
+    plan.append(_Figure("reconstructions", "Reconstructions",
+                        "Each run's `reconstructions.png` (the first finished seed of each configuration"
+                        + (f", at most {MONTAGE_LIMIT}" if runs["config_id"].nunique() > MONTAGE_LIMIT else "")
+                        + "), on the same test images and evaluation masks.",
+                        lambda: plots.reconstruction_montage(_montage_images(suite_dir, runs)),
+                        ("png",)))  # pictures: a PDF would only wrap the same pixels
+    return plan
+
+
+def _draw_figures(plan: list[_Figure], folder: Path, report: Report) -> list[tuple[_Figure, Path]]:
+    drawn = []
+    for figure in plan:
+        try:
+            fig = figure.draw()
+            if fig is None:
+                continue
+            paths = plots.save_figure(fig, folder / figure.name, figure.formats)
+        except Exception as exc:  # one broken figure must not cost the report
+            report.warnings.append(f"figure {figure.name!r} not drawn: {type(exc).__name__}: {exc}")
+            continue
+        for path in paths:
+            report.files[f"figures/{path.name}"] = path
+        drawn.append((figure, paths[0].relative_to(folder.parent)))
+    return drawn
+
+
+def _spec(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return str(spec)
+    params = ", ".join(f"{k}={v}" for k, v in (spec.get("params") or {}).items())
+    return f"{spec.get('name')}({params})" if params else str(spec.get("name"))
+
+
+def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame,
+            sweep: list[str], configs: dict[str, dict[str, Any]], figures: list[tuple[_Figure, Path]],
+            report: Report) -> list[render.Block]:
+    counts = runs["status"].value_counts()
+    status = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
+    blocks: list[render.Block] = [render.Heading(f"{name}: mimbench report", 1)]
+    if suite.get("description"):
+        blocks.append(render.Paragraph(str(suite["description"])))
+    blocks.append(render.Paragraph(
+        f"Generated by mimbench {mimbench.__version__} on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
+        f"`summary.csv`: {len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
+        f"{table['pretrained'].sum()} pre-trained configurations × {runs['seed'].nunique()} seeds."))
+    blocks += _setup_blocks(suite) + _environment_blocks(runs, configs)
+    blocks += [render.Heading("Results"), render.Paragraph(TABLE_NOTE),
+               _markdown_table(to_markdown(table, sweep)),
+               render.Paragraph("Every metric (mask statistics, per-block probes, timings), with `_mean`, `_std` and "
+                                "`_n` columns: [table.csv](table.csv); for LaTeX: [table.tex](table.tex) (booktabs); "
+                                "one row per run: [summary.csv](summary.csv)"
+                                + (", [summary.parquet](summary.parquet)." if "summary.parquet" in report.files else "."))]
+    if "recon_uses_target_stats" in runs.columns and runs["recon_uses_target_stats"].map(_truthy).any():
+        marked = sorted(set(runs.loc[runs["recon_uses_target_stats"].map(_truthy), "label"]))
+        blocks.append(render.Paragraph("**Note:** these configurations were trained on per-patch normalised targets "
+                                       "(`norm_pix`); their PSNR uses the target's statistics and is optimistic, not "
+                                       "comparable with the others: " + "; ".join(f"`{m}`" for m in marked) + "."))
+    blocks += _baseline_blocks(table) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
+    return blocks
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1")
+
+
+def _markdown_table(text: str) -> render.Table:
+    """Parse the table markdown back into cells, so the report shows exactly table.md's table."""
+    lines = [line for line in text.strip().splitlines()]
+    split = [[cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    return render.Table(split[0], split[2:], [cell.endswith(":") for cell in split[1]])
+
+
+def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
+    if not suite:
+        return [render.Heading("Setup"), render.Paragraph("No `suite.yaml` next to the results.")]
+    evaluation = suite.get("eval") or {}
+    items = [f"**dataset**: `{_spec(suite.get('dataset'))}`, images resized to {suite.get('image_size')} px",
+             f"**seeds**: {', '.join(str(s) for s in suite.get('seeds', []))}",
+             "**pre-training**: " + ", ".join(f"{k} {v}" for k, v in (suite.get("train") or {}).items())]
+    grids = suite.get("grid") if isinstance(suite.get("grid"), list) else [suite.get("grid") or {}]
+    for i, grid in enumerate(grids):
+        prefix = f"grid {i + 1}: " if len(grids) > 1 else ""
+        items.append(f"**{prefix}grid**: " + "; ".join(
+            f"{axis} " + ", ".join(f"`{_spec(s)}`" for s in (specs if isinstance(specs, list) else [specs]))
+            for axis, specs in grid.items()))
+    if suite.get("sweep"):
+        items.append("**sweep** (crossed with the grid): " + "; ".join(
+            f"`{k}` ∈ {{{', '.join(str(v) for v in vals)}}}" for k, vals in suite["sweep"].items()))
+    probes = evaluation.get("probes") or []
+    items.append("**probes**: " + (", ".join(f"`{_spec(p)}`" for p in probes) if probes else "none"))
+    if evaluation.get("reference_masker"):
+        items.append(f"**reference masker**: `{_spec(evaluation['reference_masker'])}`, evaluation masks seeded "
+                     f"with {evaluation.get('mask_seed', 0)}")
+    items.append("**baselines**: " + (", ".join(evaluation.get("baselines") or []) or "none"))
+    if evaluation.get("dataset"):
+        items.append(f"**probe dataset**: `{_spec(evaluation['dataset'])}`")
+    return [render.Heading("Setup"), render.Bullets(items),
+            render.Paragraph("The suite as run, every default written out: [suite.yaml](suite.yaml).")]
+
+
+def _environment_blocks(runs: pd.DataFrame, configs: dict[str, dict[str, Any]]) -> list[render.Block]:
+    def distinct(get: Callable[[dict], Any]) -> str:
+        values = sorted({str(get(c)) for c in configs.values() if get(c) is not None})
+        return ", ".join(values) if values else "not recorded"
+
+    items = [f"**device**: {distinct(lambda c: c.get('device'))}"]
+    for key in ("mimbench", "torch", "python", "platform"):
+        items.append(f"**{key}**: {distinct(lambda c, k=key: (c.get('versions') or {}).get(k))}")
+    plugins = sorted({f"{name} ({provider})" for c in configs.values()
+                      for name, provider in ((c.get("versions") or {}).get("plugins") or {}).items()})
+    if plugins:
+        items.append("**plugins**: " + ", ".join(plugins))
+    seconds = {column: runs[column].sum() for column in ("wall_seconds", "train_seconds", "probe_seconds")
+               if column in runs.columns and runs[column].notna().any()}
+    if seconds:
+        items.append("**compute**: " + ", ".join(
+            f"{_duration(value)} {label}" for column, label in (("wall_seconds", "wall time"), ("train_seconds",
+                                                                "pre-training"), ("probe_seconds", "probes"))
+            if (value := seconds.get(column)) is not None) + " (summed over runs)")
+    return [render.Heading("Environment"), render.Bullets(items)]
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _baseline_blocks(table: pd.DataFrame) -> list[render.Block]:
+    baselines = table[~table["pretrained"]]
+    blocks: list[render.Block] = [render.Heading("Baselines")]
+    if baselines.empty:
+        return blocks + [render.Paragraph("The suite ran no baselines (`eval.baselines` is empty, or no probes ran).")]
+    metrics = [c for c in HEADLINE if not c.signed and f"{c.key}_mean" in baselines.columns
+               and baselines[f"{c.key}_mean"].notna().any()]
+    rows = []
+    for _, row in baselines.iterrows():
+        kind = "raw pixels" if row["encoder_label"] == "pixels" else str(row["baseline"])
+        encoder = "–" if row["encoder_label"] == "pixels" else str(row["encoder_label"])
+        n = str(row["n_done"]) if row["n_done"] == row["n_runs"] else f"{row['n_done']}/{row['n_runs']}"
+        values = [Value(row[f"{c.key}_mean"], row[f"{c.key}_std"], c.digits, False, False).text()
+                  if pd.notna(row[f"{c.key}_mean"]) else "–" for c in metrics]
+        rows.append([kind, encoder, n, *values])
+    return blocks + [
+        render.Paragraph("`random-init`: the same encoder architecture with its initial random weights (same seed), "
+                         "probed exactly like the pre-trained encoders; `pixels`: the probes on the raw images. "
+                         "Pre-training is worth something when it beats both. Mean ± std over seeds, as above."),
+        render.Table(["baseline", "encoder", "n", *[c.markdown for c in metrics]], rows,
+                     [False, False, True] + [True] * len(metrics)),
+    ]
+
+
+def _figure_blocks(figures: list[tuple[_Figure, Path]]) -> list[render.Block]:
+    blocks: list[render.Block] = [render.Heading("Figures")]
+    if not figures:
+        return blocks + [render.Paragraph("Nothing to plot: no run finished.")]
+    for figure, path in figures:
+        pdf = path.with_suffix(".pdf").as_posix()
+        vector = f" Vector version: [{pdf}]({pdf})." if "pdf" in figure.formats else ""
+        blocks += [render.Heading(figure.title, 3), render.Image(path, figure.title, figure.caption + vector)]
+    return blocks
+
+
+def _failure_blocks(runs: pd.DataFrame) -> list[render.Block]:
+    bad = failures(runs)
+    blocks: list[render.Block] = [render.Heading("Failures")]
+    if bad.empty:
+        return blocks + [render.Paragraph(f"None: all {len(runs)} runs finished.")]
+    rows = [[f"`{r.run_id}`", r.label, str(r.seed), r.status, r.reason] for r in bad.itertuples(index=False)]
+    return blocks + [
+        render.Paragraph(f"{len(bad)} of {len(runs)} runs did not finish. They count in n's denominator and in no "
+                         "mean. Running the same `mimbench run` command again retries failed and pending runs; "
+                         "details are in `runs/<run_id>/error.txt`."),
+        render.Table(["run", "configuration", "seed", "status", "reason"], rows, [False, False, True, False, False]),
+    ]
+
+
+def _warning_blocks(report: Report) -> list[render.Block]:
+    if not report.warnings:
+        return []
+    return [render.Heading("Report warnings"), render.Bullets(list(report.warnings))]

@@ -1,0 +1,224 @@
+"""The aggregated table as files: ``table.csv`` (every column), ``table.md`` (GitHub markdown,
+"0.873 ± 0.004"), ``table.tex`` (booktabs) and ``summary.parquet`` (the per-run summary, typed).
+
+The markdown and LaTeX tables show the headline metrics only, each as mean ± std over the
+finished seeds, the best value of each column in bold; ``table.csv`` has every metric.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mimbench.report import COMPONENTS
+from mimbench.store import write_atomic
+
+#: The note that goes with every rendering of the table.
+TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-seed values (pandas `std`, "
+              "ddof = 1; none shown when n = 1); n = number of finished seeds behind each mean (of the seeds run, "
+              "when some failed or diverged). Accuracies are top-1 fractions in [0, 1]; "
+              "PSNR is over hidden pixels, in dB; ref. PSNR is under the suite's reference masker. "
+              "Δ = gain over the random-init encoder of the same architecture, paired by seed. "
+              "Bold: best in its column.")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A displayed metric: ``<key>_mean`` / ``_std`` of the aggregated table."""
+
+    key: str
+    markdown: str
+    latex: str
+    digits: int = 3
+    signed: bool = False
+
+
+#: Headline metrics, in display order; a gain column follows each probe accuracy.
+HEADLINE = (
+    Column("recon_psnr", "PSNR (dB)", "PSNR (dB)", 2),
+    Column("ref_psnr", "ref. PSNR (dB)", "ref.\\ PSNR (dB)", 2),
+    Column("linear_acc", "linear", "linear"),
+    Column("linear_acc_gain", "Δ linear", "$\\Delta$ linear", signed=True),
+    Column("knn_acc", "kNN", "$k$-NN"),
+    Column("knn_acc_gain", "Δ kNN", "$\\Delta$ $k$-NN", signed=True),
+    Column("finetune_acc", "fine-tune", "fine-tune"),
+    Column("finetune_acc_gain", "Δ fine-tune", "$\\Delta$ fine-tune", signed=True),
+    Column("linear_acc_best", "linear, best block", "linear, best block"),
+    Column("knn_acc_best", "kNN, best block", "$k$-NN, best block"),
+)
+
+
+@dataclass(frozen=True)
+class Value:
+    """A mean ± std cell."""
+
+    mean: float
+    std: float
+    digits: int
+    signed: bool
+    best: bool
+
+    def text(self, plus_minus: str = " ± ") -> str:
+        sign = "+" if self.signed else ""
+        mean = f"{self.mean:{sign}.{self.digits}f}"
+        return mean if math.isnan(self.std) else f"{mean}{plus_minus}{self.std:.{self.digits}f}"
+
+
+@dataclass(frozen=True)
+class Display:
+    """The table as displayed: config columns (text) then metric columns (``Value`` or None)."""
+
+    text_headers: list[str]
+    metric_columns: list[Column]
+    rows: list[tuple[list[str], list[Value | None]]]
+
+
+def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = ()) -> Display:
+    """Choose the displayed columns of an aggregated table (from :func:`mimbench.report.aggregate`):
+    the components that vary (the masker always), the swept params, n, and the headline metrics
+    that have a value somewhere."""
+    pretrained = table[table["pretrained"]]
+    axes = ["encoder"] + [axis for axis in COMPONENTS[1:]
+                          if axis == "masker" or pretrained[f"{axis}_label"].nunique() > 1]
+    sweep = [column for column in sweep if column in table.columns]
+    metrics = [c for c in HEADLINE if f"{c.key}_mean" in table.columns and table[f"{c.key}_mean"].notna().any()
+               and not _same_as_last_block(table, c.key)]
+    # the best as displayed: every row that rounds to the best value is bold
+    best = {c.key: round(table[f"{c.key}_mean"].max(), c.digits) if table[f"{c.key}_mean"].notna().sum() > 1 else None
+            for c in metrics}
+    rows = []
+    for _, row in table.iterrows():
+        texts = _config_cells(row, axes, sweep)
+        texts.append(str(row["n_done"]) if row["n_done"] == row["n_runs"] else f"{row['n_done']}/{row['n_runs']}")
+        values = []
+        for column in metrics:
+            mean, std = row[f"{column.key}_mean"], row[f"{column.key}_std"]
+            values.append(None if pd.isna(mean) else Value(float(mean), float(std) if pd.notna(std) else math.nan,
+                                                           column.digits, column.signed,
+                                                           round(mean, column.digits) == best[column.key]))
+        rows.append((texts, values))
+    return Display([*axes, *sweep, "n"], metrics, rows)
+
+
+def _same_as_last_block(table: pd.DataFrame, key: str) -> bool:
+    """True for ``<probe>_best`` when it equals ``<probe>`` everywhere (the last block was the best)."""
+    base = key.removesuffix("_best")
+    if base == key or f"{base}_mean" not in table.columns:
+        return False
+    measured = table[f"{key}_mean"].notna()
+    return bool(((table.loc[measured, f"{key}_mean"] - table.loc[measured, f"{base}_mean"]).abs() < 1e-12).all())
+
+
+def _config_cells(row: pd.Series, axes: list[str], sweep: list[str]) -> list[str]:
+    if row["pretrained"]:
+        cells = [str(row[f"{axis}_label"]) for axis in axes]
+        return cells + [_number(row[column]) for column in sweep]
+    if row["encoder_label"] == "pixels":
+        cells = ["raw pixels", "baseline"]
+    else:
+        cells = [str(row["encoder_label"]), f"{row['baseline'] or 'baseline'} (baseline)"]
+    cells = (cells + ["–"] * len(axes))[:len(axes)] if len(axes) > 1 else [f"{cells[0]} ({cells[1]})"]
+    return cells + ["–"] * len(sweep)
+
+
+def _number(value) -> str:
+    if pd.isna(value):
+        return "–"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def to_markdown(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = ()) -> str:
+    """The headline table in GitHub markdown, numbers as ``0.873 ± 0.004``, best in bold."""
+    shown = display(table, sweep)
+    headers = shown.text_headers + [c.markdown for c in shown.metric_columns]
+    align = [":--"] * (len(shown.text_headers) - 1) + ["--:"] + ["--:"] * len(shown.metric_columns)
+    lines = [_md_row(headers), _md_row(align)]
+    for texts, values in shown.rows:
+        cells = texts + ["–" if v is None else (f"**{v.text()}**" if v.best else v.text()) for v in values]
+        lines.append(_md_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def to_latex(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (), caption: str = "",
+             label: str = "tab:mimbench") -> str:
+    """The headline table as a LaTeX ``table`` float with a booktabs ``tabular``
+    (``\\usepackage{booktabs}``), numbers as ``$0.873 \\pm 0.004$``, best in bold."""
+    shown = display(table, sweep)
+    headers = [_tex_escape(h) for h in shown.text_headers] + [c.latex for c in shown.metric_columns]
+    spec = "l" * (len(shown.text_headers) - 1) + "r" + "r" * len(shown.metric_columns)
+    lines = ["% mimbench table; needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering", "\\small",
+             f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(headers) + " \\\\", "\\midrule"]
+    previous = None
+    for (texts, values), pretrained in zip(shown.rows, table["pretrained"]):
+        if previous is not None and pretrained != previous:
+            lines.append("\\midrule")  # a rule around each encoder's baseline rows
+        previous = pretrained
+        cells = [_tex_escape(t) for t in texts] + [_tex_value(v) for v in values]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if caption:
+        lines.append(f"\\caption{{{_tex_escape(caption)}}}")
+    lines += [f"\\label{{{label}}}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_value(value: Value | None) -> str:
+    if value is None:
+        return "--"
+    text = value.text(" \\pm ")
+    return f"$\\mathbf{{{text}}}$" if value.best else f"${text}$"
+
+
+_TEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "#": "\\#", "_": "\\_",
+                "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+                "–": "--", "±": "$\\pm$", "Δ": "$\\Delta$", "`": ""}
+
+
+def _tex_escape(text: str) -> str:
+    return re.sub("|".join(re.escape(k) for k in _TEX_SPECIAL), lambda m: _TEX_SPECIAL[m.group()], str(text))
+
+
+def table_caption(suite_name: str, dataset: str) -> str:
+    """The LaTeX caption: what the table shows and how its numbers were computed."""
+    return (f"mimbench suite {suite_name} on {dataset}. " + TABLE_NOTE.replace("`std`", "std"))
+
+
+def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep: list[str] | tuple[str, ...] = (),
+                 suite_name: str = "suite") -> tuple[dict[str, Path], list[str]]:
+    """Write ``table.csv``, ``table.md``, ``table.tex`` and ``summary.parquet`` into ``folder``
+    (atomically). Returns the paths written, by file name, and warnings (no parquet engine)."""
+    folder = Path(folder)
+    dataset = str(table["dataset"].iloc[0]) if len(table) else ""
+    files = {
+        "table.csv": table.drop(columns=["config_id"], errors="ignore").to_csv(index=False),
+        "table.md": to_markdown(table, sweep) + "\n" + TABLE_NOTE + "\n",
+        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset), f"tab:{_tex_label(suite_name)}"),
+    }
+    written = {}
+    for name, text in files.items():
+        write_atomic(folder / name, text)
+        written[name] = folder / name
+    warnings = []
+    try:
+        buffer = io.BytesIO()
+        summary.convert_dtypes().to_parquet(buffer, index=False)
+        write_atomic(folder / "summary.parquet", buffer.getvalue())
+        written["summary.parquet"] = folder / "summary.parquet"
+    except ImportError as exc:
+        warnings.append(f"summary.parquet not written: no parquet engine ({exc}); `pip install pyarrow` adds one")
+    return written, warnings
+
+
+def _tex_label(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9:.-]", "-", name)

@@ -1,0 +1,220 @@
+"""Built-in probes: how good a frozen (or fine-tuned) encoder is for classification.
+
+``linear`` and ``knn`` read pooled features that the core extracts once per run
+(``mimbench.probing.ProbeContext``); ``finetune`` trains a copy of the encoder.
+All report top-1 accuracy on the test split as a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mimbench import hookimpl
+from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
+from mimbench.train import autocast_for, param_groups, warmup_cosine
+
+
+def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of predicted labels [N] against labels [N], as an exact fraction."""
+    return (predicted == labels).sum().item() / len(labels)
+
+
+# ----------------------------------------------------------------------------- linear
+
+def standardize(train: torch.Tensor, *others: torch.Tensor, eps: float = 1e-6) -> list[torch.Tensor]:
+    """Scale features [N, D] to zero mean and unit variance per dimension, with the train split's
+    statistics. This is what MAE's probe head ``BatchNorm1d(affine=False)`` computes at eval time."""
+    mean, var = train.mean(0), train.var(0, unbiased=False)
+    scale = (var + eps).rsqrt()
+    return [(x - mean) * scale for x in (train, *others)]
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+                 max_steps: int) -> tuple[nn.Linear, int]:
+    """Multinomial logistic regression on x [N, D], y [N], by full-batch L-BFGS to convergence.
+
+    Minimises mean cross-entropy + weight_decay / 2 * ||W||^2 (a convex problem, so the result
+    does not depend on the seed) until the largest gradient entry is below 1e-4 or ``max_steps``
+    iterations. Returns the layer and the L-BFGS iterations used. (scikit-learn's
+    ``LogisticRegression(C=c)`` is the same problem with weight_decay = 1 / (c * N).)
+    """
+    head = nn.Linear(x.shape[1], num_classes).to(x.device)
+    nn.init.zeros_(head.weight), nn.init.zeros_(head.bias)
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_steps, history_size=20,
+                                  tolerance_grad=1e-4, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(x), y) + 0.5 * weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    steps = optimizer.state[head.weight]["n_iter"]
+    return head.requires_grad_(False), steps
+
+
+class LinearProbe:
+    """Linear probe (MAE protocol): BatchNorm without affine, then a linear layer, fit to convergence.
+
+    Trained on cached pooled features of the train split by full-batch L-BFGS with L2
+    ``weight_decay``; reports ``linear_acc`` on the test split and ``linear_steps``, the L-BFGS
+    iterations used (``max_steps`` means it stopped before converging). ``layer``: ``last``
+    (the encoder output), a block index, or ``all`` (see ``mimbench.probing.layerwise``).
+    """
+
+    def __init__(self, layer: Layer = "last", weight_decay: float = 1e-3, max_steps: int = 1000):
+        check_layer(layer)
+        if weight_decay < 0 or max_steps < 1:
+            raise ValueError(f"weight_decay must be >= 0 and max_steps >= 1, got {weight_decay}, {max_steps}")
+        self.layer, self.weight_decay, self.max_steps = layer, weight_decay, max_steps
+
+    def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+              num_classes: int) -> tuple[float, dict[str, float]]:
+        train_x, test_x = standardize(train_x, test_x)
+        with torch.enable_grad():
+            head, steps = fit_logistic(train_x, train_y, num_classes, self.weight_decay, self.max_steps)
+        return accuracy(head(test_x).argmax(1), test_y), {"linear_steps": steps}
+
+    def __call__(self, context: ProbeContext) -> dict[str, float]:
+        return layerwise(context, self.layer, "linear", self.score)
+
+
+# ----------------------------------------------------------------------------- k-NN
+
+@torch.no_grad()
+def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, num_classes: int,
+                k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Weighted k-NN on cosine similarity (Wu et al. 2018, as in DINO): each of the k most
+    similar train features votes for its label with weight exp(similarity / temperature).
+
+    train_x [N, D], train_y [N], test_x [M, D] -> predicted labels [M].
+    """
+    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
+    k = min(k, train_x.shape[0])
+    predictions = []
+    for queries in test_x.split(chunk):
+        similarity, index = (queries @ train_x.T).topk(k, dim=1)
+        votes = torch.zeros(queries.shape[0], num_classes, device=queries.device)
+        votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
+        predictions.append(votes.argmax(1))
+    return torch.cat(predictions)
+
+
+class KNNProbe:
+    """Weighted k-NN on cosine similarity of pooled features, votes weighted by exp(sim / T).
+
+    Reports ``knn_acc`` on the test split, with the train split as the memory bank.
+    ``layer`` as for ``linear``.
+    """
+
+    def __init__(self, layer: Layer = "last", k: int = 20, temperature: float = 0.07):
+        check_layer(layer)
+        if k < 1 or temperature <= 0:
+            raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+        self.layer, self.k, self.temperature = layer, k, temperature
+
+    def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+              num_classes: int) -> tuple[float, dict[str, float]]:
+        return accuracy(knn_predict(train_x, train_y, test_x, num_classes, self.k, self.temperature), test_y), {}
+
+    def __call__(self, context: ProbeContext) -> dict[str, float]:
+        return layerwise(context, self.layer, "knn", self.score)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+def layer_decayed_groups(encoder: nn.Module, head: nn.Module, lr: float, layer_decay: float,
+                         weight_decay: float) -> list[dict]:
+    """AdamW groups with layer-wise lr decay (BEiT): a parameter at depth d of an encoder with
+    depth D gets lr * layer_decay**(D + 1 - d); the head gets lr. Depths come from the encoder's
+    optional ``param_depths() -> (dict[param name, depth], D)``; without it every encoder
+    parameter gets lr * layer_decay."""
+    depths, total = encoder.param_depths() if hasattr(encoder, "param_depths") else ({}, 0)
+    groups = []
+    for name, p in encoder.named_parameters():
+        scale = layer_decay ** (total + 1 - depths.get(name, total))
+        groups.append({"params": [p], "lr": lr * scale, "weight_decay": weight_decay if p.ndim >= 2 else 0.0})
+    for group in param_groups([head], weight_decay):
+        groups.append({**group, "lr": lr})
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    return groups
+
+
+class FineTuneProbe:
+    """End-to-end fine-tuning of a copy of the encoder plus a linear head (opt-in: costly).
+
+    The head reads the pooled output; training uses AdamW, warm-up + cosine lr, layer-wise lr
+    decay and horizontal flips (``flip``); reports ``finetune_acc``.
+
+    It trains the whole encoder, so suites opt in. On the ``random-init`` baseline it
+    is training from scratch with the same budget. Encoders without parameters (``pixels``)
+    are skipped.
+    """
+
+    def __init__(self, epochs: int = 5, lr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
+                 batch_size: int = 128, warmup_epochs: float = 1.0, flip: bool = True):
+        if epochs < 1 or lr <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0:
+            raise ValueError("finetune needs epochs >= 1, lr > 0, 0 < layer_decay <= 1, batch_size >= 1, "
+                             "warmup_epochs >= 0")
+        self.epochs, self.lr, self.layer_decay, self.weight_decay = epochs, lr, layer_decay, weight_decay
+        self.batch_size, self.warmup_epochs, self.flip = batch_size, warmup_epochs, flip
+
+    def __call__(self, context: ProbeContext) -> dict[str, float]:
+        if not any(True for _ in context.encoder.parameters()):
+            return {}
+        device, data, normalize = context.device, context.train, context.normalize
+        encoder = copy.deepcopy(context.encoder).to(device).train()
+        head = nn.Linear(encoder.out_dim, context.num_classes).to(device)
+        nn.init.trunc_normal_(head.weight, std=0.01), nn.init.zeros_(head.bias)
+        optimizer = torch.optim.AdamW(layer_decayed_groups(encoder, head, self.lr, self.layer_decay,
+                                                           self.weight_decay))
+        batch_size = min(self.batch_size, len(data))
+        steps_per_epoch = len(data) // batch_size
+        total = steps_per_epoch * self.epochs
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, round(self.warmup_epochs * steps_per_epoch), total))
+        generator = torch.Generator(device=device).manual_seed(context.seed)
+        with torch.enable_grad():
+            for _ in range(self.epochs):
+                for batch, labels in data.batches(batch_size, generator):
+                    images = normalize(batch)
+                    if self.flip:
+                        flipped = torch.rand(len(labels), generator=generator, device=device) < 0.5
+                        images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+                    with autocast_for(device):
+                        logits = head(encoder(images).mean(dim=(2, 3)))
+                    loss = F.cross_entropy(logits.float(), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+        final_loss = loss.item()
+        if not math.isfinite(final_loss):
+            raise FloatingPointError(f"finetune diverged (final loss {final_loss})")
+        return {"finetune_acc": _test_accuracy(encoder, head, context)}
+
+
+@torch.no_grad()
+def _test_accuracy(encoder: nn.Module, head: nn.Module, context: ProbeContext) -> float:
+    encoder.eval()
+    correct = torch.zeros((), device=context.device)
+    for images, labels in context.test.batches(context.batch_size):
+        with autocast_for(context.device):
+            logits = head(encoder(context.normalize(images)).mean(dim=(2, 3)))
+        correct += (logits.argmax(1) == labels).sum()
+    return correct.item() / len(context.test)
+
+
+@hookimpl
+def mimbench_register_probes(register) -> None:
+    register("linear", LinearProbe)
+    register("knn", KNNProbe)
+    register("finetune", FineTuneProbe)

@@ -1,0 +1,481 @@
+"""Publishing a finished suite: aggregation, tables, plots and the report, on a hand-made suite folder.
+
+The suite folder is written by hand (no training): 2 encoders x 2 maskers x a 2-value
+``masker.ratio`` sweep x 3 seeds, ``random-init`` and ``pixels`` baselines, one failed and one
+diverged run. Its metrics are simple sums, so the expected numbers below are worked out by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from mimbench.cli import cli
+
+SEEDS = (0, 1, 2)
+ENCODERS = {"cnn": {"hidden_dim": 8}, "vit": {"depth": 2, "dim": 32, "patch_size": 4}}
+MASKERS = {"pixel": {}, "patch": {"mask_patch_size": 4}}
+RATIOS = (0.4, 0.6)
+# linear_acc = encoder + masker + ratio + seed offsets; knn_acc = linear_acc - 0.05
+LINEAR = {"cnn": 0.70, "vit": 0.60, "pixel": 0.0, "patch": 0.05, 0.4: 0.0, 0.6: 0.02}
+SEED_OFFSET = {0: 0.0, 1: 0.01, 2: 0.03}
+RANDOM_INIT = {"cnn": [0.50, 0.52, 0.51], "vit": [0.40, 0.40, 0.43]}
+PIXELS = [0.45, 0.46, 0.44]
+# recon_psnr = encoder + masker - ratio + seed offsets (dB); ref_psnr = recon_psnr - 0.5
+PSNR = {"cnn": 20.0, "vit": 22.0, "pixel": 2.0, "patch": 0.0, 0.4: 0.0, 0.6: 1.0}
+PSNR_SEED = {0: 0.0, 1: 0.1, 2: -0.1}
+FAILED = ("vit", "pixel", 0.4, 2)
+DIVERGED = ("vit", "patch", 0.6, 1)
+ERROR = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+TRAIN = {"epochs": 5, "batch_size": 32, "lr": 0.001, "weight_decay": 0.05, "warmup_epochs": 1.0,
+         "grad_clip": 5.0, "log_every": 50}
+SUITE = {
+    "name": "hand", "description": "hand-made results for the report tests", "dataset": {"name": "shapes", "params": {}},
+    "image_size": 16, "seeds": list(SEEDS), "train": TRAIN,
+    "eval": {"mask_seed": 0, "batch_size": 64, "probes": [{"name": "linear", "params": {}}, {"name": "knn", "params": {}}],
+             "baselines": ["random-init", "pixels"], "dataset": None,
+             "reference_masker": {"name": "patch", "params": {"ratio": 0.6, "mask_patch_size": 4}}},
+    "grid": {"encoder": [{"name": n, "params": p} for n, p in ENCODERS.items()],
+             "decoder": [{"name": "linear", "params": {}}],
+             "masker": [{"name": n, "params": p} for n, p in MASKERS.items()],
+             "loss": [{"name": "l1", "params": {}}]},
+    "sweep": {"masker.ratio": list(RATIOS)},
+}
+VERSIONS = {"mimbench": "0.1.0", "torch": "2.5.1", "python": "3.11.2", "platform": "Linux-test-x86_64",
+            "plugins": {"mimbench:maskers": "mimbench 0.1.0"}}
+
+
+def linear_acc(encoder: str, masker: str, ratio: float, seed: int) -> float:
+    return round(LINEAR[encoder] + LINEAR[masker] + LINEAR[ratio] + SEED_OFFSET[seed], 6)
+
+
+def recon_psnr(encoder: str, masker: str, ratio: float, seed: int) -> float:
+    return round(PSNR[encoder] + PSNR[masker] - PSNR[ratio] + PSNR_SEED[seed], 6)
+
+
+def _run_rows() -> list[dict]:
+    rows = []
+    for seed in SEEDS:
+        for encoder, encoder_params in ENCODERS.items():
+            for masker, masker_params in MASKERS.items():
+                for ratio in RATIOS:
+                    key = (encoder, masker, ratio, seed)
+                    row = {"run_id": f"r{len(rows):02d}{encoder}{masker}{int(ratio * 10)}s{seed}", "status": "done",
+                           "dataset": "shapes", "encoder": encoder, "decoder": "linear", "masker": masker, "loss": "l1",
+                           "seed": seed, "pretrained": True, "baseline": None}
+                    if key == FAILED:
+                        row.update(status="failed", error=ERROR)
+                    elif key == DIVERGED:
+                        row.update(status="diverged", epochs_completed=3, final_loss=float("nan"),
+                                   train_seconds=4.0, images_per_second=900.0, wall_seconds=4.5)
+                    else:
+                        acc, psnr = linear_acc(*key), recon_psnr(*key)
+                        row.update(mask_ratio_actual=ratio, mask_avgdist_px=1.5, recon_mse=10 ** (-psnr / 10),
+                                   recon_psnr=psnr, ref_mse=10 ** (-(psnr - 0.5) / 10), ref_psnr=psnr - 0.5,
+                                   linear_acc=acc, knn_acc=round(acc - 0.05, 6), linear_acc_best=acc,
+                                   linear_best_block=1, **{"linear_acc@0": round(acc - 0.1, 6), "linear_acc@1": acc},
+                                   recon_uses_target_stats=False, train_seconds=10.0, images_per_second=1000.0,
+                                   probe_seconds=1.5, wall_seconds=12.0, epochs_completed=5, final_loss=0.3)
+                    row.update({f"encoder.{k}": v for k, v in encoder_params.items()})
+                    row.update({f"masker.{k}": v for k, v in masker_params.items()}, **{"masker.ratio": ratio})
+                    row.update({"loss.masked_only": True}, **{f"train.{k}": v for k, v in TRAIN.items()})
+                    rows.append(row)
+    return rows
+
+
+def _baseline_rows() -> list[dict]:
+    rows = []
+    for seed in SEEDS:
+        for encoder, encoder_params in ENCODERS.items():
+            acc = RANDOM_INIT[encoder][seed]
+            rows.append({"run_id": f"b{encoder}s{seed}", "status": "done", "dataset": "shapes", "encoder": encoder,
+                         "seed": seed, "pretrained": False, "baseline": "random-init", "linear_acc": acc,
+                         "knn_acc": round(acc - 0.05, 6), "probe_seconds": 1.0, "wall_seconds": 1.2,
+                         **{f"encoder.{k}": v for k, v in encoder_params.items()}})
+        rows.append({"run_id": f"bpixelss{seed}", "status": "done", "dataset": "shapes", "encoder": "pixels",
+                     "seed": seed, "pretrained": False, "baseline": "pixels", "linear_acc": PIXELS[seed],
+                     "knn_acc": round(PIXELS[seed] - 0.05, 6), "probe_seconds": 0.5, "wall_seconds": 0.6})
+    return rows
+
+
+def _run_files(folder: Path, row: dict) -> None:
+    folder.mkdir(parents=True)
+    config = {"run_id": row["run_id"], "suite": "hand", "dataset": {"name": "shapes", "params": {}}, "image_size": 16,
+              "seed": row["seed"], "device": "cuda:0 (NVIDIA H200)", "versions": VERSIONS}
+    if row["pretrained"]:
+        config.update(train=TRAIN, encoder={"name": row["encoder"], "params": ENCODERS[row["encoder"]]},
+                      decoder={"name": "linear", "params": {}}, loss={"name": "l1", "params": {"masked_only": True}},
+                      masker={"name": row["masker"], "params": {**MASKERS[row["masker"]], "ratio": row["masker.ratio"]}})
+    else:
+        config["baseline"] = row["baseline"]
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    if row["status"] == "failed":
+        (folder / "error.txt").write_text(f"Traceback (most recent call last):\n  File \"x.py\", line 1\n{ERROR}\n")
+        return
+    (folder / "metrics.json").write_text(json.dumps({k: row.get(k) for k in ("status", "linear_acc")}))
+    if row["pretrained"]:
+        epochs = row.get("epochs_completed", 5)
+        losses = [0.5 * 0.8 ** e + 0.01 * row["seed"] for e in range(1, epochs + 1)]
+        if row["status"] == "diverged":
+            losses[-1] = float("nan")
+        history = pd.DataFrame({"epoch": range(1, epochs + 1), "loss": losses, "lr": 1e-3,
+                                "images_per_second": 1000.0, "seconds": 2.0})
+        history.to_csv(folder / "history.csv", index=False)
+    if row["status"] == "done" and row["pretrained"]:
+        rng = np.random.default_rng(len(row["run_id"]) + row["seed"])
+        picture = rng.integers(0, 255, (4 * 100 + 4, 8 * 100 + 4, 3), dtype=np.uint8)  # 8 x 4 images of 96 px
+        Image.fromarray(picture).save(folder / "reconstructions.png")
+
+
+def make_suite(root: Path) -> Path:
+    """A finished suite folder, written by hand; returns it."""
+    suite_dir = root / "hand"
+    rows = _run_rows() + _baseline_rows()
+    for row in rows:
+        _run_files(suite_dir / "runs" / row["run_id"], row)
+    table = pd.DataFrame(rows).convert_dtypes()  # as store.write_summary does
+    (suite_dir / "summary.csv").write_text(table.to_csv(index=False))
+    (suite_dir / "suite.yaml").write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    return suite_dir
+
+
+@pytest.fixture
+def suite_dir(tmp_path) -> Path:
+    return make_suite(tmp_path)
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+@pytest.fixture
+def runs(suite_dir):
+    from mimbench.report import label_runs, load_summary
+    return label_runs(load_summary(suite_dir))
+
+
+@pytest.fixture
+def table(suite_dir):
+    from mimbench.report import aggregate, load_summary
+    return aggregate(load_summary(suite_dir), hide=("masker.ratio",)).set_index("label", drop=False)
+
+
+def expected(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def test_configurations_are_grouped_over_seeds_with_mean_std_and_count(table):
+    row = table.loc["cnn / patch"].set_index("masker.ratio").loc[0.6]
+    accs = [0.77, 0.78, 0.80]  # 0.70 + 0.05 + 0.02 + seed offsets 0, 0.01, 0.03
+    assert row["linear_acc_mean"] == pytest.approx(expected(accs)[0]) == pytest.approx(0.783333, abs=1e-6)
+    assert row["linear_acc_std"] == pytest.approx(expected(accs)[1]) == pytest.approx(0.015275, abs=1e-6)
+    assert row["linear_acc_n"] == 3 and row["n_runs"] == 3 and row["n_done"] == 3
+    assert row["knn_acc_mean"] == pytest.approx(0.733333, abs=1e-6)
+    assert row["recon_psnr_mean"] == pytest.approx(19.0) and row["recon_psnr_std"] == pytest.approx(0.1)
+    assert row["ref_psnr_mean"] == pytest.approx(18.5)
+    assert row["seeds_done"] == "0,1,2"
+    assert row["linear_acc@0_mean"] == pytest.approx(0.683333, abs=1e-6)  # per-block columns are aggregated too
+
+
+def test_failed_and_diverged_runs_are_counted_not_averaged(table):
+    failed = table.loc["vit / pixel"].set_index("masker.ratio").loc[0.4]
+    assert (failed["n_runs"], failed["n_done"], failed["n_failed"], failed["n_diverged"]) == (3, 2, 1, 0)
+    assert failed["linear_acc_mean"] == pytest.approx(np.mean([0.60, 0.61]))
+    assert failed["linear_acc_std"] == pytest.approx(np.std([0.60, 0.61], ddof=1))
+    assert failed["seeds_done"] == "0,1"
+    diverged = table.loc["vit / patch"].set_index("masker.ratio").loc[0.6]
+    assert (diverged["n_runs"], diverged["n_done"], diverged["n_failed"], diverged["n_diverged"]) == (3, 2, 0, 1)
+    assert diverged["recon_psnr_n"] == 2 and diverged["recon_psnr_mean"] == pytest.approx(np.mean([21.0, 20.9]))
+
+
+def test_gain_over_random_init_is_paired_by_seed(table):
+    cnn = table.loc["cnn / patch"].set_index("masker.ratio").loc[0.6]
+    diffs = np.array([0.77, 0.78, 0.80]) - np.array(RANDOM_INIT["cnn"])  # 0.27, 0.26, 0.29
+    assert cnn["linear_acc_gain_mean"] == pytest.approx(diffs.mean()) == pytest.approx(0.273333, abs=1e-6)
+    assert cnn["linear_acc_gain_std"] == pytest.approx(diffs.std(ddof=1)) == pytest.approx(0.015275, abs=1e-6)
+    assert cnn["linear_acc_gain_n"] == 3
+    # the diverged seed 1 has no pair: seeds 0 and 2 only, 0.67-0.40 and 0.70-0.43
+    vit = table.loc["vit / patch"].set_index("masker.ratio").loc[0.6]
+    assert vit["linear_acc_gain_n"] == 2
+    assert vit["linear_acc_gain_mean"] == pytest.approx(0.27) and vit["linear_acc_gain_std"] == pytest.approx(0.0, abs=1e-9)
+    # a gain against the vit baseline, not the cnn one: unpaired means would give 0.633 - 0.41
+    vit_pixel = table.loc["vit / pixel"].set_index("masker.ratio").loc[0.6]
+    assert vit_pixel["linear_acc_gain_mean"] == pytest.approx(np.mean(np.array([0.62, 0.63, 0.65]) - [0.40, 0.40, 0.43]))
+    assert table.loc["cnn (random-init)", "linear_acc_gain_mean"] != table.loc["cnn (random-init)", "linear_acc_gain_mean"]
+
+
+def test_baselines_are_rows_of_their_own_sorted_after_their_encoder(table):
+    assert list(dict.fromkeys(table["label"])) == [
+        "cnn / pixel", "cnn / patch", "cnn (random-init)", "vit / pixel", "vit / patch", "vit (random-init)",
+        "raw pixels (baseline)"]
+    assert list(table["masker.ratio"].iloc[:4]) == [0.4, 0.6, 0.4, 0.6]  # suite order within an encoder
+    random_init = table.loc["vit (random-init)"]
+    assert random_init["linear_acc_mean"] == pytest.approx(np.mean(RANDOM_INIT["vit"]))
+    assert random_init["linear_acc_std"] == pytest.approx(np.std(RANDOM_INIT["vit"], ddof=1))
+    assert not random_init["pretrained"] and random_init["n_done"] == 3
+    pixels = table.loc["raw pixels (baseline)"]
+    assert pixels["linear_acc_mean"] == pytest.approx(0.45) and pixels["linear_acc_std"] == pytest.approx(0.01)
+    assert pd.isna(pixels["recon_psnr_mean"])
+    assert len(table) == 8 + 3
+
+
+def test_labels_show_only_the_params_that_vary(runs):
+    labels = set(runs.loc[runs["pretrained"], "label"])
+    assert labels == {f"{e} / {m}(ratio={r})" for e in ENCODERS for m in MASKERS for r in RATIOS}
+    assert set(runs.loc[~runs["pretrained"], "label"]) == {"cnn (random-init)", "vit (random-init)", "raw pixels (baseline)"}
+
+
+def test_failures_lists_every_unfinished_run_with_its_reason(runs):
+    from mimbench.report import failures
+
+    bad = failures(runs).set_index("status")
+    assert sorted(bad.index) == ["diverged", "failed"]
+    assert bad.loc["failed", "reason"] == ERROR
+    assert bad.loc["failed", "label"] == "vit / pixel(ratio=0.4)" and bad.loc["failed", "seed"] == 2
+    assert "non-finite" in bad.loc["diverged", "reason"] and "3 finished epochs" in bad.loc["diverged", "reason"]
+
+
+def test_summaries_without_baseline_columns_still_aggregate(suite_dir):
+    from mimbench.report import aggregate, load_summary
+
+    summary = pd.read_csv(suite_dir / "summary.csv")
+    old = summary[summary["baseline"].isna()].drop(columns=["baseline", "pretrained", "linear_acc", "knn_acc"])
+    old.to_csv(suite_dir / "summary.csv", index=False)
+    table = aggregate(load_summary(suite_dir))
+    assert len(table) == 8 and table["pretrained"].all()
+    assert "linear_acc_gain_mean" not in table.columns
+
+
+# ---------------------------------------------------------------- tables
+
+
+def test_tables_are_written_as_csv_markdown_latex_and_parquet(suite_dir):
+    from mimbench.report_page import write_report
+
+    report = write_report(suite_dir)
+    markdown = (suite_dir / "table.md").read_text()
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| encoder | masker | masker.ratio | n | PSNR (dB) | ref. PSNR (dB) | linear | Δ linear |")
+    assert "| cnn | patch | 0.6 | 3 | 19.00 ± 0.10 | 18.50 ± 0.10 | **0.783 ± 0.015** | **+0.273 ± 0.015** |" in markdown
+    assert "| vit | pixel | 0.4 | 2/3 |" in markdown and "| vit | patch | 0.6 | 2/3 |" in markdown
+    assert "| raw pixels | baseline | – | 3 | – | – | 0.450 ± 0.010 |" in markdown
+    assert "ddof = 1" in markdown
+    assert "best block" not in markdown  # linear_acc_best equals linear_acc: the last block was the best
+    tex = (suite_dir / "table.tex").read_text()
+    for piece in ("\\toprule", "\\midrule", "\\bottomrule", "\\begin{tabular}{lllrrrrrrr}",
+                  "cnn & patch & 0.6 & 3 & $19.00 \\pm 0.10$ & $18.50 \\pm 0.10$ & $\\mathbf{0.783 \\pm 0.015}$",
+                  "$\\Delta$ linear", "masker.ratio"):
+        assert piece in tex, piece
+    assert "±" not in tex and "_" not in tex.replace("\\_", "")
+    from mimbench.report import aggregate, load_summary
+    from mimbench.report_tables import to_markdown
+
+    table = aggregate(load_summary(suite_dir))
+    table["linear_acc_best_mean"] += 0.01  # an earlier block was better: its column is shown
+    assert "| linear, best block |" in to_markdown(table).splitlines()[0] + "|"
+    csv = pd.read_csv(suite_dir / "table.csv")
+    assert len(csv) == 11 and {"label", "n_done", "n_failed", "linear_acc_mean", "linear_acc_std", "linear_acc_n",
+                               "linear_acc_gain_mean", "train_seconds_mean"} <= set(csv.columns)
+    if "summary.parquet" in report.files:
+        parquet = pd.read_parquet(suite_dir / "summary.parquet")
+        assert len(parquet) == 24 + 9 and parquet["linear_acc"].sum() == pytest.approx(
+            pd.read_csv(suite_dir / "summary.csv")["linear_acc"].sum())
+    else:
+        assert any("parquet" in w for w in report.warnings)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def test_probe_accuracy_figure_has_a_bar_per_setup_and_encoder_and_baseline_lines(runs):
+    from mimbench.plots import probe_accuracy_figure
+
+    fig = probe_accuracy_figure(runs)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["linear-probe accuracy (top-1, fraction)",
+                                                    "kNN accuracy (top-1, fraction)"]
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "masker" and "Linear probe" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pixel(ratio=0.4)", "pixel(ratio=0.6)",
+                                                            "patch(ratio=0.4)", "patch(ratio=0.6)"]
+    assert len(ax.patches) == 4 * 2
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights[-1] == pytest.approx(0.783333, abs=1e-6) and heights[0] == pytest.approx(0.605)
+    baselines = {line.get_label().split(":")[0]: line.get_ydata()[0] for line in ax.lines if line.get_gid() == "baseline"}
+    assert baselines == pytest.approx({"cnn (random-init)": 0.51, "vit (random-init)": 0.41,
+                                       "raw pixels (baseline)": 0.45})
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["cnn", "vit"] and len(legend) == 5
+
+
+def test_psnr_figure_has_own_and_reference_masker_panels(runs):
+    from mimbench.plots import psnr_figure
+
+    fig = psnr_figure(runs)
+    assert len(fig.axes) == 2
+    assert [ax.get_ylabel() for ax in fig.axes] == ["PSNR, own masker (dB)", "PSNR, reference masker (dB)"]
+    for ax in fig.axes:
+        assert len(ax.patches) == 8
+    assert max(p.get_height() for p in fig.axes[0].patches) == pytest.approx(24.05)  # vit/pixel 0.4, seeds 0 and 1
+    assert fig.axes[0].get_ylim()[0] > 0  # zoomed in: a tenth of a dB must show
+
+
+def test_psnr_vs_accuracy_figure_has_a_point_per_configuration(runs):
+    from mimbench.plots import psnr_vs_accuracy_figure
+    from mimbench.report import aggregate
+
+    fig = psnr_vs_accuracy_figure(aggregate(runs))
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "PSNR, reference masker (dB)" and ax.get_ylabel().startswith("linear-probe accuracy")
+    assert len(ax.containers) == 8  # one errorbar per pre-trained configuration
+    point = next(c for c in ax.containers if c.get_label() == "cnn / patch(ratio=0.6)").lines[0]
+    assert point.get_xdata()[0] == pytest.approx(18.5) and point.get_ydata()[0] == pytest.approx(0.783333, abs=1e-6)
+    assert "Spearman" in ax.get_title()
+
+
+def test_sweep_figure_draws_a_line_per_configuration_over_the_swept_values(table):
+    from mimbench.plots import sweep_figure
+
+    fig = sweep_figure(table, "masker.ratio")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in visible] == ["linear-probe accuracy (top-1, fraction)",
+                                                   "kNN accuracy (top-1, fraction)", "PSNR, reference masker (dB)",
+                                                   "PSNR, own masker (dB)"]
+    ax = visible[0]
+    assert ax.get_xlabel() == "mask ratio (fraction hidden)"
+    assert list(ax.get_xticks()) == pytest.approx([0.4, 0.6])
+    assert len(ax.containers) == 4  # cnn/pixel, cnn/patch, vit/pixel, vit/patch
+    line = ax.containers[1].lines[0]  # cnn / patch
+    assert list(line.get_xdata()) == [0.4, 0.6]
+    assert list(line.get_ydata()) == pytest.approx([0.763333, 0.783333], abs=1e-6)
+    assert sweep_figure(table, "masker.mask_patch_size") is None  # one value: nothing to sweep
+
+
+def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
+    from mimbench.plots import loss_curves_figure
+    from mimbench.report_page import _histories
+
+    fig = loss_curves_figure(_histories(suite_dir, runs))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "epoch" and "l1" in ax.get_ylabel()
+    assert len(ax.lines) == 8
+    cnn = next(line for line in ax.lines if line.get_label() == "cnn / patch(ratio=0.6)")
+    assert list(cnn.get_xdata()) == [1, 2, 3, 4, 5]
+    assert cnn.get_ydata()[0] == pytest.approx(0.4 + 0.01)  # 0.5 * 0.8 + 0.01 * mean seed (1)
+
+
+def test_reconstruction_montage_has_a_panel_per_configuration(suite_dir, runs):
+    from mimbench.plots import reconstruction_montage
+    from mimbench.report_page import _montage_images
+
+    images = _montage_images(suite_dir, runs)
+    assert len(images) == 8 and images[0][0] == "cnn / pixel(ratio=0.4) (seed 0)"
+    fig = reconstruction_montage(images)
+    ax, = fig.axes
+    titles = [t.get_text().replace("\n", " ") for t in ax.texts]  # long labels are wrapped
+    assert titles[:8] == [label for label, _ in images] and "original" in titles[8]
+    picture, = ax.images  # the eight pictures (404 x 804 px each) in 4 rows of 2, at their own resolution
+    assert picture.get_array().shape[1] == 2 * 804 + 18
+    first = picture.get_array()[75 + 45:75 + 45 + 404, :804]  # below the header and the first title
+    assert (first == np.asarray(Image.open(images[0][1]), dtype=np.float32) / 255).all()
+
+
+# ---------------------------------------------------------------- report and command line
+
+
+def test_mimbench_report_writes_a_self_contained_report(suite_dir):
+    result = run_cli("report", str(suite_dir))
+    assert result.exit_code == 0, result.output
+    assert f"report: {suite_dir / 'report.md'}" in result.output
+    for name in ("table.csv", "table.md", "table.tex", "report.md", "report.html"):
+        assert (suite_dir / name).is_file(), name
+    figures = sorted(p.name for p in (suite_dir / "figures").iterdir())
+    assert figures == ["loss_curves.pdf", "loss_curves.png", "probe_accuracy.pdf", "probe_accuracy.png", "psnr.pdf",
+                       "psnr.png", "psnr_vs_accuracy.pdf", "psnr_vs_accuracy.png", "reconstructions.png",
+                       "sweep_masker_ratio.pdf", "sweep_masker_ratio.png"]
+    markdown = (suite_dir / "report.md").read_text()
+    for heading in ("# hand: mimbench report", "## Setup", "## Environment", "## Results", "## Baselines",
+                    "## Figures", "## Failures"):
+        assert heading in markdown, heading
+    assert "cuda:0 (NVIDIA H200)" in markdown and "**torch**: 2.5.1" in markdown
+    assert "ddof = 1" in markdown and "n = number of finished seeds" in markdown
+    assert "r20vitpixel4s2" in markdown and ERROR in markdown and "diverged" in markdown
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (suite_dir / image).is_file(), image
+    html = (suite_dir / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 6
+    assert 'src="figures/' not in html and "<table>" in html and "0.783 ± 0.015" in html
+    assert not list(suite_dir.rglob(".*.tmp"))  # every file went through write_atomic
+
+
+def test_report_of_a_suite_where_every_run_failed(suite_dir):
+    summary = pd.read_csv(suite_dir / "summary.csv")
+    summary["status"] = "failed"
+    summary["error"] = "ValueError: boom"
+    summary.to_csv(suite_dir / "summary.csv", index=False)
+    result = run_cli("report", str(suite_dir))
+    assert result.exit_code == 0, result.output
+    markdown = (suite_dir / "report.md").read_text()
+    assert "33 of 33 runs did not finish" in markdown and "Nothing to plot" in markdown
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_report_of_a_folder_without_results_is_a_one_line_error(tmp_path, case):
+    folder = tmp_path / "results"
+    if case == "empty":
+        make_suite(folder)  # results/hand/summary.csv: the user passed the parent folder
+    result = run_cli("report", str(folder))
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+    assert "not found" in result.output if case == "missing" else "no summary.csv" in result.output
+    if case == "empty":
+        assert str(folder / "hand") in result.output
+
+
+def test_a_report_failure_after_a_run_is_a_warning(tmp_path, monkeypatch, capsys):
+    import mimbench.cli
+    import mimbench.report_page
+
+    def broken(suite_dir):
+        raise RuntimeError("disk full\nmore lines")
+
+    monkeypatch.setattr(mimbench.report_page, "write_report", broken)
+    mimbench.cli._report_after_run(tmp_path)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: the report could not be written (RuntimeError: disk full)" in err
+
+
+TINY_SUITE = """
+name: tiny-report
+dataset: {name: shapes, params: {num_images: 64}}
+image_size: 16
+seeds: [0]
+train: {epochs: 1, batch_size: 32}
+eval: {probes: [], batch_size: 32, reference_masker: {name: patch, params: {ratio: 0.5, mask_patch_size: 4}}}
+grid: {encoder: [{name: cnn, params: {hidden_dim: 8}}], decoder: [linear], masker: [pixel], loss: [l1]}
+"""
+
+
+def test_mimbench_run_writes_the_report_at_the_end(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY_SUITE)
+    result = run_cli("run", str(suite), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "tiny-report"
+    assert f"report: {folder / 'report.html'}" in result.output
+    assert (folder / "report.md").is_file() and (folder / "figures" / "reconstructions.png").is_file()
+    assert "| cnn | pixel | 1 |" in (folder / "table.md").read_text()
