@@ -42,8 +42,12 @@ class MimbenchGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str):
-        self._add_plugin_commands()
-        return super().get_command(ctx, name)
+        # Built-in commands first: `mimbench report` need not import every plugin (and torch).
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._add_plugin_commands()
+            command = super().get_command(ctx, name)
+        return command
 
     def _add_plugin_commands(self) -> None:
         if getattr(self, "_plugin_commands_added", False):

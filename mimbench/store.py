@@ -13,13 +13,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
-from torchvision.utils import save_image
 
 from mimbench.suite import COMPONENT_AXES, RunSpec
+
+if TYPE_CHECKING:
+    import torch
 
 #: The summary's leading columns, in this order; ``<kind>.<param>`` columns follow.
 SUMMARY_COLUMNS = [
@@ -64,13 +65,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def save_state_dict(path: Path, module: torch.nn.Module) -> None:
+def save_state_dict(path: Path, module: "torch.nn.Module") -> None:
+    import torch  # here, so that reading results (mimbench report) does not import torch
+
     buffer = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
     write_atomic(path, buffer.getvalue())
 
 
-def save_png(path: Path, image: torch.Tensor) -> None:
+def save_png(path: Path, image: "torch.Tensor") -> None:
+    from torchvision.utils import save_image
+
     buffer = io.BytesIO()
     save_image(image, buffer, format="png")
     write_atomic(path, buffer.getvalue())
