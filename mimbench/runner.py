@@ -198,14 +198,16 @@ def execute_baseline(registry: Registry, run: RunSpec, data: SuiteData, device: 
                      folder: Path) -> dict[str, Any]:
     """The probes on an untrained encoder (``random-init``: built exactly as its pre-trained runs'
     encoder is before training, from the same seed) or on raw pixels; returns the metrics record."""
-    config = run.config
+    encoder = _baseline_encoder(registry, run.config, data)
+    return {"status": "done", **run_probes(registry, run.config, encoder, data, device)}
+
+
+def _baseline_encoder(registry: Registry, config: dict[str, Any], data: SuiteData) -> torch.nn.Module:
     torch.manual_seed(config["seed"])
     if config["baseline"] == "random-init":
-        encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
-                                 in_channels=data.train.channels, image_size=config["image_size"])
-    else:
-        encoder = RawPixels(data.train.channels, config["image_size"])
-    return {"status": "done", **run_probes(registry, config, encoder, data, device)}
+        return registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                              in_channels=data.train.channels, image_size=config["image_size"])
+    return RawPixels(data.train.channels, config["image_size"])
 
 
 def run_config_file(run: RunSpec, suite: Suite, data: SuiteData, device: torch.device, plugins: PluginSet) -> dict[str, Any]:
@@ -224,6 +226,34 @@ def run_config_file(run: RunSpec, suite: Suite, data: SuiteData, device: torch.d
             "plugins": {name: f"{p.name} {p.version}".strip() for name, p in plugins.providers.items()},
         },
     }
+
+
+def missing_probes(folder: Path, run: RunSpec, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The probes ``run`` asks for that its finished folder has not run (none if it did not end done)."""
+    if record.get("status") != "done":
+        return []
+    done = store.read_json(folder / "config.json").get("eval", {}).get("probes", [])
+    return [spec for spec in run.config["eval"]["probes"] if spec not in done]
+
+
+def add_probes(registry: Registry, run: RunSpec, probes: list[dict[str, Any]], data: SuiteData,
+               device: torch.device, folder: Path) -> None:
+    """Run ``probes`` on a finished run's saved encoder (or a baseline's, rebuilt from its seed) and
+    merge their columns into its metrics.json; config.json then lists them as run."""
+    config = run.config
+    if "baseline" in config:
+        encoder = _baseline_encoder(registry, config, data)
+    else:
+        encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                                 in_channels=data.train.channels, image_size=config["image_size"])
+        encoder.load_state_dict(torch.load(folder / "encoder.pt", map_location="cpu"))
+    columns = run_probes(registry, {**config, "eval": {**config["eval"], "probes": probes}}, encoder, data, device)
+    record = store.read_json(folder / "metrics.json")
+    columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)
+    store.write_json(folder / "metrics.json", {**record, **columns})
+    saved = store.read_json(folder / "config.json")  # after the metrics: a crash in between reruns them
+    saved["eval"]["probes"] = saved["eval"].get("probes", []) + probes
+    store.write_json(folder / "config.json", saved)
 
 
 def _outcome_text(record: dict[str, Any]) -> str:
@@ -263,8 +293,19 @@ def run_suite(
     width = max(len(label) for label in labels.values())
     for run in progress:
         folder = store.run_dir(suite_dir, run)
-        if store.finished_record(folder) is not None:
-            progress.write(f"{run.run_id}  {labels[run.run_id]:<{width}}  already finished, skipped")
+        finished = store.finished_record(folder)
+        if finished is not None:
+            missing = missing_probes(folder, run, finished)
+            if not missing:
+                progress.write(f"{run.run_id}  {labels[run.run_id]:<{width}}  already finished, skipped")
+                continue
+            try:
+                add_probes(registry, run, missing, data, device, folder)
+                outcome = "finished earlier; added probes " + ", ".join(spec["name"] for spec in missing)
+            except Exception as exc:  # the run's earlier results stay as they were
+                outcome = f"finished earlier; adding probes FAILED: {type(exc).__name__}: {exc}"
+            progress.write(f"{run.run_id}  {labels[run.run_id]:<{width}}  {outcome}")
+            store.write_summary(suite_dir, runs)
             continue
         store.reset_run(folder)
         store.write_json(folder / "config.json", run_config_file(run, suite, data, device, registry.plugins))

@@ -403,8 +403,10 @@ def _resolved(registry: Registry, kind: str, spec: ComponentSpec) -> dict[str, A
 
 
 def run_id(config: dict[str, Any]) -> str:
-    """A short, stable hash of a resolved run config."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    """A short, stable hash of a resolved run config, leaving out ``eval.probes``: a probe added
+    to a finished suite runs on the saved encoders instead of starting the runs over."""
+    hashed = {**config, "eval": {k: v for k, v in config["eval"].items() if k != "probes"}} if "eval" in config else config
+    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

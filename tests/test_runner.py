@@ -329,3 +329,27 @@ def test_unlabelled_pretraining_needs_a_labelled_eval_dataset(tmp_path):
     assert good.exit_code == 0, good.output
     table = summary(out)
     assert (table.status == "done").all() and table.knn_acc.notna().all() and len(table) == 4
+
+
+def test_a_probe_added_later_runs_on_the_saved_encoders_without_retraining(tmp_path):
+    out = tmp_path / "results"
+    suite = write_suite(tmp_path, PROBED_SUITE.replace("probes: [linear, {name: knn, params: {k: 5}}]", "probes: [knn]"))
+    assert run_cli("run", str(suite), "--out", str(out)).exit_code == 0
+    before = summary(out)
+    histories = {p: p.stat().st_mtime_ns for p in (out / "tiny" / "runs").glob("*/history.csv")}
+    assert before.linear_acc.isna().all() and before.knn_acc.notna().all()
+
+    more = run_cli("run", str(suite), "--out", str(out), "--set", "eval.probes=[knn, linear]")
+    assert more.exit_code == 0, more.output
+    assert more.output.count("added probes linear") == len(before) == 4
+    after = summary(out)
+    assert list(after.run_id) == list(before.run_id)  # the same runs: the probe list is not in the id
+    assert after.knn_acc.tolist() == before.knn_acc.tolist()
+    assert after.linear_acc.notna().all() and after.linear_acc.between(0, 1).all()
+    assert {p: p.stat().st_mtime_ns for p in histories} == histories  # nothing was trained again
+    # the probe on the reloaded encoder gives what a fresh run computes
+    fresh = run_cli("run", str(suite), "--out", str(tmp_path / "fresh"), "--set", "eval.probes=[knn, linear]")
+    assert fresh.exit_code == 0
+    assert summary(tmp_path / "fresh").linear_acc.tolist() == pytest.approx(after.linear_acc.tolist(), abs=1e-6)
+    again = run_cli("run", str(suite), "--out", str(out), "--set", "eval.probes=[knn, linear]")
+    assert again.output.count("already finished, skipped") == 4
