@@ -93,6 +93,13 @@ def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...]
     spec = load_suite(suite, overrides)
     runs = expand(spec, registry)
     torch_device = resolve_device(device)
+    if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+        raise ConfigError(f"--out {out}: not a folder (a file is in the way)")
+    if not dry_run:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror})") from None
     data = load_data(registry, spec, runs[0].config["dataset"], torch_device, runs[0].config["eval"]["dataset"])
     validate(registry, runs, data)
     if dry_run:

@@ -303,7 +303,8 @@ def loss_curves_figure(histories: pd.DataFrame) -> Figure | None:
         data = histories[histories["loss_name"] == loss]
         for label, group in data.groupby("label", sort=False):
             stats = group.groupby("epoch")["loss"].agg(["mean", "std"]).fillna(0)
-            ax.plot(stats.index, stats["mean"], color=palette[label], label=label, linewidth=1.6)
+            ax.plot(stats.index, stats["mean"], color=palette[label], label=label, linewidth=1.6,
+                    marker="o" if len(stats) < 12 else None, markersize=4)  # a single epoch is a point
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                             color=palette[label], alpha=0.18, linewidth=0)
         low, high = data["loss"].min(), data["loss"].max()

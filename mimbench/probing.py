@@ -75,9 +75,10 @@ class ProbeContext:
             if "last" not in self._cache:
                 self._cache["last"] = self._last_block_if_output() or self._extract(lambda x: [self.encoder(x)])[0]
             return self._cache["last"]  # type: ignore[return-value]
+        if not self.has_blocks:  # e.g. the pixels baseline: its output is its only block
+            return self.features("last")
         blocks = self.block_features()
-        if not isinstance(layer, int) or not -len(blocks) <= layer < len(blocks):
-            raise ValueError(f"layer {layer!r}: this encoder has {len(blocks)} blocks (0..{len(blocks) - 1})")
+        check_block_index(layer, len(blocks))
         return blocks[layer]
 
     def block_features(self) -> list[Features]:
@@ -167,7 +168,14 @@ def _validation_split(n: int, fraction: float, seed: int, device: torch.device) 
     return order[size:], order[:size]
 
 
+def check_block_index(layer: Layer, count: int) -> None:
+    """Raise ValueError unless ``layer`` is a block index in 0..count-1."""
+    if not isinstance(layer, int) or not 0 <= layer < count:
+        raise ValueError(f"layer {layer!r}: this encoder has {count} block{'s' if count != 1 else ''} "
+                         f"(0..{count - 1})")
+
+
 def check_layer(layer: Layer) -> None:
     """Raise ValueError unless ``layer`` is ``"last"``, ``"all"`` or an int block index."""
-    if not (layer in ("last", "all") or (isinstance(layer, int) and not isinstance(layer, bool))):
-        raise ValueError(f"layer must be 'last', 'all' or a block index (int), got {layer!r}")
+    if not (layer in ("last", "all") or (isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0)):
+        raise ValueError(f"layer must be 'last', 'all' or a block index (int >= 0), got {layer!r}")

@@ -124,12 +124,27 @@ def validate(registry: Registry, runs: list[RunSpec], data: SuiteData) -> None:
         seen.add(key)
         parts = build_components(registry, config, data.train.channels)
         _try_masker(parts.masker, probe, f"masker {config['masker']['name']!r}")
+        _check_probe_layers(parts.encoder, config, probe)
     reference = runs[0].config["eval"]["reference_masker"] if runs else None
     if reference is not None:
         masker = registry.build("masker", reference["name"], reference["params"])
         _try_masker(masker, probe, f"eval.reference_masker {reference['name']!r}")
     for spec in runs[0].config["eval"]["probes"] if runs else []:
         registry.build("probe", spec["name"], spec["params"])
+
+
+def _check_probe_layers(encoder: torch.nn.Module, config: dict[str, Any], images: torch.Tensor) -> None:
+    """A probe's block index must exist in every encoder it will read (checked before training)."""
+    indices = [(spec["name"], spec["params"]["layer"]) for spec in config["eval"]["probes"]
+               if isinstance(spec["params"].get("layer"), int)]
+    if not indices or not callable(getattr(encoder, "blocks", None)):
+        return
+    with torch.no_grad():
+        count = len(encoder.to(images.device).eval().blocks(images))
+    for name, layer in indices:
+        if layer >= count:
+            raise ConfigError(f"probe {name!r}: layer {layer}: encoder {config['encoder']['name']!r} has "
+                              f"{count} block{'s' if count != 1 else ''} (0..{count - 1})")
 
 
 def _try_masker(masker, probe: torch.Tensor, what: str) -> None:

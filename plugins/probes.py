@@ -151,7 +151,7 @@ def layer_decayed_groups(encoder: nn.Module, head: nn.Module, lr: float, layer_d
 class FineTuneProbe:
     """End-to-end fine-tuning of a copy of the encoder plus a linear head (opt-in: costly).
 
-    The head reads the pooled output; training uses AdamW, warm-up + cosine lr, layer-wise lr
+    The head (LayerNorm, then linear, as MAE's) reads the pooled output; training uses AdamW, warm-up + cosine lr, layer-wise lr
     decay and horizontal flips (``flip``); reports ``finetune_acc``.
 
     It trains the whole encoder, so suites opt in. On the ``random-init`` baseline it
@@ -172,8 +172,11 @@ class FineTuneProbe:
             return {}
         device, data, normalize = context.device, context.train, context.normalize
         encoder = copy.deepcopy(context.encoder).to(device).train()
-        head = nn.Linear(encoder.out_dim, context.num_classes).to(device)
-        nn.init.trunc_normal_(head.weight, std=0.01), nn.init.zeros_(head.bias)
+        # MAE's fine-tuning head on pooled features: LayerNorm (fc_norm), then linear. The norm
+        # matters: pooled features of a CNN can vary by ~1% of their mean across images.
+        linear = nn.Linear(encoder.out_dim, context.num_classes)
+        nn.init.trunc_normal_(linear.weight, std=0.01), nn.init.zeros_(linear.bias)
+        head = nn.Sequential(nn.LayerNorm(encoder.out_dim), linear).to(device)
         optimizer = torch.optim.AdamW(layer_decayed_groups(encoder, head, self.lr, self.layer_decay,
                                                            self.weight_decay))
         batch_size = min(self.batch_size, len(data))

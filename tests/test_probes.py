@@ -214,3 +214,12 @@ def test_the_output_is_extracted_on_its_own_when_it_differs_from_the_last_block(
     context = context_for(encoder)
     context.block_features()
     assert torch.allclose(context.features("last").test, 2 * context.features(1).test)
+
+
+def test_a_block_index_on_an_encoder_without_blocks_reads_its_output():
+    """The pixels baseline has no blocks: any index means its output, so layer: 1 suites still run."""
+    context = context_for(RawPixels(1, 8))
+    result = LinearProbe(layer=1)(context)
+    assert result["linear_acc"] == LinearProbe()(context_for(RawPixels(1, 8)))["linear_acc"]
+    with pytest.raises(ValueError, match="int >= 0"):
+        LinearProbe(layer=-1)

@@ -353,3 +353,15 @@ def test_a_probe_added_later_runs_on_the_saved_encoders_without_retraining(tmp_p
     assert summary(tmp_path / "fresh").linear_acc.tolist() == pytest.approx(after.linear_acc.tolist(), abs=1e-6)
     again = run_cli("run", str(suite), "--out", str(out), "--set", "eval.probes=[knn, linear]")
     assert again.output.count("already finished, skipped") == 4
+
+
+def test_dry_run_checks_probe_layers_and_the_output_folder(tmp_path):
+    suite = write_suite(tmp_path, PROBED_SUITE)
+    bad = run_cli("run", str(suite), "--dry-run", "--set", "eval.probes=[{name: linear, params: {layer: 5}}]")
+    assert bad.exit_code == 2
+    assert "probe 'linear': layer 5: encoder 'cnn' has 2 blocks (0..1)" in bad.output
+    ok = run_cli("run", str(suite), "--dry-run", "--set", "eval.probes=[{name: knn, params: {layer: 1}}]")
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "afile").write_text("x")
+    blocked = run_cli("run", str(suite), "--out", str(tmp_path / "afile" / "sub"))
+    assert blocked.exit_code == 2 and "not a folder (a file is in the way)" in blocked.output
