@@ -168,10 +168,10 @@ def _validation_split(n: int, fraction: float, seed: int, device: torch.device) 
     return order[size:], order[:size]
 
 
-def check_block_index(layer: Layer, count: int) -> None:
-    """Raise ValueError unless ``layer`` is a block index in 0..count-1."""
+def check_block_index(layer: Layer, count: int, encoder: str = "this encoder") -> None:
+    """Raise ValueError unless ``layer`` is a block index in 0..count-1 of ``encoder``."""
     if not isinstance(layer, int) or not 0 <= layer < count:
-        raise ValueError(f"layer {layer!r}: this encoder has {count} block{'s' if count != 1 else ''} "
+        raise ValueError(f"layer {layer!r}: {encoder} has {count} block{'s' if count != 1 else ''} "
                          f"(0..{count - 1})")
 
 

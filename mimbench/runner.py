@@ -26,7 +26,7 @@ from mimbench.data import Images, Normalizer, load_images
 from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
 from mimbench.plugins import PluginSet
-from mimbench.probing import ProbeContext, RawPixels
+from mimbench.probing import ProbeContext, RawPixels, check_block_index
 from mimbench.registry import Registry
 from mimbench.suite import RunSpec, Suite, expand_baselines, run_labels, suite_to_yaml
 from mimbench.train import build_components, pretrain
@@ -142,9 +142,10 @@ def _check_probe_layers(encoder: torch.nn.Module, config: dict[str, Any], images
     with torch.no_grad():
         count = len(encoder.to(images.device).eval().blocks(images))
     for name, layer in indices:
-        if layer >= count:
-            raise ConfigError(f"probe {name!r}: layer {layer}: encoder {config['encoder']['name']!r} has "
-                              f"{count} block{'s' if count != 1 else ''} (0..{count - 1})")
+        try:
+            check_block_index(layer, count, f"encoder {config['encoder']['name']!r}")
+        except ValueError as exc:
+            raise ConfigError(f"probe {name!r}: {exc}") from None
 
 
 def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
@@ -220,9 +221,13 @@ def execute_baseline(registry: Registry, run: RunSpec, data: SuiteData, device: 
 def _baseline_encoder(registry: Registry, config: dict[str, Any], data: SuiteData) -> torch.nn.Module:
     torch.manual_seed(config["seed"])
     if config["baseline"] == "random-init":
-        return registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
-                              in_channels=data.train.channels, image_size=config["image_size"])
+        return _build_encoder(registry, config, data)
     return RawPixels(data.train.channels, config["image_size"])
+
+
+def _build_encoder(registry: Registry, config: dict[str, Any], data: SuiteData) -> torch.nn.Module:
+    return registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                          in_channels=data.train.channels, image_size=config["image_size"])
 
 
 def run_config_file(run: RunSpec, suite: Suite, data: SuiteData, device: torch.device, plugins: PluginSet) -> dict[str, Any]:
@@ -259,8 +264,7 @@ def add_probes(registry: Registry, run: RunSpec, probes: list[dict[str, Any]], d
     if "baseline" in config:
         encoder = _baseline_encoder(registry, config, data)
     else:
-        encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
-                                 in_channels=data.train.channels, image_size=config["image_size"])
+        encoder = _build_encoder(registry, config, data)
         encoder.load_state_dict(torch.load(folder / "encoder.pt", map_location="cpu"))
     columns = run_probes(registry, {**config, "eval": {**config["eval"], "probes": probes}}, encoder, data, device)
     record = store.read_json(folder / "metrics.json")
