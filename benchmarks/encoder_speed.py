@@ -17,7 +17,7 @@ from timing import median_seconds
 from mimbench.contract import reconstruct
 from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
-from mimbench.runner import resolve_device
+from mimbench.worker import resolve_device
 from mimbench.train import autocast_for, param_groups
 
 

@@ -30,3 +30,35 @@ columns = ["encoder", "masker", "baseline", "status", "images_per_second", "peak
            "probe_seconds", "recon_psnr", "linear_acc", "knn_acc", "finetune_acc"]
 print(table[[c for c in columns if c in table]].to_string(index=False))
 PY
+
+# Issue 9: a slice of simmim-ablation (5 mask setups x ratio 0.6, one seed, 2 epochs), one run at
+# a time (local), then packed on the GPU with Ray (gpus_per_run 0.5 and 0.25) when Ray is
+# importable; runs per hour and the GPU's mean utilisation (nvidia-smi, sampled every second).
+slice=(--set name=ablation-slice --set dataset=$dataset --set train.epochs=2 --set 'seeds=[0]'
+       --set 'sweep={masker.ratio: [0.6]}' --set 'eval.probes=[]' --device cuda)
+measure() {  # measure LABEL ARGS...: one fresh run of the slice
+  local label=$1; shift
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -l 1 > "$out/util-$label.txt" &
+  local smi=$! t0=$(date +%s)
+  python -m mimbench run simmim-ablation --out "$out/$label" --fresh "${slice[@]}" "$@" > "$out/$label.log" 2>&1 || true
+  local seconds=$(( $(date +%s) - t0 )); kill $smi || true
+  python - "$label" "$seconds" "$out/$label/ablation-slice/summary.csv" "$out/util-$label.txt" <<'PY'
+import sys
+import pandas as pd
+label, seconds, summary, util = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+table = pd.read_csv(summary)
+done = int((table.status == "done").sum())
+samples = [float(x) for x in open(util).read().split() if x.strip()]
+print(f"| {label} | {done}/{len(table)} | {seconds} s | {3600 * done / max(seconds, 1):.0f} | "
+      f"{sum(samples) / max(len(samples), 1):.0f}% |")
+PY
+}
+echo "| executor | runs done | wall | runs/hour | mean GPU util |"
+echo "|---|---|---|---|---|"
+measure local
+if python -c "import ray" 2>/dev/null; then
+  measure ray-0.5 --executor ray --set execution.gpus_per_run=0.5 --set execution.cpus_per_run=4
+  measure ray-0.25 --executor ray --set execution.gpus_per_run=0.25 --set execution.cpus_per_run=2
+else
+  echo "Ray is not importable here: the packed measurements were skipped"
+fi

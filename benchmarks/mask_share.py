@@ -19,7 +19,7 @@ from timing import median_seconds
 from mimbench.contract import reconstruct
 from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
-from mimbench.runner import load_data, resolve_device
+from mimbench.worker import load_data, resolve_device
 from mimbench.suite import expand, load_suite
 from mimbench.train import autocast_for, build_components, param_groups
 
@@ -37,7 +37,7 @@ def main(suite: str, batch_size: int, repeats: int, device: str, masker_names: t
     registry = Registry(load_plugins())
     spec = load_suite(suite)
     runs = expand(spec, registry)
-    data = load_data(registry, spec, runs[0].config["dataset"], torch_device)
+    data = load_data(registry, runs[0].data, torch_device)
     images = data.normalize(data.train.images[:batch_size])
     click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, device {torch_device}, "
                f"{torch.get_num_threads()} threads\n")

@@ -78,7 +78,7 @@ def run_suite(out: Path) -> Path:
 
 def time_report(suite_dir: Path) -> None:
     started, cpu = time.perf_counter(), time.process_time()
-    from mimbench.report_page import write_report  # imports (pandas, matplotlib, seaborn, torch) counted apart
+    from mimbench.report import write_report  # imports (pandas, matplotlib, seaborn) counted apart
     imported, cpu_imported = time.perf_counter(), time.process_time()
     report = write_report(suite_dir)
     done, cpu_done = time.perf_counter(), time.process_time()

@@ -28,10 +28,14 @@ def _fail(message: str) -> None:
 
 
 def _registry(plugin_specs: tuple[str, ...]) -> Registry:
-    plugins = load_plugins(plugin_specs)
-    for failure in plugins.failures:
+    registry = Registry(load_plugins(plugin_specs))
+    _warn_plugin_failures(registry)
+    return registry
+
+
+def _warn_plugin_failures(registry: Registry) -> None:
+    for failure in registry.plugins.failures:
         click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
-    return Registry(plugins)
 
 
 class MimbenchGroup(click.Group):
@@ -74,48 +78,57 @@ def cli() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
               help="Results folder; the suite's results go to OUT/<suite name>/.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--executor", "executor_name", metavar="NAME",
+              help="Where the runs execute: local (default), ray, submitit, or a plugin's; same as "
+                   "--set execution.executor=NAME. Tune it with --set execution.<param>=VALUE.")
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
 @click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over.")
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
-def run(suite: str | None, out: Path, device: str, plugin_specs: tuple[str, ...], overrides: tuple[str, ...],
-        fresh: bool, dry_run: bool) -> None:
+def run(suite: str | None, out: Path, device: str, executor_name: str | None, plugin_specs: tuple[str, ...],
+        overrides: tuple[str, ...], fresh: bool, dry_run: bool) -> None:
     """Run SUITE (a YAML file or a packaged suite name; default: quick).
 
     Finished runs are skipped and failed ones retried, so running the same
-    command again completes an interrupted suite.
+    command again completes an interrupted suite. Ctrl-C stops the runs in
+    flight and exits 130; nothing finished is lost.
     """
-    from mimbench.runner import load_data, resolve_device, run_suite, validate
-    from mimbench.suite import expand_baselines, run_labels
+    from mimbench.driver import build_executor, check_plan, plan_suite, run_suite
+    from mimbench.jobs import PluginSources
+    from mimbench.worker import registry_for
 
-    registry = _registry(plugin_specs)
-    spec = load_suite(suite, overrides)
-    runs = expand(spec, registry)
-    torch_device = resolve_device(device)
+    plugins = PluginSources.from_cli(plugin_specs)
+    registry = registry_for(plugins)
+    _warn_plugin_failures(registry)
+    spec = load_suite(suite, overrides, executor=executor_name)
+    plan = plan_suite(spec, registry)
     if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
         raise ConfigError(f"--out {out}: not a folder (a file is in the way)")
-    if not dry_run:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror})") from None
-    data = load_data(registry, spec, runs[0].config["dataset"], torch_device, runs[0].config["eval"]["dataset"])
-    validate(registry, runs, data)
+    executor = build_executor(registry, spec, (out / spec.name).absolute())
+    data = check_plan(plan, registry, plugins, device, executor)
     if dry_run:
-        baselines = expand_baselines(spec, runs)
-        click.echo(f"suite {spec.name}: {len(runs)} runs and {len(baselines)} baselines on {spec.dataset.name} "
-                   f"({len(data.train)} train / {len(data.test)} test images, {spec.image_size}px), "
-                   f"device {torch_device}, results in {out / spec.name}")
-        for run_spec in runs:
-            params = " ".join(f"{axis}={_spec_text(run_spec.config[axis])}"
-                              for axis in ("encoder", "decoder", "masker", "loss"))
-            click.echo(f"  {run_spec.run_id}  seed={run_spec.config['seed']}  {params}")
-        labels = run_labels(baselines)
-        for baseline in baselines:
-            click.echo(f"  {baseline.run_id}  {labels[baseline.run_id]}")
+        click.echo(f"suite {spec.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
+                   f"{spec.dataset.name} ({len(data.train)} train / {len(data.test)} test images, "
+                   f"{spec.image_size}px), device {data.normalize.mean.device if executor.in_process else device}, "
+                   f"executor {spec.execution.executor}, "
+                   f"results in {out / spec.name}")
+        for job in plan.runs:
+            params = " ".join(f"{axis}={_spec_text(job.config[axis])}" for axis in ("encoder", "decoder", "masker", "loss"))
+            click.echo(f"  {job.run_id}  seed={job.seed}  {params}")
+        for job in plan.baselines:
+            click.echo(f"  {job.run_id}  {plan.labels[job.run_id]}")
         return
-    table = run_suite(spec, runs, registry, data, out, torch_device, fresh=fresh)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror})") from None
+    try:
+        table = run_suite(plan, out.absolute(), executor, plugins, registry, device, fresh=fresh)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: the runs in flight were stopped; finished runs are kept in {out / spec.name}. "
+                   f"Run the same command again to complete the suite.", err=True)
+        sys.exit(130)
     counts = table.status.value_counts().to_dict()
     click.echo(f"{len(table)} run{'s' if len(table) != 1 else ''}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                + f"; summary: {out / spec.name / 'summary.csv'}")
@@ -174,7 +187,7 @@ def report(results_dir: Path) -> None:
     Writes table.csv, table.md, table.tex, summary.parquet, figures/*.png and *.pdf,
     report.md and a self-contained report.html into RESULTS_DIR.
     """
-    from mimbench.report_page import write_report
+    from mimbench.report import write_report
 
     written = write_report(results_dir)
     for warning in written.warnings:
@@ -187,7 +200,7 @@ def report(results_dir: Path) -> None:
 def _report_after_run(suite_dir: Path) -> None:
     """Write the suite's report; a failure is a one-line warning and changes nothing else."""
     try:
-        from mimbench.report_page import write_report
+        from mimbench.report import write_report
 
         written = write_report(suite_dir)
     except Exception as exc:  # the runs are safe on disk; `mimbench report` can be run again

@@ -1,7 +1,7 @@
 """The plugin contract: every hook a mimbench plugin may implement.
 
 A plugin is any module or object with functions decorated by ``mimbench.hookimpl``
-whose names are listed here. The six ``register_*`` hooks receive a ``register``
+whose names are listed here. The seven ``register_*`` hooks receive a ``register``
 callback::
 
     register(name: str, factory: Callable, description: str | None = None)
@@ -128,6 +128,42 @@ def mimbench_register_probes(register: Register) -> None:
     scoring function into the ``layer`` param's columns (``<name>_acc@<block>``...).
     A probe must not change the encoder: train a copy (see ``finetune``). Baselines go
     through the same probes with an untrained encoder or ``RawPixels``.
+
+    The probe may declare the columns it returns with a method
+    ``metric_columns() -> list[mimbench.columns.MetricColumn]``: the report's headline table
+    (``table.md``, ``table.tex``), its figures and the console line show the declared columns
+    (with ``headline=True``), by their ``name``, ``axis`` label and ``digits``; a column of
+    ``kind="accuracy"`` also gets its gain over the random-init baseline (Δ) and the probe
+    figures. ``mimbench.columns.accuracy_columns(key, name, layer)`` declares a top-1 accuracy
+    scored through ``layerwise`` (with ``layer: all``, its best block too), e.g.
+    ``accuracy_columns("linear_acc", "linear", self.layer)``. Columns returned but not declared
+    (per-block ``<name>_acc@<block>``, diagnostics) are still in ``summary.csv`` and
+    ``table.csv``, just not shown in the headline table, figures or console line.
+    """
+
+
+@hookspec
+def mimbench_register_executors(register: Register) -> None:
+    """Register executors: what runs a suite's tasks (``local``, ``ray``, ``submitit``...).
+
+    ``factory(suite_dir: str, **params)`` (``suite_dir`` only if declared: the suite folder,
+    e.g. for an engine's log files) returns an object with:
+
+    - ``in_process: bool``: True when tasks run in the driver's own process;
+    - ``threads: int | None``: the torch threads each task sets on its worker;
+    - ``run(tasks: list[mimbench.jobs.Task]) -> Iterator[tuple[Task, Outcome]]``: start every
+      task and yield each with its outcome as it finishes, in any order. A task is a picklable
+      callable, ``task() -> mimbench.jobs.Outcome``, that rebuilds the registry from the
+      plugin sources it carries, loads the data (cached per process) and writes only its own
+      run folder; it catches every exception of its run. What escapes is a system failure
+      (the worker died): retry it if the engine can, else yield ``Outcome.failed(message)``;
+    - ``in_flight() -> int``: tasks started or queued and not finished;
+    - ``cancel()``: stop what is queued or running (called on Ctrl-C).
+
+    The params come from the suite's ``execution`` mapping (``{executor: ray, gpus_per_run:
+    0.25}``) and ``--set execution.<param>=...``; they are checked against the factory's
+    signature like any component's. An executor whose engine is not installed raises
+    ``mimbench.errors.ConfigError`` with the pip command to run (exit 2).
     """
 
 

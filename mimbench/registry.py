@@ -24,6 +24,7 @@ CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
     "loss": (),
     "dataset": ("split", "image_size"),
     "probe": (),
+    "executor": ("suite_dir",),
 }
 KINDS = tuple(CONTEXT_PARAMS)
 #: The register hook of each kind.

@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mimbench.suite import COMPONENT_AXES, RunSpec
+from mimbench import columns
+from mimbench.columns import MetricColumn
+from mimbench.jobs import BaselineJob, Job
+from mimbench.suite import COMPONENT_AXES
 
 if TYPE_CHECKING:
     import torch
 
-#: The summary's leading columns, in this order; ``<kind>.<param>`` columns follow.
-SUMMARY_COLUMNS = [
-    "run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained", "baseline",
-    "mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr",
-    "linear_acc", "knn_acc", "finetune_acc", "linear_acc_best", "linear_best_block", "knn_acc_best", "knn_best_block",
-    "recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
-    "peak_memory_mb",
-    "epochs_completed", "final_loss", "error",
-]
+#: The summary's leading columns, in this order: what was run, then the core's measurements;
+#: the declared metric columns of the suite's probes come next, then the rest of each record
+#: (undeclared columns, timing), then ``<kind>.<param>`` columns.
+ID_COLUMNS = ["run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained", "baseline"]
+CORE_COLUMNS = ["mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr"]
+TIMING_COLUMNS = ["recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
+                  "peak_memory_mb", "epochs_completed", "final_loss", "error"]
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -85,8 +86,35 @@ def save_png(path: Path, image: "torch.Tensor") -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def run_dir(suite_dir: Path, run: RunSpec) -> Path:
-    return suite_dir / "runs" / run.run_id
+#: File names inside a suite folder, and inside each run folder under ``runs/<run_id>/``.
+SUITE_FILE, SUMMARY_FILE, COLUMNS_FILE, LOCK_FILE = "suite.yaml", "summary.csv", "columns.json", ".lock"
+CONFIG_FILE, METRICS_FILE, HISTORY_FILE, ERROR_FILE = "config.json", "metrics.json", "history.csv", "error.txt"
+ENCODER_FILE, RECONSTRUCTIONS_FILE = "encoder.pt", "reconstructions.png"
+
+
+def run_dir(suite_dir: Path, run: Job) -> Path:
+    return run_path(suite_dir, run.run_id)
+
+
+def run_path(suite_dir: Path, run_id: str, name: str | None = None) -> Path:
+    """``<suite_dir>/runs/<run_id>``, or the file ``name`` in it."""
+    folder = Path(suite_dir) / "runs" / str(run_id)
+    return folder if name is None else folder / name
+
+
+def write_columns(suite_dir: Path, declared: list[MetricColumn]) -> None:
+    write_atomic(Path(suite_dir) / COLUMNS_FILE, columns.dumps(declared))
+
+
+def read_columns(suite_dir: Path, summary_columns: list[str]) -> list[MetricColumn]:
+    """The suite's declared metric columns (``columns.json``), keeping those the summary has;
+    inferred from the summary's column names for folders written before the file existed."""
+    try:
+        declared = columns.loads((Path(suite_dir) / COLUMNS_FILE).read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return columns.inferred(summary_columns)
+    present = set(summary_columns)
+    return [c for c in declared if c.key in present]
 
 
 def finished_record(folder: Path) -> dict[str, Any] | None:
@@ -104,11 +132,11 @@ def reset_run(folder: Path) -> None:
     folder.mkdir(parents=True)
 
 
-def summary_row(run: RunSpec, folder: Path) -> dict[str, Any]:
+def summary_row(run: Job, folder: Path) -> dict[str, Any]:
     """One summary row from a run's config and whatever its folder holds."""
     config = run.config
-    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
-    baseline = config.get("baseline")
+    row: dict[str, Any] = dict.fromkeys(ID_COLUMNS + CORE_COLUMNS)
+    baseline = run.kind if isinstance(run, BaselineJob) else None
     row.update(run_id=run.run_id, dataset=config["dataset"]["name"], seed=config["seed"], pretrained=baseline is None,
                baseline=baseline)
     axes = [axis for axis in COMPONENT_AXES if axis in config]  # a baseline has an encoder at most
@@ -132,11 +160,16 @@ def summary_row(run: RunSpec, folder: Path) -> dict[str, Any]:
     return row
 
 
-def write_summary(suite_dir: Path, runs: list[RunSpec]) -> pd.DataFrame:
-    """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame."""
+def write_summary(suite_dir: Path, runs: list[Job], declared: list[MetricColumn] | tuple = ()) -> pd.DataFrame:
+    """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame.
+    ``declared``: the suite's metric columns, placed after the core's in this order."""
     table = pd.DataFrame([summary_row(run, run_dir(suite_dir, run)) for run in runs])
-    leading = [c for c in SUMMARY_COLUMNS if c in table.columns]
-    table = table[leading + [c for c in table.columns if c not in leading]].convert_dtypes()  # ints stay ints
+    params = [c for c in table.columns if "." in c]
+    order = ID_COLUMNS + CORE_COLUMNS + [c.key for c in declared]
+    leading = list(dict.fromkeys(c for c in order if c in table.columns))
+    rest = [c for c in table.columns if c not in leading and c not in params and c not in TIMING_COLUMNS]
+    timing = [c for c in TIMING_COLUMNS if c in table.columns]
+    table = table[leading + rest + timing + params].convert_dtypes()  # ints stay ints
     write_atomic(suite_dir / "summary.csv", table.to_csv(index=False))
     return table
 
@@ -148,3 +181,14 @@ def _cell(value: Any) -> Any:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
+
+
+def read_suite_yaml(suite_dir: Path) -> dict[str, Any]:
+    """The suite as run (``<suite_dir>/suite.yaml``), or ``{}`` when it is missing or unreadable."""
+    import yaml
+
+    try:
+        suite = yaml.safe_load((Path(suite_dir) / SUITE_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return suite if isinstance(suite, dict) else {}

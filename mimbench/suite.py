@@ -16,7 +16,6 @@ import itertools
 import json
 import re
 import typing
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mimbench.errors import ConfigError
+from mimbench.jobs import BaselineJob, DataSpec, Job, RunJob, canonical_json
 from mimbench.registry import Registry
 
 COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
@@ -131,6 +131,18 @@ class DataConfig(_Strict):
     workers: int = Field(4, ge=0)  # DataLoader worker processes when streaming
 
 
+class ExecutionConfig(BaseModel):
+    """Where the runs execute: an executor by name (``mimbench plugins --kind executor``) and its
+    params, given beside it (``{executor: ray, gpus_per_run: 0.25}``). Not part of any run id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    executor: str = "local"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class Grid(_Strict):
     """The components to cross; each axis takes one spec or a list of them."""
 
@@ -156,6 +168,7 @@ class Suite(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
 
     @field_validator("grid")
@@ -181,39 +194,30 @@ class Suite(_Strict):
         return sweep
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One fully resolved run: its id and its config (plain JSON-able data)."""
-
-    run_id: str
-    config: dict[str, Any]
-
-
-
-def run_labels(runs: list[RunSpec]) -> dict[str, str]:
+def run_labels(runs: list[Job]) -> dict[str, str]:
     """run_id -> a short readable name, e.g. ``cnn/linear/patch(ratio=0.4)/l1 seed=0``, or
     ``baseline random-init cnn seed=0`` for a baseline.
 
     A component's params are shown only where they differ between runs that use that
     component, so every variant of a sweep can be told apart without the constants.
     """
-    def shown_params(axis: str, run: RunSpec) -> list[str]:
+    def shown_params(axis: str, run: Job) -> list[str]:
         spec = run.config[axis]
         same_name = [r.config[axis]["params"] for r in runs if axis in r.config and r.config[axis]["name"] == spec["name"]]
         return [f"{key}={value}" for key, value in spec["params"].items()
                 if len({json.dumps(p.get(key), sort_keys=True) for p in same_name}) > 1]
 
-    trained = [r for r in runs if "train" in r.config]
+    trained = [r for r in runs if isinstance(r, RunJob)]
     train_keys = [key for key in trained[0].config["train"]
                   if len({json.dumps(r.config["train"][key]) for r in trained}) > 1] if trained else []
     labels = {}
     for run in runs:
-        if "baseline" in run.config:
+        if isinstance(run, BaselineJob):
             encoder = ""
-            if "encoder" in run.config:
+            if run.kind == "random-init":
                 shown = shown_params("encoder", run)
                 encoder = " " + run.config["encoder"]["name"] + (f"({','.join(shown)})" if shown else "")
-            labels[run.run_id] = f"baseline {run.config['baseline']}{encoder} seed={run.config['seed']}"
+            labels[run.run_id] = f"baseline {run.kind}{encoder} seed={run.seed}"
             continue
         parts = []
         for axis in COMPONENT_AXES:
@@ -230,8 +234,12 @@ def packaged_suites() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
-    """Read a suite from a YAML path or a packaged name (default ``quick``), apply ``--set`` overrides."""
+def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+               executor: str | None = None) -> Suite:
+    """Read a suite from a YAML path or a packaged name (default ``quick``), apply ``--set`` overrides.
+
+    ``executor`` (``--executor``) names where the runs execute; the suite's own execution
+    params are dropped when it names another executor than the suite's."""
     path = _suite_path(source or "quick")
     try:
         raw = parse_yaml(path.read_text())
@@ -243,6 +251,10 @@ def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...]
         raise ConfigError(f"cannot read suite {path}: {exc.strerror}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a suite must be a YAML mapping, got {type(raw).__name__}")
+    if executor is not None:
+        execution = raw.get("execution")
+        if not isinstance(execution, dict) or execution.get("executor", "local") != executor:
+            raw["execution"] = {"executor": executor}
     for override in overrides:
         _apply_override(raw, override)
     try:
@@ -326,7 +338,7 @@ def _key_hint(loc: tuple) -> str:
     return (f"; did you mean {close[0]!r}?" if close else "") + f" (allowed: {', '.join(allowed)})"
 
 
-def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
+def expand(suite: Suite, registry: Registry) -> list[RunJob]:
     """All runs of a suite, seed by seed, in grid order, each resolved and validated."""
     combos = [combo for grid in suite.grids()
               for combo in itertools.product(*(getattr(grid, axis) for axis in COMPONENT_AXES))]
@@ -334,8 +346,9 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
     sweep_values = list(itertools.product(*suite.sweep.values()))
     dataset = _resolved(registry, "dataset", suite.dataset)
     eval_config = resolved_eval(suite, registry)
+    data = data_spec(suite, dataset, eval_config["dataset"])
 
-    runs: dict[str, RunSpec] = {}
+    runs: dict[str, RunJob] = {}
     for seed in suite.seeds:
         for combo in combos:
             for values in sweep_values:
@@ -359,7 +372,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
                     "eval": eval_config,
                     **{axis: _resolved(registry, axis, ComponentSpec(**spec)) for axis, spec in specs.items()},
                 }
-                run = RunSpec(run_id(config), config)
+                run = RunJob(run_id(config), config, data)
                 runs.setdefault(run.run_id, run)
     return list(runs.values())
 
@@ -376,7 +389,13 @@ def resolved_eval(suite: Suite, registry: Registry) -> dict[str, Any]:
     return evaluation
 
 
-def expand_baselines(suite: Suite, runs: list[RunSpec]) -> list[RunSpec]:
+def data_spec(suite: Suite, dataset: dict[str, Any], eval_dataset: dict[str, Any] | None) -> DataSpec:
+    """Where the suite's jobs read their images from (resolved dataset specs) and how they hold them."""
+    return DataSpec(canonical_json(dataset), None if eval_dataset is None else canonical_json(eval_dataset),
+                    suite.image_size, suite.data.in_memory_gb, suite.data.workers, bool(suite.eval.probes))
+
+
+def expand_baselines(suite: Suite, runs: list[RunJob]) -> list[BaselineJob]:
     """The baseline runs: ``random-init`` once per (encoder config, seed) among ``runs``,
     ``pixels`` once per seed. Their configs hold what their probes depend on, and no more."""
     if not runs or not suite.eval.probes:
@@ -384,17 +403,16 @@ def expand_baselines(suite: Suite, runs: list[RunSpec]) -> list[RunSpec]:
     first = runs[0].config
     evaluation = {key: first["eval"][key] for key in ("batch_size", "probes", "dataset")}
     common = {"dataset": first["dataset"], "image_size": first["image_size"], "eval": evaluation}
-    baselines: dict[str, RunSpec] = {}
+    baselines: dict[str, BaselineJob] = {}
     for run in runs:
         configs = []
         if "random-init" in suite.eval.baselines:
-            configs.append({"baseline": "random-init", **common, "seed": run.config["seed"],
-                            "encoder": run.config["encoder"]})
+            configs.append({"baseline": "random-init", **common, "seed": run.seed, "encoder": run.config["encoder"]})
         if "pixels" in suite.eval.baselines:
-            configs.append({"baseline": "pixels", **common, "seed": run.config["seed"]})
+            configs.append({"baseline": "pixels", **common, "seed": run.seed})
         for config in configs:
-            spec = RunSpec(run_id(config), config)
-            baselines.setdefault(spec.run_id, spec)
+            job = BaselineJob(run_id(config), config["baseline"], config, run.data)
+            baselines.setdefault(job.run_id, job)
     return list(baselines.values())
 
 

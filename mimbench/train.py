@@ -87,6 +87,7 @@ def pretrain(
     device: torch.device,
     on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
     desc: str = "train",
+    show_progress: bool = True,
 ) -> TrainResult:
     """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)."""
     encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
@@ -104,7 +105,8 @@ def pretrain(
     result = TrainResult(status="done")
     start = time.perf_counter()
     # per-step bar on a terminal only; logs get the suite bar and one line per run
-    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)
+    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
+               disable=None if show_progress else True)
     step = 0
     for epoch in range(train["epochs"]):
         epoch_start = time.perf_counter()

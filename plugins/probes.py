@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mimbench import hookimpl
+from mimbench.columns import MetricColumn, accuracy_columns
 from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
 from mimbench.train import autocast_for, param_groups, warmup_cosine
 
@@ -85,6 +86,9 @@ class LinearProbe:
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         return layerwise(context, self.layer, "linear", self.score)
 
+    def metric_columns(self) -> list[MetricColumn]:
+        return accuracy_columns("linear_acc", "linear", self.layer)
+
 
 # ----------------------------------------------------------------------------- k-NN
 
@@ -126,6 +130,9 @@ class KNNProbe:
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         return layerwise(context, self.layer, "knn", self.score)
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return accuracy_columns("knn_acc", "kNN", self.layer, latex="$k$-NN")
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -203,6 +210,9 @@ class FineTuneProbe:
         if not math.isfinite(final_loss):
             raise FloatingPointError(f"finetune diverged (final loss {final_loss})")
         return {"finetune_acc": _test_accuracy(encoder, head, context)}
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return accuracy_columns("finetune_acc", "fine-tune")
 
 
 @torch.no_grad()

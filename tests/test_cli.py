@@ -432,7 +432,7 @@ def test_console_script_dry_run_matches_in_process_ids(console_script, tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == ("suite tiny: 8 runs and 4 baselines on shapes (64 train / 64 test images, 16px), "
-                        "device cpu, results in out/tiny")
+                        "device cpu, executor local, results in out/tiny")
     ids = [RUN_LINE.match(line)[1] for line in lines[1:] if RUN_LINE.match(line)]
     # Run ids are a hash of the config: the same in another process (no hash randomisation).
     assert ids == [run[0] for run in dry_run(str(path))]

@@ -138,6 +138,18 @@ def test_layer_all_reports_every_block_and_picks_the_best_on_validation():
     assert result["linear_acc"] == result["linear_acc@1"]  # "last" is the encoder output = last block here
 
 
+@pytest.mark.parametrize("layer", ["last", 0, "all"])
+def test_probes_declare_the_columns_they_return(layer):
+    context = context_for(TwoBlockEncoder())
+    for probe, name in ((LinearProbe(layer=layer), "linear"), (KNNProbe(layer=layer), "kNN")):
+        declared = probe.metric_columns()
+        assert {c.kind for c in declared} == {"accuracy"} and declared[0].name == name
+        assert {c.key for c in declared} <= set(probe(context))  # every declared column is returned
+        assert [c.key.endswith("_best") for c in declared] == ([False, True] if layer == "all" else [False])
+    assert KNNProbe().metric_columns()[0].latex == "$k$-NN"
+    assert [(c.key, c.name) for c in FineTuneProbe().metric_columns()] == [("finetune_acc", "fine-tune")]
+
+
 def test_features_are_extracted_once_per_run_and_shared_by_probes():
     encoder = TwoBlockEncoder()
     context = context_for(encoder)

@@ -18,7 +18,9 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
+from mimbench import columns
 from mimbench.cli import cli
+from mimbench.columns import MetricColumn
 
 SEEDS = (0, 1, 2)
 ENCODERS = {"cnn": {"hidden_dim": 8}, "vit": {"depth": 2, "dim": 32, "patch_size": 4}}
@@ -49,6 +51,9 @@ SUITE = {
              "loss": [{"name": "l1", "params": {}}]},
     "sweep": {"masker.ratio": list(RATIOS)},
 }
+#: What the driver writes to columns.json for this suite: the core's columns, then each probe's.
+DECLARED = columns.merge(columns.RECONSTRUCTION_COLUMNS, columns.accuracy_columns("linear_acc", "linear", "all"),
+                         columns.accuracy_columns("knn_acc", "kNN", latex="$k$-NN"))
 VERSIONS = {"mimbench": "0.1.0", "torch": "2.5.1", "python": "3.11.2", "platform": "Linux-test-x86_64",
             "plugins": {"mimbench:maskers": "mimbench 0.1.0"}}
 
@@ -135,15 +140,21 @@ def _run_files(folder: Path, row: dict) -> None:
         Image.fromarray(picture).save(folder / "reconstructions.png")
 
 
-def make_suite(root: Path) -> Path:
-    """A finished suite folder, written by hand; returns it."""
+def make_suite(root: Path, declared: list[MetricColumn] | None = DECLARED, extra=None) -> Path:
+    """A finished suite folder, written by hand; returns it. ``declared`` goes to columns.json
+    (None: no columns.json, as in folders written before it existed); ``extra(row)`` returns
+    more summary columns for a row."""
     suite_dir = root / "hand"
     rows = _run_rows() + _baseline_rows()
     for row in rows:
         _run_files(suite_dir / "runs" / row["run_id"], row)
+        if extra is not None and row["status"] == "done":
+            row.update(extra(row))
     table = pd.DataFrame(rows).convert_dtypes()  # as store.write_summary does
     (suite_dir / "summary.csv").write_text(table.to_csv(index=False))
     (suite_dir / "suite.yaml").write_text(yaml.safe_dump(SUITE, sort_keys=False))
+    if declared is not None:
+        (suite_dir / "columns.json").write_text(columns.dumps(declared))
     return suite_dir
 
 
@@ -160,15 +171,22 @@ def run_cli(*args: str):
 
 
 @pytest.fixture
+def declared(suite_dir):
+    from mimbench.report import load_summary
+    from mimbench.store import read_columns
+    return read_columns(suite_dir, list(load_summary(suite_dir).columns))
+
+
+@pytest.fixture
 def runs(suite_dir):
     from mimbench.report import label_runs, load_summary
     return label_runs(load_summary(suite_dir))
 
 
 @pytest.fixture
-def table(suite_dir):
+def table(suite_dir, declared):
     from mimbench.report import aggregate, load_summary
-    return aggregate(load_summary(suite_dir), hide=("masker.ratio",)).set_index("label", drop=False)
+    return aggregate(load_summary(suite_dir), hide=("masker.ratio",), declared=declared).set_index("label", drop=False)
 
 
 def expected(values: list[float]) -> tuple[float, float]:
@@ -263,8 +281,8 @@ def test_summaries_without_baseline_columns_still_aggregate(suite_dir):
 # ---------------------------------------------------------------- tables
 
 
-def test_tables_are_written_as_csv_markdown_latex_and_parquet(suite_dir):
-    from mimbench.report_page import write_report
+def test_tables_are_written_as_csv_markdown_latex_and_parquet(suite_dir, declared):
+    from mimbench.report import write_report
 
     report = write_report(suite_dir)
     markdown = (suite_dir / "table.md").read_text()
@@ -282,11 +300,11 @@ def test_tables_are_written_as_csv_markdown_latex_and_parquet(suite_dir):
         assert piece in tex, piece
     assert "±" not in tex and "_" not in tex.replace("\\_", "")
     from mimbench.report import aggregate, load_summary
-    from mimbench.report_tables import to_markdown
+    from mimbench.report.tables import to_markdown
 
-    table = aggregate(load_summary(suite_dir))
+    table = aggregate(load_summary(suite_dir), declared=declared)
     table["linear_acc_best_mean"] += 0.01  # an earlier block was better: its column is shown
-    assert "| linear, best block |" in to_markdown(table).splitlines()[0] + "|"
+    assert "| linear, best block |" in to_markdown(table, declared=declared).splitlines()[0] + "|"
     csv = pd.read_csv(suite_dir / "table.csv")
     assert len(csv) == 11 and {"label", "n_done", "n_failed", "linear_acc_mean", "linear_acc_std", "linear_acc_n",
                                "linear_acc_gain_mean", "train_seconds_mean"} <= set(csv.columns)
@@ -298,17 +316,112 @@ def test_tables_are_written_as_csv_markdown_latex_and_parquet(suite_dir):
         assert any("parquet" in w for w in report.warnings)
 
 
+# ---------------------------------------------------------------- declared metric columns
+
+#: A third-party probe's declaration: shown exactly like a built-in probe's.
+CUSTOM = MetricColumn("mycustom_acc", "custom", "custom accuracy (top-1, fraction)", "accuracy")
+
+
+def _custom_metrics(row: dict) -> dict:
+    """What a third-party probe returns: an accuracy it declares (linear_acc - 0.1) and a score it does not."""
+    return {"mycustom_acc": round(row["linear_acc"] - 0.1, 6), "mycustom_score": 0.5}
+
+
+@pytest.fixture(scope="module")
+def custom_suite(tmp_path_factory) -> Path:
+    from mimbench.report import write_report
+
+    suite_dir = make_suite(tmp_path_factory.mktemp("custom"), [*DECLARED, CUSTOM], _custom_metrics)
+    write_report(suite_dir)
+    return suite_dir
+
+
+def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_suite):
+    from mimbench.report import label_runs, load_summary
+    from mimbench.report.plots import probe_accuracy_figure, psnr_vs_accuracy_figure
+    from mimbench.store import read_columns
+
+    markdown = (custom_suite / "table.md").read_text()
+    header = markdown.splitlines()[0]
+    assert header.startswith("| encoder | masker | masker.ratio | n | PSNR (dB) | ref. PSNR (dB) | linear | Δ linear | "
+                             "kNN | Δ kNN | custom | Δ custom |")
+    # the same seeds and offsets as linear, so the same gain over random-init, paired by seed (0.273)
+    assert "| cnn | patch | 0.6 | 3 | 19.00 ± 0.10 | 18.50 ± 0.10 | **0.783 ± 0.015** | **+0.273 ± 0.015** | " \
+           "**0.733 ± 0.015** | **+0.273 ± 0.015** | **0.683 ± 0.015** | **+0.273 ± 0.015** |" in markdown
+    assert "$\\Delta$ custom" in (custom_suite / "table.tex").read_text()
+    assert "| custom |" in (custom_suite / "report.md").read_text()  # the baselines table too
+    csv = pd.read_csv(custom_suite / "table.csv").set_index("label")
+    assert csv.loc["cnn (random-init)", "mycustom_acc_mean"] == pytest.approx(np.mean(RANDOM_INIT["cnn"]) - 0.1)
+
+    summary = load_summary(custom_suite)
+    declared = read_columns(custom_suite, list(summary.columns))
+    assert declared[-1] == CUSTOM and "mycustom_score" not in {c.key for c in declared}
+    fig = probe_accuracy_figure(label_runs(summary), declared)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
+                                                    "kNN accuracy (top-1, fraction)", CUSTOM.axis]
+    custom = fig.axes[2]
+    assert "custom accuracy" in custom.get_title() and len(custom.patches) == 4 * 2
+    assert max(p.get_height() for p in custom.patches) == pytest.approx(0.683333, abs=1e-6)
+    assert {line.get_label().split(":")[0] for line in custom.lines if line.get_gid() == "baseline"} == {
+        "cnn (random-init)", "vit (random-init)", "raw pixels (baseline)"}
+    from mimbench.report import aggregate
+    assert psnr_vs_accuracy_figure(aggregate(label_runs(summary), declared=declared), declared).axes[2] \
+        .get_ylabel() == CUSTOM.axis
+    assert (custom_suite / "figures" / "probe_accuracy.png").is_file()
+
+
+def test_a_column_returned_but_not_declared_is_in_table_csv_only(custom_suite):
+    csv = pd.read_csv(custom_suite / "table.csv")
+    assert {"mycustom_score_mean", "mycustom_score_std", "mycustom_score_n"} <= set(csv.columns)
+    assert "mycustom_score_gain_mean" not in csv.columns  # not an accuracy: no gain
+    for name in ("table.md", "table.tex", "report.md"):
+        text = (custom_suite / name).read_text()
+        assert "mycustom_score" not in text and "0.500" not in text, name
+
+
+def test_a_folder_without_columns_json_infers_the_columns_from_the_summary(tmp_path):
+    """Results written before columns.json existed: every ``<name>_acc`` column is an accuracy
+    named after its prefix, so the table is the same but for the probes' display names."""
+    from mimbench.report import aggregate, load_summary, write_report
+    from mimbench.report.tables import to_markdown
+    from mimbench.store import read_columns
+
+    old = make_suite(tmp_path / "old", declared=None)
+    write_report(old)
+    summary = load_summary(old)
+    assert read_columns(old, list(summary.columns)) == columns.inferred(list(summary.columns))
+    new = make_suite(tmp_path / "new")
+    table = aggregate(load_summary(new), hide=("masker.ratio",), declared=DECLARED)
+    expected = to_markdown(table, ["masker.ratio"], DECLARED).replace("kNN", "knn")
+    markdown = (old / "table.md").read_text()
+    assert markdown.startswith(expected)
+    assert markdown.splitlines()[0].startswith("| encoder | masker | masker.ratio | n | PSNR (dB) | ref. PSNR (dB) | "
+                                               "linear | Δ linear | knn | Δ knn |")
+    assert "best block" not in markdown
+    assert list(pd.read_csv(old / "table.csv").columns) == [c for c in table.columns if c != "config_id"]
+
+
+def test_the_report_imports_neither_torch_nor_the_plugins():
+    import subprocess
+    import sys
+
+    code = ("import sys; from mimbench.report import write_report, aggregate, load_summary; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('mimbench_plugins')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 # ---------------------------------------------------------------- plots
 
 
-def test_probe_accuracy_figure_has_a_bar_per_setup_and_encoder_and_baseline_lines(runs):
-    from mimbench.plots import probe_accuracy_figure
+def test_probe_accuracy_figure_has_a_bar_per_setup_and_encoder_and_baseline_lines(runs, declared):
+    from mimbench.report.plots import probe_accuracy_figure
 
-    fig = probe_accuracy_figure(runs)
-    assert [ax.get_ylabel() for ax in fig.axes] == ["linear-probe accuracy (top-1, fraction)",
+    fig = probe_accuracy_figure(runs, declared)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
                                                     "kNN accuracy (top-1, fraction)"]
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "masker" and "Linear probe" in ax.get_title()
+    assert ax.get_xlabel() == "masker" and "linear accuracy" in ax.get_title()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pixel(ratio=0.4)", "pixel(ratio=0.6)",
                                                             "patch(ratio=0.4)", "patch(ratio=0.6)"]
     assert len(ax.patches) == 4 * 2
@@ -321,10 +434,10 @@ def test_probe_accuracy_figure_has_a_bar_per_setup_and_encoder_and_baseline_line
     assert legend[:2] == ["cnn", "vit"] and len(legend) == 5
 
 
-def test_psnr_figure_has_own_and_reference_masker_panels(runs):
-    from mimbench.plots import psnr_figure
+def test_psnr_figure_has_own_and_reference_masker_panels(runs, declared):
+    from mimbench.report.plots import psnr_figure
 
-    fig = psnr_figure(runs)
+    fig = psnr_figure(runs, declared)
     assert len(fig.axes) == 2
     assert [ax.get_ylabel() for ax in fig.axes] == ["PSNR, own masker (dB)", "PSNR, reference masker (dB)"]
     for ax in fig.axes:
@@ -333,26 +446,26 @@ def test_psnr_figure_has_own_and_reference_masker_panels(runs):
     assert fig.axes[0].get_ylim()[0] > 0  # zoomed in: a tenth of a dB must show
 
 
-def test_psnr_vs_accuracy_figure_has_a_point_per_configuration(runs):
-    from mimbench.plots import psnr_vs_accuracy_figure
+def test_psnr_vs_accuracy_figure_has_a_point_per_configuration(runs, declared):
     from mimbench.report import aggregate
+    from mimbench.report.plots import psnr_vs_accuracy_figure
 
-    fig = psnr_vs_accuracy_figure(aggregate(runs))
+    fig = psnr_vs_accuracy_figure(aggregate(runs, declared=declared), declared)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "PSNR, reference masker (dB)" and ax.get_ylabel().startswith("linear-probe accuracy")
+    assert ax.get_xlabel() == "PSNR, reference masker (dB)" and ax.get_ylabel().startswith("linear accuracy")
     assert len(ax.containers) == 8  # one errorbar per pre-trained configuration
     point = next(c for c in ax.containers if c.get_label() == "cnn / patch(ratio=0.6)").lines[0]
     assert point.get_xdata()[0] == pytest.approx(18.5) and point.get_ydata()[0] == pytest.approx(0.783333, abs=1e-6)
     assert "Spearman" in ax.get_title()
 
 
-def test_sweep_figure_draws_a_line_per_configuration_over_the_swept_values(table):
-    from mimbench.plots import sweep_figure
+def test_sweep_figure_draws_a_line_per_configuration_over_the_swept_values(table, declared):
+    from mimbench.report.plots import sweep_figure
 
-    fig = sweep_figure(table, "masker.ratio")
+    fig = sweep_figure(table, "masker.ratio", declared)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_ylabel() for ax in visible] == ["linear-probe accuracy (top-1, fraction)",
+    assert [ax.get_ylabel() for ax in visible] == ["linear accuracy (top-1, fraction)",
                                                    "kNN accuracy (top-1, fraction)", "PSNR, reference masker (dB)",
                                                    "PSNR, own masker (dB)"]
     ax = visible[0]
@@ -362,12 +475,12 @@ def test_sweep_figure_draws_a_line_per_configuration_over_the_swept_values(table
     line = ax.containers[1].lines[0]  # cnn / patch
     assert list(line.get_xdata()) == [0.4, 0.6]
     assert list(line.get_ydata()) == pytest.approx([0.763333, 0.783333], abs=1e-6)
-    assert sweep_figure(table, "masker.mask_patch_size") is None  # one value: nothing to sweep
+    assert sweep_figure(table, "masker.mask_patch_size", declared) is None  # one value: nothing to sweep
 
 
 def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
-    from mimbench.plots import loss_curves_figure
-    from mimbench.report_page import _histories
+    from mimbench.report.page import _histories
+    from mimbench.report.plots import loss_curves_figure
 
     fig = loss_curves_figure(_histories(suite_dir, runs))
     ax = fig.axes[0]
@@ -379,8 +492,8 @@ def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
 
 
 def test_reconstruction_montage_has_a_panel_per_configuration(suite_dir, runs):
-    from mimbench.plots import reconstruction_montage
-    from mimbench.report_page import _montage_images
+    from mimbench.report.page import _montage_images
+    from mimbench.report.plots import reconstruction_montage
 
     images = _montage_images(suite_dir, runs)
     assert len(images) == 8 and images[0][0] == "cnn / pixel(ratio=0.4) (seed 0)"
@@ -448,12 +561,12 @@ def test_report_of_a_folder_without_results_is_a_one_line_error(tmp_path, case):
 
 def test_a_report_failure_after_a_run_is_a_warning(tmp_path, monkeypatch, capsys):
     import mimbench.cli
-    import mimbench.report_page
+    import mimbench.report
 
     def broken(suite_dir):
         raise RuntimeError("disk full\nmore lines")
 
-    monkeypatch.setattr(mimbench.report_page, "write_report", broken)
+    monkeypatch.setattr(mimbench.report, "write_report", broken)
     mimbench.cli._report_after_run(tmp_path)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning: the report could not be written (RuntimeError: disk full)" in err

@@ -1,9 +1,11 @@
 """``report.md`` and ``report.html`` for a finished suite folder, with the tables and figures they show.
 
 :func:`write_report` is what ``mimbench report RESULTS_DIR`` and the end of ``mimbench run``
-call. Everything is computed from the run records on disk (``summary.csv``, ``suite.yaml``,
-each run's ``config.json``, ``history.csv`` and ``reconstructions.png``); every file is written
-atomically. A figure that cannot be drawn becomes a warning in the report, not a failure.
+call. Everything is computed from the run records on disk, read through :mod:`mimbench.store`
+(``summary.csv``, ``columns.json``: the metric columns the core and the probes declare,
+``suite.yaml``, each run's ``config.json``, ``history.csv`` and ``reconstructions.png``); every
+file is written atomically. A figure that cannot be drawn becomes a warning in the report, not a
+failure.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
-import yaml
 
 import mimbench
-from mimbench import plots, report_render as render
-from mimbench.report import aggregate, failures, label_runs, load_summary
-from mimbench.report_tables import HEADLINE, TABLE_NOTE, Value, to_markdown, write_tables
+from mimbench import store
+from mimbench.columns import MetricColumn
+from mimbench.report import plots, render
+from mimbench.report.aggregate import aggregate, failures, label_runs, load_summary
+from mimbench.report.tables import TABLE_NOTE, Value, headline_columns, to_markdown, write_tables
 from mimbench.store import write_atomic
 
 #: At most this many configurations in the reconstruction montage (the first seed of each).
@@ -60,18 +63,20 @@ def write_report(suite_dir: Path) -> Report:
     A missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
     suite_dir = Path(suite_dir)
     summary = load_summary(suite_dir)
-    suite = _read_suite(suite_dir)
+    declared = store.read_columns(suite_dir, list(summary.columns))
+    suite = store.read_suite_yaml(suite_dir)
     name = str(suite.get("name") or suite_dir.name)
     sweep = [key for key in (suite.get("sweep") or {}) if key in summary.columns]
     runs = label_runs(summary)
-    table = aggregate(summary, hide=tuple(sweep))
+    table = aggregate(summary, hide=tuple(sweep), declared=declared)
     report = Report(suite_dir)
-    files, warnings = write_tables(summary, table, suite_dir, sweep, name)
+    files, warnings = write_tables(summary, table, suite_dir, sweep, name, declared)
     report.files.update(files)
     report.warnings += warnings
     configs = _read_configs(suite_dir, runs["run_id"])
-    figures = _draw_figures(_figure_plan(suite_dir, runs, table, sweep, suite), suite_dir / "figures", report)
-    blocks = _blocks(name, suite, summary, runs, table, sweep, configs, figures, report)
+    figures = _draw_figures(_figure_plan(suite_dir, runs, table, sweep, suite, declared), suite_dir / "figures",
+                            report)
+    blocks = _blocks(name, suite, summary, runs, table, sweep, configs, figures, report, declared)
     write_atomic(suite_dir / "report.md", render.to_markdown(blocks))
     report.files["report.md"] = suite_dir / "report.md"
     write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {name}", suite_dir))
@@ -79,19 +84,11 @@ def write_report(suite_dir: Path) -> Report:
     return report
 
 
-def _read_suite(suite_dir: Path) -> dict[str, Any]:
-    try:
-        suite = yaml.safe_load((suite_dir / "suite.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return suite if isinstance(suite, dict) else {}
-
-
 def _read_configs(suite_dir: Path, run_ids) -> dict[str, dict[str, Any]]:
     configs = {}
     for run_id in run_ids:
         try:
-            configs[str(run_id)] = json.loads((suite_dir / "runs" / str(run_id) / "config.json").read_text())
+            configs[str(run_id)] = json.loads(store.run_path(suite_dir, str(run_id), store.CONFIG_FILE).read_text())
         except (OSError, json.JSONDecodeError):
             continue
     return configs
@@ -100,7 +97,7 @@ def _read_configs(suite_dir: Path, run_ids) -> dict[str, dict[str, Any]]:
 def _histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for _, row in runs[runs["pretrained"] & runs["status"].isin(["done", "diverged"])].iterrows():
-        path = suite_dir / "runs" / str(row["run_id"]) / "history.csv"
+        path = store.run_path(suite_dir, str(row["run_id"]), store.HISTORY_FILE)
         try:
             history = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
@@ -116,41 +113,41 @@ def _montage_images(suite_dir: Path, runs: pd.DataFrame) -> list[tuple[str, Path
     done = runs[runs["pretrained"] & (runs["status"] == "done")]
     first = done.sort_values("seed", kind="stable").drop_duplicates("config_id").set_index("config_id")
     return [(f"{first.at[c, 'label']} (seed {first.at[c, 'seed']})",
-             suite_dir / "runs" / str(first.at[c, "run_id"]) / "reconstructions.png")
+             store.run_path(suite_dir, str(first.at[c, "run_id"]), store.RECONSTRUCTIONS_FILE))
             for c in list(dict.fromkeys(done["config_id"]))[:MONTAGE_LIMIT]]
 
 
 def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep: list[str],
-                 suite: dict[str, Any]) -> list[_Figure]:
+                 suite: dict[str, Any], declared: Sequence[MetricColumn]) -> list[_Figure]:
     """The report's figures, each drawn lazily (so that one failure does not stop the others)."""
-    labelled = aggregate(runs)  # labels with the swept values, as on the plots' axes
+    labelled = aggregate(runs, declared=declared)  # labels with the swept values, as on the plots' axes
     reference = (suite.get("eval") or {}).get("reference_masker")
     reference_text = f" The reference masker is `{_spec(reference)}`." if reference else ""
     plan = [
         _Figure("probe_accuracy", "Probe accuracy per masker",
                 "Bars: mean over finished seeds, error bars ± 1 std (ddof = 1); one colour per encoder. "
                 "Horizontal lines: the baselines (dashed: the same encoder with random weights; dotted grey: raw pixels).",
-                lambda: plots.probe_accuracy_figure(runs)),
+                lambda: plots.probe_accuracy_figure(runs, declared)),
         _Figure("psnr", "Reconstruction PSNR per masker",
                 "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images, then mean ± 1 std over seeds. "
                 "Under its own masker each run hides different pixels; the reference masker scores every run on the "
                 f"same masks.{reference_text} The y axis does not start at 0.",
-                lambda: plots.psnr_figure(runs)),
+                lambda: plots.psnr_figure(runs, declared)),
         _Figure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
                 "One point per pre-trained configuration, error bars ± 1 std over seeds. Spearman's ρ is over the "
-                "configurations' means.", lambda: plots.psnr_vs_accuracy_figure(labelled)),
+                "configurations' means.", lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
     ]
     for param in sweep:
         others = [p for p in sweep if p != param]
         plan.append(_Figure(f"sweep_{re.sub(r'[^A-Za-z0-9]+', '_', param)}", f"Metrics against `{param}`",
                             f"One line per configuration; mean ± 1 std over seeds at each value of the swept `{param}`.",
-                            lambda p=param, o=others: plots.sweep_figure(table, p, other_sweeps=o)))
+                            lambda p=param, o=others: plots.sweep_figure(table, p, declared, other_sweeps=o)))
     plan.append(_Figure("loss_curves", "Pre-training loss",
-                        "From each run's `history.csv`: mean over seeds per epoch, band ± 1 std. Runs that diverged "
+                        f"From each run's `{store.HISTORY_FILE}`: mean over seeds per epoch, band ± 1 std. Runs that diverged "
                         "are drawn up to their last finite loss.",
                         lambda: plots.loss_curves_figure(_histories(suite_dir, runs))))
     plan.append(_Figure("reconstructions", "Reconstructions",
-                        "Each run's `reconstructions.png` (the first finished seed of each configuration"
+                        f"Each run's `{store.RECONSTRUCTIONS_FILE}` (the first finished seed of each configuration"
                         + (f", at most {MONTAGE_LIMIT}" if runs["config_id"].nunique() > MONTAGE_LIMIT else "")
                         + "), on the same test images and evaluation masks.",
                         lambda: plots.reconstruction_montage(_montage_images(suite_dir, runs)),
@@ -184,7 +181,7 @@ def _spec(spec: Any) -> str:
 
 def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame,
             sweep: list[str], configs: dict[str, dict[str, Any]], figures: list[tuple[_Figure, Path]],
-            report: Report) -> list[render.Block]:
+            report: Report, declared: Sequence[MetricColumn]) -> list[render.Block]:
     counts = runs["status"].value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
     blocks: list[render.Block] = [render.Heading(f"{name}: mimbench report", 1)]
@@ -192,21 +189,21 @@ def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.Da
         blocks.append(render.Paragraph(str(suite["description"])))
     blocks.append(render.Paragraph(
         f"Generated by mimbench {mimbench.__version__} on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
-        f"`summary.csv`: {len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
+        f"`{store.SUMMARY_FILE}`: {len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
         f"{table['pretrained'].sum()} pre-trained configurations × {runs['seed'].nunique()} seeds."))
     blocks += _setup_blocks(suite) + _environment_blocks(runs, configs)
     blocks += [render.Heading("Results"), render.Paragraph(TABLE_NOTE),
-               _markdown_table(to_markdown(table, sweep)),
+               _markdown_table(to_markdown(table, sweep, declared)),
                render.Paragraph("Every metric (mask statistics, per-block probes, timings), with `_mean`, `_std` and "
                                 "`_n` columns: [table.csv](table.csv); for LaTeX: [table.tex](table.tex) (booktabs); "
-                                "one row per run: [summary.csv](summary.csv)"
+                                f"one row per run: [{store.SUMMARY_FILE}]({store.SUMMARY_FILE})"
                                 + (", [summary.parquet](summary.parquet)." if "summary.parquet" in report.files else "."))]
     if "recon_uses_target_stats" in runs.columns and runs["recon_uses_target_stats"].map(_truthy).any():
         marked = sorted(set(runs.loc[runs["recon_uses_target_stats"].map(_truthy), "label"]))
         blocks.append(render.Paragraph("**Note:** these configurations were trained on per-patch normalised targets "
                                        "(`norm_pix`); their PSNR uses the target's statistics and is optimistic, not "
                                        "comparable with the others: " + "; ".join(f"`{m}`" for m in marked) + "."))
-    blocks += _baseline_blocks(table) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
+    blocks += _baseline_blocks(table, declared) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
     return blocks
 
 
@@ -223,7 +220,7 @@ def _markdown_table(text: str) -> render.Table:
 
 def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
     if not suite:
-        return [render.Heading("Setup"), render.Paragraph("No `suite.yaml` next to the results.")]
+        return [render.Heading("Setup"), render.Paragraph(f"No `{store.SUITE_FILE}` next to the results.")]
     evaluation = suite.get("eval") or {}
     items = [f"**dataset**: `{_spec(suite.get('dataset'))}`, images resized to {suite.get('image_size')} px",
              f"**seeds**: {', '.join(str(s) for s in suite.get('seeds', []))}",
@@ -246,7 +243,7 @@ def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
     if evaluation.get("dataset"):
         items.append(f"**probe dataset**: `{_spec(evaluation['dataset'])}`")
     return [render.Heading("Setup"), render.Bullets(items),
-            render.Paragraph("The suite as run, every default written out: [suite.yaml](suite.yaml).")]
+            render.Paragraph(f"The suite as run, every default written out: [{store.SUITE_FILE}]({store.SUITE_FILE}).")]
 
 
 def _environment_blocks(runs: pd.DataFrame, configs: dict[str, dict[str, Any]]) -> list[render.Block]:
@@ -280,12 +277,12 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _baseline_blocks(table: pd.DataFrame) -> list[render.Block]:
+def _baseline_blocks(table: pd.DataFrame, declared: Sequence[MetricColumn]) -> list[render.Block]:
     baselines = table[~table["pretrained"]]
     blocks: list[render.Block] = [render.Heading("Baselines")]
     if baselines.empty:
         return blocks + [render.Paragraph("The suite ran no baselines (`eval.baselines` is empty, or no probes ran).")]
-    metrics = [c for c in HEADLINE if not c.signed and f"{c.key}_mean" in baselines.columns
+    metrics = [c for c in headline_columns(declared) if not c.signed and f"{c.key}_mean" in baselines.columns
                and baselines[f"{c.key}_mean"].notna().any()]
     rows = []
     for _, row in baselines.iterrows():
@@ -324,7 +321,7 @@ def _failure_blocks(runs: pd.DataFrame) -> list[render.Block]:
     return blocks + [
         render.Paragraph(f"{len(bad)} of {len(runs)} runs did not finish. They count in n's denominator and in no "
                          "mean. Running the same `mimbench run` command again retries failed and pending runs; "
-                         "details are in `runs/<run_id>/error.txt`."),
+                         f"details are in `{store.run_path(Path(), '<run_id>', store.ERROR_FILE).as_posix()}`."),
         render.Table(["run", "configuration", "seed", "status", "reason"], rows, [False, False, True, False, False]),
     ]
 

@@ -1,7 +1,8 @@
 """The aggregated table as files: ``table.csv`` (every column), ``table.md`` (GitHub markdown,
 "0.873 ± 0.004"), ``table.tex`` (booktabs) and ``summary.parquet`` (the per-run summary, typed).
 
-The markdown and LaTeX tables show the headline metrics only, each as mean ± std over the
+The markdown and LaTeX tables show the headline metrics only (the columns the core and the
+probes declare with ``headline=True``, see :mod:`mimbench.columns`), each as mean ± std over the
 finished seeds, the best value of each column in bold; ``table.csv`` has every metric.
 """
 
@@ -12,10 +13,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
-from mimbench.report import COMPONENTS
+from mimbench.columns import MetricColumn
+from mimbench.report.aggregate import COMPONENTS, declared_or_inferred
 from mimbench.store import write_atomic
 
 #: The note that goes with every rendering of the table.
@@ -38,19 +41,18 @@ class Column:
     signed: bool = False
 
 
-#: Headline metrics, in display order; a gain column follows each probe accuracy.
-HEADLINE = (
-    Column("recon_psnr", "PSNR (dB)", "PSNR (dB)", 2),
-    Column("ref_psnr", "ref. PSNR (dB)", "ref.\\ PSNR (dB)", 2),
-    Column("linear_acc", "linear", "linear"),
-    Column("linear_acc_gain", "Δ linear", "$\\Delta$ linear", signed=True),
-    Column("knn_acc", "kNN", "$k$-NN"),
-    Column("knn_acc_gain", "Δ kNN", "$\\Delta$ $k$-NN", signed=True),
-    Column("finetune_acc", "fine-tune", "fine-tune"),
-    Column("finetune_acc_gain", "Δ fine-tune", "$\\Delta$ fine-tune", signed=True),
-    Column("linear_acc_best", "linear, best block", "linear, best block"),
-    Column("knn_acc_best", "kNN, best block", "$k$-NN, best block"),
-)
+def headline_columns(declared: Sequence[MetricColumn]) -> list[Column]:
+    """The displayed columns, in order: the declared headline columns in declaration order (the
+    core's first), each accuracy followed by its gain over random-init (Δ); then the best-block
+    columns (``best_of``), in declaration order."""
+    shown: list[Column] = []
+    for metric in (c for c in declared if c.headline and not c.best_of):
+        shown.append(Column(metric.key, metric.name, metric.latex_name, metric.digits))
+        if metric.kind == "accuracy":
+            shown.append(Column(f"{metric.key}_gain", f"Δ {metric.name}", f"$\\Delta$ {metric.latex_name}",
+                                metric.digits, signed=True))
+    shown += [Column(c.key, c.name, c.latex_name, c.digits) for c in declared if c.headline and c.best_of]
+    return shown
 
 
 @dataclass(frozen=True)
@@ -78,16 +80,19 @@ class Display:
     rows: list[tuple[list[str], list[Value | None]]]
 
 
-def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = ()) -> Display:
+def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
+            declared: Sequence[MetricColumn] | None = None) -> Display:
     """Choose the displayed columns of an aggregated table (from :func:`mimbench.report.aggregate`):
     the components that vary (the masker always), the swept params, n, and the headline metrics
-    that have a value somewhere."""
+    of ``declared`` (default: inferred from the table's columns) that have a value somewhere."""
+    declared = declared_or_inferred(table, declared)
     pretrained = table[table["pretrained"]]
     axes = ["encoder"] + [axis for axis in COMPONENTS[1:]
                           if axis == "masker" or pretrained[f"{axis}_label"].nunique() > 1]
     sweep = [column for column in sweep if column in table.columns]
-    metrics = [c for c in HEADLINE if f"{c.key}_mean" in table.columns and table[f"{c.key}_mean"].notna().any()
-               and not _same_as_last_block(table, c.key)]
+    best_of = {c.key: c.best_of for c in declared if c.best_of}
+    metrics = [c for c in headline_columns(declared) if f"{c.key}_mean" in table.columns
+               and table[f"{c.key}_mean"].notna().any() and not _same_as_last_block(table, c.key, best_of.get(c.key))]
     # the best as displayed: every row that rounds to the best value is bold
     best = {c.key: round(table[f"{c.key}_mean"].max(), c.digits) if table[f"{c.key}_mean"].notna().sum() > 1 else None
             for c in metrics}
@@ -105,10 +110,10 @@ def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = ()) -> Dis
     return Display([*axes, *sweep, "n"], metrics, rows)
 
 
-def _same_as_last_block(table: pd.DataFrame, key: str) -> bool:
-    """True for ``<probe>_best`` when it equals ``<probe>`` everywhere (the last block was the best)."""
-    base = key.removesuffix("_best")
-    if base == key or f"{base}_mean" not in table.columns:
+def _same_as_last_block(table: pd.DataFrame, key: str, base: str | None) -> bool:
+    """True for a best-block column when it equals ``base``, the column it is the best block of,
+    everywhere (the last block was the best)."""
+    if not base or f"{base}_mean" not in table.columns:
         return False
     measured = table[f"{key}_mean"].notna()
     return bool(((table.loc[measured, f"{key}_mean"] - table.loc[measured, f"{base}_mean"]).abs() < 1e-12).all())
@@ -134,9 +139,10 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def to_markdown(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = ()) -> str:
+def to_markdown(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
+                declared: Sequence[MetricColumn] | None = None) -> str:
     """The headline table in GitHub markdown, numbers as ``0.873 ± 0.004``, best in bold."""
-    shown = display(table, sweep)
+    shown = display(table, sweep, declared)
     headers = shown.text_headers + [c.markdown for c in shown.metric_columns]
     align = [":--"] * (len(shown.text_headers) - 1) + ["--:"] + ["--:"] * len(shown.metric_columns)
     lines = [_md_row(headers), _md_row(align)]
@@ -151,10 +157,10 @@ def _md_row(cells: list[str]) -> str:
 
 
 def to_latex(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (), caption: str = "",
-             label: str = "tab:mimbench") -> str:
+             label: str = "tab:mimbench", declared: Sequence[MetricColumn] | None = None) -> str:
     """The headline table as a LaTeX ``table`` float with a booktabs ``tabular``
     (``\\usepackage{booktabs}``), numbers as ``$0.873 \\pm 0.004$``, best in bold."""
-    shown = display(table, sweep)
+    shown = display(table, sweep, declared)
     headers = [_tex_escape(h) for h in shown.text_headers] + [c.latex for c in shown.metric_columns]
     spec = "l" * (len(shown.text_headers) - 1) + "r" + "r" * len(shown.metric_columns)
     lines = ["% mimbench table; needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering", "\\small",
@@ -195,15 +201,20 @@ def table_caption(suite_name: str, dataset: str) -> str:
 
 
 def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep: list[str] | tuple[str, ...] = (),
-                 suite_name: str = "suite") -> tuple[dict[str, Path], list[str]]:
+                 suite_name: str = "suite", declared: Sequence[MetricColumn] | None = None
+                 ) -> tuple[dict[str, Path], list[str]]:
     """Write ``table.csv``, ``table.md``, ``table.tex`` and ``summary.parquet`` into ``folder``
-    (atomically). Returns the paths written, by file name, and warnings (no parquet engine)."""
+    (atomically); the markdown and LaTeX tables show the headline columns of ``declared``
+    (default: inferred from the summary's columns). Returns the paths written, by file name,
+    and warnings (no parquet engine)."""
     folder = Path(folder)
+    declared = declared_or_inferred(summary, declared)
     dataset = str(table["dataset"].iloc[0]) if len(table) else ""
     files = {
         "table.csv": table.drop(columns=["config_id"], errors="ignore").to_csv(index=False),
-        "table.md": to_markdown(table, sweep) + "\n" + TABLE_NOTE + "\n",
-        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset), f"tab:{_tex_label(suite_name)}"),
+        "table.md": to_markdown(table, sweep, declared) + "\n" + TABLE_NOTE + "\n",
+        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset), f"tab:{_tex_label(suite_name)}",
+                              declared),
     }
     written = {}
     for name, text in files.items():

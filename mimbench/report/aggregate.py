@@ -4,10 +4,11 @@ Runs are grouped by configuration (every column of the summary that describes wh
 run, i.e. everything but the seed and the run id). For each configuration and each metric
 the table holds the mean, the standard deviation (pandas ``std``, ddof=1) and the count over
 the *finished* seeds (status ``done``); failed, diverged and pending runs are counted, and
-listed by :func:`failures`, never silently dropped. Probe accuracies also get the gain over
-the ``random-init`` baseline of the same encoder, paired by seed.
+listed by :func:`failures`, never silently dropped. Accuracies (the columns declared with
+kind ``accuracy``, see :mod:`mimbench.columns`, and their per-block ``<key>@<block>`` columns)
+also get the gain over the ``random-init`` baseline of the same encoder, paired by seed.
 
-Markdown and LaTeX renderings of the table live in :mod:`mimbench.report_tables`.
+Markdown and LaTeX renderings of the table live in :mod:`mimbench.report.tables`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
+from mimbench import columns
+from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
+from mimbench.store import SUMMARY_FILE
 
 #: Component columns of the summary, in display order.
 COMPONENTS = ("encoder", "decoder", "masker", "loss")
@@ -29,8 +33,6 @@ PARAM_PREFIXES = ("dataset", "encoder", "decoder", "masker", "loss", "train", "e
 #: Columns that identify a run or describe its outcome, never aggregated.
 ID_COLUMNS = ("run_id", "status", "seed", "error", "pretrained", "baseline", "dataset", *COMPONENTS,
               "recon_uses_target_stats")
-#: Probe metrics: top-1 accuracies, also per block (``linear_acc@3``) and best block (``linear_acc_best``).
-PROBE_METRIC = re.compile(r"^[a-z0-9_]+_acc(_best|@\d+)?$")
 #: Statuses of runs that did not produce metrics.
 UNFINISHED = ("failed", "diverged", "pending")
 #: Added columns: an id per configuration and readable labels.
@@ -42,12 +44,12 @@ def load_summary(suite_dir: Path) -> pd.DataFrame:
     suite_dir = Path(suite_dir)
     if not suite_dir.is_dir():
         raise ConfigError(f"results folder not found: {suite_dir}")
-    path = suite_dir / "summary.csv"
+    path = suite_dir / SUMMARY_FILE
     if not path.is_file():
-        inside = sorted(p.parent.name for p in suite_dir.glob("*/summary.csv"))
+        inside = sorted(p.parent.name for p in suite_dir.glob(f"*/{SUMMARY_FILE}"))
         hint = f" (suites in it: {', '.join(inside)}; pass one of them, e.g. {suite_dir / inside[0]})" if inside else \
             " (is it the folder of a finished suite, <out>/<suite name>?)"
-        raise ConfigError(f"no summary.csv in {suite_dir}{hint}")
+        raise ConfigError(f"no {SUMMARY_FILE} in {suite_dir}{hint}")
     try:
         summary = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -111,9 +113,29 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
     return metrics
 
 
-def probe_metrics(runs: pd.DataFrame) -> list[str]:
-    """Probe accuracy columns that hold at least one value."""
-    return [c for c in metric_columns(runs) if PROBE_METRIC.match(c) and runs[c].notna().any()]
+def declared_or_inferred(frame: pd.DataFrame, declared: Sequence[MetricColumn] | None) -> list[MetricColumn]:
+    """``declared`` as a list; when None, the declarations inferred from ``frame``'s columns
+    (:func:`mimbench.columns.inferred`): a per-run frame's, or an aggregated table's
+    ``<key>_mean`` columns. For notebooks; the report reads ``columns.json`` through the store."""
+    if declared is not None:
+        return list(declared)
+    names = list(frame.columns)
+    if "n_runs" in frame.columns:  # aggregated: the metrics are the <key>_mean columns
+        names = [c.removesuffix("_mean") for c in names if c.endswith("_mean")]
+    return columns.inferred(names)
+
+
+def accuracy_metrics(runs: pd.DataFrame, declared: Sequence[MetricColumn]) -> list[str]:
+    """The columns that get a gain over the random-init baseline, in summary order: the declared
+    accuracies and their per-block columns (``<key>@<block>``), those holding at least one value."""
+    keys = {c.key for c in declared if c.kind == "accuracy"}
+    return [c for c in metric_columns(runs) if (c in keys or _per_block_of(c) in keys) and runs[c].notna().any()]
+
+
+def _per_block_of(column: str) -> str | None:
+    """``<key>`` for a per-block column ``<key>@<block>`` (see :func:`mimbench.probing.layerwise`), else None."""
+    match = re.fullmatch(r"(.+)@\d+", column)
+    return match.group(1) if match else None
 
 
 def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -191,13 +213,16 @@ def _text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
+def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = (),
+              declared: Sequence[MetricColumn] | None = None) -> pd.DataFrame:
     """One row per configuration: its config columns and labels; ``n_runs``, ``n_done``,
     ``n_failed``, ``n_diverged``, ``n_pending``, ``seeds_done``; for every metric
     ``<metric>_mean``, ``<metric>_std`` (ddof=1) and ``<metric>_n`` over finished seeds; and
-    for probe accuracies ``<metric>_gain_mean/_std/_n``, the per-seed difference to the
+    for the accuracies of ``declared`` (default: inferred from the summary's columns) and
+    their per-block columns ``<metric>_gain_mean/_std/_n``, the per-seed difference to the
     ``random-init`` baseline of the same encoder. Sorted by encoder (in suite order), each
     encoder's pre-trained configurations first, then its baseline; raw pixels last."""
+    declared = declared_or_inferred(summary, declared)
     runs = summary if "config_id" in summary.columns else label_runs(summary, hide)
     keys = [*config_columns(runs), *LABEL_COLUMNS[1:]]
     table = runs.groupby("config_id", sort=False)[keys].first()
@@ -215,7 +240,7 @@ def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame
         table = table.join(stats)
         for metric in metrics:
             table[f"{metric}_n"] = table[f"{metric}_n"].fillna(0).astype(int)
-    gains = baseline_gains(runs, probe_metrics(runs))
+    gains = baseline_gains(runs, accuracy_metrics(runs, declared))
     table = table.join(gains)
     for column in gains.columns:
         if column.endswith("_n"):

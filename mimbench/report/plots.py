@@ -5,7 +5,9 @@ nothing to draw for it), so tests and notebooks can inspect axes, labels, bars a
 :func:`save_figure` writes it as PNG and PDF. Figures are built without pyplot: no global
 state, nothing left open. Inputs come from :mod:`mimbench.report`: ``runs`` is a labelled
 per-run frame (:func:`~mimbench.report.label_runs`), ``table`` an aggregated one
-(:func:`~mimbench.report.aggregate`).
+(:func:`~mimbench.report.aggregate`). The metrics drawn, their names and axis labels come from
+``declared``, the suite's metric columns (:mod:`mimbench.columns`, read by
+:func:`mimbench.store.read_columns`); without it they are inferred from the frame's columns.
 """
 
 from __future__ import annotations
@@ -28,26 +30,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from mimbench.columns import MetricColumn
+from mimbench.report.aggregate import declared_or_inferred
 from mimbench.store import write_atomic
 
-#: Axis labels of the metrics, with units.
-METRIC_LABELS = {
-    "linear_acc": "linear-probe accuracy (top-1, fraction)",
-    "knn_acc": "kNN accuracy (top-1, fraction)",
-    "finetune_acc": "fine-tuned accuracy (top-1, fraction)",
-    "recon_psnr": "PSNR, own masker (dB)",
-    "ref_psnr": "PSNR, reference masker (dB)",
-    "recon_mse": "MSE of hidden pixels ([0, 1] pixel units²)",
-    "ref_mse": "MSE of hidden pixels, reference masker",
-}
-#: Short names of the metrics, for titles.
-METRIC_NAMES = {"linear_acc": "Linear probe", "knn_acc": "kNN probe", "finetune_acc": "Fine-tuning",
-                "recon_psnr": "PSNR (own masker)", "ref_psnr": "PSNR (reference masker)"}
 #: Axis labels of commonly swept params.
 PARAM_LABELS = {"masker.ratio": "mask ratio (fraction hidden)", "train.lr": "peak learning rate",
                 "train.epochs": "pre-training epochs", "masker.mask_patch_size": "mask patch size (px)"}
-#: Probe accuracy columns drawn as bars, in this order (others ending in ``_acc`` follow).
-PROBES = ("linear_acc", "knn_acc", "finetune_acc")
+#: The core's PSNR under the suite's reference masker (the same masks for every run): the
+#: x axis of the PSNR-vs-accuracy figure when a suite has it.
+REFERENCE_PSNR = "ref_psnr"
 _STYLE = {**sns.axes_style("whitegrid"), "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
           "ytick.labelsize": 9, "legend.fontsize": 9, "legend.title_fontsize": 9, "figure.titlesize": 12,
           "savefig.facecolor": "white"}
@@ -97,11 +89,31 @@ def _series_palette(labels: Sequence[str]) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette(name, max(len(labels), 1))))
 
 
-def probe_columns(runs: pd.DataFrame) -> list[str]:
-    """The probe accuracies measured on some pre-trained run: linear, kNN, fine-tune, others."""
-    extra = sorted(c for c in runs.columns if c.endswith("_acc") and c not in PROBES)
-    done = runs[(runs["status"] == "done") & runs["pretrained"]]
-    return [c for c in (*PROBES, *extra) if c in done.columns and done[c].notna().any()]
+def probe_columns(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> list[MetricColumn]:
+    """The declared headline accuracies (best-block columns aside), in declaration order, that
+    were measured on some finished pre-trained run (``runs``: per run, or aggregated)."""
+    return _measured(runs, declared, lambda c: c.kind == "accuracy" and c.headline and not c.best_of)
+
+
+def psnr_columns(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> list[MetricColumn]:
+    """The declared headline PSNR columns, in declaration order, that were measured on some
+    finished pre-trained run (``runs``: per run, or aggregated)."""
+    return _measured(runs, declared, lambda c: c.kind == "psnr" and c.headline)
+
+
+def _measured(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None,
+              wanted: Callable[[MetricColumn], bool]) -> list[MetricColumn]:
+    if "n_runs" in runs.columns:  # aggregated: one row per configuration, <key>_mean columns
+        done, suffix = runs[runs["pretrained"] & (runs["n_done"] > 0)], "_mean"
+    else:
+        done, suffix = runs[(runs["status"] == "done") & runs["pretrained"]], ""
+    return [c for c in declared_or_inferred(runs, declared) if wanted(c) and c.key + suffix in done.columns
+            and done[c.key + suffix].notna().any()]
+
+
+def _reference_first(columns: Sequence[MetricColumn]) -> list[MetricColumn]:
+    """PSNR columns with the reference masker's first: it scores every run on the same masks."""
+    return sorted(columns, key=lambda c: c.key != REFERENCE_PSNR)
 
 
 def _title(ax, text: str) -> None:
@@ -110,8 +122,9 @@ def _title(ax, text: str) -> None:
     ax.set_title(textwrap.fill(text, max(30, int(width * 11))))
 
 
-def _name(metric: str) -> str:
-    return METRIC_NAMES.get(metric, metric)
+def _name(column: MetricColumn) -> str:
+    """How titles name a metric: "<probe name> accuracy", else its axis label."""
+    return f"{column.name} accuracy" if column.kind == "accuracy" else column.axis_label
 
 
 def _rotate_ticks(ax, labels: Sequence[str]) -> None:
@@ -126,15 +139,15 @@ def _bar_width(runs: pd.DataFrame) -> float:
     return min(16.0, max(8.0, 4.5 + 0.5 * bars))
 
 
-def _bars(ax, data: pd.DataFrame, metric: str, palette: dict[str, tuple]) -> list[Patch]:
+def _bars(ax, data: pd.DataFrame, metric: MetricColumn, palette: dict[str, tuple]) -> list[Patch]:
     """Bars of ``metric`` per setup (x) and encoder (hue), mean over seeds, error bar = std (ddof=1).
     Returns the legend's handles (kept off the axes, so that ``ax.patches`` holds only the bars)."""
     order = list(dict.fromkeys(data["setup_label"]))
     hue_order = list(dict.fromkeys(data["encoder_label"]))
-    sns.barplot(data=data, x="setup_label", y=metric, hue="encoder_label", order=order, hue_order=hue_order,
+    sns.barplot(data=data, x="setup_label", y=metric.key, hue="encoder_label", order=order, hue_order=hue_order,
                 palette=palette, errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.0}, legend=False, ax=ax)
     ax.set_xlabel("masker" if all("/" not in s for s in order) else "pre-training setup")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel(metric.axis_label)
     _rotate_ticks(ax, order)
     return [Patch(facecolor=palette[h], label=h) for h in hue_order]
 
@@ -147,11 +160,12 @@ def _legend_outside(ax, title: str, handles: Sequence = ()) -> None:
 
 
 @_styled
-def probe_accuracy_figure(runs: pd.DataFrame, probes: Sequence[str] | None = None) -> Figure | None:
-    """Probe accuracy per masker: one panel per probe, bars per pre-training setup with one hue
-    per encoder (mean over finished seeds, error bars ± 1 std); the baselines as horizontal
-    reference lines (random-init dashed in its encoder's colour, raw pixels dotted grey)."""
-    probes = list(probes) if probes is not None else probe_columns(runs)
+def probe_accuracy_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
+    """Probe accuracy per masker: one panel per declared accuracy (:func:`probe_columns`), bars
+    per pre-training setup with one hue per encoder (mean over finished seeds, error bars ± 1 std);
+    the baselines as horizontal reference lines (random-init dashed in its encoder's colour, raw
+    pixels dotted grey)."""
+    probes = probe_columns(runs, declared)
     done = runs[runs["status"] == "done"]
     pretrained = done[done["pretrained"]]
     if not probes or pretrained.empty:
@@ -160,9 +174,9 @@ def probe_accuracy_figure(runs: pd.DataFrame, probes: Sequence[str] | None = Non
     fig, axes = new_figure(_bar_width(pretrained), 3.6 * len(probes), nrows=len(probes))
     for ax, probe in zip(axes, probes):
         handles = _bars(ax, pretrained, probe, palette)
-        _baseline_lines(ax, done[~done["pretrained"]], probe, palette)
+        _baseline_lines(ax, done[~done["pretrained"]], probe.key, palette)
         ax.set_ylim(0, min(1.05, ax.get_ylim()[1] * 1.05))  # accuracies are fractions
-        _title(ax, f"{_name(probe)}: accuracy per masker (mean ± 1 std over seeds)")
+        _title(ax, f"{_name(probe)} per masker (mean ± 1 std over seeds)")
         _legend_outside(ax, "encoder · baseline", handles)
     return fig
 
@@ -182,39 +196,39 @@ def _baseline_lines(ax, baselines: pd.DataFrame, metric: str, palette: dict[str,
 
 
 @_styled
-def psnr_figure(runs: pd.DataFrame) -> Figure | None:
-    """Reconstruction PSNR per masker: a panel for the run's own masker and one for the suite's
-    reference masker (the same masks for every run); bars as in :func:`probe_accuracy_figure`.
-    The y axis starts near the lowest bar, not at 0, so that differences of a few tenths of a dB show."""
+def psnr_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
+    """Reconstruction PSNR per masker: one panel per declared PSNR column (the core's: the run's
+    own masker, and the suite's reference masker, the same masks for every run); bars as in
+    :func:`probe_accuracy_figure`. The y axis starts near the lowest bar, not at 0, so that
+    differences of a few tenths of a dB show."""
     pretrained = runs[(runs["status"] == "done") & runs["pretrained"]]
-    metrics = [m for m in ("recon_psnr", "ref_psnr") if m in pretrained.columns and pretrained[m].notna().any()]
+    metrics = psnr_columns(runs, declared)
     if not metrics:
         return None
     palette = encoder_palette(runs.loc[runs["encoder_label"] != "pixels", "encoder_label"])
     fig, axes = new_figure(_bar_width(pretrained), 3.6 * len(metrics), nrows=len(metrics))
     titles = {"recon_psnr": "Reconstruction PSNR under each run's own masker",
-              "ref_psnr": "Reconstruction PSNR under the reference masker (the same masks for every run)"}
+              REFERENCE_PSNR: "Reconstruction PSNR under the reference masker (the same masks for every run)"}
     for ax, metric in zip(axes, metrics):
         handles = _bars(ax, pretrained, metric, palette)
-        stats = pretrained.groupby(["setup_label", "encoder_label"])[metric].agg(["mean", "std"]).fillna(0)
+        stats = pretrained.groupby(["setup_label", "encoder_label"])[metric.key].agg(["mean", "std"]).fillna(0)
         low, high = (stats["mean"] - stats["std"]).min(), (stats["mean"] + stats["std"]).max()
         margin = max(0.5, 0.3 * (high - low))
         ax.set_ylim(max(0.0, math.floor(low - margin)), high + margin)
-        _title(ax, titles[metric] + ", mean ± 1 std over seeds")
+        _title(ax, titles.get(metric.key, metric.axis_label) + ", mean ± 1 std over seeds")
         _legend_outside(ax, "encoder", handles)
     return fig
 
 
 @_styled
-def psnr_vs_accuracy_figure(table: pd.DataFrame, probes: Sequence[str] | None = None) -> Figure | None:
+def psnr_vs_accuracy_figure(table: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
     """Does better reconstruction mean better features? One point per pre-trained configuration:
-    PSNR (under the reference masker when there is one) against each probe's accuracy, error bars
-    ± 1 std over seeds; colour = encoder, marker = masker; Spearman's rho over configurations in the title."""
+    PSNR (under the reference masker when there is one) against each declared accuracy
+    (:func:`probe_columns`), error bars ± 1 std over seeds; colour = encoder, marker = masker;
+    Spearman's rho over configurations in the title."""
     pretrained = table[table["pretrained"] & (table["n_done"] > 0)]
-    x = next((m for m in ("ref_psnr", "recon_psnr") if f"{m}_mean" in table.columns
-              and pretrained[f"{m}_mean"].notna().any()), None)
-    if probes is None:
-        probes = [p for p in PROBES if f"{p}_mean" in table.columns and pretrained[f"{p}_mean"].notna().any()]
+    x = next(iter(_reference_first(psnr_columns(table, declared))), None)
+    probes = probe_columns(table, declared)
     if x is None or not probes or pretrained.empty:
         return None
     palette = encoder_palette(pretrained["encoder_label"])
@@ -222,15 +236,15 @@ def psnr_vs_accuracy_figure(table: pd.DataFrame, probes: Sequence[str] | None = 
     fig, axes = new_figure(4.6 * len(probes) + 2.2, 4.2, ncols=len(probes))
     for ax, probe in zip(axes, probes):
         for _, row in pretrained.iterrows():
-            ax.errorbar(row[f"{x}_mean"], row[f"{probe}_mean"], xerr=_std(row, x), yerr=_std(row, probe),
+            ax.errorbar(row[f"{x.key}_mean"], row[f"{probe.key}_mean"], xerr=_std(row, x.key), yerr=_std(row, probe.key),
                         fmt=markers[row["masker_label"]], color=palette[row["encoder_label"]], markersize=7,
                         capsize=2, elinewidth=1, label=row["label"])
-        pair = pretrained[[f"{x}_mean", f"{probe}_mean"]].dropna()
+        pair = pretrained[[f"{x.key}_mean", f"{probe.key}_mean"]].dropna()
         rho = pair.corr(method="spearman").iloc[0, 1] if len(pair) >= 3 else float("nan")
-        _title(ax, f"{_name(probe)} accuracy vs PSNR"
+        _title(ax, f"{_name(probe)} vs PSNR"
                + (f" (Spearman ρ = {rho:.2f} over {len(pair)} configurations)" if not math.isnan(rho) else ""))
-        ax.set_xlabel(METRIC_LABELS[x])
-        ax.set_ylabel(METRIC_LABELS.get(probe, probe))
+        ax.set_xlabel(x.axis_label)
+        ax.set_ylabel(probe.axis_label)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=e) for e, c in palette.items()]
     handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=k) for k, m in markers.items()]
     axes[-1].legend(handles=handles, title="encoder · masker", loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -244,17 +258,17 @@ def _std(row: pd.Series, metric: str) -> float | None:
 
 
 @_styled
-def sweep_figure(table: pd.DataFrame, param: str, metrics: Sequence[str] | None = None,
+def sweep_figure(table: pd.DataFrame, param: str, declared: Sequence[MetricColumn] | None = None,
                  other_sweeps: Sequence[str] = ()) -> Figure | None:
-    """Metrics against a swept param: one panel per metric, one line per configuration (the
-    other components, and ``other_sweeps`` values), mean ± 1 std over seeds at each value.
+    """Metrics against a swept param: one panel per metric (the declared accuracies, then the
+    PSNR columns, the reference masker's first), one line per configuration (the other
+    components, and ``other_sweeps`` values), mean ± 1 std over seeds at each value.
     ``table`` must be aggregated with the swept params left out of its labels
     (``aggregate(summary, hide=sweep)``)."""
     pretrained = table[table["pretrained"] & (table["n_done"] > 0) & table[param].notna()] \
         if param in table.columns else table.iloc[0:0]
-    if metrics is None:
-        metrics = [m for m in (*PROBES, "ref_psnr", "recon_psnr") if f"{m}_mean" in table.columns
-                   and pretrained[f"{m}_mean"].notna().any()]
+    metrics = [*probe_columns(pretrained, declared), *_reference_first(psnr_columns(pretrained, declared))] \
+        if not pretrained.empty else []
     if pretrained.empty or not metrics or pretrained[param].nunique() < 2:
         return None
     series = pretrained["label"] + [
@@ -270,10 +284,10 @@ def sweep_figure(table: pd.DataFrame, param: str, metrics: Sequence[str] | None 
     for ax, metric in zip(axes, metrics):
         for name in palette:
             rows = pretrained[series == name].assign(_x=positions[series == name]).sort_values("_x")
-            ax.errorbar(rows["_x"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), marker="o",
+            ax.errorbar(rows["_x"], rows[f"{metric.key}_mean"], yerr=rows[f"{metric.key}_std"].fillna(0), marker="o",
                         capsize=3, color=palette[name], label=name)
         ax.set_xlabel(PARAM_LABELS.get(param, param))
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_ylabel(metric.axis_label)
         _title(ax, f"{_name(metric)} vs {param}")
         if numeric and (positions > 0).all() and positions.max() / positions.min() >= 20:
             ax.set_xscale("log")

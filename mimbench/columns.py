@@ -1,0 +1,101 @@
+"""Metric columns, declared by the component that produces them.
+
+The core declares its own (reconstruction); a probe declares its columns with an optional
+``metric_columns() -> list[MetricColumn]`` method. The driver writes every declaration of a
+suite to ``<suite>/columns.json``, and the report, the tables and the console line read them
+from there: a third-party probe's accuracy is shown exactly like a built-in probe's, and the
+core names no built-in probe. A column a component returns without declaring it still lands in
+``summary.csv`` and ``table.csv``, just not in the headline table, the figures or the console.
+
+This module imports neither torch nor pandas: reading results stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+#: What a column measures. ``accuracy`` (a top-1 fraction of a probe) gets the gain over the
+#: random-init baseline and the probe figures; ``psnr`` the reconstruction figures.
+Kind = Literal["accuracy", "psnr", "mse", "count", "other"]
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One summary column and how reports show it."""
+
+    key: str  # the summary column, e.g. "<probe>_acc"
+    name: str  # short name for tables, titles and the console line, e.g. the probe's name
+    axis: str = ""  # axis label with its unit; "" means the name
+    kind: Kind = "other"
+    headline: bool = True  # in table.md / table.tex, the figures and the console line
+    digits: int = 3  # decimals shown
+    latex: str = ""  # header in table.tex; "" means the name
+    best_of: str = ""  # for a best-block column, the key of the column it is the best block of
+
+    @property
+    def axis_label(self) -> str:
+        return self.axis or self.name
+
+    @property
+    def latex_name(self) -> str:
+        return self.latex or self.name
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MetricColumn":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: What the core measures on every pre-trained run (see :mod:`mimbench.evaluate`).
+RECONSTRUCTION_COLUMNS = (
+    MetricColumn("recon_psnr", "PSNR (dB)", "PSNR, own masker (dB)", "psnr", digits=2),
+    MetricColumn("ref_psnr", "ref. PSNR (dB)", "PSNR, reference masker (dB)", "psnr", digits=2,
+                 latex="ref.\\ PSNR (dB)"),
+    MetricColumn("recon_mse", "MSE", "MSE of hidden pixels ([0, 1] pixel units²)", "mse", headline=False, digits=4),
+    MetricColumn("ref_mse", "ref. MSE", "MSE of hidden pixels, reference masker", "mse", headline=False, digits=4),
+)
+
+
+def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str = "") -> list[MetricColumn]:
+    """The columns of a probe scored by top-1 accuracy under :func:`mimbench.probing.layerwise`:
+    ``<key>`` and, with ``layer: all``, ``<key>_best`` (the best block's test accuracy)."""
+    columns = [MetricColumn(key, name, f"{name} accuracy (top-1, fraction)", "accuracy", latex=latex)]
+    if layer == "all":
+        columns.append(MetricColumn(f"{key}_best", f"{name}, best block",
+                                    f"{name} accuracy, best block (top-1, fraction)", "accuracy",
+                                    latex=f"{latex or name}, best block", best_of=key))
+    return columns
+
+
+def merge(*groups: list[MetricColumn] | tuple[MetricColumn, ...]) -> list[MetricColumn]:
+    """Declarations in order, the first of each key kept."""
+    seen: dict[str, MetricColumn] = {}
+    for group in groups:
+        for column in group:
+            seen.setdefault(column.key, column)
+    return list(seen.values())
+
+
+def dumps(columns: list[MetricColumn]) -> str:
+    return json.dumps({"columns": [c.to_json() for c in columns]}, indent=2) + "\n"
+
+
+def loads(text: str) -> list[MetricColumn]:
+    return [MetricColumn.from_json(entry) for entry in json.loads(text)["columns"]]
+
+
+def inferred(column_names: list[str]) -> list[MetricColumn]:
+    """Declarations for a suite folder written before ``columns.json`` existed: the core's, and
+    every ``<name>_acc`` / ``<name>_acc_best`` column as an accuracy named after its prefix."""
+    present = set(column_names)
+    columns = [c for c in RECONSTRUCTION_COLUMNS if c.key in present]
+    for key in column_names:
+        if key.endswith("_acc"):
+            columns += accuracy_columns(key, key.removesuffix("_acc"),
+                                        "all" if f"{key}_best" in present else "last")
+    return merge(columns)

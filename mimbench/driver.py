@@ -1,0 +1,297 @@
+"""The driver: plan a suite, check it, hand its unfinished jobs to an executor, record results.
+
+The driver is the only writer of ``suite.yaml``, ``columns.json`` and ``summary.csv`` (the
+report is written after it, from those files); workers write only inside their own run
+folder. It holds the suite folder's lock while it runs. The CLI, the benchmarks and the
+tests all go through these functions::
+
+    plan = plan_suite(suite, registry)              # jobs: runs, then baselines
+    data = check_plan(plan, registry, plugins, device, executor)  # exit 2 material, before any training
+    table = run_suite(plan, out, executor, plugins, registry)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mimbench import columns, store
+from mimbench.columns import MetricColumn
+from mimbench.errors import ConfigError
+from mimbench.executors import Executor
+from mimbench.jobs import BaselineJob, Job, Outcome, PluginSources, RunJob, Task, canonical_json
+from mimbench.lock import LOCK_FILE, SuiteLock
+from mimbench.probing import check_block_index
+from mimbench.registry import Registry
+from mimbench.suite import Suite, expand, expand_baselines, run_labels, suite_to_yaml
+from mimbench.train import build_components
+from mimbench.worker import SuiteData, resolve_device, suite_data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A suite expanded into jobs: its runs, then its baselines, with a readable label each."""
+
+    suite: Suite
+    runs: list[RunJob]
+    baselines: list[BaselineJob]
+    labels: dict[str, str]
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.runs, *self.baselines]
+
+
+def plan_suite(suite: Suite, registry: Registry) -> Plan:
+    runs = expand(suite, registry)
+    baselines = expand_baselines(suite, runs)
+    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]))
+
+
+def build_executor(registry: Registry, suite: Suite, suite_dir: Path) -> Executor:
+    """The suite's ``execution.executor`` with its params (a missing extra is a ConfigError)."""
+    spec = suite.execution
+    return registry.build("executor", spec.executor, spec.params(), suite_dir=str(suite_dir))
+
+
+def declared_columns(registry: Registry, suite_eval: dict[str, Any]) -> list[MetricColumn]:
+    """The core's reconstruction columns, then each probe's declared ``metric_columns()``."""
+    declared = [list(columns.RECONSTRUCTION_COLUMNS)]
+    for spec in suite_eval["probes"]:
+        probe = registry.build("probe", spec["name"], spec["params"])
+        declare = getattr(probe, "metric_columns", None)
+        if callable(declare):
+            declared.append(list(declare()))
+    return columns.merge(*declared)
+
+
+def check_plan(plan: Plan, registry: Registry, plugins: PluginSources, device: str, executor: Executor) -> SuiteData:
+    """Load the data and build every distinct component once, so that bad input fails now
+    (ConfigError, exit 2), not mid-suite. With an executor that runs elsewhere, the checks run on
+    this machine's CPU and the device is resolved on each worker."""
+    if executor.in_process:
+        torch_device = resolve_device(device)
+    else:
+        torch_device = torch.device("cpu")
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    data = suite_data(plugins, plan.runs[0].data, torch_device)
+    validate(registry, plan.runs, data)
+    return data
+
+
+def validate(registry: Registry, runs: list[RunJob], data: SuiteData) -> None:
+    """Build every distinct component once, so bad params fail now (exit 2), not mid-suite.
+
+    Maskers are also called once on a small batch: a ValueError there is a bad
+    configuration (e.g. an image size the mask grid does not divide). Anything else a
+    masker does wrong (another exception, a mask of the wrong shape) fails its own runs
+    later, with error.txt, and not the whole suite.
+    """
+    if runs and runs[0].config["train"]["batch_size"] > len(data.train):
+        raise ConfigError(f"train.batch_size {runs[0].config['train']['batch_size']} is larger than the "
+                          f"train split ({len(data.train)} images)")
+    seen: set[str] = set()
+    size = data.train.image_size
+    probe = torch.zeros(2, data.train.channels, size, size, device=data.normalize.mean.device)
+    for run in runs:
+        config = run.config
+        key = repr([config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")])
+        if key in seen:
+            continue
+        seen.add(key)
+        parts = build_components(registry, config, data.train.channels)
+        _try_masker(parts.masker, probe, f"masker {config['masker']['name']!r}")
+        _check_probe_layers(parts.encoder, config, probe)
+    reference = runs[0].config["eval"]["reference_masker"] if runs else None
+    if reference is not None:
+        masker = registry.build("masker", reference["name"], reference["params"])
+        _try_masker(masker, probe, f"eval.reference_masker {reference['name']!r}")
+    for spec in runs[0].config["eval"]["probes"] if runs else []:
+        registry.build("probe", spec["name"], spec["params"])
+
+
+def _check_probe_layers(encoder: torch.nn.Module, config: dict[str, Any], images: torch.Tensor) -> None:
+    """A probe's block index must exist in every encoder it will read (checked before training)."""
+    indices = [(spec["name"], spec["params"]["layer"]) for spec in config["eval"]["probes"]
+               if isinstance(spec["params"].get("layer"), int)]
+    if not indices or not callable(getattr(encoder, "blocks", None)):
+        return
+    with torch.no_grad():
+        count = len(encoder.to(images.device).eval().blocks(images))
+    for name, layer in indices:
+        try:
+            check_block_index(layer, count, f"encoder {config['encoder']['name']!r}")
+        except ValueError as exc:
+            raise ConfigError(f"probe {name!r}: {exc}") from None
+
+
+def _try_masker(masker, probe: torch.Tensor, what: str) -> None:
+    try:
+        masker(probe)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except Exception:  # not a configuration problem: the runs that use it will fail and say why
+        pass
+
+
+def missing_probes(folder: Path, job: Job, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The probes ``job`` asks for that its finished folder has not run (none if it did not end done)."""
+    if record.get("status") != "done":
+        return []
+    try:
+        done = store.read_json(folder / store.CONFIG_FILE).get("eval", {}).get("probes", [])
+    except (OSError, ValueError):
+        done = []
+    return [spec for spec in job.config["eval"]["probes"] if spec not in done]
+
+
+def outcome_text(record: dict[str, Any], declared: list[MetricColumn]) -> str:
+    """The status and the declared headline metrics of a record, for the run's console line."""
+    shown = [f"{c.name} {record[c.key]:.{c.digits}f}" for c in declared
+             if c.headline and isinstance(record.get(c.key), (int, float))]
+    return "  ".join([record.get("status", "failed"), *shown])
+
+
+def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources, registry: Registry,
+              device: str = "auto", fresh: bool = False) -> pd.DataFrame:
+    """Run every unfinished job of ``plan`` into ``out/<suite name>`` on ``executor``, holding the
+    folder's lock; returns the summary table. Ctrl-C cancels the tasks in flight, rewrites the
+    summary and re-raises KeyboardInterrupt."""
+    suite = plan.suite
+    suite_dir = Path(out) / suite.name
+    with SuiteLock(suite_dir):
+        if fresh:
+            _empty(suite_dir)
+        _write_suite_file(suite_dir, suite, len(plan.jobs))
+        declared = declared_columns(registry, plan.runs[0].config["eval"]) if plan.runs else []
+        store.write_columns(suite_dir, declared)
+        progress = SuiteProgress(plan, executor)
+        tasks = []
+        for job in plan.jobs:
+            folder = store.run_path(suite_dir, job.run_id)
+            finished = store.finished_record(folder)
+            missing = missing_probes(folder, job, finished) if finished is not None else []
+            if finished is not None and not missing:
+                progress.skipped(job)
+                continue
+            tasks.append(Task(job, str(suite_dir), plugins, device, executor.threads, executor.in_process,
+                              tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id]))
+        try:
+            for task, outcome in executor.run(tasks):
+                _record_failure(suite_dir, task, outcome)
+                table = store.write_summary(suite_dir, plan.jobs, declared)
+                progress.finished(task, outcome, outcome_text(outcome.record, declared))
+                _call_run_finished(registry, store.run_path(suite_dir, task.job.run_id), table, task.job.run_id,
+                                   progress)
+        except KeyboardInterrupt:
+            executor.cancel()
+            store.write_summary(suite_dir, plan.jobs, declared)
+            progress.close()
+            raise
+        progress.close()
+        return store.write_summary(suite_dir, plan.jobs, declared)
+
+
+def _empty(suite_dir: Path) -> None:
+    """``--fresh``: delete everything in the suite folder but the lock this driver holds."""
+    for path in suite_dir.iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
+    previous = suite_dir / store.SUITE_FILE
+    text = suite_to_yaml(suite)
+    if previous.exists() and _without_execution(previous.read_text()) != _without_execution(text):
+        tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
+                   f"this version's {count} runs (earlier runs stay in {suite_dir / 'runs'}; "
+                   f"use --set name=... to keep versions apart)")
+    store.write_atomic(previous, text)
+
+
+def _without_execution(text: str) -> str:
+    """The suite's YAML without ``execution``: where runs execute does not make another suite."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(raw, dict):
+        raw.pop("execution", None)
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
+def _record_failure(suite_dir: Path, task: Task, outcome: Outcome) -> None:
+    """A task that failed without writing its error (its worker died, or could not see the
+    folder): the driver records the error, so that the summary shows the run as failed."""
+    if outcome.status != "failed" or task.probes_to_add:
+        return
+    folder = store.run_path(suite_dir, task.job.run_id)
+    if (folder / store.ERROR_FILE).exists() or (folder / store.METRICS_FILE).exists():
+        return
+    store.write_atomic(folder / store.ERROR_FILE, f"{outcome.record.get('error', 'the run failed')}\n")
+
+
+def _call_run_finished(registry: Registry, folder: Path, table: pd.DataFrame, run_id: str,
+                       progress: "SuiteProgress") -> None:
+    row = table[table.run_id == run_id].iloc[0].to_dict()
+    try:
+        registry.plugins.hook.mimbench_run_finished(run_dir=folder, record=row)
+    except Exception as exc:
+        progress.write(f"warning: a mimbench_run_finished hook failed: {type(exc).__name__}: {exc}")
+
+
+class SuiteProgress:
+    """The suite's bar (runs in flight, done, failed) on a terminal, and one line per run
+    everywhere, whatever executor runs them."""
+
+    def __init__(self, plan: Plan, executor: Executor):
+        self.labels, self.executor = plan.labels, executor
+        self.width = max((len(label) for label in plan.labels.values()), default=0)
+        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.bar = tqdm(total=len(plan.jobs), desc=f"suite {plan.suite.name}", unit="run", dynamic_ncols=True,
+                        disable=None)
+        self.started = time.perf_counter()
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def skipped(self, job: Job) -> None:
+        self.counts["skipped"] += 1
+        self.bar.update(1)
+        self.write(f"{job.run_id}  {self.labels[job.run_id]:<{self.width}}  already finished, skipped")
+
+    def finished(self, task: Task, outcome: Outcome, text: str) -> None:
+        self.counts["failed" if outcome.status == "failed" else "done"] += 1
+        self.bar.update(1)
+        self.bar.set_postfix(in_flight=self.executor.in_flight(), done=self.counts["done"],
+                             failed=self.counts["failed"], refresh=False)
+        label = f"{task.job.run_id}  {self.labels[task.job.run_id]:<{self.width}}"
+        if task.probes_to_add:
+            self.write(f"{label}  {outcome.note}")
+            return
+        seconds = outcome.record.get("wall_seconds")
+        timing = f"{seconds:6.1f}s" if isinstance(seconds, (int, float)) else "      -"
+        if outcome.status == "failed":
+            text = f"FAILED: {outcome.record.get('error', '')}"
+        self.write(f"{label}  {timing}  {text}")
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,279 @@
+"""The worker side: execute one :class:`~mimbench.jobs.Task`, in this process or any other.
+
+:func:`execute` rebuilds the registry from the task's plugin sources, loads the data (both
+cached once per process), trains and evaluates (or runs the probes of a baseline), and writes
+the run folder: ``config.json`` first, ``metrics.json`` last and atomically (the run is
+finished), ``error.txt`` when the run raised. It writes nothing outside that folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mimbench
+from mimbench import store
+from mimbench.data import Images, Normalizer, load_images
+from mimbench.errors import ConfigError
+from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
+from mimbench.jobs import BaselineJob, DataSpec, Outcome, PluginSources, RunJob, Task
+from mimbench.plugins import load_plugins
+from mimbench.probing import ProbeContext, RawPixels
+from mimbench.registry import Registry
+from mimbench.train import build_components, pretrain
+
+
+@dataclass
+class SuiteData:
+    """Both splits of the suite's dataset on the device, the train split's normalisation, and
+    the labelled splits the probes use (``eval.dataset``, or the suite's dataset again)."""
+
+    train: Images
+    test: Images
+    normalize: Normalizer
+    probe_train: Images
+    probe_test: Images
+
+
+@functools.lru_cache(maxsize=4)
+def registry_for(plugins: PluginSources) -> Registry:
+    """The registry of the built-ins, installed plugins and ``plugins.specs``; once per process."""
+    return Registry(load_plugins(plugins.specs, use_env=False))
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_data(plugins: PluginSources, spec: DataSpec, device: torch.device) -> SuiteData:
+    return load_data(registry_for(plugins), spec, device)
+
+
+def suite_data(plugins: PluginSources, spec: DataSpec, device: torch.device) -> SuiteData:
+    """:func:`load_data`, once per process for the same data, plugins and device (the last one kept)."""
+    return _cached_data(plugins, spec, device)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine (use auto or cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def load_data(registry: Registry, spec: DataSpec, device: torch.device) -> SuiteData:
+    """Load train and test splits once, resized to the suite's image size, onto ``device``;
+    and the eval dataset's splits for the probes when the suite names one."""
+    limit = in_memory_limit(spec.in_memory_gb, device)
+    dataset, eval_dataset = spec.dataset, spec.eval_dataset
+    train, test = _load_splits(registry, dataset, spec.image_size, device, limit, spec.workers)
+    probe_train, probe_test = train, test
+    if eval_dataset is not None:
+        probe_train, probe_test = _load_splits(registry, eval_dataset, spec.image_size, device, limit, spec.workers)
+        if probe_train.channels != train.channels:
+            raise ConfigError(f"eval.dataset {eval_dataset['name']!r} has {probe_train.channels} channels, but the "
+                              f"encoders are pre-trained on {train.channels}-channel images of {dataset['name']!r}")
+    if spec.needs_labels and probe_train.num_classes < 2:
+        where = "eval.dataset" if eval_dataset is not None else "dataset"
+        name = (eval_dataset or dataset)["name"]
+        raise ConfigError(f"{where} {name!r} has no class labels, so eval.probes cannot run on it: name a "
+                          f"labelled eval.dataset (e.g. {{name: imagefolder, params: {{root: ...}}}}) "
+                          f"or set eval.probes: []")
+    return SuiteData(train, test, Normalizer.measure(train), probe_train, probe_test)
+
+
+def in_memory_limit(gigabytes: float | None, device: torch.device) -> int:
+    """Bytes of uint8 images a split may take on ``device`` before it streams instead."""
+    if gigabytes is not None:
+        return int(gigabytes * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _load_splits(registry: Registry, dataset: dict[str, Any], image_size: int, device: torch.device,
+                 limit: int, workers: int) -> tuple[Images, Images]:
+    splits = []
+    for split in ("train", "test"):
+        raw = registry.build("dataset", dataset["name"], dataset["params"], split=split, image_size=image_size)
+        if len(raw) == 0:
+            raise ConfigError(f"dataset {dataset['name']!r}: the {split} split is empty")
+        splits.append(load_images(raw, image_size, device, limit, workers))
+    return splits[0], splits[1]
+
+
+def execute(task: Task) -> Outcome:
+    """Run ``task`` and write its run folder; every exception of the run is caught and recorded
+    (``error.txt``, a failed outcome). Only the death of the process itself escapes."""
+    suite_dir = Path(task.suite_dir)
+    if not suite_dir.is_dir():
+        return Outcome.failed(f"the worker on {socket.gethostname()} cannot see the suite folder {suite_dir}: "
+                              f"the results folder must be on storage every node sees")
+    if task.threads is not None:
+        torch.set_num_threads(task.threads)
+    folder = store.run_path(suite_dir, task.job.run_id)
+    if task.probes_to_add:
+        return _add_probes(task, folder)
+    store.reset_run(folder)
+    started = time.perf_counter()
+    try:
+        registry = registry_for(task.plugins)
+        device = resolve_device(task.device)
+        data = suite_data(task.plugins, task.job.data, device)
+        store.write_json(folder / store.CONFIG_FILE, run_config_file(task, data, device, registry))
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.cuda.reset_peak_memory_stats(device)
+        if isinstance(task.job, BaselineJob):
+            record = execute_baseline(registry, task.job, data, device)
+        else:
+            record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress)
+        record["wall_seconds"] = round(time.perf_counter() - started, 3)
+        if device.type == "cuda":
+            record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        store.write_json(folder / store.METRICS_FILE, record)  # last: marks the run as finished
+        return Outcome(record)
+    except Exception as exc:  # the run fails; the suite goes on
+        store.write_atomic(folder / store.ERROR_FILE, traceback.format_exc())
+        return Outcome.failed(f"{type(exc).__name__}: {exc}")
+
+
+def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,
+                label: str = "train", show_progress: bool = True) -> dict[str, Any]:
+    """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record."""
+    config = job.config
+    torch.manual_seed(job.seed)
+    parts = build_components(registry, config, data.train.channels)
+    result = pretrain(
+        parts, data.train, data.normalize, config["train"], job.seed, device,
+        on_epoch=lambda history: store.write_csv(folder / store.HISTORY_FILE, history),
+        desc=label or "train", show_progress=show_progress,
+    )
+    record: dict[str, Any] = {
+        "status": result.status,
+        "train_seconds": round(result.seconds, 3),
+        "images_per_second": round(result.images_per_second, 1),
+        "epochs_completed": len(result.history),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+    }
+    store.save_state_dict(folder / store.ENCODER_FILE, parts.encoder)
+    if result.status == "done":
+        evaluation = config["eval"]
+        # A loss that trains on another target (norm_pix) says how to map predictions back.
+        to_image = getattr(parts.loss, "prediction_to_image", None)
+        own = reconstruction_metrics(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
+                                     evaluation["mask_seed"], evaluation["batch_size"], device, to_image)
+        record.update(recon_mse=own["mse"], recon_psnr=own["psnr"], mask_ratio_actual=own["mask_ratio"],
+                      mask_avgdist_px=own["mask_avgdist"], recon_uses_target_stats=to_image is not None)
+        reference = evaluation["reference_masker"]
+        if reference is not None:
+            masker = registry.build("masker", reference["name"], reference["params"])
+            ref = reconstruction_metrics(parts.encoder, parts.decoder, masker, data.test, data.normalize,
+                                         evaluation["mask_seed"], evaluation["batch_size"], device, to_image)
+            record.update(ref_mse=ref["mse"], ref_psnr=ref["psnr"])
+        grid = reconstruction_grid(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
+                                   evaluation["mask_seed"], device, to_image=to_image)
+        store.save_png(folder / store.RECONSTRUCTIONS_FILE, grid)
+        record.update(run_probes(registry, config, config["eval"]["probes"], parts.encoder, data, device))
+    return record
+
+
+def execute_baseline(registry: Registry, job: BaselineJob, data: SuiteData, device: torch.device) -> dict[str, Any]:
+    """The probes on an untrained encoder or on raw pixels; returns the metrics record."""
+    encoder = baseline_encoder(registry, job, data)
+    return {"status": "done", **run_probes(registry, job.config, job.config["eval"]["probes"], encoder, data, device)}
+
+
+def baseline_encoder(registry: Registry, job: BaselineJob, data: SuiteData) -> torch.nn.Module:
+    """``random-init``: built exactly as its pre-trained runs' encoder is before training, from
+    the same seed, first; ``pixels``: :class:`~mimbench.probing.RawPixels`."""
+    torch.manual_seed(job.seed)
+    if job.kind == "random-init":
+        return build_encoder(registry, job.config, data)
+    return RawPixels(data.train.channels, job.config["image_size"])
+
+
+def build_encoder(registry: Registry, config: dict[str, Any], data: SuiteData) -> torch.nn.Module:
+    return registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                          in_channels=data.train.channels, image_size=config["image_size"])
+
+
+def run_probes(registry: Registry, config: dict[str, Any], probes: list[dict[str, Any]], encoder: torch.nn.Module,
+               data: SuiteData, device: torch.device) -> dict[str, Any]:
+    """Each of ``probes`` on the frozen ``encoder``; features are extracted once."""
+    started = time.perf_counter()
+    context = ProbeContext(encoder.to(device).eval(), data.probe_train, data.probe_test, data.normalize.to(device),
+                           device, config["seed"], config["eval"]["batch_size"])
+    columns: dict[str, Any] = {}
+    for spec in probes:
+        probe = registry.build("probe", spec["name"], spec["params"])
+        columns.update(probe(context))
+    return {**columns, "probe_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _add_probes(task: Task, folder: Path) -> Outcome:
+    """Run the task's probes on a finished run's saved encoder (or a baseline's, rebuilt from its
+    seed) and merge their columns into its metrics.json; config.json then lists them as run.
+    A failure leaves the run's earlier results as they were."""
+    import json
+
+    probes = [json.loads(text) for text in task.probes_to_add]
+    names = ", ".join(spec["name"] for spec in probes)
+    job = task.job
+    try:
+        registry = registry_for(task.plugins)
+        device = resolve_device(task.device)
+        data = suite_data(task.plugins, job.data, device)
+        if isinstance(job, BaselineJob):
+            encoder = baseline_encoder(registry, job, data)
+        else:
+            encoder = build_encoder(registry, job.config, data)
+            encoder.load_state_dict(torch.load(folder / store.ENCODER_FILE, map_location="cpu"))
+        columns = run_probes(registry, job.config, probes, encoder, data, device)
+        record = store.read_json(folder / store.METRICS_FILE)
+        columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)
+        record = {**record, **columns}
+        store.write_json(folder / store.METRICS_FILE, record)
+        saved = store.read_json(folder / store.CONFIG_FILE)  # after the metrics: a crash in between reruns them
+        saved["eval"]["probes"] = saved["eval"].get("probes", []) + probes
+        store.write_json(folder / store.CONFIG_FILE, saved)
+    except Exception as exc:
+        record = store.finished_record(folder) or {"status": "done"}
+        return Outcome(record, f"finished earlier; adding probes FAILED: {type(exc).__name__}: {exc}")
+    return Outcome(record, f"finished earlier; added probes {names}")
+
+
+def run_config_file(task: Task, data: SuiteData, device: torch.device, registry: Registry) -> dict[str, Any]:
+    """config.json: the resolved run config plus what is needed to reproduce it."""
+    return {
+        "run_id": task.job.run_id,
+        "suite": Path(task.suite_dir).name,
+        **task.job.config,
+        "normalization": {"mean": data.normalize.mean.tolist(), "std": data.normalize.std.tolist()},
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "host": socket.gethostname(),
+        "versions": {
+            "mimbench": mimbench.__version__,
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "plugins": {name: f"{p.name} {p.version}".strip() for name, p in registry.plugins.providers.items()},
+        },
+    }
