@@ -4,9 +4,10 @@
     python benchmarks/executors.py --repeats 2 --suite quick --old-tree /tmp/old
 
 Each measurement is a fresh ``mimbench run`` in a subprocess, into a temporary results folder.
-``--old-tree`` also times another checkout's ``mimbench`` (its ``mimbench/`` and ``plugins/``
-put first on PYTHONPATH), alternated with today's, to compare the local executor with an
-earlier version in the same window.
+``--old-tree`` also times another checkout's ``mimbench`` (``python -S -m mimbench`` with that
+checkout's ``mimbench/`` and ``plugins/`` first on PYTHONPATH, then this environment's
+site-packages, so that the editable install of today's tree is not used), alternated with
+today's, to compare the local executor with an earlier version in the same window.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ MIMBENCH = str(Path(sys.executable).parent / "mimbench")
 
 def timed_run(suite: str, args: list[str], env: dict[str, str] | None = None) -> float:
     out = Path(tempfile.mkdtemp(prefix="mimbench-bench-"))
+    command = [sys.executable, "-S", "-m", "mimbench"] if env is not None else [MIMBENCH]
     try:
         started = time.perf_counter()
-        subprocess.run([MIMBENCH, "run", suite, "--out", str(out), *args], check=True, env=env,
+        subprocess.run([*command, "run", suite, "--out", str(out), *args], check=True, env=env, cwd=out,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - started
     finally:
@@ -50,7 +52,9 @@ def old_tree_env(tree: Path) -> dict[str, str]:
     shim = Path(tempfile.mkdtemp(prefix="mimbench-old-"))
     (shim / "mimbench").symlink_to(tree / "mimbench")
     (shim / "mimbench_plugins").symlink_to(tree / "plugins")
-    return {**os.environ, "PYTHONPATH": str(shim)}
+    import site
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), *site.getsitepackages()])}
 
 
 @click.command()

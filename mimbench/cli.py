@@ -115,7 +115,8 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, pl
                    f"results in {out / spec.name}")
         for job in plan.runs:
             params = " ".join(f"{axis}={_spec_text(job.config[axis])}" for axis in ("encoder", "decoder", "masker", "loss"))
-            click.echo(f"  {job.run_id}  seed={job.seed}  {params}")
+            labels = job.config["eval"].get("labels_per_class")
+            click.echo(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else ""))
         for job in plan.baselines:
             click.echo(f"  {job.run_id}  {plan.labels[job.run_id]}")
         return

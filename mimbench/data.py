@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 
@@ -80,6 +80,15 @@ class DeviceImages:
         """The first ``count`` images, uint8 [count, C, S, S]."""
         return self.images[:count]
 
+    def all_labels(self) -> torch.Tensor:
+        """Every label of the split, int64 [N]."""
+        return self.labels
+
+    def subset(self, indices: torch.Tensor) -> "DeviceImages":
+        """The images at ``indices`` (int64 [K]), in that order."""
+        indices = indices.to(self.images.device)
+        return DeviceImages(self.images[indices], self.labels[indices], self.num_classes)
+
 
 class StreamedImages:
     """One split too large for the device: read by a DataLoader (worker processes, pinned
@@ -113,9 +122,41 @@ class StreamedImages:
     def head(self, count: int) -> torch.Tensor:
         return next(self.batches(count))[0][:count]
 
+    def all_labels(self) -> torch.Tensor:
+        """Every label of the split, int64 [N] on the CPU (the dataset's ``labels`` when it has them)."""
+        labels = getattr(self.dataset, "labels", None)
+        if isinstance(labels, torch.Tensor) and labels.shape == (len(self.dataset),):
+            return labels.long().cpu()
+        return torch.tensor([int(self.dataset[i][1]) for i in range(len(self.dataset))])
+
+    def subset(self, indices: torch.Tensor) -> "StreamedImages":
+        """The images at ``indices`` (int64 [K]), in that order, still streamed."""
+        subset = Subset(self.dataset, indices.tolist())
+        subset.num_classes = self.num_classes  # type: ignore[attr-defined]
+        return StreamedImages(subset, self.image_size, self.device, self.workers)
+
 
 #: A split of images the core can batch: held on the device, or streamed.
 Images = DeviceImages | StreamedImages
+
+
+def class_balanced_indices(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """``per_class`` indices of each class present in ``labels`` (int64 [N]), drawn without
+    replacement by a CPU generator seeded with ``seed``; int64 [per_class * classes], sorted.
+
+    A function of the labels, ``per_class`` and ``seed`` only: every run and baseline of a seed
+    gets the same subset. Raises ValueError when a class has fewer than ``per_class`` images.
+    """
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique(sorted=True).tolist():
+        members = (labels == label).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise ValueError(f"labels_per_class {per_class}: class {label} has only {len(members)} labelled "
+                             f"train images")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
 
 
 @dataclass

@@ -88,7 +88,20 @@ def check_plan(plan: Plan, registry: Registry, plugins: PluginSources, device: s
                 raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     data = suite_data(plugins, plan.runs[0].data, torch_device)
     validate(registry, plan.runs, data)
+    _check_label_counts(plan, data)
     return data
+
+
+def _check_label_counts(plan: Plan, data: SuiteData) -> None:
+    """Every ``eval.labels_per_class`` must fit in each class of the labelled train split."""
+    counts = sorted({job.config["eval"].get("labels_per_class") for job in plan.jobs} - {None})
+    if not counts or not plan.runs[0].config["eval"]["probes"]:
+        return
+    labels = data.probe_train.all_labels().cpu()
+    smallest = int(labels.bincount()[labels.unique()].min())
+    if counts[-1] > smallest:
+        raise ConfigError(f"eval.labels_per_class {counts[-1]}: the labelled train split has only {smallest} "
+                          f"images in its smallest class (allowed: 1..{smallest}, or null for every label)")
 
 
 def validate(registry: Registry, runs: list[RunJob], data: SuiteData) -> None:
@@ -178,30 +191,98 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
         declared = declared_columns(registry, plan.runs[0].config["eval"]) if plan.runs else []
         store.write_columns(suite_dir, declared)
         progress = SuiteProgress(plan, executor)
-        tasks = []
-        for job in plan.jobs:
-            folder = store.run_path(suite_dir, job.run_id)
-            finished = store.finished_record(folder)
-            missing = missing_probes(folder, job, finished) if finished is not None else []
-            if finished is not None and not missing:
-                progress.skipped(job)
-                continue
-            tasks.append(Task(job, str(suite_dir), plugins, device, executor.threads, executor.in_process,
-                              tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id]))
+        first, second = schedule(plan, suite_dir, progress)
+        options = dict(plugins=plugins, device=device, threads=executor.threads, show_progress=executor.in_process)
         try:
-            for task, outcome in executor.run(tasks):
-                _record_failure(suite_dir, task, outcome)
-                table = store.write_summary(suite_dir, plan.jobs, declared)
-                progress.finished(task, outcome, outcome_text(outcome.record, declared))
-                _call_run_finished(registry, store.run_path(suite_dir, task.job.run_id), table, task.job.run_id,
-                                   progress)
+            for phase in (first, second):
+                tasks = [task_for(job, suite_dir, plan, source, missing, **options) for job, source, missing in phase
+                         if phase is first or _source_finished(suite_dir, job, source, progress)]
+                if not tasks:
+                    continue
+                for task, outcome in executor.run(tasks):
+                    _record_failure(suite_dir, task, outcome)
+                    table = store.write_summary(suite_dir, plan.jobs, declared)
+                    progress.finished(task, outcome, outcome_text(outcome.record, declared))
+                    _call_run_finished(registry, store.run_path(suite_dir, task.job.run_id), table,
+                                       task.job.run_id, progress)
         except KeyboardInterrupt:
             executor.cancel()
             store.write_summary(suite_dir, plan.jobs, declared)
             progress.close()
             raise
+        finally:
+            close = getattr(executor, "close", None)
+            if callable(close):
+                close()
         progress.close()
         return store.write_summary(suite_dir, plan.jobs, declared)
+
+
+#: (job, run id of the folder holding its pre-trained encoder or None, probes to add) for each task.
+Scheduled = list[tuple[Job, "str | None", list[dict[str, Any]]]]
+
+
+def schedule(plan: Plan, suite_dir: Path, progress: "SuiteProgress") -> tuple[Scheduled, Scheduled]:
+    """Split the unfinished jobs into two phases: first every baseline, every run that
+    pre-trains (one per pre-training id) and every run whose encoder is already trained; then the
+    runs that evaluate an encoder a first-phase run is training (same pre-training, another
+    ``eval.labels_per_class``). Finished jobs are skipped (or get their missing probes)."""
+    trained = _finished_pretraining(plan, suite_dir)
+    training_now: dict[str, str] = {}
+    first: Scheduled = []
+    second: Scheduled = []
+    for job in plan.jobs:
+        folder = store.run_path(suite_dir, job.run_id)
+        finished = store.finished_record(folder)
+        if finished is not None:
+            missing = missing_probes(folder, job, finished)
+            if missing:
+                first.append((job, None, missing))
+            else:
+                progress.skipped(job)
+            continue
+        if isinstance(job, BaselineJob):
+            first.append((job, None, []))
+        elif job.pretraining_id in trained:
+            first.append((job, trained[job.pretraining_id], []))
+        elif job.pretraining_id in training_now:
+            second.append((job, training_now[job.pretraining_id], []))
+        else:
+            training_now[job.pretraining_id] = job.run_id
+            first.append((job, None, []))
+    return first, second
+
+
+def _finished_pretraining(plan: Plan, suite_dir: Path) -> dict[str, str]:
+    """Pre-training id -> the run folder holding that finished pre-training (its encoder.pt), for
+    the plan's runs, including one left by an earlier version of the suite (``runs/<id>``)."""
+    trained: dict[str, str] = {}
+    for job in plan.runs:
+        for candidate in (job.run_id, job.pretraining_id):
+            folder = store.run_path(suite_dir, candidate)
+            record = store.finished_record(folder)
+            if record is None or record.get("pretrained_in") or not (folder / store.ENCODER_FILE).exists():
+                continue
+            trained.setdefault(job.pretraining_id, candidate)
+    return trained
+
+
+def _source_finished(suite_dir: Path, job: Job, source: str | None, progress: "SuiteProgress") -> bool:
+    """Whether the run that pre-trains ``job``'s encoder finished; if not, ``job`` fails saying so."""
+    if source is None or store.finished_record(store.run_path(suite_dir, source)) is not None:
+        return True
+    error = f"not evaluated: run {source}, which pre-trains its encoder, did not finish (see its error.txt)"
+    store.write_atomic(store.run_path(suite_dir, job.run_id, store.ERROR_FILE), error + "\n")
+    progress.write(f"{job.run_id}  {progress.labels[job.run_id]:<{progress.width}}        -  FAILED: {error}")
+    progress.counts["failed"] += 1
+    progress.bar.update(1)
+    return False
+
+
+def task_for(job: Job, suite_dir: Path, plan: Plan, source: str | None, missing: list[dict[str, Any]],
+             plugins: PluginSources, device: str, threads: int | None, show_progress: bool) -> Task:
+    return Task(job, str(suite_dir), plugins, device, threads, show_progress,
+                tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id], source)
 
 
 def _empty(suite_dir: Path) -> None:

@@ -35,6 +35,8 @@ class Executor(Protocol):
     def cancel(self) -> None:
         """Stop the tasks still queued or running (on Ctrl-C); their runs stay unfinished."""
 
+    # Optional: ``close()``, called once when the suite is over (e.g. to stop an engine it started).
+
 
 class LocalExecutor:
     """In this process, one run after another (the default)."""

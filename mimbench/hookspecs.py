@@ -158,7 +158,9 @@ def mimbench_register_executors(register: Register) -> None:
       run folder; it catches every exception of its run. What escapes is a system failure
       (the worker died): retry it if the engine can, else yield ``Outcome.failed(message)``;
     - ``in_flight() -> int``: tasks started or queued and not finished;
-    - ``cancel()``: stop what is queued or running (called on Ctrl-C).
+    - ``cancel()``: stop what is queued or running (called on Ctrl-C);
+    - optionally ``close()``: called once when the suite is over (``run`` may be called more
+      than once per suite: runs that evaluate an encoder another run pre-trains come second).
 
     The params come from the suite's ``execution`` mapping (``{executor: ray, gpus_per_run:
     0.25}``) and ``--set execution.<param>=...``; they are checked against the factory's

@@ -14,6 +14,7 @@ Two kinds of job, told apart by type, never by looking inside the config:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -51,6 +52,23 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def run_id(config: dict[str, Any]) -> str:
+    """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
+    to a finished suite runs on the saved encoders instead of starting the runs over) and
+    ``eval.labels_per_class`` when it is null (so that suites from before it existed keep their ids)."""
+    if "eval" in config:
+        evaluation = {k: v for k, v in config["eval"].items()
+                      if k != "probes" and not (k == "labels_per_class" and v is None)}
+        config = {**config, "eval": evaluation}
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
+
+
+def pretraining_id(config: dict[str, Any]) -> str:
+    """The id of what a run pre-trains: its run id with ``eval.labels_per_class`` left out. Runs
+    that differ only in how many labels their probes see share one pre-training."""
+    return run_id({**config, "eval": {**config["eval"], "labels_per_class": None}})
+
+
 @dataclass(frozen=True)
 class RunJob:
     """Pre-train one configuration (``config``: dataset, image_size, seed, train, eval, encoder,
@@ -63,6 +81,10 @@ class RunJob:
     @property
     def seed(self) -> int:
         return self.config["seed"]
+
+    @property
+    def pretraining_id(self) -> str:
+        return pretraining_id(self.config)
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,9 @@ class Task:
     show_progress: bool = True  # a per-step bar (on a terminal only); off in remote workers
     probes_to_add: tuple[str, ...] = ()  # canonical JSON of each probe spec
     label: str = ""  # a readable name of the job, for bars and messages
+    # a RunJob whose encoder was pre-trained by another run of the suite (same pre-training,
+    # other labels_per_class): that run's id; the task only evaluates
+    pretrained_in: str | None = None
 
     def __call__(self) -> "Outcome":
         from mimbench.worker import execute  # the worker side imports torch; the driver may not yet

@@ -157,6 +157,7 @@ def summary_row(run: Job, folder: Path) -> dict[str, Any]:
             row[f"{kind}.{key}"] = _cell(value)
     for key, value in config.get("train", {}).items():
         row[f"train.{key}"] = _cell(value)
+    row["eval.labels_per_class"] = config.get("eval", {}).get("labels_per_class")  # null: every label
     return row
 
 
@@ -164,6 +165,8 @@ def write_summary(suite_dir: Path, runs: list[Job], declared: list[MetricColumn]
     """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame.
     ``declared``: the suite's metric columns, placed after the core's in this order."""
     table = pd.DataFrame([summary_row(run, run_dir(suite_dir, run)) for run in runs])
+    if "eval.labels_per_class" in table.columns and table["eval.labels_per_class"].isna().all():
+        table = table.drop(columns="eval.labels_per_class")  # a suite that does not use it
     params = [c for c in table.columns if "." in c]
     order = ID_COLUMNS + CORE_COLUMNS + [c.key for c in declared]
     leading = list(dict.fromkeys(c for c in order if c in table.columns))

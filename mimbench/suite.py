@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import itertools
 import json
 import re
@@ -24,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mimbench.errors import ConfigError
-from mimbench.jobs import BaselineJob, DataSpec, Job, RunJob, canonical_json
+from mimbench.jobs import BaselineJob, DataSpec, Job, RunJob, canonical_json, run_id
 from mimbench.registry import Registry
 
 COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
@@ -105,6 +104,11 @@ class EvalConfig(_Strict):
     baselines: list[Literal["random-init", "pixels"]] = Field(default_factory=lambda: ["random-init", "pixels"])
     # labelled data for the probes; null: the suite's dataset (needed when it has no labels)
     dataset: ComponentSpec | None = None
+    # null: every label of the labelled train split; k: a fixed class-balanced subset of k images
+    # per class (drawn from the seed, the same for every run and baseline of that seed) that the
+    # probes fit on; scores are always on the whole test split. Sweepable; not part of the
+    # pre-training: changing it re-evaluates the saved encoders
+    labels_per_class: int | None = Field(None, ge=1)
 
     @field_validator("probes")
     @classmethod
@@ -187,8 +191,13 @@ class Suite(_Strict):
     def _sweep_paths(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for path, values in sweep.items():
             head, _, param = path.partition(".")
-            if head not in (*COMPONENT_AXES, "train") or not param or "." in param:
-                raise ValueError(f"sweep key {path!r} must be <encoder|decoder|masker|loss|train>.<param>")
+            if path == "eval.labels_per_class":
+                bad = [v for v in values if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1)]
+                if bad:
+                    raise ValueError(f"sweep eval.labels_per_class: {bad[0]!r} is not null or an int >= 1")
+            elif head not in (*COMPONENT_AXES, "train") or not param or "." in param:
+                raise ValueError(f"sweep key {path!r} must be <encoder|decoder|masker|loss|train>.<param> "
+                                 f"or eval.labels_per_class")
             if not values:
                 raise ValueError(f"sweep {path!r} has no values")
         return sweep
@@ -208,6 +217,14 @@ def run_labels(runs: list[Job]) -> dict[str, str]:
                 if len({json.dumps(p.get(key), sort_keys=True) for p in same_name}) > 1]
 
     trained = [r for r in runs if isinstance(r, RunJob)]
+    label_counts = {r.config["eval"].get("labels_per_class") for r in runs}
+
+    def labels_text(run: Job) -> str:
+        if len(label_counts) < 2:
+            return ""
+        count = run.config["eval"].get("labels_per_class")
+        return f" labels={'all' if count is None else count}"
+
     train_keys = [key for key in trained[0].config["train"]
                   if len({json.dumps(r.config["train"][key]) for r in trained}) > 1] if trained else []
     labels = {}
@@ -217,14 +234,14 @@ def run_labels(runs: list[Job]) -> dict[str, str]:
             if run.kind == "random-init":
                 shown = shown_params("encoder", run)
                 encoder = " " + run.config["encoder"]["name"] + (f"({','.join(shown)})" if shown else "")
-            labels[run.run_id] = f"baseline {run.kind}{encoder} seed={run.seed}"
+            labels[run.run_id] = f"baseline {run.kind}{encoder}{labels_text(run)} seed={run.seed}"
             continue
         parts = []
         for axis in COMPONENT_AXES:
             shown = shown_params(axis, run)
             parts.append(run.config[axis]["name"] + (f"({','.join(shown)})" if shown else ""))
         train = "".join(f" {key}={run.config['train'][key]}" for key in train_keys)
-        labels[run.run_id] = f"{'/'.join(parts)}{train} seed={run.config['seed']}"
+        labels[run.run_id] = f"{'/'.join(parts)}{train}{labels_text(run)} seed={run.config['seed']}"
     return labels
 
 
@@ -354,10 +371,13 @@ def expand(suite: Suite, registry: Registry) -> list[RunJob]:
             for values in sweep_values:
                 specs = {axis: spec.model_dump() for axis, spec in zip(COMPONENT_AXES, combo)}
                 train = suite.train.model_dump()
+                evaluation = dict(eval_config)
                 for key, value in zip(sweep_keys, values):
                     head, param = key.split(".", 1)
                     if head == "train":
                         train[param] = value
+                    elif head == "eval":
+                        evaluation[param] = value
                     else:
                         specs[head]["params"][param] = value
                 try:
@@ -369,7 +389,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunJob]:
                     "image_size": suite.image_size,
                     "seed": seed,
                     "train": train,
-                    "eval": eval_config,
+                    "eval": evaluation,
                     **{axis: _resolved(registry, axis, ComponentSpec(**spec)) for axis, spec in specs.items()},
                 }
                 run = RunJob(run_id(config), config, data)
@@ -400,11 +420,12 @@ def expand_baselines(suite: Suite, runs: list[RunJob]) -> list[BaselineJob]:
     ``pixels`` once per seed. Their configs hold what their probes depend on, and no more."""
     if not runs or not suite.eval.probes:
         return []
-    first = runs[0].config
-    evaluation = {key: first["eval"][key] for key in ("batch_size", "probes", "dataset")}
-    common = {"dataset": first["dataset"], "image_size": first["image_size"], "eval": evaluation}
     baselines: dict[str, BaselineJob] = {}
     for run in runs:
+        evaluation = {key: run.config["eval"][key] for key in ("batch_size", "probes", "dataset")}
+        if run.config["eval"].get("labels_per_class") is not None:  # absent when null: older ids stay
+            evaluation["labels_per_class"] = run.config["eval"]["labels_per_class"]
+        common = {"dataset": run.config["dataset"], "image_size": run.config["image_size"], "eval": evaluation}
         configs = []
         if "random-init" in suite.eval.baselines:
             configs.append({"baseline": "random-init", **common, "seed": run.seed, "encoder": run.config["encoder"]})
@@ -420,12 +441,6 @@ def _resolved(registry: Registry, kind: str, spec: ComponentSpec) -> dict[str, A
     return {"name": spec.name, "params": registry.resolve_params(kind, spec.name, spec.params)}
 
 
-def run_id(config: dict[str, Any]) -> str:
-    """A short, stable hash of a resolved run config, leaving out ``eval.probes``: a probe added
-    to a finished suite runs on the saved encoders instead of starting the runs over."""
-    hashed = {**config, "eval": {k: v for k, v in config["eval"].items() if k != "probes"}} if "eval" in config else config
-    canonical = json.dumps(hashed, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def suite_to_yaml(suite: Suite) -> str:

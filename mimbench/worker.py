@@ -23,7 +23,7 @@ import torch
 
 import mimbench
 from mimbench import store
-from mimbench.data import Images, Normalizer, load_images
+from mimbench.data import Images, Normalizer, class_balanced_indices, load_images
 from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
 from mimbench.jobs import BaselineJob, DataSpec, Outcome, PluginSources, RunJob, Task
@@ -143,6 +143,9 @@ def execute(task: Task) -> Outcome:
             torch.cuda.reset_peak_memory_stats(device)
         if isinstance(task.job, BaselineJob):
             record = execute_baseline(registry, task.job, data, device)
+        elif task.pretrained_in is not None:
+            record = execute_evaluation(registry, task.job, data, device, folder,
+                                        store.run_path(suite_dir, task.pretrained_in))
         else:
             record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress)
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
@@ -195,6 +198,31 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
     return record
 
 
+#: Columns of a pre-training run's record that describe the pre-training and the reconstruction,
+#: not the probes: what a run evaluating the same encoder with other labels carries over.
+PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "epochs_completed", "final_loss",
+                       "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual", "mask_avgdist_px",
+                       "recon_uses_target_stats")
+
+
+def execute_evaluation(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,
+                       source: Path) -> dict[str, Any]:
+    """Evaluate the encoder another run of the suite pre-trained the same way (``source``, a run
+    folder with another ``labels_per_class``): its pre-training and reconstruction columns are
+    carried over (with its history and picture), the probes run with this job's labels."""
+    pretrained = store.read_json(source / store.METRICS_FILE)
+    record = {key: pretrained[key] for key in PRETRAINING_COLUMNS if key in pretrained}
+    record["pretrained_in"] = source.name
+    for name in (store.HISTORY_FILE, store.RECONSTRUCTIONS_FILE):
+        if (source / name).exists():
+            store.write_atomic(folder / name, (source / name).read_bytes())
+    if record.get("status") == "done":
+        encoder = build_encoder(registry, job.config, data)
+        encoder.load_state_dict(torch.load(source / store.ENCODER_FILE, map_location="cpu"))
+        record.update(run_probes(registry, job.config, job.config["eval"]["probes"], encoder, data, device))
+    return record
+
+
 def execute_baseline(registry: Registry, job: BaselineJob, data: SuiteData, device: torch.device) -> dict[str, Any]:
     """The probes on an untrained encoder or on raw pixels; returns the metrics record."""
     encoder = baseline_encoder(registry, job, data)
@@ -217,15 +245,28 @@ def build_encoder(registry: Registry, config: dict[str, Any], data: SuiteData) -
 
 def run_probes(registry: Registry, config: dict[str, Any], probes: list[dict[str, Any]], encoder: torch.nn.Module,
                data: SuiteData, device: torch.device) -> dict[str, Any]:
-    """Each of ``probes`` on the frozen ``encoder``; features are extracted once."""
+    """Each of ``probes`` on the frozen ``encoder``, fit on the labelled train split (or its
+    ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once."""
     started = time.perf_counter()
-    context = ProbeContext(encoder.to(device).eval(), data.probe_train, data.probe_test, data.normalize.to(device),
+    train = probe_train_split(data, config["seed"], config["eval"].get("labels_per_class"))
+    context = ProbeContext(encoder.to(device).eval(), train, data.probe_test, data.normalize.to(device),
                            device, config["seed"], config["eval"]["batch_size"])
     columns: dict[str, Any] = {}
     for spec in probes:
         probe = registry.build("probe", spec["name"], spec["params"])
         columns.update(probe(context))
-    return {**columns, "probe_seconds": round(time.perf_counter() - started, 3)}
+    classes = max(1, len(train.all_labels().unique()))
+    return {**columns, "probe_train_images": len(train), "probe_labels_per_class": round(len(train) / classes),
+            "probe_seconds": round(time.perf_counter() - started, 3)}
+
+
+def probe_train_split(data: SuiteData, seed: int, labels_per_class: int | None) -> Images:
+    """What the probes fit on: the labelled train split, or its class-balanced subset of
+    ``labels_per_class`` images per class drawn from ``seed`` (the same for every run and baseline)."""
+    if labels_per_class is None:
+        return data.probe_train
+    indices = class_balanced_indices(data.probe_train.all_labels(), labels_per_class, seed)
+    return data.probe_train.subset(indices)
 
 
 def _add_probes(task: Task, folder: Path) -> Outcome:
@@ -244,8 +285,10 @@ def _add_probes(task: Task, folder: Path) -> Outcome:
         if isinstance(job, BaselineJob):
             encoder = baseline_encoder(registry, job, data)
         else:
+            record = store.read_json(folder / store.METRICS_FILE)
+            source = store.run_path(Path(task.suite_dir), record.get("pretrained_in") or job.run_id)
             encoder = build_encoder(registry, job.config, data)
-            encoder.load_state_dict(torch.load(folder / store.ENCODER_FILE, map_location="cpu"))
+            encoder.load_state_dict(torch.load(source / store.ENCODER_FILE, map_location="cpu"))
         columns = run_probes(registry, job.config, probes, encoder, data, device)
         record = store.read_json(folder / store.METRICS_FILE)
         columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)

@@ -167,12 +167,14 @@ class FineTuneProbe:
     """
 
     def __init__(self, epochs: int = 5, lr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
-                 batch_size: int = 128, warmup_epochs: float = 1.0, flip: bool = True):
-        if epochs < 1 or lr <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0:
+                 batch_size: int = 128, warmup_epochs: float = 1.0, flip: bool = True, min_steps: int = 0):
+        if epochs < 1 or lr <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0 or min_steps < 0:
             raise ValueError("finetune needs epochs >= 1, lr > 0, 0 < layer_decay <= 1, batch_size >= 1, "
-                             "warmup_epochs >= 0")
+                             "warmup_epochs >= 0, min_steps >= 0")
         self.epochs, self.lr, self.layer_decay, self.weight_decay = epochs, lr, layer_decay, weight_decay
         self.batch_size, self.warmup_epochs, self.flip = batch_size, warmup_epochs, flip
+        # with few labels an epoch is a step or two: train for at least this many steps (more epochs)
+        self.min_steps = min_steps
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         if not any(True for _ in context.encoder.parameters()):
@@ -188,12 +190,13 @@ class FineTuneProbe:
                                                            self.weight_decay))
         batch_size = min(self.batch_size, len(data))
         steps_per_epoch = len(data) // batch_size
-        total = steps_per_epoch * self.epochs
+        epochs = max(self.epochs, -(-self.min_steps // steps_per_epoch))
+        total = steps_per_epoch * epochs
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, round(self.warmup_epochs * steps_per_epoch), total))
         generator = torch.Generator(device=device).manual_seed(context.seed)
         with torch.enable_grad():
-            for _ in range(self.epochs):
+            for _ in range(epochs):
                 for batch, labels in data.batches(batch_size, generator):
                     images = normalize(batch)
                     if self.flip:

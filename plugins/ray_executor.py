@@ -41,14 +41,17 @@ class RayExecutor:
         self.max_retries = max_retries
         self.threads = max(1, int(cpus_per_run))
         self._pending: dict = {}
+        self._started_here = False
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
         import ray
 
-        started_here = not ray.is_initialized()
-        if started_here:  # address None: a new instance on this machine (or $RAY_ADDRESS's cluster)
+        if not tasks:
+            return
+        if not ray.is_initialized():  # address None: a new instance on this machine (or $RAY_ADDRESS's cluster)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
+            self._started_here = True
         try:
             gpus = self.gpus_per_run
             if gpus is None:
@@ -61,10 +64,11 @@ class RayExecutor:
                 for ref in ready:
                     task = self._pending.pop(ref)
                     yield task, self._outcome(ray, ref)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
         finally:
             self._pending = {}
-            if started_here:
-                ray.shutdown()
 
     def _outcome(self, ray, ref) -> Outcome:
         try:
@@ -83,3 +87,11 @@ class RayExecutor:
         if ray.is_initialized():
             for ref in list(self._pending):
                 ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        """Stop the Ray instance this executor started (never one it found running)."""
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+            self._started_here = False

@@ -18,8 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 from mimbench.cli import cli
-from mimbench.jobs import Outcome, PluginSources, Task
+from mimbench.jobs import PluginSources, Task
 from mimbench.lock import SuiteLock
+
+from helpers import run_cli, write_suite_file
 
 SUITE = """
 name: tiny
@@ -38,17 +40,8 @@ METRICS = ["recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual"
            "final_loss"]
 
 
-def write_suite(tmp_path: Path, text: str = SUITE) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def run_cli(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+def write_suite(tmp_path: Path, text: str = SUITE, name: str = "suite.yaml") -> Path:
+    return write_suite_file(tmp_path, text, name)
 
 
 def summary(out: Path) -> pd.DataFrame:

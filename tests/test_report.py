@@ -592,3 +592,243 @@ def test_mimbench_run_writes_the_report_at_the_end(tmp_path):
     assert f"report: {folder / 'report.html'}" in result.output
     assert (folder / "report.md").is_file() and (folder / "figures" / "reconstructions.png").is_file()
     assert "| cnn | pixel | 1 |" in (folder / "table.md").read_text()
+
+
+# ---------------------------------------------------------------- label efficiency
+
+#: A label-efficiency suite, by hand: one encoder, 2 maskers, probes fitted on 10, 100 and all
+#: (None) labels per class, 3 seeds; both baselines per seed and label count; the run
+#: (patch, 100, seed 2) failed. linear_acc = masker + count + seed offsets; knn_acc = linear - 0.05;
+#: finetune_acc = linear + 0.05 (pre-trained) or + 0.10 (random-init: from scratch); pixels have no
+#: fine-tune. With all labels the probes saw 600 images per class (probe_labels_per_class).
+COUNTS = (10, 100, None)
+LE_MASKERS = {"pixel": {}, "patch": {"mask_patch_size": 4}}
+LE_LINEAR = {"pixel": 0.50, "patch": 0.55, 10: 0.0, 100: 0.10, None: 0.20}
+LE_RANDOM = {10: [0.20, 0.22, 0.21], 100: [0.30, 0.33, 0.31], None: [0.40, 0.40, 0.44]}
+LE_PIXELS = {10: [0.25, 0.26, 0.24], 100: [0.35, 0.36, 0.34], None: [0.45, 0.46, 0.44]}
+LE_FAILED = ("patch", 100, 2)
+ALL_PER_CLASS = 600
+LPC = "eval.labels_per_class"
+LE_DECLARED = columns.merge(columns.RECONSTRUCTION_COLUMNS, columns.accuracy_columns("linear_acc", "linear"),
+                            columns.accuracy_columns("knn_acc", "kNN", latex="$k$-NN"),
+                            columns.accuracy_columns("finetune_acc", "fine-tune"))
+LE_SUITE = {
+    **SUITE, "name": "labels", "description": "hand-made label-efficiency results",
+    "eval": {**SUITE["eval"], "labels_per_class": None,
+             "probes": [*SUITE["eval"]["probes"], {"name": "finetune", "params": {}}]},
+    "grid": {**SUITE["grid"], "encoder": [{"name": "cnn", "params": ENCODERS["cnn"]}],
+             "masker": [{"name": n, "params": {**p, "ratio": 0.6}} for n, p in LE_MASKERS.items()]},
+    "sweep": {LPC: list(COUNTS)},
+}
+
+
+def le_linear(masker: str, count: int | None, seed: int) -> float:
+    return round(LE_LINEAR[masker] + LE_LINEAR[count] + SEED_OFFSET[seed], 6)
+
+
+def _le_rows() -> list[dict]:
+    """The summary's rows in the pipeline's order: seed by seed, grid then sweep; baselines last."""
+    rows, baselines = [], []
+    probed = {}
+    for seed in SEEDS:
+        for masker, params in LE_MASKERS.items():
+            for count in COUNTS:
+                probed = {"probe_labels_per_class": count or ALL_PER_CLASS}
+                row = {"run_id": f"r{masker}{count}s{seed}", "status": "done", "dataset": "shapes", "encoder": "cnn",
+                       "decoder": "linear", "masker": masker, "loss": "l1", "seed": seed, "pretrained": True,
+                       "baseline": None}
+                if (masker, count, seed) == LE_FAILED:
+                    row.update(status="failed", error=ERROR)
+                else:
+                    acc, psnr = le_linear(masker, count, seed), 20.0 + (masker == "patch") + PSNR_SEED[seed]
+                    row.update(recon_psnr=psnr, ref_psnr=psnr - 0.5, linear_acc=acc, knn_acc=round(acc - 0.05, 6),
+                               finetune_acc=round(acc + 0.05, 6), **probed)
+                row.update({"encoder.hidden_dim": 8, **{f"masker.{k}": v for k, v in params.items()},
+                            "masker.ratio": 0.6, LPC: count})
+                rows.append(row)
+        for count in COUNTS:
+            acc = LE_RANDOM[count][seed]
+            probed = {"probe_labels_per_class": count or ALL_PER_CLASS}
+            baselines.append({"run_id": f"bcnn{count}s{seed}", "status": "done", "dataset": "shapes", "encoder": "cnn",
+                              "seed": seed, "pretrained": False, "baseline": "random-init", "linear_acc": acc,
+                              "knn_acc": round(acc - 0.05, 6), "finetune_acc": round(acc + 0.10, 6), **probed,
+                              "encoder.hidden_dim": 8, LPC: count})
+            acc = LE_PIXELS[count][seed]
+            baselines.append({"run_id": f"bpixels{count}s{seed}", "status": "done", "dataset": "shapes",
+                              "encoder": "pixels", "seed": seed, "pretrained": False, "baseline": "pixels",
+                              "linear_acc": acc, "knn_acc": round(acc - 0.05, 6), **probed, LPC: count})
+    return rows + baselines
+
+
+def make_label_suite(root: Path, keep=lambda row: True, suite: dict | None = None, drop=()) -> Path:
+    """A finished label-efficiency suite folder (summary.csv, columns.json, suite.yaml; no run
+    folders): the rows ``keep`` accepts, without the columns ``drop``."""
+    suite_dir = root / "labels"
+    suite_dir.mkdir(parents=True)
+    table = pd.DataFrame([row for row in _le_rows() if keep(row)]).drop(columns=list(drop)).convert_dtypes()
+    (suite_dir / "summary.csv").write_text(table.to_csv(index=False))
+    (suite_dir / "suite.yaml").write_text(yaml.safe_dump(suite or LE_SUITE, sort_keys=False))
+    (suite_dir / "columns.json").write_text(columns.dumps(LE_DECLARED))
+    return suite_dir
+
+
+@pytest.fixture(scope="module")
+def label_suite(tmp_path_factory) -> Path:
+    from mimbench.report import write_report
+
+    suite_dir = make_label_suite(tmp_path_factory.mktemp("labels"))
+    write_report(suite_dir)
+    return suite_dir
+
+
+@pytest.fixture(scope="module")
+def label_runs_(label_suite):
+    from mimbench.report import label_runs, load_summary
+    return label_runs(load_summary(label_suite))
+
+
+def test_the_table_has_a_row_per_configuration_and_label_count(label_suite):
+    from mimbench.report import aggregate, load_summary
+
+    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    pretrained = table[table["pretrained"]]
+    assert len(pretrained) == 2 * 3 and len(table) == 2 * 3 + 2 * 3  # random-init and pixels, per count
+    assert list(pretrained["label"]) == ["cnn / pixel"] * 3 + ["cnn / patch"] * 3  # the count is a column
+    assert [None if pd.isna(k) else int(k) for k in pretrained[LPC]] == [10, 100, None] * 2
+    patch = pretrained[pretrained["label"] == "cnn / patch"].set_index(LPC, drop=False)
+    assert patch.loc[10, "linear_acc_mean"] == pytest.approx(np.mean([0.55, 0.56, 0.58]))
+    failed = patch.loc[100]
+    assert (failed["n_runs"], failed["n_done"], failed["linear_acc_mean"]) == (3, 2, pytest.approx(0.655))
+    everything = patch[patch[LPC].isna()].iloc[0]
+    assert everything["linear_acc_mean"] == pytest.approx(0.763333, abs=1e-6)
+    assert everything["probe_labels_per_class_mean"] == ALL_PER_CLASS
+    random_init = table[table["baseline"] == "random-init"].set_index(LPC, drop=False)
+    assert random_init.loc[100, "linear_acc_mean"] == pytest.approx(np.mean(LE_RANDOM[100]))
+
+
+def test_the_gain_pairs_each_run_with_the_baseline_of_its_seed_and_label_count(label_suite):
+    from mimbench.report import aggregate, load_summary
+
+    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    patch = table[table["label"] == "cnn / patch"].set_index(LPC, drop=False)
+    diffs = np.array([0.55, 0.56, 0.58]) - LE_RANDOM[10]  # 0.35, 0.34, 0.37: not the k=100 or all-label baselines
+    assert patch.loc[10, "linear_acc_gain_mean"] == pytest.approx(diffs.mean()) == pytest.approx(0.353333, abs=1e-6)
+    assert patch.loc[10, "linear_acc_gain_std"] == pytest.approx(diffs.std(ddof=1))
+    assert patch.loc[10, "linear_acc_gain_n"] == 3
+    assert patch.loc[100, "linear_acc_gain_n"] == 2  # the failed seed 2 has no pair
+    assert patch.loc[100, "linear_acc_gain_mean"] == pytest.approx(np.mean([0.65 - 0.30, 0.66 - 0.33]))
+    pixel_all = table[(table["label"] == "cnn / pixel") & table[LPC].isna()].iloc[0]
+    assert pixel_all["linear_acc_gain_mean"] == pytest.approx(0.30) and pixel_all["linear_acc_gain_std"] == pytest.approx(0.01)
+    # from scratch: fine-tuning the pre-trained encoder against fine-tuning the random one, same seed and count
+    assert patch.loc[10, "finetune_acc_gain_mean"] == pytest.approx(np.mean(np.array([0.60, 0.61, 0.63])
+                                                                            - [0.30, 0.32, 0.31]))
+
+
+def test_labels_name_the_label_count_unless_hidden(label_runs_):
+    labels = set(label_runs_["label"])
+    assert "cnn / patch / labels_per_class=10" in labels and "cnn / pixel / labels_per_class=all" in labels
+    assert {"cnn (random-init, labels_per_class=100)", "raw pixels (baseline, labels_per_class=all)"} <= labels
+    from mimbench.report import failures
+    assert failures(label_runs_)["label"].to_list() == ["cnn / patch / labels_per_class=100"]
+
+
+def test_label_efficiency_figure_draws_a_line_per_configuration_and_baseline(label_runs_):
+    from mimbench.report.plots import label_efficiency_figure
+
+    fig = label_efficiency_figure(label_runs_, LE_DECLARED)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
+                                                    "kNN accuracy (top-1, fraction)",
+                                                    "fine-tune accuracy (top-1, fraction)"]
+    linear, _, finetune = fig.axes
+    assert linear.get_xscale() == "log" and "images per class" in linear.get_xlabel()
+    assert [t.get_text() for t in linear.get_xticklabels()] == ["10", "100", f"all ({ALL_PER_CLASS})"]
+    lines = {line.get_label(): line for line in linear.lines if line.get_gid() == "configuration"}
+    assert list(lines) == ["cnn / pixel", "cnn / patch"]  # one per configuration, every label count on it
+    for line in lines.values():
+        assert list(line.get_xdata()) == [10, 100, ALL_PER_CLASS]
+    assert list(lines["cnn / pixel"].get_ydata()) == pytest.approx([0.513333, 0.613333, 0.713333], abs=1e-6)
+    assert list(lines["cnn / patch"].get_ydata()) == pytest.approx([0.563333, 0.655, 0.763333], abs=1e-6)
+    assert len(linear.collections) == 4  # a ± 1 std band per line
+    baselines = {line.get_label(): line for line in linear.lines if line.get_gid() == "baseline"}
+    assert list(baselines) == ["cnn (random-init)", "raw pixels (baseline)"]
+    assert list(baselines["cnn (random-init)"].get_ydata()) == pytest.approx([np.mean(LE_RANDOM[k]) for k in COUNTS])
+    assert baselines["cnn (random-init)"].get_linestyle() == "--" and baselines["raw pixels (baseline)"].get_linestyle() == ":"
+    assert list(baselines["raw pixels (baseline)"].get_ydata()) == pytest.approx([0.25, 0.35, 0.45])
+    scratch = [line for line in finetune.lines if line.get_gid() == "baseline"]  # pixels: nothing to fine-tune
+    assert [line.get_label() for line in scratch] == ["cnn from scratch (random-init + fine-tune)"]
+    assert list(scratch[0].get_ydata()) == pytest.approx([np.mean(LE_RANDOM[k]) + 0.1 for k in COUNTS])
+    legend = [t.get_text() for t in finetune.get_legend().get_texts()]
+    assert legend == ["cnn / pixel", "cnn / patch", "cnn from scratch (random-init + fine-tune)"]
+
+
+def test_all_labels_sit_right_of_the_largest_count_without_probe_labels_per_class(label_runs_):
+    from mimbench.report.plots import label_efficiency_figure
+
+    fig = label_efficiency_figure(label_runs_.drop(columns="probe_labels_per_class"), LE_DECLARED)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "100", "all"]
+    assert list(ax.lines[0].get_xdata()) == [10, 100, 1000]
+
+
+def test_mimbench_report_draws_the_label_efficiency_figure(label_suite):
+    figures = sorted(p.name for p in (label_suite / "figures").iterdir())
+    assert "label_efficiency.png" in figures and "label_efficiency.pdf" in figures
+    assert not any(name.startswith("sweep_") for name in figures)  # the label-efficiency figure is that sweep
+    markdown = (label_suite / "report.md").read_text()
+    assert "### Label efficiency" in markdown and "](figures/label_efficiency.png)" in markdown
+    assert "class-balanced subset" in markdown and "full test split" in markdown
+    assert "The runs whose probes saw all labels" in markdown  # the other figures show one label count
+    assert "36 runs (35 done, 1 failed), 18 of them pre-trained, 2 pre-trained configurations × 3 label counts × " \
+           "3 seeds" in markdown
+    assert markdown.index("### Label efficiency") < markdown.index("### Probe accuracy per masker")
+    assert "`eval.labels_per_class` ∈ {10, 100, all}" in markdown
+    table = (label_suite / "table.md").read_text()
+    header = table.splitlines()[0]
+    assert header.startswith("| encoder | masker | eval.labels_per_class | n | PSNR (dB) | ref. PSNR (dB) | linear | "
+                             "Δ linear | kNN | Δ kNN | fine-tune | Δ fine-tune |")
+    assert "| cnn | patch | 10 | 3 | 21.00 ± 0.10 | 20.50 ± 0.10 | 0.563 ± 0.015 | **+0.353 ± 0.015** |" in table
+    assert "| cnn | patch | 100 | 2/3 |" in table and "| cnn | pixel | all | 3 |" in table
+    assert "| cnn | random-init (baseline) | 10 | 3 | – | – | 0.210 ± 0.010 |" in table
+    assert "| raw pixels | baseline | all | 3 | – | – | 0.450 ± 0.010 |" in table
+    assert "same seed and the same labels per class" in table
+    assert "| baseline | encoder | eval.labels_per_class | n | linear | kNN | fine-tune |" in markdown
+    assert "| random-init | cnn | 100 | 3 | 0.313 ± 0.015 |" in markdown
+    assert "eval.labels\\_per\\_class" in (label_suite / "table.tex").read_text()
+
+
+def test_the_other_figures_show_one_label_count(label_suite, label_runs_):
+    from mimbench.report import aggregate, load_summary
+    from mimbench.report.page import _figure_plan
+
+    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    plan = {f.name: f for f in _figure_plan(label_suite, label_runs_, table, [LPC], LE_SUITE, LE_DECLARED)}
+    ax = plan["probe_accuracy"].draw().axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pixel", "patch"]
+    assert sorted(round(p.get_height(), 6) for p in ax.patches) == pytest.approx([0.713333, 0.763333], abs=1e-6)
+    baselines = {line.get_label().split(":")[0]: line.get_ydata()[0] for line in ax.lines if line.get_gid() == "baseline"}
+    assert baselines == pytest.approx({"cnn (random-init)": np.mean(LE_RANDOM[None]), "raw pixels (baseline)": 0.45})
+
+
+def test_a_label_count_set_differently_without_a_sweep_is_a_column_too(tmp_path):
+    from mimbench.report import write_report
+
+    suite = {k: v for k, v in LE_SUITE.items() if k != "sweep"}
+    suite_dir = make_label_suite(tmp_path, suite=suite)
+    write_report(suite_dir)
+    assert "| encoder | masker | eval.labels_per_class | n |" in (suite_dir / "table.md").read_text()
+    assert (suite_dir / "figures" / "label_efficiency.png").is_file()
+
+
+def test_no_label_efficiency_figure_with_one_label_count_or_none(tmp_path, runs, declared):
+    from mimbench.report import label_runs, load_summary, write_report
+    from mimbench.report.plots import label_efficiency_figure
+
+    assert label_efficiency_figure(runs, declared) is None  # a suite without the column
+    suite = {**{k: v for k, v in LE_SUITE.items() if k != "sweep"}, "eval": {**LE_SUITE["eval"], "labels_per_class": 10}}
+    suite_dir = make_label_suite(tmp_path, keep=lambda row: row[LPC] == 10, suite=suite)
+    assert label_efficiency_figure(label_runs(load_summary(suite_dir)), LE_DECLARED) is None
+    write_report(suite_dir)
+    assert not (suite_dir / "figures" / "label_efficiency.png").exists()
+    markdown = (suite_dir / "report.md").read_text()
+    assert "Label efficiency" not in markdown and "**labels per class** for the probes: 10" in markdown
+    assert (suite_dir / "table.md").read_text().startswith("| encoder | masker | n |")  # one value: no column

@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 
-from mimbench.cli import cli
+from helpers import run_cli, write_suite_file
 
 TINY_SUITE = """
 name: tiny
@@ -49,16 +48,7 @@ def mimbench_register_maskers(register):
 
 
 def write_suite(tmp_path: Path, text: str = TINY_SUITE, name: str = "suite.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def run_cli(*args: str):
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+    return write_suite_file(tmp_path, text, name)
 
 
 def summary(out: Path, suite: str = "tiny") -> pd.DataFrame:

@@ -6,7 +6,9 @@ the table holds the mean, the standard deviation (pandas ``std``, ddof=1) and th
 the *finished* seeds (status ``done``); failed, diverged and pending runs are counted, and
 listed by :func:`failures`, never silently dropped. Accuracies (the columns declared with
 kind ``accuracy``, see :mod:`mimbench.columns`, and their per-block ``<key>@<block>`` columns)
-also get the gain over the ``random-init`` baseline of the same encoder, paired by seed.
+also get the gain over the ``random-init`` baseline of the same encoder, paired by seed and by
+the evaluation settings (``eval.<param>`` columns, e.g. ``eval.labels_per_class``: a run probed
+with 10 labels per class is compared with the baseline probed with the same 10 labels per class).
 
 Markdown and LaTeX renderings of the table live in :mod:`mimbench.report.tables`.
 """
@@ -37,6 +39,14 @@ ID_COLUMNS = ("run_id", "status", "seed", "error", "pretrained", "baseline", "da
 UNFINISHED = ("failed", "diverged", "pending")
 #: Added columns: an id per configuration and readable labels.
 LABEL_COLUMNS = ("config_id", *(f"{axis}_label" for axis in COMPONENTS), "setup_label", "label")
+#: The probes' label budget: labelled training images per class (a class-balanced subset of the
+#: train split), empty for all labels. On every row, baselines too; scores are on the full test split.
+LABELS_PER_CLASS = "eval.labels_per_class"
+#: The labels per class the probes used: ``eval.labels_per_class``, or with all labels the train
+#: split's labelled images over the number of classes (rounded). On the rows that ran probes.
+PROBE_LABELS_PER_CLASS = "probe_labels_per_class"
+#: How an empty ``eval.labels_per_class`` (all labels) is written in labels and tables.
+ALL_LABELS = "all"
 
 
 def load_summary(suite_dir: Path) -> pd.DataFrame:
@@ -94,6 +104,41 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if "." in c and c.split(".", 1)[0] in PARAM_PREFIXES]
 
 
+def eval_columns(runs: pd.DataFrame) -> list[str]:
+    """The ``eval.<param>`` columns: how runs and baselines alike were evaluated."""
+    return [c for c in param_columns(runs) if c.startswith("eval.")]
+
+
+def varying_eval_columns(runs: pd.DataFrame) -> list[str]:
+    """The ``eval.<param>`` columns that take several values (empty counts as one: for
+    ``eval.labels_per_class`` it means all labels), in summary order."""
+    return [c for c in eval_columns(runs) if runs[c].map(_plain).nunique(dropna=False) > 1]
+
+
+def label_counts(runs: pd.DataFrame) -> list[int | None]:
+    """The distinct ``eval.labels_per_class`` values of ``runs``, ascending, None (all labels)
+    last; ``[]`` without the column."""
+    if LABELS_PER_CLASS not in runs.columns:
+        return []
+    values = {_plain(v) for v in runs[LABELS_PER_CLASS]}
+    return sorted(v for v in values if v is not None) + ([None] if None in values else [])
+
+
+def at_label_count(runs: pd.DataFrame, count: int | None) -> pd.DataFrame:
+    """The rows of ``runs`` (per run or aggregated) probed with ``count`` labels per class
+    (None: all labels); all rows without the column."""
+    if LABELS_PER_CLASS not in runs.columns:
+        return runs
+    return runs[[_plain(v) == count for v in runs[LABELS_PER_CLASS]]]
+
+
+def param_text(column: str, value: Any) -> str:
+    """A param's value as labels and tables show it: ``all`` for an empty ``eval.labels_per_class``."""
+    if column == LABELS_PER_CLASS and _plain(value) is None:
+        return ALL_LABELS
+    return _text(value)
+
+
 def config_columns(runs: pd.DataFrame) -> list[str]:
     """Every column that describes what was run: all but seed, run id, outcome and metrics."""
     fixed = [c for c in ("dataset", *COMPONENTS, "pretrained", "baseline") if c in runs.columns]
@@ -142,9 +187,11 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
     """A copy of ``runs`` with ``config_id`` and readable labels.
 
     A component is named with the params that vary between the configurations using it,
-    e.g. ``patch(ratio=0.4)``; ``hide`` lists param columns to leave out of the labels (swept
-    params shown in a column of their own). ``encoder_label`` is the hue of the plots,
-    ``setup_label`` everything else that varies (the x axis), ``label`` both.
+    e.g. ``patch(ratio=0.4)``; ``train.`` and ``eval.`` params that vary are added as
+    ``name=value`` (``labels_per_class=10``; baselines carry the ``eval.`` ones too:
+    ``cnn (random-init, labels_per_class=10)``); ``hide`` lists param columns to leave out of the
+    labels (swept params shown in a column of their own). ``encoder_label`` is the hue of the
+    plots, ``setup_label`` everything else that varies (the x axis), ``label`` both.
     """
     runs = runs.copy()
     configs = config_columns(runs)
@@ -158,9 +205,10 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
                   or any(varying[axis])]
     train_varying = [p for p in params if p.startswith("train.") and p not in hide
                      and pretrained[p].map(_plain).nunique(dropna=False) > 1]
+    eval_varying = [p for p in varying_eval_columns(runs) if p not in hide]
     labels: dict[str, list[str]] = {column: [] for column in LABEL_COLUMNS[1:]}
     for _, row in runs.iterrows():
-        for key, value in _row_labels(row, varying, shown_axes, train_varying).items():
+        for key, value in _row_labels(row, varying, shown_axes, train_varying, eval_varying).items():
             labels[key].append(value)
     for key, values in labels.items():
         runs[key] = values
@@ -168,17 +216,20 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
 
 
 def _row_labels(row: pd.Series, varying: dict[str, list[str]], shown_axes: list[str],
-                train_varying: list[str]) -> dict[str, str]:
+                train_varying: list[str], eval_varying: list[str] = ()) -> dict[str, str]:
     """The label columns of one run (see :func:`label_runs`)."""
     labels = {f"{axis}_label": _component_label(row, axis, varying[axis]) for axis in COMPONENTS}
+    evaluation = [f"{p.split('.', 1)[1]}={param_text(p, row[p])}" for p in eval_varying]
     if row["baseline"] == "pixels" or (row["baseline"] and row["encoder"] == "pixels"):
-        labels.update(encoder_label="pixels", setup_label="raw pixels", label="raw pixels (baseline)")
+        labels.update(encoder_label="pixels", setup_label="raw pixels",
+                      label=f"raw pixels ({', '.join(['baseline', *evaluation])})")
     elif not row["pretrained"]:
         kind = row["baseline"] or "baseline"
-        labels.update(setup_label=kind, label=f"{labels['encoder_label']} ({kind})")
+        labels.update(setup_label=kind, label=f"{labels['encoder_label']} ({', '.join([kind, *evaluation])})")
     else:
         parts = [labels[f"{axis}_label"] for axis in shown_axes]
         parts += [f"{p.split('.', 1)[1]}={_text(row[p])}" for p in train_varying]
+        parts += evaluation
         labels.update(setup_label=" / ".join(parts), label=" / ".join([labels["encoder_label"], *parts]))
     return labels
 
@@ -220,7 +271,8 @@ def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = (),
     ``<metric>_mean``, ``<metric>_std`` (ddof=1) and ``<metric>_n`` over finished seeds; and
     for the accuracies of ``declared`` (default: inferred from the summary's columns) and
     their per-block columns ``<metric>_gain_mean/_std/_n``, the per-seed difference to the
-    ``random-init`` baseline of the same encoder. Sorted by encoder (in suite order), each
+    ``random-init`` baseline of the same encoder and evaluation settings (see
+    :func:`baseline_gains`). Sorted by encoder (in suite order), each
     encoder's pre-trained configurations first, then its baseline; raw pixels last."""
     declared = declared_or_inferred(summary, declared)
     runs = summary if "config_id" in summary.columns else label_runs(summary, hide)
@@ -252,9 +304,12 @@ def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = (),
 def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Per pre-trained configuration, ``<metric>_gain_mean/_std/_n``: the mean and std (ddof=1)
     of ``metric(run) - metric(random-init baseline)`` over the seeds both finished, where the
-    baseline has the same dataset, encoder name and encoder params. Indexed by ``config_id``."""
+    baseline has the same dataset, encoder name and encoder params, and the same ``eval.<param>``
+    values (baselines are evaluated like the runs: e.g. with the same ``eval.labels_per_class``,
+    an empty one matching an empty one). Indexed by ``config_id``."""
     runs = runs if "config_id" in runs.columns else label_runs(runs)
-    key_columns = ["dataset", "encoder", *[c for c in param_columns(runs) if c.split(".", 1)[0] in ("dataset", "encoder")]]
+    key_columns = ["dataset", "encoder", *[c for c in param_columns(runs) if c.split(".", 1)[0] in ("dataset", "encoder")],
+                   *eval_columns(runs)]
     done = runs[runs["status"] == "done"].copy()
     done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
                             for row in done[key_columns].itertuples(index=False)]

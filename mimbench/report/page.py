@@ -23,8 +23,9 @@ import mimbench
 from mimbench import store
 from mimbench.columns import MetricColumn
 from mimbench.report import plots, render
-from mimbench.report.aggregate import aggregate, failures, label_runs, load_summary
-from mimbench.report.tables import TABLE_NOTE, Value, headline_columns, to_markdown, write_tables
+from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, aggregate, at_label_count, config_columns,
+                                       failures, label_counts, label_runs, load_summary, param_text, varying_eval_columns)
+from mimbench.report.tables import Value, headline_columns, table_note, to_markdown, write_tables
 from mimbench.store import write_atomic
 
 #: At most this many configurations in the reconstruction montage (the first seed of each).
@@ -67,16 +68,19 @@ def write_report(suite_dir: Path) -> Report:
     suite = store.read_suite_yaml(suite_dir)
     name = str(suite.get("name") or suite_dir.name)
     sweep = [key for key in (suite.get("sweep") or {}) if key in summary.columns]
+    # params in a column of their own: the swept ones, and eval params that differ between rows
+    # without being swept (they are in no component's label)
+    shown = sweep + [key for key in varying_eval_columns(summary) if key not in sweep]
     runs = label_runs(summary)
-    table = aggregate(summary, hide=tuple(sweep), declared=declared)
+    table = aggregate(summary, hide=tuple(shown), declared=declared)
     report = Report(suite_dir)
-    files, warnings = write_tables(summary, table, suite_dir, sweep, name, declared)
+    files, warnings = write_tables(summary, table, suite_dir, shown, name, declared)
     report.files.update(files)
     report.warnings += warnings
     configs = _read_configs(suite_dir, runs["run_id"])
     figures = _draw_figures(_figure_plan(suite_dir, runs, table, sweep, suite, declared), suite_dir / "figures",
                             report)
-    blocks = _blocks(name, suite, summary, runs, table, sweep, configs, figures, report, declared)
+    blocks = _blocks(name, suite, summary, runs, table, shown, configs, figures, report, declared)
     write_atomic(suite_dir / "report.md", render.to_markdown(blocks))
     report.files["report.md"] = suite_dir / "report.md"
     write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {name}", suite_dir))
@@ -119,37 +123,63 @@ def _montage_images(suite_dir: Path, runs: pd.DataFrame) -> list[tuple[str, Path
 
 def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep: list[str],
                  suite: dict[str, Any], declared: Sequence[MetricColumn]) -> list[_Figure]:
-    """The report's figures, each drawn lazily (so that one failure does not stop the others)."""
+    """The report's figures, each drawn lazily (so that one failure does not stop the others).
+
+    When the probes ran with several label counts (``eval.labels_per_class``), the label-efficiency
+    figure shows them all; the other figures show the runs of one count (all labels, else the
+    largest), so that no mean mixes label counts."""
+    counts = label_counts(runs[runs["status"] == "done"])
+    everything = runs
+    one_count = ""
+    if len(counts) > 1:
+        count = counts[-1]  # None (all labels) sorts last
+        runs = label_runs(at_label_count(runs, count), hide=(LABELS_PER_CLASS,))
+        table = at_label_count(table, count)
+        sweep = [p for p in sweep if p != LABELS_PER_CLASS]
+        one_count = (f" The runs whose probes saw {'all labels' if count is None else f'{count} labels per class'} "
+                     f"(`{LABELS_PER_CLASS}` = {param_text(LABELS_PER_CLASS, count)}); the label-efficiency figure "
+                     "shows every label count.")
     labelled = aggregate(runs, declared=declared)  # labels with the swept values, as on the plots' axes
     reference = (suite.get("eval") or {}).get("reference_masker")
     reference_text = f" The reference masker is `{_spec(reference)}`." if reference else ""
     plan = [
         _Figure("probe_accuracy", "Probe accuracy per masker",
                 "Bars: mean over finished seeds, error bars ± 1 std (ddof = 1); one colour per encoder. "
-                "Horizontal lines: the baselines (dashed: the same encoder with random weights; dotted grey: raw pixels).",
-                lambda: plots.probe_accuracy_figure(runs, declared)),
+                "Horizontal lines: the baselines (dashed: the same encoder with random weights; dotted grey: raw pixels)."
+                + one_count, lambda: plots.probe_accuracy_figure(runs, declared)),
         _Figure("psnr", "Reconstruction PSNR per masker",
                 "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images, then mean ± 1 std over seeds. "
                 "Under its own masker each run hides different pixels; the reference masker scores every run on the "
-                f"same masks.{reference_text} The y axis does not start at 0.",
+                f"same masks.{reference_text} The y axis does not start at 0." + one_count,
                 lambda: plots.psnr_figure(runs, declared)),
         _Figure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
                 "One point per pre-trained configuration, error bars ± 1 std over seeds. Spearman's ρ is over the "
-                "configurations' means.", lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
+                "configurations' means." + one_count, lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
     ]
+    if len(counts) > 1:
+        plan.insert(0, _Figure(
+            "label_efficiency", "Label efficiency",
+            "Accuracy against the number of labelled training images per class the probes saw (log scale; "
+            f"`{LABELS_PER_CLASS}`, \"{ALL_LABELS}\" = the whole train split, its images per class on average). "
+            "One line per pre-trained configuration: mean over finished seeds, band ± 1 std (ddof = 1). Dashed: the "
+            "same encoder with random weights (random-init; under fine-tuning, training from scratch); dotted grey: "
+            "raw pixels (nothing to fine-tune). The labelled images are a class-balanced subset of the train split, "
+            "the same for every run and baseline of a seed; every score is on the full test split.",
+            lambda: plots.label_efficiency_figure(everything, declared)))
     for param in sweep:
         others = [p for p in sweep if p != param]
         plan.append(_Figure(f"sweep_{re.sub(r'[^A-Za-z0-9]+', '_', param)}", f"Metrics against `{param}`",
-                            f"One line per configuration; mean ± 1 std over seeds at each value of the swept `{param}`.",
+                            f"One line per configuration; mean ± 1 std over seeds at each value of the swept `{param}`."
+                            + one_count,
                             lambda p=param, o=others: plots.sweep_figure(table, p, declared, other_sweeps=o)))
     plan.append(_Figure("loss_curves", "Pre-training loss",
                         f"From each run's `{store.HISTORY_FILE}`: mean over seeds per epoch, band ± 1 std. Runs that diverged "
-                        "are drawn up to their last finite loss.",
+                        "are drawn up to their last finite loss." + one_count,
                         lambda: plots.loss_curves_figure(_histories(suite_dir, runs))))
     plan.append(_Figure("reconstructions", "Reconstructions",
                         f"Each run's `{store.RECONSTRUCTIONS_FILE}` (the first finished seed of each configuration"
                         + (f", at most {MONTAGE_LIMIT}" if runs["config_id"].nunique() > MONTAGE_LIMIT else "")
-                        + "), on the same test images and evaluation masks.",
+                        + "), on the same test images and evaluation masks." + one_count,
                         lambda: plots.reconstruction_montage(_montage_images(suite_dir, runs)),
                         ("png",)))  # pictures: a PDF would only wrap the same pixels
     return plan
@@ -180,7 +210,7 @@ def _spec(spec: Any) -> str:
 
 
 def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame,
-            sweep: list[str], configs: dict[str, dict[str, Any]], figures: list[tuple[_Figure, Path]],
+            shown: list[str], configs: dict[str, dict[str, Any]], figures: list[tuple[_Figure, Path]],
             report: Report, declared: Sequence[MetricColumn]) -> list[render.Block]:
     counts = runs["status"].value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
@@ -190,10 +220,10 @@ def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.Da
     blocks.append(render.Paragraph(
         f"Generated by mimbench {mimbench.__version__} on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
         f"`{store.SUMMARY_FILE}`: {len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
-        f"{table['pretrained'].sum()} pre-trained configurations × {runs['seed'].nunique()} seeds."))
+        f"{_configurations(table)} × {runs['seed'].nunique()} seeds."))
     blocks += _setup_blocks(suite) + _environment_blocks(runs, configs)
-    blocks += [render.Heading("Results"), render.Paragraph(TABLE_NOTE),
-               _markdown_table(to_markdown(table, sweep, declared)),
+    blocks += [render.Heading("Results"), render.Paragraph(table_note(shown)),
+               _markdown_table(to_markdown(table, shown, declared)),
                render.Paragraph("Every metric (mask statistics, per-block probes, timings), with `_mean`, `_std` and "
                                 "`_n` columns: [table.csv](table.csv); for LaTeX: [table.tex](table.tex) (booktabs); "
                                 f"one row per run: [{store.SUMMARY_FILE}]({store.SUMMARY_FILE})"
@@ -203,8 +233,18 @@ def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.Da
         blocks.append(render.Paragraph("**Note:** these configurations were trained on per-patch normalised targets "
                                        "(`norm_pix`); their PSNR uses the target's statistics and is optimistic, not "
                                        "comparable with the others: " + "; ".join(f"`{m}`" for m in marked) + "."))
-    blocks += _baseline_blocks(table, declared) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
+    blocks += _baseline_blocks(table, declared, shown) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
     return blocks
+
+
+def _configurations(table: pd.DataFrame) -> str:
+    """"N pre-trained configurations", and "× K label counts" when the probes saw several."""
+    counts = label_counts(table)
+    if len(counts) < 2:
+        return f"{table['pretrained'].sum()} pre-trained configurations"
+    pretrained = table[table["pretrained"]]
+    configs = len(pretrained.drop_duplicates([c for c in config_columns(pretrained) if c != LABELS_PER_CLASS]))
+    return f"{configs} pre-trained configurations × {len(counts)} label counts"
 
 
 def _truthy(value: Any) -> bool:
@@ -233,9 +273,14 @@ def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
             for axis, specs in grid.items()))
     if suite.get("sweep"):
         items.append("**sweep** (crossed with the grid): " + "; ".join(
-            f"`{k}` ∈ {{{', '.join(str(v) for v in vals)}}}" for k, vals in suite["sweep"].items()))
+            f"`{k}` ∈ {{{', '.join(param_text(k, v) for v in vals)}}}" for k, vals in suite["sweep"].items()))
     probes = evaluation.get("probes") or []
     items.append("**probes**: " + (", ".join(f"`{_spec(p)}`" for p in probes) if probes else "none"))
+    swept_labels = LABELS_PER_CLASS in (suite.get("sweep") or {})
+    if swept_labels or evaluation.get("labels_per_class") is not None:
+        count = "swept, see above" if swept_labels else str(evaluation["labels_per_class"])
+        items.append(f"**labels per class** for the probes: {count} (a class-balanced subset of the train split, "
+                     "the same for every run and baseline of a seed; scores on the full test split)")
     if evaluation.get("reference_masker"):
         items.append(f"**reference masker**: `{_spec(evaluation['reference_masker'])}`, evaluation masks seeded "
                      f"with {evaluation.get('mask_seed', 0)}")
@@ -277,8 +322,10 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _baseline_blocks(table: pd.DataFrame, declared: Sequence[MetricColumn]) -> list[render.Block]:
+def _baseline_blocks(table: pd.DataFrame, declared: Sequence[MetricColumn],
+                     shown: Sequence[str] = ()) -> list[render.Block]:
     baselines = table[~table["pretrained"]]
+    params = [p for p in shown if p.startswith("eval.") and p in baselines.columns]  # baselines are evaluated so too
     blocks: list[render.Block] = [render.Heading("Baselines")]
     if baselines.empty:
         return blocks + [render.Paragraph("The suite ran no baselines (`eval.baselines` is empty, or no probes ran).")]
@@ -291,13 +338,13 @@ def _baseline_blocks(table: pd.DataFrame, declared: Sequence[MetricColumn]) -> l
         n = str(row["n_done"]) if row["n_done"] == row["n_runs"] else f"{row['n_done']}/{row['n_runs']}"
         values = [Value(row[f"{c.key}_mean"], row[f"{c.key}_std"], c.digits, False, False).text()
                   if pd.notna(row[f"{c.key}_mean"]) else "–" for c in metrics]
-        rows.append([kind, encoder, n, *values])
+        rows.append([kind, encoder, *[param_text(p, row[p]) for p in params], n, *values])
     return blocks + [
         render.Paragraph("`random-init`: the same encoder architecture with its initial random weights (same seed), "
                          "probed exactly like the pre-trained encoders; `pixels`: the probes on the raw images. "
                          "Pre-training is worth something when it beats both. Mean ± std over seeds, as above."),
-        render.Table(["baseline", "encoder", "n", *[c.markdown for c in metrics]], rows,
-                     [False, False, True] + [True] * len(metrics)),
+        render.Table(["baseline", "encoder", *params, "n", *[c.markdown for c in metrics]], rows,
+                     [False, False, *[True] * len(params), True] + [True] * len(metrics)),
     ]
 
 

@@ -28,15 +28,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import declared_or_inferred
+from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, PROBE_LABELS_PER_CLASS, declared_or_inferred,
+                                       label_counts, label_runs, param_text)
 from mimbench.store import write_atomic
 
 #: Axis labels of commonly swept params.
 PARAM_LABELS = {"masker.ratio": "mask ratio (fraction hidden)", "train.lr": "peak learning rate",
                 "train.epochs": "pre-training epochs", "masker.mask_patch_size": "mask patch size (px)"}
+#: Accuracies of probes that train the whole encoder: started from random weights, that is
+#: training from scratch (the label-efficiency figure names the random-init line so).
+FROM_SCRATCH = frozenset({"finetune_acc"})
 #: The core's PSNR under the suite's reference masker (the same masks for every run): the
 #: x axis of the PSNR-vs-accuracy figure when a suite has it.
 REFERENCE_PSNR = "ref_psnr"
@@ -272,7 +276,7 @@ def sweep_figure(table: pd.DataFrame, param: str, declared: Sequence[MetricColum
     if pretrained.empty or not metrics or pretrained[param].nunique() < 2:
         return None
     series = pretrained["label"] + [
-        "".join(f", {o.split('.', 1)[1]}={v}" for o, v in zip(other_sweeps, values))
+        "".join(f", {o.split('.', 1)[1]}={param_text(o, v)}" for o, v in zip(other_sweeps, values))
         for values in pretrained[list(other_sweeps)].itertuples(index=False)] if other_sweeps else pretrained["label"]
     values = pretrained[param]
     numeric = pd.to_numeric(values, errors="coerce").notna().all()
@@ -300,6 +304,91 @@ def sweep_figure(table: pd.DataFrame, param: str, declared: Sequence[MetricColum
         ax.set_visible(False)
     _legend_outside(axes[min(ncols, len(metrics)) - 1], "configuration")
     return fig
+
+
+def label_axis(runs: pd.DataFrame) -> tuple[pd.Series, dict[float, str]]:
+    """Where each run of ``runs`` sits on the label-efficiency x axis, and the ticks (position:
+    text). A run's position is its ``eval.labels_per_class``; with all labels (empty), the
+    ``probe_labels_per_class`` of the all-label runs (their median, "all (N)"), or without it ten
+    times the largest count ("all"), so that all labels sit at the right end of the axis."""
+    counts = pd.to_numeric(runs[LABELS_PER_CLASS], errors="coerce").astype(float)
+    finite = sorted(counts.dropna().unique())
+    ticks = {float(k): f"{k:g}" for k in finite}
+    everything = counts.isna()
+    if not everything.any():
+        return counts, ticks
+    used = pd.to_numeric(runs.loc[everything, PROBE_LABELS_PER_CLASS], errors="coerce").dropna() \
+        if PROBE_LABELS_PER_CLASS in runs.columns else pd.Series(dtype=float)
+    top = finite[-1] if finite else 1.0
+    if used.empty:
+        position, text = top * 10.0, ALL_LABELS
+    else:
+        position, text = float(round(used.median())), f"{ALL_LABELS} ({round(used.median()):g})"
+        if position <= top:  # a count at or above the split's own: keep "all" the rightmost point
+            position = top * 2.0
+    ticks[position] = text
+    return counts.where(~everything, position), ticks
+
+
+@_styled
+def label_efficiency_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
+    """Accuracy against labelled training images per class (log x axis): one panel per declared
+    headline accuracy (:func:`probe_columns`), one line per pre-trained configuration (labelled
+    without its labels per class) at the mean over finished seeds, a band of ± 1 std (ddof = 1);
+    the baselines as lines of their own (random-init dashed, per encoder; "from scratch" in the
+    panels of :data:`FROM_SCRATCH` probes; raw pixels dotted grey). All labels (an empty
+    ``eval.labels_per_class``) sit at the right end (:func:`label_axis`). None when the finished
+    runs have fewer than 2 distinct label counts."""
+    done = runs[runs["status"] == "done"]
+    if len(label_counts(done)) < 2:
+        return None
+    probes = probe_columns(runs, declared)
+    if not probes:
+        return None
+    done = label_runs(runs, hide=(LABELS_PER_CLASS,)).loc[done.index]  # one line per configuration, all counts
+    x, ticks = label_axis(done)
+    done = done.assign(_x=x)
+    pretrained, baselines = done[done["pretrained"]], done[~done["pretrained"]]
+    palette = _series_palette(pretrained["label"])
+    encoders = list(dict.fromkeys(baselines.loc[baselines["encoder_label"] != "pixels", "encoder_label"]))
+    dark = dict(zip(encoders, sns.color_palette("dark", max(len(encoders), 1)) if len(encoders) > 1 else ["0.15"]))
+    fig, axes = new_figure(9.5, 3.8 * len(probes), nrows=len(probes))
+    for ax, probe in zip(axes, probes):
+        for label in palette:
+            _mean_line(ax, pretrained[pretrained["label"] == label], probe.key, label, palette[label], "-", "o",
+                       "configuration")
+        for label, group in baselines.groupby("label", sort=False):
+            encoder = group["encoder_label"].iloc[0]
+            if encoder == "pixels":
+                _mean_line(ax, group, probe.key, label, "0.45", ":", "^", "baseline")
+            else:
+                name = f"{encoder} from scratch ({group['baseline'].iloc[0]} + {probe.name})" \
+                    if probe.key in FROM_SCRATCH else label
+                _mean_line(ax, group, probe.key, name, dark[encoder], "--", "s", "baseline")
+        ax.set_xscale("log")
+        ax.set_xticks(list(ticks), list(ticks.values()))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(min(ticks) / 1.5, max(ticks) * 1.5)
+        ax.set_xlabel("labelled training images per class (log scale)")
+        ax.set_ylabel(probe.axis_label)
+        _title(ax, f"{_name(probe)} vs labels per class (mean ± 1 std over seeds)")
+        _legend_outside(ax, "configuration · baseline")
+    return fig
+
+
+def _mean_line(ax, runs: pd.DataFrame, metric: str, label: str, color, linestyle: str, marker: str, gid: str) -> None:
+    """``metric``'s mean over ``runs`` at each ``_x``, a band of ± 1 std; nothing without values."""
+    if metric not in runs.columns:
+        return
+    stats = runs.groupby("_x")[metric].agg(["mean", "std"]).dropna(subset=["mean"]).sort_index()
+    if stats.empty:
+        return
+    std = stats["std"].fillna(0)
+    line, = ax.plot(stats.index, stats["mean"], color=color, linestyle=linestyle, marker=marker, markersize=5,
+                    linewidth=1.6, label=label)
+    line.set_gid(gid)
+    ax.fill_between(stats.index, stats["mean"] - std, stats["mean"] + std, color=color,
+                    alpha=0.18 if gid == "configuration" else 0.10, linewidth=0)
 
 
 @_styled

@@ -18,7 +18,7 @@ from typing import Sequence
 import pandas as pd
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import COMPONENTS, declared_or_inferred
+from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text
 from mimbench.store import write_atomic
 
 #: The note that goes with every rendering of the table.
@@ -28,6 +28,16 @@ TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-
               "PSNR is over hidden pixels, in dB; ref. PSNR is under the suite's reference masker. "
               "Δ = gain over the random-init encoder of the same architecture, paired by seed. "
               "Bold: best in its column.")
+#: Added to the note when the table has a ``eval.labels_per_class`` column.
+LABELS_NOTE = (f"`{LABELS_PER_CLASS}`: the labelled training images per class the probes saw, a class-balanced "
+               "subset of the train split, the same for every run and baseline of a seed (all: the whole train "
+               "split); every score is on the full test split. Δ pairs each run with the random-init baseline "
+               "of the same seed and the same labels per class.")
+
+
+def table_note(shown: list[str] | tuple[str, ...] = ()) -> str:
+    """The note for a table showing the param columns ``shown``."""
+    return TABLE_NOTE + (" " + LABELS_NOTE if LABELS_PER_CLASS in shown else "")
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,10 @@ class Display:
 def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
             declared: Sequence[MetricColumn] | None = None) -> Display:
     """Choose the displayed columns of an aggregated table (from :func:`mimbench.report.aggregate`):
-    the components that vary (the masker always), the swept params, n, and the headline metrics
-    of ``declared`` (default: inferred from the table's columns) that have a value somewhere."""
+    the components that vary (the masker always), the swept params (``sweep``: any param column
+    to show, e.g. also an ``eval.<param>`` that varies without being swept), n, and the headline
+    metrics of ``declared`` (default: inferred from the table's columns) that have a value
+    somewhere. Baselines show their ``eval.<param>`` values, "–" for the others."""
     declared = declared_or_inferred(table, declared)
     pretrained = table[table["pretrained"]]
     axes = ["encoder"] + [axis for axis in COMPONENTS[1:]
@@ -122,16 +134,19 @@ def _same_as_last_block(table: pd.DataFrame, key: str, base: str | None) -> bool
 def _config_cells(row: pd.Series, axes: list[str], sweep: list[str]) -> list[str]:
     if row["pretrained"]:
         cells = [str(row[f"{axis}_label"]) for axis in axes]
-        return cells + [_number(row[column]) for column in sweep]
+        return cells + [_number(row[column], column) for column in sweep]
     if row["encoder_label"] == "pixels":
         cells = ["raw pixels", "baseline"]
     else:
         cells = [str(row["encoder_label"]), f"{row['baseline'] or 'baseline'} (baseline)"]
     cells = (cells + ["–"] * len(axes))[:len(axes)] if len(axes) > 1 else [f"{cells[0]} ({cells[1]})"]
-    return cells + ["–"] * len(sweep)
+    # baselines are evaluated like the runs: their eval params apply, the others do not
+    return cells + [_number(row[column], column) if column.startswith("eval.") else "–" for column in sweep]
 
 
-def _number(value) -> str:
+def _number(value, column: str = "") -> str:
+    if column == LABELS_PER_CLASS:
+        return param_text(column, value)
     if pd.isna(value):
         return "–"
     if isinstance(value, float) and value.is_integer():
@@ -195,9 +210,9 @@ def _tex_escape(text: str) -> str:
     return re.sub("|".join(re.escape(k) for k in _TEX_SPECIAL), lambda m: _TEX_SPECIAL[m.group()], str(text))
 
 
-def table_caption(suite_name: str, dataset: str) -> str:
+def table_caption(suite_name: str, dataset: str, shown: list[str] | tuple[str, ...] = ()) -> str:
     """The LaTeX caption: what the table shows and how its numbers were computed."""
-    return (f"mimbench suite {suite_name} on {dataset}. " + TABLE_NOTE.replace("`std`", "std"))
+    return f"mimbench suite {suite_name} on {dataset}. " + table_note(shown).replace("`", "")
 
 
 def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep: list[str] | tuple[str, ...] = (),
@@ -212,8 +227,8 @@ def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep
     dataset = str(table["dataset"].iloc[0]) if len(table) else ""
     files = {
         "table.csv": table.drop(columns=["config_id"], errors="ignore").to_csv(index=False),
-        "table.md": to_markdown(table, sweep, declared) + "\n" + TABLE_NOTE + "\n",
-        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset), f"tab:{_tex_label(suite_name)}",
+        "table.md": to_markdown(table, sweep, declared) + "\n" + table_note(sweep) + "\n",
+        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset, sweep), f"tab:{_tex_label(suite_name)}",
                               declared),
     }
     written = {}
