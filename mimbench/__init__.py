@@ -1,4 +1,10 @@
-"""mimbench: a plugin-based benchmarking harness for masked image modeling."""
+"""mimbench: a plugin-based benchmarking harness for masked image modeling.
+
+``mimbench.run``, ``mimbench.load``, ``mimbench.table`` and ``mimbench.plot`` are the Python API
+(:mod:`mimbench.api`), imported on first use so that ``import mimbench`` stays light.
+"""
+
+from typing import Any
 
 import pluggy
 
@@ -7,4 +13,15 @@ __version__ = "0.1.0"
 #: Decorator for plugin hook implementations: ``@mimbench.hookimpl``.
 hookimpl = pluggy.HookimplMarker("mimbench")
 
-__all__ = ["hookimpl", "__version__"]
+#: The Python API, from :mod:`mimbench.api`.
+API = ("run", "load", "table", "plot")
+
+__all__ = ["hookimpl", "__version__", *API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from mimbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mimbench' has no attribute {name!r}")

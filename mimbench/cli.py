@@ -17,7 +17,7 @@ from mimbench import __version__
 from mimbench.errors import ConfigError
 from mimbench.plugins import load_plugins
 from mimbench.registry import KINDS, Registry
-from mimbench.suite import expand, load_suite, packaged_suites
+from mimbench.suite import packaged_suites
 
 PLUGIN_OPTION_HELP = "Plugin .py file or module to load (repeatable); also read from $MIMBENCH_PLUGINS."
 
@@ -81,37 +81,36 @@ def cli() -> None:
 @click.option("--executor", "executor_name", metavar="NAME",
               help="Where the runs execute: local (default), ray, submitit, or a plugin's; same as "
                    "--set execution.executor=NAME. Tune it with --set execution.<param>=VALUE.")
+@click.option("--tracker", "tracker_names", multiple=True, metavar="NAME",
+              help="Send every run to this experiment tracker too: tensorboard, mlflow, or a plugin's "
+                   "(repeatable; added to the suite's trackers).")
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
 @click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over.")
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
-def run(suite: str | None, out: Path, device: str, executor_name: str | None, plugin_specs: tuple[str, ...],
-        overrides: tuple[str, ...], fresh: bool, dry_run: bool) -> None:
+def run(suite: str | None, out: Path, device: str, executor_name: str | None, tracker_names: tuple[str, ...],
+        plugin_specs: tuple[str, ...], overrides: tuple[str, ...], fresh: bool, dry_run: bool) -> None:
     """Run SUITE (a YAML file or a packaged suite name; default: quick).
 
     Finished runs are skipped and failed ones retried, so running the same
     command again completes an interrupted suite. Ctrl-C stops the runs in
     flight and exits 130; nothing finished is lost.
     """
-    from mimbench.driver import build_executor, check_plan, plan_suite, run_suite
+    from mimbench import api
     from mimbench.jobs import PluginSources
     from mimbench.worker import registry_for
 
-    plugins = PluginSources.from_cli(plugin_specs)
-    registry = registry_for(plugins)
-    _warn_plugin_failures(registry)
-    spec = load_suite(suite, overrides, executor=executor_name)
-    plan = plan_suite(spec, registry)
-    if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
-        raise ConfigError(f"--out {out}: not a folder (a file is in the way)")
-    executor = build_executor(registry, spec, (out / spec.name).absolute())
-    data = check_plan(plan, registry, plugins, device, executor)
+    _warn_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)))  # the same registry api.prepare uses
+    prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
+                           plugins=plugin_specs, overrides=overrides)
+    plan, spec, data = prepared.plan, prepared.plan.suite, prepared.data
     if dry_run:
+        trackers = f", trackers {', '.join(t['name'] for t in plan.trackers)}" if plan.trackers else ""
         click.echo(f"suite {spec.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
                    f"{spec.dataset.name} ({len(data.train)} train / {len(data.test)} test images, "
-                   f"{spec.image_size}px), device {data.normalize.mean.device if executor.in_process else device}, "
-                   f"executor {spec.execution.executor}, "
+                   f"{spec.image_size}px), device {data.normalize.mean.device if prepared.executor.in_process else device}, "
+                   f"executor {spec.execution.executor}{trackers}, "
                    f"results in {out / spec.name}")
         for job in plan.runs:
             params = " ".join(f"{axis}={_spec_text(job.config[axis])}" for axis in ("encoder", "decoder", "masker", "loss"))
@@ -121,11 +120,7 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, pl
             click.echo(f"  {job.run_id}  {plan.labels[job.run_id]}")
         return
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create the results folder ({exc.strerror})") from None
-    try:
-        table = run_suite(plan, out.absolute(), executor, plugins, registry, device, fresh=fresh)
+        table = api.execute(prepared, fresh=fresh)
     except KeyboardInterrupt:
         click.echo(f"interrupted: the runs in flight were stopped; finished runs are kept in {out / spec.name}. "
                    f"Run the same command again to complete the suite.", err=True)
@@ -196,6 +191,34 @@ def report(results_dir: Path) -> None:
     figures = sum(1 for name in written.files if name.startswith("figures/") and name.endswith(".png"))
     click.echo(f"report: {written.markdown} and {written.html} "
                f"(tables: table.csv, table.md, table.tex; {figures} figures in {results_dir / 'figures'})")
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Where to write the backbone's state_dict (default RUN_DIR/backbone.pt); its description "
+                   "goes next to it, with .json.")
+@click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
+def export(run_dir: Path, out: Path | None, plugin_specs: tuple[str, ...]) -> None:
+    """Write a pre-trained run's encoder as a plain backbone: RUN_DIR is OUT/<suite>/runs/<run_id>.
+
+    The state_dict (mask token dropped) loads with strict=True into the matching timm,
+    torchvision or torch model; the .json next to it has the Python that builds and loads it,
+    the image normalisation, and what the model's output is.
+    """
+    from mimbench.export import export_run
+
+    if out is not None and out.suffix == ".json":
+        raise ConfigError(f"--out {out}: the weights' file; its .json description is written next to it")
+    if out is not None and out.parent != Path("") and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} not found")
+    try:
+        weights, description = export_run(run_dir, _registry(plugin_specs), out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
+    code = json.loads(description.read_text())["python"]
+    click.echo(f"backbone: {weights}\ndescription: {description}\nto load it (from {weights.parent}):")
+    click.echo("\n".join(f"    {line}" for line in code.splitlines()))
 
 
 def _report_after_run(suite_dir: Path) -> None:

@@ -6,8 +6,13 @@ folder. It holds the suite folder's lock while it runs. The CLI, the benchmarks 
 tests all go through these functions::
 
     plan = plan_suite(suite, registry)              # jobs: runs, then baselines
-    data = check_plan(plan, registry, plugins, device, executor)  # exit 2 material, before any training
+    check_trackers(plan, registry, suite_dir)      # exit 2 material, before any training...
+    data = check_plan(plan, registry, plugins, device, executor)  # ...and the data, each component built once
     table = run_suite(plan, out, executor, plugins, registry)
+
+Runs' events (the ``mimbench_run_started`` / ``_epoch_finished`` / ``_run_finished`` hooks, the
+trackers) are sent by the worker that executes each run (:mod:`mimbench.tracking`), not here;
+the driver only prepares the trackers once per suite and prints the warnings workers report.
 """
 
 from __future__ import annotations
@@ -32,18 +37,21 @@ from mimbench.lock import LOCK_FILE, SuiteLock
 from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.suite import Suite, expand, expand_baselines, run_labels, suite_to_yaml
+from mimbench.tracking import build_trackers, prepare_trackers
 from mimbench.train import build_components
 from mimbench.worker import SuiteData, resolve_device, suite_data
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A suite expanded into jobs: its runs, then its baselines, with a readable label each."""
+    """A suite expanded into jobs: its runs, then its baselines, with a readable label each, and
+    the suite's trackers (resolved specs, ``{"name", "params"}``)."""
 
     suite: Suite
     runs: list[RunJob]
     baselines: list[BaselineJob]
     labels: dict[str, str]
+    trackers: tuple[dict[str, Any], ...] = ()
 
     @property
     def jobs(self) -> list[Job]:
@@ -53,7 +61,14 @@ class Plan:
 def plan_suite(suite: Suite, registry: Registry) -> Plan:
     runs = expand(suite, registry)
     baselines = expand_baselines(suite, runs)
-    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]))
+    trackers = tuple({"name": t.name, "params": registry.resolve_params("tracker", t.name, t.params)}
+                     for t in suite.trackers)
+    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers)
+
+
+def check_trackers(plan: Plan, registry: Registry, suite_dir: Path) -> None:
+    """Build each of the suite's trackers once, so that bad input fails now (exit 2), not in the workers."""
+    build_trackers(registry, plan.trackers, suite_dir)
 
 
 def build_executor(registry: Registry, suite: Suite, suite_dir: Path) -> Executor:
@@ -192,7 +207,11 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
         store.write_columns(suite_dir, declared)
         progress = SuiteProgress(plan, executor)
         first, second = schedule(plan, suite_dir, progress)
-        options = dict(plugins=plugins, device=device, threads=executor.threads, show_progress=executor.in_process)
+        if first or second:
+            for warning in prepare_trackers(registry, plan.trackers, suite_dir):
+                progress.write(f"warning: {warning}")
+        options = dict(plugins=plugins, device=device, threads=executor.threads, show_progress=executor.in_process,
+                       trackers=tuple(canonical_json(spec) for spec in plan.trackers))
         try:
             for phase in (first, second):
                 tasks = [task_for(job, suite_dir, plan, source, missing, **options) for job, source, missing in phase
@@ -201,10 +220,10 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
                     continue
                 for task, outcome in executor.run(tasks):
                     _record_failure(suite_dir, task, outcome)
-                    table = store.write_summary(suite_dir, plan.jobs, declared)
+                    store.write_summary(suite_dir, plan.jobs, declared)
                     progress.finished(task, outcome, outcome_text(outcome.record, declared))
-                    _call_run_finished(registry, store.run_path(suite_dir, task.job.run_id), table,
-                                       task.job.run_id, progress)
+                    for warning in outcome.warnings:
+                        progress.write(f"warning: {warning}")
         except KeyboardInterrupt:
             executor.cancel()
             store.write_summary(suite_dir, plan.jobs, declared)
@@ -280,9 +299,10 @@ def _source_finished(suite_dir: Path, job: Job, source: str | None, progress: "S
 
 
 def task_for(job: Job, suite_dir: Path, plan: Plan, source: str | None, missing: list[dict[str, Any]],
-             plugins: PluginSources, device: str, threads: int | None, show_progress: bool) -> Task:
+             plugins: PluginSources, device: str, threads: int | None, show_progress: bool,
+             trackers: tuple[str, ...] = ()) -> Task:
     return Task(job, str(suite_dir), plugins, device, threads, show_progress,
-                tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id], source)
+                tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id], source, trackers)
 
 
 def _empty(suite_dir: Path) -> None:
@@ -299,15 +319,16 @@ def _empty(suite_dir: Path) -> None:
 def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
     previous = suite_dir / store.SUITE_FILE
     text = suite_to_yaml(suite)
-    if previous.exists() and _without_execution(previous.read_text()) != _without_execution(text):
+    if previous.exists() and _what_runs(previous.read_text()) != _what_runs(text):
         tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
                    f"this version's {count} runs (earlier runs stay in {suite_dir / 'runs'}; "
                    f"use --set name=... to keep versions apart)")
     store.write_atomic(previous, text)
 
 
-def _without_execution(text: str) -> str:
-    """The suite's YAML without ``execution``: where runs execute does not make another suite."""
+def _what_runs(text: str) -> str:
+    """The suite's YAML without ``execution`` and ``trackers``: where runs execute and who watches
+    them do not make another suite."""
     import yaml
 
     try:
@@ -316,6 +337,7 @@ def _without_execution(text: str) -> str:
         return text
     if isinstance(raw, dict):
         raw.pop("execution", None)
+        raw.pop("trackers", None)
     return json.dumps(raw, sort_keys=True, default=str)
 
 
@@ -328,15 +350,6 @@ def _record_failure(suite_dir: Path, task: Task, outcome: Outcome) -> None:
     if (folder / store.ERROR_FILE).exists() or (folder / store.METRICS_FILE).exists():
         return
     store.write_atomic(folder / store.ERROR_FILE, f"{outcome.record.get('error', 'the run failed')}\n")
-
-
-def _call_run_finished(registry: Registry, folder: Path, table: pd.DataFrame, run_id: str,
-                       progress: "SuiteProgress") -> None:
-    row = table[table.run_id == run_id].iloc[0].to_dict()
-    try:
-        registry.plugins.hook.mimbench_run_finished(run_dir=folder, record=row)
-    except Exception as exc:
-        progress.write(f"warning: a mimbench_run_finished hook failed: {type(exc).__name__}: {exc}")
 
 
 class SuiteProgress:

@@ -10,3 +10,10 @@ class ContractError(Exception):
 
     It fails the run it happened in; the rest of the suite goes on.
     """
+
+
+def missing_extra(what: str, module: str, extra: str) -> str:
+    """The one-line error for a component (``what``, e.g. ``"tracker 'mlflow'"``) whose optional
+    dependency ``module`` is not installed, with the pip command that installs ``extra``."""
+    return (f"{what} needs {module}, which is not installed: pip install 'mimbench[{extra}]' "
+            f"(from a clone: pip install -e '.[{extra}]')")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Iterator, Protocol, runtime_checkable
 
+from mimbench import errors
 from mimbench.jobs import Outcome, Task
 
 
@@ -67,5 +68,4 @@ class LocalExecutor:
 
 def missing_extra(executor: str, module: str, extra: str) -> str:
     """The one-line error for an executor whose optional dependency is not installed."""
-    return (f"executor {executor!r} needs {module}, which is not installed: pip install 'mimbench[{extra}]' "
-            f"(from a clone: pip install -e '.[{extra}]')")
+    return errors.missing_extra(f"executor {executor!r}", module, extra)

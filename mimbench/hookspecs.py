@@ -1,7 +1,7 @@
 """The plugin contract: every hook a mimbench plugin may implement.
 
 A plugin is any module or object with functions decorated by ``mimbench.hookimpl``
-whose names are listed here. The seven ``register_*`` hooks receive a ``register``
+whose names are listed here. The ``register_*`` hooks receive a ``register``
 callback::
 
     register(name: str, factory: Callable, description: str | None = None)
@@ -66,6 +66,12 @@ def mimbench_register_encoders(register: Register) -> None:
     Optional: ``param_depths() -> (dict[param name, depth], num_blocks)`` for layer-wise
     lr decay when fine-tuning (0 = embeddings, i + 1 = block i); without it every
     encoder parameter gets the same decayed lr.
+
+    Optional: ``backbone() -> mimbench.export.Backbone`` for ``mimbench export``: the
+    encoder's weights as the state_dict of a plain model of another library (timm,
+    torchvision, torch), without what only masked pre-training needs (the mask token), and
+    the Python that builds that model. An encoder built with a ``pretrained`` param gets
+    ``pretrained=False`` when rebuilt for export (its weights come from ``encoder.pt``).
     """
 
 
@@ -170,14 +176,75 @@ def mimbench_register_executors(register: Register) -> None:
 
 
 @hookspec
+def mimbench_register_trackers(register: Register) -> None:
+    """Register experiment trackers (``tensorboard``, ``mlflow``...), enabled per suite with
+    ``trackers: [NAME, {name: NAME, params: {...}}]`` or ``mimbench run --tracker NAME``.
+
+    ``factory(suite_dir: str, **params)`` (``suite_dir`` only if declared: the suite folder,
+    absolute) returns a tracker. The worker that executes a run (in the driver's process with
+    the ``local`` executor, else on a Ray or SLURM worker) builds one tracker object per run
+    and calls, in this order:
+
+    - ``run_started(run_dir: Path, config: dict)``: ``config`` is the run's ``config.json``
+      (resolved config, ``run_id``, ``suite``, ``label``, normalisation, versions);
+    - ``epoch_finished(run_dir: Path, row: dict)`` after each pre-training epoch: the
+      ``history.csv`` row (``epoch``, ``loss``, ``lr``, ``images_per_second``, ``seconds``).
+      A run that evaluates an encoder another run pre-trained reports that run's history;
+      baselines have no epochs;
+    - ``run_finished(run_dir: Path, record: dict)``: the run's summary row (as in
+      ``summary.csv``: ids, ``status``, metrics, ``<kind>.<param>`` params), after
+      ``metrics.json`` (or ``error.txt``) is written. When probes are added to a run finished
+      earlier, its tracker gets ``run_finished`` alone, with the new columns; so does a run that
+      failed before its ``config.json`` was written (e.g. its data could not be loaded).
+
+    Optional: ``prepare()``, called once per suite by the driver before the first run starts
+    (e.g. to create a database that several workers then share).
+
+    The factory is also built by the driver before anything runs, so that bad params or a
+    missing dependency (raise ``mimbench.errors.ConfigError`` with the pip command) exit 2.
+    Import heavy libraries inside the methods, not at module import. A tracker that raises
+    is a warning on the console (its other calls for that run are skipped), never a failed
+    run. Trackers are not part of any run id.
+    """
+
+
+@hookspec
 def mimbench_register_commands(cli: click.Group) -> None:
     """Add commands to the ``mimbench`` command line (``cli.add_command(...)``)."""
 
 
 @hookspec
-def mimbench_run_finished(run_dir: Path, record: dict[str, Any]) -> None:
-    """Called after each run is written to disk, with its folder and its summary row.
+def mimbench_run_started(run_dir: Path, config: dict[str, Any]) -> None:
+    """Called when a run starts executing, after its ``config.json`` is written, with its folder
+    and that config (see ``mimbench_register_trackers``). Baselines and runs that only evaluate
+    an encoder another run pre-trained start too.
 
-    Use it for loggers and experiment trackers. An exception here is reported
+    Like ``mimbench_epoch_finished`` and ``mimbench_run_finished``, it is called by the worker
+    that executes the run (:func:`mimbench.worker.execute`): in the driver's process with the
+    ``local`` executor, in a Ray task or a SLURM job otherwise, so a plugin that implements it
+    must be installed (or passed with ``--plugin``) where the runs execute. An exception in any
+    of the three is a warning that names the plugin (its other calls for that run are skipped)
     and does not change the run's result.
+    """
+
+
+@hookspec
+def mimbench_epoch_finished(run_dir: Path, row: dict[str, Any]) -> None:
+    """Called after each pre-training epoch with the run's folder and the epoch's ``history.csv``
+    row: ``epoch`` (from 1), ``loss`` (mean over the epoch), ``lr`` (at its end),
+    ``images_per_second``, ``seconds``. A run that evaluates an encoder another run pre-trained
+    (same pre-training, other ``eval.labels_per_class``) reports that run's history, copied with
+    it. Called where the run executes (see ``mimbench_run_started``)."""
+
+
+@hookspec
+def mimbench_run_finished(run_dir: Path, record: dict[str, Any]) -> None:
+    """Called after each run is written to disk (``metrics.json``, or ``error.txt`` for a failed
+    run), with its folder and its summary row (as in ``summary.csv``: ``run_id``, ``status``,
+    the metrics, ``<kind>.<param>`` params).
+
+    Called where the run executes (see ``mimbench_run_started``), by the worker, once per
+    executed task: also when probes were added to a run finished earlier (with the new
+    columns). Not called for a run skipped as already finished, nor when the worker process
+    itself died (the driver then records the run as failed).
     """

@@ -143,6 +143,11 @@ class Task:
     # a RunJob whose encoder was pre-trained by another run of the suite (same pre-training,
     # other labels_per_class): that run's id; the task only evaluates
     pretrained_in: str | None = None
+    trackers: tuple[str, ...] = ()  # canonical JSON of each resolved tracker spec (the suite's trackers)
+
+    @property
+    def tracker_specs(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.trackers]
 
     def __call__(self) -> "Outcome":
         from mimbench.worker import execute  # the worker side imports torch; the driver may not yet
@@ -153,10 +158,12 @@ class Task:
 @dataclass(frozen=True)
 class Outcome:
     """What a worker reports for one task: the run's record (``metrics.json``'s content, or a
-    failed record with ``error``) and a note for the console (e.g. "added probes knn")."""
+    failed record with ``error``), a note for the console (e.g. "added probes knn") and
+    warnings (a tracker or a hook that failed), which the driver prints."""
 
     record: dict[str, Any]
     note: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:

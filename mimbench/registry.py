@@ -25,6 +25,7 @@ CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
     "dataset": ("split", "image_size"),
     "probe": (),
     "executor": ("suite_dir",),
+    "tracker": ("suite_dir",),
 }
 KINDS = tuple(CONTEXT_PARAMS)
 #: The register hook of each kind.

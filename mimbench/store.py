@@ -70,6 +70,18 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a ``history.csv`` (``epoch`` an int, the rest floats); ``[]`` when it is missing."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(text)):
+        rows.append({key: int(value) if key == "epoch" else float(value) for key, value in row.items()})
+    return rows
+
+
 def save_state_dict(path: Path, module: "torch.nn.Module") -> None:
     import torch  # here, so that reading results (mimbench report) does not import torch
 

@@ -17,7 +17,7 @@ import re
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -173,7 +173,24 @@ class Suite(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    # experiment trackers (``mimbench plugins --kind tracker``), each run's events go to every one;
+    # like execution, not part of any run id
+    trackers: list[ComponentSpec] = Field(default_factory=list)
     grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _tracker_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
+
+    @field_validator("trackers")
+    @classmethod
+    def _distinct_trackers(cls, trackers: list[ComponentSpec]) -> list[ComponentSpec]:
+        names = [t.name for t in trackers]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"tracker {twice!r} is listed twice")
+        return trackers
 
     @field_validator("grid")
     @classmethod
@@ -251,13 +268,34 @@ def packaged_suites() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...] = (),
-               executor: str | None = None) -> Suite:
-    """Read a suite from a YAML path or a packaged name (default ``quick``), apply ``--set`` overrides.
+def load_suite(source: str | Path | Mapping[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
+               executor: str | None = None, trackers: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read a suite from a YAML path, a packaged name (default ``quick``) or a mapping (as YAML
+    would give it), apply ``--set`` overrides.
 
     ``executor`` (``--executor``) names where the runs execute; the suite's own execution
-    params are dropped when it names another executor than the suite's."""
-    path = _suite_path(source or "quick")
+    params are dropped when it names another executor than the suite's. ``trackers``
+    (``--tracker``) are added to the suite's ``trackers`` unless it already lists them."""
+    if isinstance(source, Mapping):
+        where, raw = "suite", copy.deepcopy(dict(source))
+    else:
+        path = _suite_path(str(source or "quick"))
+        where, raw = str(path), _read_yaml(path)
+    if executor is not None:
+        execution = raw.get("execution")
+        if not isinstance(execution, dict) or execution.get("executor", "local") != executor:
+            raw["execution"] = {"executor": executor}
+    for override in overrides:
+        _apply_override(raw, override)
+    _add_trackers(raw, trackers)
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{where} (with --set {' '.join(overrides)})" if overrides else where
+        raise ConfigError(f"{where}: {_validation_message(exc)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         raw = parse_yaml(path.read_text())
     except yaml.YAMLError as exc:
@@ -268,17 +306,17 @@ def load_suite(source: str | None = None, overrides: list[str] | tuple[str, ...]
         raise ConfigError(f"cannot read suite {path}: {exc.strerror}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a suite must be a YAML mapping, got {type(raw).__name__}")
-    if executor is not None:
-        execution = raw.get("execution")
-        if not isinstance(execution, dict) or execution.get("executor", "local") != executor:
-            raw["execution"] = {"executor": executor}
-    for override in overrides:
-        _apply_override(raw, override)
-    try:
-        return Suite.model_validate(raw)
-    except ValidationError as exc:
-        where = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
-        raise ConfigError(f"{where}: {_validation_message(exc)}") from None
+    return raw
+
+
+def _add_trackers(raw: dict[str, Any], names: list[str] | tuple[str, ...]) -> None:
+    """``--tracker NAME``: append ``NAME`` to the suite's trackers unless it lists it already."""
+    if not names:
+        return
+    listed = raw.get("trackers") or []
+    listed = [listed] if isinstance(listed, (str, dict)) else list(listed)
+    present = {t if isinstance(t, str) else t.get("name") for t in listed if isinstance(t, (str, dict))}
+    raw["trackers"] = listed + [name for name in dict.fromkeys(names) if name not in present]
 
 
 def _suite_path(source: str) -> Path:

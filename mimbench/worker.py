@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -30,6 +30,7 @@ from mimbench.jobs import BaselineJob, DataSpec, Outcome, PluginSources, RunJob,
 from mimbench.plugins import load_plugins
 from mimbench.probing import ProbeContext, RawPixels
 from mimbench.registry import Registry
+from mimbench.tracking import RunEvents
 from mimbench.train import build_components, pretrain
 
 
@@ -120,7 +121,11 @@ def _load_splits(registry: Registry, dataset: dict[str, Any], image_size: int, d
 
 def execute(task: Task) -> Outcome:
     """Run ``task`` and write its run folder; every exception of the run is caught and recorded
-    (``error.txt``, a failed outcome). Only the death of the process itself escapes."""
+    (``error.txt``, a failed outcome). Only the death of the process itself escapes.
+
+    This is the one place where a run's events are sent (:class:`~mimbench.tracking.RunEvents`:
+    the ``mimbench_run_started``, ``mimbench_epoch_finished`` and ``mimbench_run_finished`` hooks
+    and the suite's trackers), so they happen wherever the run executes."""
     suite_dir = Path(task.suite_dir)
     if not suite_dir.is_dir():
         return Outcome.failed(f"the worker on {socket.gethostname()} cannot see the suite folder {suite_dir}: "
@@ -132,11 +137,15 @@ def execute(task: Task) -> Outcome:
         return _add_probes(task, folder)
     store.reset_run(folder)
     started = time.perf_counter()
+    events: RunEvents | None = None
     try:
         registry = registry_for(task.plugins)
+        events = RunEvents(registry, task.tracker_specs, suite_dir)
         device = resolve_device(task.device)
         data = suite_data(task.plugins, task.job.data, device)
-        store.write_json(folder / store.CONFIG_FILE, run_config_file(task, data, device, registry))
+        config = run_config_file(task, data, device, registry)
+        store.write_json(folder / store.CONFIG_FILE, config)
+        events.started(folder, config)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -145,29 +154,41 @@ def execute(task: Task) -> Outcome:
             record = execute_baseline(registry, task.job, data, device)
         elif task.pretrained_in is not None:
             record = execute_evaluation(registry, task.job, data, device, folder,
-                                        store.run_path(suite_dir, task.pretrained_in))
+                                        store.run_path(suite_dir, task.pretrained_in),
+                                        on_epoch=lambda row: events.epoch(folder, row))
         else:
-            record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress)
+            record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress,
+                                 on_epoch=lambda row: events.epoch(folder, row))
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
         if device.type == "cuda":
             record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         store.write_json(folder / store.METRICS_FILE, record)  # last: marks the run as finished
-        return Outcome(record)
+        outcome = Outcome(record)
     except Exception as exc:  # the run fails; the suite goes on
         store.write_atomic(folder / store.ERROR_FILE, traceback.format_exc())
-        return Outcome.failed(f"{type(exc).__name__}: {exc}")
+        outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+    if events is None:
+        return outcome
+    events.finished(folder, store.summary_row(task.job, folder))
+    return Outcome(outcome.record, outcome.note, tuple(events.warnings))
 
 
 def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,
-                label: str = "train", show_progress: bool = True) -> dict[str, Any]:
-    """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record."""
+                label: str = "train", show_progress: bool = True,
+                on_epoch: Callable[[dict[str, float]], None] = lambda row: None) -> dict[str, Any]:
+    """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record.
+    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it."""
     config = job.config
     torch.manual_seed(job.seed)
     parts = build_components(registry, config, data.train.channels)
+
+    def epoch_finished(history: list[dict[str, float]]) -> None:
+        store.write_csv(folder / store.HISTORY_FILE, history)
+        on_epoch(history[-1])
+
     result = pretrain(
         parts, data.train, data.normalize, config["train"], job.seed, device,
-        on_epoch=lambda history: store.write_csv(folder / store.HISTORY_FILE, history),
-        desc=label or "train", show_progress=show_progress,
+        on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress,
     )
     record: dict[str, Any] = {
         "status": result.status,
@@ -206,16 +227,20 @@ PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "epochs_c
 
 
 def execute_evaluation(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,
-                       source: Path) -> dict[str, Any]:
+                       source: Path, on_epoch: Callable[[dict[str, float]], None] = lambda row: None
+                       ) -> dict[str, Any]:
     """Evaluate the encoder another run of the suite pre-trained the same way (``source``, a run
     folder with another ``labels_per_class``): its pre-training and reconstruction columns are
-    carried over (with its history and picture), the probes run with this job's labels."""
+    carried over (with its history and picture, whose rows go to ``on_epoch``), the probes run
+    with this job's labels."""
     pretrained = store.read_json(source / store.METRICS_FILE)
     record = {key: pretrained[key] for key in PRETRAINING_COLUMNS if key in pretrained}
     record["pretrained_in"] = source.name
     for name in (store.HISTORY_FILE, store.RECONSTRUCTIONS_FILE):
         if (source / name).exists():
             store.write_atomic(folder / name, (source / name).read_bytes())
+    for row in store.read_history(folder / store.HISTORY_FILE):
+        on_epoch(row)
     if record.get("status") == "done":
         encoder = build_encoder(registry, job.config, data)
         encoder.load_state_dict(torch.load(source / store.ENCODER_FILE, map_location="cpu"))
@@ -278,8 +303,10 @@ def _add_probes(task: Task, folder: Path) -> Outcome:
     probes = [json.loads(text) for text in task.probes_to_add]
     names = ", ".join(spec["name"] for spec in probes)
     job = task.job
+    events: RunEvents | None = None
     try:
         registry = registry_for(task.plugins)
+        events = RunEvents(registry, task.tracker_specs, task.suite_dir)
         device = resolve_device(task.device)
         data = suite_data(task.plugins, job.data, device)
         if isinstance(job, BaselineJob):
@@ -299,8 +326,13 @@ def _add_probes(task: Task, folder: Path) -> Outcome:
         store.write_json(folder / store.CONFIG_FILE, saved)
     except Exception as exc:
         record = store.finished_record(folder) or {"status": "done"}
-        return Outcome(record, f"finished earlier; adding probes FAILED: {type(exc).__name__}: {exc}")
-    return Outcome(record, f"finished earlier; added probes {names}")
+        outcome = Outcome(record, f"finished earlier; adding probes FAILED: {type(exc).__name__}: {exc}")
+    else:
+        outcome = Outcome(record, f"finished earlier; added probes {names}")
+    if events is None:
+        return outcome
+    events.finished(folder, store.summary_row(job, folder))
+    return Outcome(outcome.record, outcome.note, tuple(events.warnings))
 
 
 def run_config_file(task: Task, data: SuiteData, device: torch.device, registry: Registry) -> dict[str, Any]:
@@ -308,6 +340,7 @@ def run_config_file(task: Task, data: SuiteData, device: torch.device, registry:
     return {
         "run_id": task.job.run_id,
         "suite": Path(task.suite_dir).name,
+        "label": task.label,
         **task.job.config,
         "normalization": {"mean": data.normalize.mean.tolist(), "std": data.normalize.std.tolist()},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),

@@ -34,7 +34,7 @@ class ConvEncoder(nn.Module):
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
         _require_divisible(image_size, self.stride)
-        self.out_dim = hidden_dim
+        self.out_dim, self.in_channels = hidden_dim, in_channels
         self.stages = nn.Sequential(
             nn.Conv2d(in_channels, hidden_dim, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(hidden_dim, hidden_dim, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -47,6 +47,17 @@ class ConvEncoder(nn.Module):
     def blocks(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The feature grid after each stage: [B, hidden_dim, H/2, W/2], [B, hidden_dim, H/4, W/4]."""
         return [self.stages[:3](images), self.stages(images)]
+
+    def backbone(self):
+        """The same six layers as a plain ``torch.nn.Sequential``."""
+        from mimbench.export import Backbone, renamed
+
+        c, d = self.in_channels, self.out_dim
+        build = ("from torch import nn\n"
+                 f"model = nn.Sequential(nn.Conv2d({c}, {d}, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
+                 f"                      nn.Conv2d({d}, {d}, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2))")
+        return Backbone(renamed(self.state_dict(), [(r"stages\.(.*)", r"\1")]), "torch", build,
+                        f"model(x) is mimbench's feature grid [B, {d}, S/4, S/4]; its probes mean-pool it")
 
 
 def fully_hidden_patches(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -84,6 +95,8 @@ class SwinEncoder(nn.Module):
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         last = len(depths) - 1
+        self.in_channels, self.embed_dim, self.window_size, self.mlp_ratio = in_channels, embed_dim, window_size, mlp_ratio
+        self.depths, self.heads, self.image_size = list(depths), list(heads), image_size
         self.patch_size = patch_size
         self.stride = patch_size * 2**last
         self.out_dim = embed_dim * 2**last
@@ -149,6 +162,34 @@ class SwinEncoder(nn.Module):
         the last one is ``forward(images)``."""
         return [x.permute(0, 3, 1, 2) for x in self._stage_outputs(images, None)]
 
+    def backbone(self):
+        """torchvision's ``SwinTransformer`` with these sizes (its stem conv taking ``in_channels``,
+        ``head`` an Identity); the mask token is dropped. Only when every stage's grid is at least
+        ``window_size``: torchvision pads a smaller grid, this encoder shrinks the window instead."""
+        from mimbench.export import Backbone, renamed
+
+        last_grid = self.image_size // self.stride
+        if last_grid < self.window_size:
+            raise ValueError(f"no torchvision SwinTransformer matches: the last stage's {last_grid}x{last_grid} grid is "
+                             f"smaller than window_size {self.window_size} (torchvision would pad it)")
+        rules: list[tuple[str, str | None]] = [
+            (r"mask_token", None), (r"patch_embed\.(\w+)", r"features.0.0.\1"), (r"embed_norm\.(\w+)", r"features.0.2.\1"),
+            (r"stages\.0\.(.*)", r"features.1.\1"), (r"norm\.(\w+)", r"norm.\1")]
+        for i in range(1, len(self.depths)):  # stage i is [PatchMerging, blocks...]; torchvision: features[2i], [2i + 1]
+            rules += [(rf"stages\.{i}\.0\.(.*)", rf"features.{2 * i}.\1")]
+            rules += [(rf"stages\.{i}\.{k}\.(.*)", rf"features.{2 * i + 1}.{k - 1}.\1")
+                      for k in range(1, self.depths[i] + 1)]
+        p, w = self.patch_size, self.window_size
+        build = ("import torchvision\nfrom torch import nn\n"
+                 f"model = torchvision.models.SwinTransformer(patch_size=[{p}, {p}], embed_dim={self.embed_dim}, "
+                 f"depths={self.depths}, num_heads={self.heads}, window_size=[{w}, {w}], mlp_ratio={self.mlp_ratio!r})\n"
+                 + (f"model.features[0][0] = nn.Conv2d({self.in_channels}, {self.embed_dim}, kernel_size={p}, stride={p})\n"
+                    if self.in_channels != 3 else "")
+                 + "model.head = nn.Identity()")
+        return Backbone(renamed(self.state_dict(), rules), "torchvision", build,
+                        f"model(x) is [B, {self.out_dim}]: mimbench's feature grid mean-pooled (torchvision's avgpool), "
+                        "as its probes use it; model.norm(model.features(x)) is the grid, channels last")
+
 
 class ResNetEncoder(nn.Module):
     """torchvision ResNet-18/34/50 trunk without pooling and classifier; CIFAR-style stem by default.
@@ -167,6 +208,7 @@ class ResNetEncoder(nn.Module):
         if depth not in builders:
             raise ValueError(f"depth must be one of 18, 34, 50, got {depth!r}")
         net = builders[depth](weights=None)
+        self.depth, self.small_stem, self.in_channels = depth, small_stem, in_channels
         if small_stem:
             conv1, pool = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False), nn.Identity()
         else:
@@ -191,6 +233,24 @@ class ResNetEncoder(nn.Module):
             x = layer(x)
             outputs.append(x)
         return outputs
+
+    def backbone(self):
+        """torchvision's ``resnet{depth}`` (``fc`` an Identity; with the small stem, or other than 3
+        input channels, its ``conv1`` replaced, and with the small stem no max-pool)."""
+        from mimbench.export import Backbone, renamed
+
+        state = renamed(self.state_dict(), [(r"stem\.0\.(\w+)", r"conv1.\1"), (r"stem\.1\.(\w+)", r"bn1.\1"),
+                                            (r"layers\.(\d)\.(.*)", lambda m: f"layer{int(m[1]) + 1}.{m[2]}")])
+        lines = ["import torchvision", "from torch import nn", f"model = torchvision.models.resnet{self.depth}(weights=None)"]
+        if self.small_stem:
+            lines += [f"model.conv1 = nn.Conv2d({self.in_channels}, 64, kernel_size=3, stride=1, padding=1, bias=False)",
+                      "model.maxpool = nn.Identity()"]
+        elif self.in_channels != 3:
+            lines += [f"model.conv1 = nn.Conv2d({self.in_channels}, 64, kernel_size=7, stride=2, padding=3, bias=False)"]
+        lines.append("model.fc = nn.Identity()")
+        return Backbone(state, "torchvision", "\n".join(lines),
+                        f"model(x) is [B, {self.out_dim}]: mimbench's feature grid mean-pooled (torchvision's avgpool), "
+                        "as its probes use it")
 
 
 @hookimpl

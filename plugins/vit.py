@@ -165,6 +165,7 @@ class _ViTBackbone(nn.Module):
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.out_dim, self.stride = dim, patch_size
         self.image_size, self.grid = image_size, image_size // patch_size
+        self.in_channels, self.heads, self.mlp_ratio = in_channels, heads, mlp_ratio
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.transformer = Transformer(dim, depth, heads, mlp_ratio)
         init_weights(self)
@@ -204,6 +205,30 @@ class _ViTBackbone(nn.Module):
         """Unmasked images [B, C, H, W] -> the grid [B, D, h, w] after each block; the last one is
         after the final LayerNorm too, so it equals ``forward(images)``."""
         return [self.to_grid(t) for t in self.transformer.each(self.embed(images) + self.pos_embed)]
+
+    def backbone(self):
+        """timm's ``VisionTransformer`` without class token, pooling by mean (``global_pool='avg'``,
+        ``fc_norm=False``): the same layers, so the same features; the fixed sin-cos position
+        embedding becomes the values of timm's ``pos_embed``. The mask token is dropped."""
+        from mimbench.export import Backbone, renamed
+
+        state = dict(self.state_dict())
+        state.setdefault("pos_embed", self.pos_embed)  # sincos: a buffer, not saved in checkpoints
+        layer = r"transformer\.layers\.(\d+)\."
+        state = renamed(state, [
+            (r"mask_token", None), (r"pos_embed", "pos_embed"), (r"patch_embed\.(\w+)", r"patch_embed.proj.\1"),
+            (layer + r"(norm1|norm2)\.(\w+)", r"blocks.\1.\2.\3"), (layer + r"(qkv|proj)\.(\w+)", r"blocks.\1.attn.\2.\3"),
+            (layer + r"mlp\.0\.(\w+)", r"blocks.\1.mlp.fc1.\2"), (layer + r"mlp\.2\.(\w+)", r"blocks.\1.mlp.fc2.\2"),
+            (r"transformer\.norm\.(\w+)", r"norm.\1"),
+        ])
+        args = dict(img_size=self.image_size, patch_size=self.stride, in_chans=self.in_channels, num_classes=0,
+                    embed_dim=self.out_dim, depth=len(self.transformer.layers), num_heads=self.heads,
+                    mlp_ratio=self.mlp_ratio, class_token=False, global_pool="avg", fc_norm=False)
+        build = ("from timm.models.vision_transformer import VisionTransformer\n"
+                 f"model = VisionTransformer({', '.join(f'{k}={v!r}' for k, v in args.items())})")
+        return Backbone(state, "timm", build,
+                        "model(x) is [B, D]: mimbench's feature grid mean-pooled, as its probes use it; "
+                        "model.forward_features(x) is the grid as tokens [B, N, D], in row-major order")
 
 
 class ViTEncoder(_ViTBackbone):

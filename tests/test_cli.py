@@ -186,8 +186,11 @@ def test_dry_run_of_the_packaged_quick_suite(tmp_path):
     runs = [RUN_LINE.match(line) for line in lines[:6]]
     assert all(runs) and len(runs) == 6
     baselines = [BASELINE_LINE.match(line) for line in lines[6:]]
+    from mimbench.suite import packaged_suites
+
+    encoder = yaml.safe_load(packaged_suites()["quick"].read_text())["grid"]["encoder"][0]["name"]
     assert all(baselines) and sorted((m[2], m[3]) for m in baselines) == [
-        ("pixels", "0"), ("pixels", "1"), ("random-init cnn", "0"), ("random-init cnn", "1")]
+        ("pixels", "0"), ("pixels", "1"), (f"random-init {encoder}", "0"), (f"random-init {encoder}", "1")]
     assert len({m[1] for m in runs}) == 6
     assert sorted((int(m[2]), m[5].split("(")[0]) for m in runs) == sorted(
         (seed, masker) for seed in (0, 1) for masker in ("pixel", "patch", "region"))

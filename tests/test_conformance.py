@@ -1,5 +1,7 @@
 """Every registered component passes mimbench.testing's conformance checks."""
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,8 @@ from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
 
 REGISTRY = Registry(load_plugins(use_env=False))
+#: Components whose library is an optional extra: (kind, name) -> (module, extra).
+EXTRAS = {("encoder", "timm"): ("timm", "timm")}
 CHECKS = {
     "masker": testing.check_masker,
     "encoder": testing.check_encoder,
@@ -27,6 +31,9 @@ CHECKS = {
     ids=lambda c: f"{c.kind}-{c.name}",
 )
 def test_component_conforms(component, image_size):
+    module, extra = EXTRAS.get((component.kind, component.name), (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip(f"the {extra} extra is not installed (pip install -e '.[{extra}]')")
     if component.kind == "masker":
         testing.check_masker(component.factory, {}, image_size=image_size,
                              random=not getattr(component.factory, "deterministic", False))

@@ -83,3 +83,12 @@ def test_example_plugin_as_an_installed_package(tmp_path):
     rows = {r["name"]: r for r in json.loads(listed.stdout)["components"]}
     assert (rows["bands"]["provider"], rows["bands"]["version"]) == ("my-masks", "0.1.0")
     assert rows["patch"]["provider"] == "mimbench"
+
+
+def test_the_readme_test_command_is_what_ci_runs_with_every_extra():
+    ci = (README.parent / ".ci" / "run").read_text()
+    install = re.search(r"pip install -q -e '(\.\[[^\]]*\])'", ci).group(1)
+    assert f"pip install -e '{install}' && .venv/bin/python -m pytest -q" in README.read_text()
+    tomllib = __import__("pytest").importorskip("tomllib", reason="tomllib needs Python 3.11")
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert set(install[2:-1].split(",")) == set(extras)

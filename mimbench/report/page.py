@@ -1,7 +1,7 @@
 """``report.md`` and ``report.html`` for a finished suite folder, with the tables and figures they show.
 
 :func:`write_report` is what ``mimbench report RESULTS_DIR`` and the end of ``mimbench run``
-call. Everything is computed from the run records on disk, read through :mod:`mimbench.store`
+call; :func:`read_results` and :func:`figures` are what the Python API (:mod:`mimbench.api`) reads. Everything is computed from the run records on disk, read through :mod:`mimbench.store`
 (``summary.csv``, ``columns.json``: the metric columns the core and the probes declare,
 ``suite.yaml``, each run's ``config.json``, ``history.csv`` and ``reconstructions.png``); every
 file is written atomically. A figure that cannot be drawn becomes a warning in the report, not a
@@ -58,32 +58,64 @@ class _Figure:
     formats: tuple[str, ...] = ("png", "pdf")
 
 
-def write_report(suite_dir: Path) -> Report:
-    """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``), the
-    figures (``figures/*.png`` and ``.pdf``), ``report.md`` and ``report.html`` into ``suite_dir``.
-    A missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
+@dataclass
+class SuiteResults:
+    """A finished suite as the report reads it: the typed summary, the declared metric columns,
+    the suite as run, the params shown in columns of their own, the labelled runs and the table
+    aggregated over seeds."""
+
+    folder: Path
+    name: str
+    summary: pd.DataFrame
+    declared: list[MetricColumn]
+    suite: dict[str, Any]
+    sweep: list[str]
+    shown: list[str]
+    runs: pd.DataFrame
+    table: pd.DataFrame
+
+
+def read_results(suite_dir: Path) -> SuiteResults:
+    """Read a suite folder; a missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
     suite_dir = Path(suite_dir)
     summary = load_summary(suite_dir)
     declared = store.read_columns(suite_dir, list(summary.columns))
     suite = store.read_suite_yaml(suite_dir)
-    name = str(suite.get("name") or suite_dir.name)
     sweep = [key for key in (suite.get("sweep") or {}) if key in summary.columns]
     # params in a column of their own: the swept ones, and eval params that differ between rows
     # without being swept (they are in no component's label)
     shown = sweep + [key for key in varying_eval_columns(summary) if key not in sweep]
-    runs = label_runs(summary)
-    table = aggregate(summary, hide=tuple(shown), declared=declared)
+    return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep, shown,
+                        label_runs(summary), aggregate(summary, hide=tuple(shown), declared=declared))
+
+
+def figures(suite_dir: Path) -> dict[str, Callable[[], Any]]:
+    """The report's figures by name (``probe_accuracy``, ``psnr``, ``loss_curves``...), each drawn
+    when called: a matplotlib Figure, or None when the suite has nothing to show in it."""
+    results = read_results(suite_dir)
+    plan = _figure_plan(results.folder, results.runs, results.table, results.sweep, results.suite, results.declared)
+    return {figure.name: figure.draw for figure in plan}
+
+
+def write_report(suite_dir: Path) -> Report:
+    """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``), the
+    figures (``figures/*.png`` and ``.pdf``), ``report.md`` and ``report.html`` into ``suite_dir``.
+    A missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
+    results = read_results(suite_dir)
+    suite_dir, summary, declared, runs, table = results.folder, results.summary, results.declared, results.runs, \
+        results.table
     report = Report(suite_dir)
-    files, warnings = write_tables(summary, table, suite_dir, shown, name, declared)
+    files, warnings = write_tables(summary, table, suite_dir, results.shown, results.name, declared)
     report.files.update(files)
     report.warnings += warnings
     configs = _read_configs(suite_dir, runs["run_id"])
-    figures = _draw_figures(_figure_plan(suite_dir, runs, table, sweep, suite, declared), suite_dir / "figures",
-                            report)
-    blocks = _blocks(name, suite, summary, runs, table, shown, configs, figures, report, declared)
+    figures = _draw_figures(_figure_plan(suite_dir, runs, table, results.sweep, results.suite, declared),
+                            suite_dir / "figures", report)
+    blocks = _blocks(results.name, results.suite, summary, runs, table, results.shown, configs, figures, report,
+                     declared)
     write_atomic(suite_dir / "report.md", render.to_markdown(blocks))
     report.files["report.md"] = suite_dir / "report.md"
-    write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {name}", suite_dir))
+    write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {results.name}", suite_dir))
     report.files["report.html"] = suite_dir / "report.html"
     return report
 

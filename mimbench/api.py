@@ -1,0 +1,155 @@
+"""The Python API, for notebooks and scripts; ``mimbench run`` and ``mimbench report`` call the
+same functions::
+
+    import mimbench
+
+    summary = mimbench.run("quick", overrides={"train.epochs": 1})  # a packaged name, a YAML path or a dict
+    summary = mimbench.load("results/quick")     # one row per run and baseline, with its column types
+    table = mimbench.table("results/quick")      # one row per configuration: mean, std, n over seeds
+    fig = mimbench.plot("results/quick", "probe_accuracy")  # a matplotlib Figure
+
+``import mimbench`` stays light: this module is imported on first use of one of these names, and
+torch only when a suite runs. Bad input raises :class:`mimbench.errors.ConfigError` (one line).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import pandas as pd
+
+from mimbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mimbench.driver import Plan
+    from mimbench.executors import Executor
+    from mimbench.jobs import PluginSources
+    from mimbench.registry import Registry
+    from mimbench.worker import SuiteData
+
+
+
+@dataclass
+class Prepared:
+    """A suite checked and ready to run: every name, param and tracker validated, the data loaded."""
+
+    plan: "Plan"
+    registry: "Registry"
+    plugins: "PluginSources"
+    executor: "Executor"
+    data: "SuiteData"
+    out: Path
+    device: str
+
+    @property
+    def suite_dir(self) -> Path:
+        return self.out / self.plan.suite.name
+
+
+def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path = "results", *,
+            device: str = "auto", executor: str | None = None, trackers: Sequence[str] = (),
+            plugins: Sequence[str] = (), overrides: Sequence[str] | Mapping[str, Any] = ()) -> Prepared:
+    """Load ``suite`` (a packaged name, default ``quick``; a YAML path; or a mapping as the YAML
+    would give it), apply ``overrides`` (``["train.epochs=1"]`` or ``{"train.epochs": 1}``), add
+    ``trackers``, and check everything before anything trains (what ``--dry-run`` does)."""
+    from mimbench.driver import build_executor, check_plan, check_trackers, plan_suite
+    from mimbench.jobs import PluginSources
+    from mimbench.suite import load_suite
+    from mimbench.worker import registry_for
+
+    sources = PluginSources.from_cli(tuple(plugins))
+    registry = registry_for(sources)
+    spec = load_suite(suite if isinstance(suite, Mapping) or suite is None else str(suite), _overrides(overrides),
+                      executor=executor, trackers=tuple(trackers))
+    plan = plan_suite(spec, registry)
+    out = Path(out)
+    if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+        raise ConfigError(f"--out {out}: not a folder (a file is in the way)")
+    out = out.absolute()
+    runner = build_executor(registry, spec, out / spec.name)
+    check_trackers(plan, registry, out / spec.name)
+    data = check_plan(plan, registry, sources, device, runner)
+    return Prepared(plan, registry, sources, runner, data, out, device)
+
+
+def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:
+    """``{"train.epochs": 1}`` -> ``("train.epochs=1",)`` (values as JSON, which the suite's YAML reads)."""
+    if isinstance(overrides, Mapping):
+        return tuple(f"{key}={json.dumps(value)}" for key, value in overrides.items())
+    if isinstance(overrides, str):
+        return (overrides,)
+    return tuple(overrides)
+
+
+def execute(prepared: Prepared, fresh: bool = False) -> pd.DataFrame:
+    """Run every unfinished job of a prepared suite; returns the summary as written to
+    ``summary.csv``. Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
+    from mimbench.driver import run_suite
+
+    try:
+        prepared.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {prepared.out}: cannot create the results folder ({exc.strerror})") from None
+    return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.plugins, prepared.registry,
+                     prepared.device, fresh=fresh)
+
+
+def run(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path = "results", *, device: str = "auto",
+        executor: str | None = None, trackers: Sequence[str] = (), plugins: Sequence[str] = (),
+        overrides: Sequence[str] | Mapping[str, Any] = (), fresh: bool = False, report: bool = True) -> pd.DataFrame:
+    """Run a suite as ``mimbench run`` does (finished runs are skipped) and return its summary,
+    typed as :func:`load` gives it. ``report``: write the tables, figures and report too (a
+    failure there is a warning). See :func:`prepare` for the arguments."""
+    prepared = prepare(suite, out, device=device, executor=executor, trackers=trackers, plugins=plugins,
+                       overrides=overrides)
+    execute(prepared, fresh=fresh)
+    if report:
+        from mimbench.report import write_report
+
+        try:
+            written = write_report(prepared.suite_dir)
+        except Exception as exc:  # the runs are on disk; mimbench.load still reads them
+            warnings.warn(f"the report could not be written ({type(exc).__name__}: {exc})", stacklevel=2)
+        else:
+            for warning in written.warnings:
+                warnings.warn(warning, stacklevel=2)
+    return load(prepared.suite_dir)
+
+
+def load(results_dir: str | Path) -> pd.DataFrame:
+    """A finished (or partly finished) suite's ``summary.csv``, one row per run and per baseline,
+    with its column types (as in ``summary.parquet``): ``pretrained`` boolean, ``seed`` Int64,
+    metrics Float64, names string. ``results_dir`` is the suite's folder, ``OUT/<suite name>``."""
+    from mimbench.report.aggregate import load_summary
+
+    return load_summary(Path(results_dir)).convert_dtypes()
+
+
+def table(results_dir: str | Path) -> pd.DataFrame:
+    """The suite's table, aggregated over seeds (``table.csv``'s rows): one row per configuration
+    with ``<metric>_mean``, ``_std`` and ``_n``, run counts and gains over random-init."""
+    from mimbench.report.page import read_results
+
+    return read_results(Path(results_dir)).table
+
+
+def plot(results_dir: str | Path, figure: str = "probe_accuracy") -> "Figure":
+    """One of the report's figures, drawn from the suite's files: ``probe_accuracy``, ``psnr``,
+    ``psnr_vs_accuracy``, ``loss_curves``, ``reconstructions``, ``label_efficiency`` and
+    ``sweep_<param>`` where the suite has them. Returns a matplotlib Figure (Jupyter shows it;
+    ``fig.savefig(path)`` writes it)."""
+    from mimbench.report.page import figures
+
+    available = figures(Path(results_dir))
+    if figure not in available:
+        raise ConfigError(f"unknown figure {figure!r} (this suite has: {', '.join(available)})")
+    drawn = available[figure]()
+    if drawn is None:
+        raise ConfigError(f"figure {figure!r}: nothing to draw for {results_dir} (no finished run has what it shows)")
+    return drawn

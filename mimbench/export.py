@@ -1,0 +1,135 @@
+"""``mimbench export``: a run's pre-trained encoder as a plain backbone of another library.
+
+An encoder that can be exported has a ``backbone()`` method (see ``mimbench_register_encoders``)
+returning a :class:`Backbone`: the state_dict of a model that timm, torchvision or torch builds,
+without what only masked pre-training needs (the mask token; the decoder is never in
+``encoder.pt``), and the Python that builds that model. :func:`export_run` rebuilds the run's
+encoder from its ``config.json``, loads ``encoder.pt`` and writes two files:
+
+- ``FILE`` (default ``RUN_DIR/backbone.pt``): the backbone's state_dict (``torch.save``);
+- ``FILE`` with ``.json``: how to use it, with ``python``: code that builds the model and loads
+  the file with ``strict=True``, ``output``: what the model returns in mimbench's terms, and
+  ``normalization``: the per-channel mean and std the images must be normalised with.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import torch
+
+from mimbench import store
+from mimbench.errors import ConfigError
+from mimbench.registry import Registry
+
+FORMAT = "mimbench-backbone/1"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pre-trained encoder as another library's model.
+
+    ``state_dict`` loads with ``strict=True`` into the model that ``build`` makes (Python,
+    imports included, binding ``model``); ``library`` names what builds it (``timm``,
+    ``torchvision``, ``torch``); ``output`` says what the model returns, in terms of mimbench's
+    feature grid [B, out_dim, S / stride, S / stride]."""
+
+    state_dict: dict[str, torch.Tensor]
+    library: str
+    build: str
+    output: str
+
+
+Replacement = Union[str, Callable[["re.Match[str]"], str], None]
+
+
+def renamed(state: dict[str, torch.Tensor], rules: list[tuple[str, Replacement]]) -> dict[str, torch.Tensor]:
+    """``state`` with its keys rewritten by the first matching ``(regex, replacement)`` rule
+    (``re.sub``'s replacement: a string or a function of the match; None drops the key). A key no rule matches is a ValueError: nothing is
+    dropped by accident."""
+    out = {}
+    for key, value in state.items():
+        for pattern, replacement in rules:
+            if re.fullmatch(pattern, key):
+                if replacement is not None:
+                    out[re.sub(pattern, replacement, key)] = value.detach().clone()
+                break
+        else:
+            raise ValueError(f"no export rule for the encoder's {key!r}")
+    return out
+
+
+def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tuple[Path, Path]:
+    """Write ``run_dir``'s encoder as a backbone (``out``, default ``run_dir/backbone.pt``) and
+    its description (the same path with ``.json``); returns both paths. Bad input (not a run
+    folder, no ``encoder.pt``, an encoder without ``backbone()``) is a ConfigError."""
+    run_dir = Path(run_dir)
+    config = _read_config(run_dir)
+    weights = run_dir / store.ENCODER_FILE
+    if not weights.is_file():
+        raise ConfigError(f"no {store.ENCODER_FILE} in {run_dir}: only pre-trained runs have one "
+                          f"(baselines do not; a run that failed before training ended has none)")
+    spec = config["encoder"]
+    params = dict(spec.get("params") or {})
+    if "pretrained" in params:  # the weights come from encoder.pt: nothing to download
+        params["pretrained"] = False
+    channels = len(config["normalization"]["mean"])
+    encoder = registry.build("encoder", spec["name"], params, in_channels=channels, image_size=config["image_size"])
+    if not callable(getattr(encoder, "backbone", None)):
+        raise ConfigError(f"encoder {spec['name']!r} cannot be exported as a backbone (it has no backbone() "
+                          f"method); its state_dict is {weights}")
+    try:
+        encoder.load_state_dict(torch.load(weights, map_location="cpu"))
+        backbone = encoder.backbone()
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"encoder {spec['name']!r} of {run_dir}: {str(exc).strip().splitlines()[0]}") from None
+    out = Path(out) if out is not None else run_dir / "backbone.pt"
+    description = out.with_suffix(".json")
+    buffer = io.BytesIO()
+    torch.save({key: value.detach().cpu().contiguous() for key, value in backbone.state_dict.items()}, buffer)
+    store.write_atomic(out, buffer.getvalue())
+    store.write_atomic(description, json.dumps(describe(config, backbone, out.name), indent=2) + "\n")
+    return out, description
+
+
+def describe(config: dict[str, Any], backbone: Backbone, weights: str) -> dict[str, Any]:
+    """The JSON written next to the weights: where they come from and how to use them."""
+    load = f"model.load_state_dict(torch.load({weights!r}, map_location='cpu'), strict=True)"
+    return {
+        "format": FORMAT,
+        "weights": weights,
+        "library": backbone.library,
+        "python": "\n".join(["import torch", backbone.build, load, "model.eval()"]),
+        "output": backbone.output,
+        "input": f"images [B, {len(config['normalization']['mean'])}, {config['image_size']}, "
+                 f"{config['image_size']}] in [0, 1], then (x - mean) / std per channel",
+        "normalization": config["normalization"],
+        "image_size": config["image_size"],
+        "in_channels": len(config["normalization"]["mean"]),
+        "encoder": config["encoder"],
+        "run_id": config.get("run_id"),
+        "suite": config.get("suite"),
+        "label": config.get("label"),
+    }
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise ConfigError(f"run folder not found: {run_dir}")
+    path = run_dir / store.CONFIG_FILE
+    try:
+        config = store.read_json(path)
+    except FileNotFoundError:
+        raise ConfigError(f"no {store.CONFIG_FILE} in {run_dir}: not a run folder (OUT/<suite>/runs/<run_id>)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not readable ({exc})") from None
+    if "baseline" in config or "encoder" not in config:
+        raise ConfigError(f"{run_dir} is a baseline: it has no pre-trained encoder to export")
+    if not isinstance(config.get("normalization"), dict) or "image_size" not in config:
+        raise ConfigError(f"{path}: not a mimbench run config (no normalization or image_size)")
+    return config

@@ -1,0 +1,167 @@
+"""A run's events (started, epoch finished, finished), delivered where the run executes.
+
+:class:`RunEvents` is what :func:`mimbench.worker.execute` calls, in whatever process runs the
+task (the driver's with the ``local`` executor, a Ray or SLURM worker otherwise). Each event goes
+to every plugin that implements its hook (``mimbench_run_started``, ``mimbench_epoch_finished``,
+``mimbench_run_finished``) and to each of the suite's trackers (``trackers:`` in the suite,
+``--tracker NAME``), built once per run. An observer that raises becomes one warning and is
+skipped for the rest of that run: a tracker never fails a run.
+
+:func:`build_trackers` and :func:`prepare_trackers` are what the driver calls once per suite (the
+first to fail on bad input before anything runs, the second before the first run starts).
+:func:`run_params` and :func:`final_metrics` flatten a run's config and summary row the same way
+for every tracker.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mimbench.errors import ConfigError
+from mimbench.registry import Registry
+
+#: event -> (hook name, tracker method, the hook's keyword for the event's value)
+EVENTS: dict[str, tuple[str, str, str]] = {
+    "started": ("mimbench_run_started", "run_started", "config"),
+    "epoch": ("mimbench_epoch_finished", "epoch_finished", "row"),
+    "finished": ("mimbench_run_finished", "run_finished", "record"),
+}
+#: The methods every tracker object has.
+TRACKER_METHODS = tuple(method for _, method, _ in EVENTS.values())
+
+#: Summary columns that identify a run rather than measure it (never logged as metrics).
+_ID_KEYS = {"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
+            "baseline", "error", "pretrained_in", "recon_uses_target_stats"}
+
+
+def check_tracker(name: str, tracker: Any) -> None:
+    """Raise ValueError when ``tracker`` lacks one of the three tracker methods."""
+    missing = [m for m in TRACKER_METHODS if not callable(getattr(tracker, m, None))]
+    if missing:
+        raise ValueError(f"tracker {name!r} has no {', '.join(missing)} method "
+                         f"(a tracker needs {', '.join(TRACKER_METHODS)})")
+
+
+def build_trackers(registry: Registry, specs: Sequence[dict[str, Any]], suite_dir: str | Path) -> list[tuple[str, Any]]:
+    """Each tracker of ``specs`` (resolved ``{"name", "params"}``), built once, with its name: a bad
+    param, a missing extra or a tracker without the three methods is a ConfigError (exit 2)."""
+    built = []
+    for spec in specs:
+        tracker = registry.build("tracker", spec["name"], spec["params"], suite_dir=str(suite_dir))
+        try:
+            check_tracker(spec["name"], tracker)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        built.append((spec["name"], tracker))
+    return built
+
+
+def prepare_trackers(registry: Registry, specs: Sequence[dict[str, Any]], suite_dir: str | Path) -> list[str]:
+    """Call each tracker's optional ``prepare()`` once (the driver does, before the first run);
+    returns a warning per failure: the runs still run, and say so again if the tracker is broken."""
+    warnings = []
+    for name, tracker in build_trackers(registry, specs, suite_dir):
+        prepare = getattr(tracker, "prepare", None)
+        if callable(prepare):
+            try:
+                prepare()
+            except Exception as exc:
+                warnings.append(f"tracker {name!r} failed to prepare: {type(exc).__name__}: {exc}")
+    return warnings
+
+
+class RunEvents:
+    """One run's observers: the plugins' hook implementations and the suite's trackers.
+
+    ``trackers`` are resolved specs (``{"name", "params"}``); each is built here, with
+    ``suite_dir``. Every failure, building a tracker included, is collected in ``warnings``.
+    """
+
+    def __init__(self, registry: Registry, trackers: list[dict[str, Any]], suite_dir: str | Path):
+        self.registry = registry
+        self.warnings: list[str] = []
+        self._skipped: set[str] = set()
+        self._trackers: list[tuple[str, Any]] = []
+        for spec in trackers:
+            who = f"tracker {spec['name']!r}"
+            try:
+                tracker = registry.build("tracker", spec["name"], spec["params"], suite_dir=str(suite_dir))
+                check_tracker(spec["name"], tracker)
+            except Exception as exc:
+                self._fail(who, "its factory", exc, run="")
+                continue
+            self._trackers.append((who, tracker))
+
+    def started(self, run_dir: Path, config: dict[str, Any]) -> None:
+        """The run's ``config.json`` is written and the run begins."""
+        self._emit("started", run_dir, config)
+
+    def epoch(self, run_dir: Path, row: dict[str, Any]) -> None:
+        """A pre-training epoch ended; ``row`` is its ``history.csv`` row."""
+        self._emit("epoch", run_dir, row)
+
+    def finished(self, run_dir: Path, record: dict[str, Any]) -> None:
+        """The run is on disk; ``record`` is its summary row."""
+        self._emit("finished", run_dir, record)
+
+    def _emit(self, event: str, run_dir: Path, value: dict[str, Any]) -> None:
+        hook_name, method, keyword = EVENTS[event]
+        arguments = {"run_dir": Path(run_dir), keyword: value}
+        for impl in getattr(self.registry.plugins.hook, hook_name).get_hookimpls():
+            self._call(f"plugin {impl.plugin_name!r}", hook_name, run_dir,
+                       lambda impl=impl: impl.function(*(arguments[name] for name in impl.argnames)))
+        for who, tracker in self._trackers:
+            self._call(who, method, run_dir, lambda tracker=tracker: getattr(tracker, method)(Path(run_dir), value))
+
+    def _call(self, who: str, what: str, run_dir: Path, call: Callable[[], Any]) -> None:
+        if who in self._skipped:
+            return
+        try:
+            call()
+        except Exception as exc:  # an observer never fails the run
+            self._fail(who, what, exc, run=Path(run_dir).name)
+
+    def _fail(self, who: str, what: str, exc: Exception, run: str) -> None:
+        self._skipped.add(who)
+        lines = str(exc).strip().splitlines()
+        message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        where = f" for run {run}" if run else ""
+        self.warnings.append(f"{who} failed in {what}{where} ({message}); its other calls for this run are skipped")
+
+
+def run_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:
+    """A run's ``config.json`` as flat ``key -> scalar``: ``run_id``, ``suite``, ``label``,
+    ``seed``, ``image_size``, ``baseline`` and ``pretrained_in`` when set, each component's name
+    (``encoder``...) and params (``encoder.dim``...), ``train.<key>`` and ``eval.<key>``; lists and
+    mappings as canonical JSON, nulls left out."""
+    flat: dict[str, Any] = {}
+    for key in ("run_id", "suite", "label", "seed", "image_size", "baseline", "pretrained_in"):
+        flat[key] = config.get(key)
+    for kind in ("dataset", "encoder", "decoder", "masker", "loss"):
+        spec = config.get(kind)
+        if isinstance(spec, dict):
+            flat[kind] = spec.get("name")
+            flat.update({f"{kind}.{k}": v for k, v in (spec.get("params") or {}).items()})
+    for section in ("train", "eval"):
+        flat.update({f"{section}.{k}": v for k, v in (config.get(section) or {}).items()})
+    return {key: _scalar(value) for key, value in flat.items() if value is not None}
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def final_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers a summary row measures: every numeric value but the ids (``seed``...) and
+    the ``<kind>.<param>`` params; NaN and missing values left out."""
+    metrics = {}
+    for key, value in record.items():
+        if key in _ID_KEYS or "." in key or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value == value:  # not NaN
+            metrics[key] = float(value)
+    return metrics

@@ -1,0 +1,17 @@
+"""The built-in experiment trackers, registered like any plugin: ``tensorboard`` and ``mlflow``.
+
+Each imports its library only when it first logs, so that mimbench works without them; naming
+one whose extra is missing exits 2 with the pip command to run.
+"""
+
+from __future__ import annotations
+
+from mimbench import hookimpl
+from mimbench_plugins.mlflow_tracker import MLflowTracker
+from mimbench_plugins.tensorboard_tracker import TensorBoardTracker
+
+
+@hookimpl
+def mimbench_register_trackers(register) -> None:
+    register("tensorboard", TensorBoardTracker)
+    register("mlflow", MLflowTracker)
