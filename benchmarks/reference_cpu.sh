@@ -5,7 +5,7 @@
 set -euo pipefail
 exec mimbench run fashion-mnist-reference --out "${1:-results}" \
   --set name=fashion-mnist-reference-cpu \
-  --set 'description=fashion-mnist-reference reduced for a 2-core CPU: 5000/5000 images, 4 epochs, maskers pixel/patch/region, fine-tuning 1 epoch' \
+  --set 'description="fashion-mnist-reference reduced for a 2-core CPU: 5000/5000 images, 4 epochs, maskers pixel/patch/region, fine-tuning 1 epoch"' \
   --set dataset.params.train_images=5000 \
   --set dataset.params.test_images=5000 \
   --set train.epochs=4 \
