@@ -273,6 +273,9 @@ def run_probes(registry: Registry, config: dict[str, Any], probes: list[dict[str
     """Each of ``probes`` on the frozen ``encoder``, fit on the labelled train split (or its
     ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once."""
     started = time.perf_counter()
+    # Probes that draw from torch's global generator (a fine-tuning head's init) must not depend
+    # on what this process ran before: the same run gives the same numbers in any order, anywhere.
+    torch.manual_seed(config["seed"])
     train = probe_train_split(data, config["seed"], config["eval"].get("labels_per_class"))
     context = ProbeContext(encoder.to(device).eval(), train, data.probe_test, data.normalize.to(device),
                            device, config["seed"], config["eval"]["batch_size"])

@@ -355,3 +355,18 @@ def test_dry_run_checks_probe_layers_and_the_output_folder(tmp_path):
     (tmp_path / "afile").write_text("x")
     blocked = run_cli("run", str(suite), "--out", str(tmp_path / "afile" / "sub"))
     assert blocked.exit_code == 2 and "not a folder (a file is in the way)" in blocked.output
+
+
+def test_probe_numbers_do_not_depend_on_what_ran_before_in_the_process(tmp_path):
+    """A fine-tuning head is initialised from torch's global generator: reseeded before the probes,
+    so a run gives the same numbers whether it pre-trained its encoder or loaded it from a run of
+    the same pre-training, and in whatever order its process ran jobs."""
+    suite = write_suite(tmp_path, PROBED_SUITE.replace("probes: [linear, {name: knn, params: {k: 5}}]",
+                                                       "probes: [{name: finetune, params: {epochs: 1}}], baselines: []"))
+    swept = run_cli("run", str(suite), "--out", str(tmp_path / "swept"), "--set", "grid.masker=[pixel]",
+                    "--set", "sweep={eval.labels_per_class: [5, 10]}")
+    alone = run_cli("run", str(suite), "--out", str(tmp_path / "alone"), "--set", "grid.masker=[pixel]",
+                    "--set", "eval.labels_per_class=10")
+    assert swept.exit_code == 0 and alone.exit_code == 0, swept.output + alone.output
+    evaluated = summary(tmp_path / "swept").set_index("eval.labels_per_class").finetune_acc[10]
+    assert summary(tmp_path / "alone").finetune_acc.iloc[0] == evaluated  # here it pre-trained itself
