@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check (issue 4): the fashion-mnist-reference suite for one epoch on CUDA, one seed,
-# printing images/s and peak GPU memory per run. Meant to finish well under 10 minutes on
-# an H100/H200. Uses the full Fashion-MNIST when it can find it (param root, $MIMBENCH_DATA,
+# GPU check (issues 4, 9, 12): the fashion-mnist-reference suite for one epoch on CUDA, one seed,
+# printing images/s and peak GPU memory per run (bf16 autocast, TF32, data on the device); then
+# step speed eager / compiled / CUDA graphs and ViT-B/16 MFU (benchmarks/step_speed.py), the
+# maskers' share of a step (benchmarks/mask_share.py), and an ablation slice one run at a time and
+# packed with Ray. Meant to finish in about 10 minutes on an H100/H200. Uses the full Fashion-MNIST when it can find it (param root, $MIMBENCH_DATA,
 # ~/.cache/mimbench, /usr/share/datasets/fashion-mnist), else the embedded subset.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
@@ -30,6 +32,13 @@ columns = ["encoder", "masker", "baseline", "status", "images_per_second", "peak
            "probe_seconds", "recon_psnr", "linear_acc", "knn_acc", "finetune_acc"]
 print(table[[c for c in columns if c in table]].to_string(index=False))
 PY
+
+# Issue 12: step speed of simmim-ablation's ViT at 28 px, eager, compiled and with CUDA graphs;
+# ViT-B/16 SimMIM at 224 px in bf16 and its model FLOPs utilisation; what masks cost a step.
+here=$(dirname "$0")
+python "$here/step_speed.py" --device cuda --compile default --compile reduce-overhead
+python "$here/step_speed.py" --device cuda --vit-b16 --batch-size 128 --steps 20 --compile default
+python "$here/mask_share.py" --device cuda --masker region --masker block --masker patch
 
 # Issue 9: a slice of simmim-ablation (5 mask setups x ratio 0.6, one seed, 2 epochs), one run at
 # a time (local), then packed on the GPU with Ray (gpus_per_run 0.5 and 0.25) when Ray is

@@ -1,77 +1,103 @@
-"""Share of a training step spent making masks, per masker.
+"""What making masks costs a training step, per masker.
 
-Builds the quick suite's model (or any suite's first encoder/decoder/loss), then
-times, for each masker of the suite (or each one named with --masker): making the masks of one batch alone, and one
-whole training step (mask + forward + backward + AdamW). Prints a markdown table.
+Builds the quick suite's model (or any suite's first encoder/decoder/loss) and, for each
+masker of the suite (or each one named with --masker), measures:
+
+- ``mask ms``: making one batch of masks alone (median of ``--repeats`` calls);
+- ``step ms``: a training step through :func:`mimbench.train.pretrain`, the loop every run uses
+  (the next batch and its mask are made in a background thread while the current step runs);
+- ``free ms``: the same step with a mask that costs nothing (one precomputed batch of this
+  masker's masks, handed back every step);
+- ``share``: (step - free) / step, what the masker adds to a step. Trials of both kinds alternate;
+  each figure is the median over ``--repeats`` trials of ``--steps`` steps.
 
     python benchmarks/mask_share.py                      # quick suite, batch 256
-    python benchmarks/mask_share.py --masker random_token --masker block --masker square --masker grid
-    python benchmarks/mask_share.py --batch-size 256 --device cuda
+    python benchmarks/mask_share.py --masker region --masker block
+    python benchmarks/mask_share.py simmim-ablation --batch-size 256 --device cuda
 """
 
 from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
 
 import click
 import torch
 
 from timing import median_seconds
 
-from mimbench.contract import reconstruct
+from mimbench.data import DeviceImages
 from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
-from mimbench.worker import load_data, resolve_device
 from mimbench.suite import expand, load_suite
-from mimbench.train import autocast_for, build_components, param_groups
+from mimbench.train import build_components, pretrain
+from mimbench.worker import load_data, resolve_device
+
+
+class PrecomputedMask:
+    """A masker that costs nothing: returns the same precomputed mask [B, H, W] every call."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.mask
 
 
 @click.command()
 @click.argument("suite", default="quick")
 @click.option("--batch-size", default=256, show_default=True)
-@click.option("--repeats", default=20, show_default=True)
+@click.option("--steps", default=8, show_default=True, help="Training steps per trial.")
+@click.option("--repeats", default=7, show_default=True, help="Trials of each kind, alternated.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--masker", "masker_names", multiple=True,
               help="Time these registered maskers (default params) with the suite's first model, "
                    "instead of the suite's own maskers (repeatable).")
-def main(suite: str, batch_size: int, repeats: int, device: str, masker_names: tuple[str, ...]) -> None:
+def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, masker_names: tuple[str, ...]) -> None:
     torch_device = resolve_device(device)
     registry = Registry(load_plugins())
     spec = load_suite(suite)
     runs = expand(spec, registry)
     data = load_data(registry, runs[0].data, torch_device)
-    images = data.normalize(data.train.images[:batch_size])
-    click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, device {torch_device}, "
-               f"{torch.get_num_threads()} threads\n")
-    click.echo("| masker | params | mask ms | step ms | mask share |")
-    click.echo("|---|---|---|---|---|")
+    train_images = data.train.images[: steps * batch_size]
+    subset = DeviceImages(train_images, data.train.labels[: len(train_images)], data.train.num_classes)
+    images = data.normalize(train_images[:batch_size])
+    train = {**runs[0].config["train"], "epochs": 1, "batch_size": batch_size, "warmup_epochs": 0.0,
+             "log_every": 10**9, "compile": False, "devices": 1}
+    click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, {steps} steps x {repeats} trials, "
+               f"device {torch_device}, {torch.get_num_threads()} threads\n")
+    click.echo("| masker | params | mask ms | step ms | free ms | share |")
+    click.echo("|---|---|---|---|---|---|")
     if masker_names:
         configs = [{**runs[0].config, "masker": {"name": name, "params": registry.resolve_params("masker", name, {})}}
                    for name in masker_names]
     else:
         configs = list({repr(run.config["masker"]): run.config for run in runs}.values())
     for config in configs:
-        masker_spec = config["masker"]
+        torch.manual_seed(0)
         parts = build_components(registry, config, data.train.channels)
-        encoder, decoder = parts.encoder.to(torch_device), parts.decoder.to(torch_device)
-        optimizer = torch.optim.AdamW(param_groups([encoder, decoder], 0.05), lr=1e-3)
         generator = torch.Generator(device=torch_device).manual_seed(0)
+        mask_s = median_seconds(lambda: parts.masker(images, generator), 20, torch_device)
+        free = dataclasses.replace(parts, masker=PrecomputedMask(parts.masker(images, generator)))
 
-        def make_mask():
-            return parts.masker(images, generator)
+        def step_seconds(components) -> float:
+            start = time.perf_counter()
+            pretrain(components, subset, data.normalize, train, seed=0, device=torch_device, show_progress=False)
+            if torch_device.type == "cuda":
+                torch.cuda.synchronize(torch_device)
+            return (time.perf_counter() - start) / steps
 
-        def step():
-            mask = parts.masker(images, generator)
-            with autocast_for(torch_device):
-                pred = reconstruct(encoder, decoder, images, mask)
-            loss = parts.loss(pred.float(), images, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        mask_s = median_seconds(make_mask, repeats, torch_device)
-        step_s = median_seconds(step, repeats, torch_device)
+        step_seconds(parts), step_seconds(free)  # warm-up
+        with_masks, without = [], []
+        for _ in range(repeats):
+            with_masks.append(step_seconds(parts))
+            without.append(step_seconds(free))
+        step_s, free_s = statistics.median(with_masks), statistics.median(without)
+        masker_spec = config["masker"]
         params = ", ".join(f"{k}={v}" for k, v in masker_spec["params"].items())
         click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {step_s * 1e3:.1f} | "
-                   f"{100 * mask_s / step_s:.2f}% |")
+                   f"{free_s * 1e3:.1f} | {100 * (step_s - free_s) / step_s:.2f}% |")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,19 @@ class TrainConfig(_Strict):
     grad_clip: float | None = Field(5.0, gt=0)  # max global grad norm; null turns clipping off
     log_every: int = Field(50, ge=1)  # steps between loss read-outs (the only host syncs)
     augment: AugmentConfig | None = None  # null: none; {} : crop + flip with the defaults above
+    # torch.compile the step's model (encoder + decoder + loss): false, true (mode "default") or
+    # a mode; its compile time is reported apart from images/s. Pays off on long runs only
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune"] = False
+    # processes training one run together with DistributedDataParallel: gloo on CPU, NCCL on
+    # GPUs (one GPU per process); each takes batch_size / devices of every batch
+    devices: int = Field(1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> "TrainConfig":
+        if self.batch_size % self.devices:
+            raise ValueError(f"batch_size {self.batch_size} must be divisible by devices {self.devices}: "
+                             "every process takes an equal share of each batch")
+        return self
 
 
 class EvalConfig(_Strict):

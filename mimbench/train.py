@@ -1,17 +1,20 @@
 """One run: build its components, pre-train them SimMIM-style, return what was learned.
 
 Read it top to bottom: data stays on the device as uint8 (or streams in, when too
-large), each step takes a shuffled batch, makes a mask for the whole batch, hides those pixels, reconstructs and
-steps AdamW. The loss is read back to the host only every ``log_every`` steps.
+large); a background thread takes the next shuffled batch and makes its mask while the current
+step hides the current batch's pixels, reconstructs and steps AdamW. The loss is read back to the
+host only every ``log_every`` steps. ``train.compile`` runs the step's model through
+``torch.compile``; under ``train.devices`` > 1 each process trains on its share of every batch
+(``Shard``) inside DistributedDataParallel.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -20,6 +23,7 @@ from tqdm.auto import tqdm
 from mimbench.augment import random_resized_crop
 from mimbench.contract import check_mask, reconstruct
 from mimbench.data import Images, Normalizer
+from mimbench.prefetch import prefetched
 from mimbench.registry import Registry
 
 
@@ -50,7 +54,8 @@ class TrainResult:
     status: str  # "done" or "diverged"
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     seconds: float = 0.0
-    images_per_second: float = 0.0
+    images_per_second: float = 0.0  # global batch images per second, the compiling step left out
+    compile_seconds: float = 0.0  # the first compiled step, compilation included (0: not compiled)
 
 
 def autocast_for(device: torch.device):
@@ -78,6 +83,75 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Which share of every global batch this process trains on: rank ``rank`` of ``world``
+    DistributedDataParallel processes (rank 0 of 1: the whole batch, no DDP)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def take(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous 1 / world of a global batch [B, ...] (B divisible by world)."""
+        if self.world == 1:
+            return batch
+        share = batch.shape[0] // self.world
+        return batch[self.rank * share:(self.rank + 1) * share]
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a scalar tensor over the ranks (itself when there is one)."""
+        if self.world == 1:
+            return value
+        value = value.detach().clone()
+        torch.distributed.all_reduce(value)
+        return value / self.world
+
+
+class MaskedModel(nn.Module):
+    """Encoder + decoder + loss as one module: what DDP wraps and ``torch.compile`` compiles.
+
+    forward(images float [B, C, H, W], mask bool [B, H, W]) -> scalar loss on the hidden pixels.
+    """
+
+    def __init__(self, parts: Components):
+        super().__init__()
+        self.encoder, self.decoder, self.loss = parts.encoder, parts.decoder, parts.loss
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor, check: bool = False) -> torch.Tensor:
+        with autocast_for(images.device):
+            pred = reconstruct(self.encoder, self.decoder, images, mask, check=check)
+        return self.loss(pred.float(), images, mask)
+
+
+def masked_batches(data: Images, batch_size: int, generator: torch.Generator, normalize: Normalizer,
+                   augment: dict[str, Any] | None, masker: Callable[..., torch.Tensor]
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of training batches, every random draw from ``generator`` in a fixed order
+    (shuffle, then per batch: augmentation, mask): normalised, augmented images float [B, C, H, W]
+    and their mask bool [B, H, W] (True = hidden)."""
+    for batch, _ in data.batches(batch_size, generator):
+        images = normalize(batch)
+        if augment is not None:
+            images = random_resized_crop(images, generator, augment["crop_scale"], augment["crop_ratio"],
+                                         augment["flip"])
+        yield images, masker(images, generator)
+
+
+def training_batches(data: Images, batch_size: int, epochs: int, generator: torch.Generator, normalize: Normalizer,
+                     augment: dict[str, Any] | None, masker: Callable[..., torch.Tensor]
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`masked_batches` for ``epochs`` epochs in a row: len(data) // batch_size per epoch."""
+    for _ in range(epochs):
+        yield from masked_batches(data, batch_size, generator, normalize, augment, masker)
+
+
+def compiled(model: nn.Module, setting: bool | str) -> nn.Module | None:
+    """``torch.compile(model)`` for ``train.compile`` true or a mode name; None when it is false."""
+    if setting is False:
+        return None
+    return torch.compile(model, mode=None if setting is True else setting)
+
+
 def pretrain(
     parts: Components,
     data: Images,
@@ -88,69 +162,90 @@ def pretrain(
     on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
     desc: str = "train",
     show_progress: bool = True,
+    shard: Shard = Shard(),
 ) -> TrainResult:
-    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)."""
+    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``).
+
+    Under DDP every rank runs this with its ``shard``: all ranks draw the same global batches
+    and masks from ``seed`` and each trains on its share; DDP averages the gradients.
+    """
     encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
+    model: nn.Module = MaskedModel(parts)
+    if shard.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    fast_model = compiled(model, train.get("compile", False))
     optimizer = torch.optim.AdamW(param_groups([encoder, decoder], train["weight_decay"]), lr=train["lr"])
     batch_size = min(train["batch_size"], len(data))
+    if batch_size % shard.world:
+        raise ValueError(f"train.batch_size {batch_size} is not divisible by train.devices {shard.world}")
     steps_per_epoch = len(data) // batch_size  # drop the ragged last batch
     total_steps = steps_per_epoch * train["epochs"]
     warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling, augmentation and masks
-    augment = train.get("augment")
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     result = TrainResult(status="done")
     start = time.perf_counter()
     # per-step bar on a terminal only; logs get the suite bar and one line per run
     bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-               disable=None if show_progress else True)
+               disable=None if show_progress and shard.rank == 0 else True)
     step = 0
-    for epoch in range(train["epochs"]):
-        epoch_start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for i, (batch, _) in enumerate(data.batches(batch_size, generator)):
-            images = normalize(batch)
-            if augment is not None:
-                images = random_resized_crop(images, generator, augment["crop_scale"], augment["crop_ratio"],
-                                             augment["flip"])
-            mask = parts.masker(images, generator)
-            if step == 0:
-                check_mask(mask, images)
-            with autocast_for(device):
-                pred = reconstruct(encoder, decoder, images, mask, check=step == 0)
-            loss = parts.loss(pred.float(), images, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if train["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(params, train["grad_clip"])
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.detach()
-            step += 1
-            bar.update(1)
-            if step % train["log_every"] == 0:
-                running = loss_sum.item() / (i + 1)  # the only host sync inside an epoch
-                bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
-                if not math.isfinite(running):
-                    break
-        mean_loss = loss_sum.item() / max(1, i + 1)
-        seconds = time.perf_counter() - epoch_start
-        result.history.append({
-            "epoch": epoch + 1,
-            "loss": mean_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_second": (i + 1) * batch_size / seconds,
-            "seconds": seconds,
-        })
-        on_epoch(result.history)
-        if not math.isfinite(mean_loss):
-            result.status = "diverged"
-            break
+    batches = training_batches(data, batch_size, train["epochs"], generator, normalize, train.get("augment"),
+                               parts.masker)
+    with closing(prefetched(batches)) as stream:  # the next batch and its mask are made while a step runs
+        for epoch in range(train["epochs"]):
+            epoch_start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            for i, (images, mask) in zip(range(steps_per_epoch), stream):
+                if step == 0:  # checked eagerly, before any compiled step
+                    check_mask(mask, images)
+                elif step == 1 and fast_model is not None:
+                    compile_start = time.perf_counter()
+                images, mask = shard.take(images), shard.take(mask)
+                forward = model if step == 0 or fast_model is None else fast_model
+                loss = forward(images, mask, check=step == 0)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if train["grad_clip"] is not None:
+                    torch.nn.utils.clip_grad_norm_(params, train["grad_clip"])
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.detach()
+                if step == 1 and fast_model is not None:  # the first compiled step, compilation included
+                    result.compile_seconds = _synced_seconds_since(compile_start, device)
+                step += 1
+                bar.update(1)
+                if step % train["log_every"] == 0:
+                    running = shard.mean(loss_sum).item() / (i + 1)  # the only host sync inside an epoch
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
+                    if not math.isfinite(running):  # every rank sees the same mean: all stop together
+                        break
+            mean_loss = shard.mean(loss_sum).item() / (i + 1)
+            seconds = time.perf_counter() - epoch_start
+            compiling = result.compile_seconds if epoch == 0 else 0.0
+            result.history.append({
+                "epoch": epoch + 1,
+                "loss": mean_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "images_per_second": (i + 1 - (compiling > 0)) * batch_size / max(seconds - compiling, 1e-9),
+                "seconds": seconds,
+            })
+            if shard.rank == 0:
+                on_epoch(result.history)
+            if not math.isfinite(mean_loss):
+                result.status = "diverged"
+                break
     bar.close()
     result.seconds = time.perf_counter() - start
-    result.images_per_second = step * batch_size / result.seconds
+    trained_steps = step - (1 if result.compile_seconds else 0)
+    result.images_per_second = trained_steps * batch_size / max(result.seconds - result.compile_seconds, 1e-9)
     encoder.eval(), decoder.eval()
     return result
+
+
+def _synced_seconds_since(start: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

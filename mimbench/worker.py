@@ -23,6 +23,7 @@ import torch
 
 import mimbench
 from mimbench import store
+from mimbench.distributed import is_distributed, pretrain_distributed
 from mimbench.data import Images, Normalizer, class_balanced_indices, load_images
 from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
@@ -158,7 +159,7 @@ def execute(task: Task) -> Outcome:
                                         on_epoch=lambda row: events.epoch(folder, row))
         else:
             record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress,
-                                 on_epoch=lambda row: events.epoch(folder, row))
+                                 on_epoch=lambda row: events.epoch(folder, row), plugins=task.plugins)
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
         if device.type == "cuda":
             record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -175,9 +176,12 @@ def execute(task: Task) -> Outcome:
 
 def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,
                 label: str = "train", show_progress: bool = True,
-                on_epoch: Callable[[dict[str, float]], None] = lambda row: None) -> dict[str, Any]:
+                on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
+                plugins: PluginSources | None = None) -> dict[str, Any]:
     """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record.
-    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it."""
+    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it.
+    With ``train.devices`` > 1 the pre-training runs on that many DDP processes, which rebuild
+    the registry from ``plugins``."""
     config = job.config
     torch.manual_seed(job.seed)
     parts = build_components(registry, config, data.train.channels)
@@ -186,10 +190,12 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
         store.write_csv(folder / store.HISTORY_FILE, history)
         on_epoch(history[-1])
 
-    result = pretrain(
-        parts, data.train, data.normalize, config["train"], job.seed, device,
-        on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress,
-    )
+    if is_distributed(config):
+        result = pretrain_distributed(job, plugins or PluginSources(), parts, device, epoch_finished,
+                                      desc=label or "train", show_progress=show_progress)
+    else:
+        result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
+                          on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress)
     record: dict[str, Any] = {
         "status": result.status,
         "train_seconds": round(result.seconds, 3),
@@ -197,6 +203,8 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
         "epochs_completed": len(result.history),
         "final_loss": result.history[-1]["loss"] if result.history else None,
     }
+    if result.compile_seconds:  # train.compile: the first compiled step, left out of images_per_second
+        record["compile_seconds"] = round(result.compile_seconds, 3)
     store.save_state_dict(folder / store.ENCODER_FILE, parts.encoder)
     if result.status == "done":
         evaluation = config["eval"]
@@ -221,9 +229,9 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
 
 #: Columns of a pre-training run's record that describe the pre-training and the reconstruction,
 #: not the probes: what a run evaluating the same encoder with other labels carries over.
-PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "epochs_completed", "final_loss",
-                       "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual", "mask_avgdist_px",
-                       "recon_uses_target_stats")
+PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_seconds", "epochs_completed",
+                       "final_loss", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual",
+                       "mask_avgdist_px", "recon_uses_target_stats")
 
 
 def execute_evaluation(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,

@@ -1,0 +1,182 @@
+"""The same SimMIM ViT trained three ways, alternated in one process window: images/s and ratios.
+
+- ``mimbench``: :func:`mimbench.train.pretrain`, the training loop every run goes through
+  (encoder ``vit``, decoder ``linear``, masker ``patch``, loss ``l1``, AdamW, prefetched masks).
+- ``bare``: a hand-written PyTorch loop around the same two modules: index a shuffled batch,
+  patch mask by argsort, zero the hidden pixels, forward, L1 on hidden pixels, backward, AdamW.
+- ``lightly``: lightly's SimMIM recipe (its ``examples/pytorch/simmim.py``): torchvision's
+  ``VisionTransformer`` in ``MaskedVisionTransformerTorchvision``, ``random_token_mask``, a linear
+  decoder on the masked tokens, L1 on their patches.
+
+Same model size (patch 4, dim 128, depth 4, 4 heads, MLP 512), same images (10,000 Fashion-MNIST
+train images at 32 px; the embedded 5,000 when the full set is not installed), batch 256, mask
+ratio 0.6, AdamW, no gradient clipping. Each trial trains ``--steps`` steps on a fresh random
+subset; the three alternate, their order rotating every round. lightly is a benchmark-only
+dependency: ``pip install lightly``.
+
+    python benchmarks/vs_lightly.py                 # 3 rounds of 12 steps each (~5 min on 2 cores)
+    python benchmarks/vs_lightly.py --rounds 5 --steps 20 --device cuda
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import click
+import torch
+from torch import nn
+
+from mimbench.data import DeviceImages, Normalizer, to_device_images
+from mimbench.plugins import load_plugins
+from mimbench.registry import Registry
+from mimbench.train import build_components, pretrain
+from mimbench.worker import resolve_device
+
+SIZE, PATCH, DIM, DEPTH, HEADS, RATIO = 32, 4, 128, 4, 4, 0.6
+CONFIG = {
+    "image_size": SIZE,
+    "encoder": {"name": "vit", "params": {"patch_size": PATCH, "dim": DIM, "depth": DEPTH, "heads": HEADS}},
+    "decoder": {"name": "linear", "params": {}},
+    "masker": {"name": "patch", "params": {"ratio": RATIO, "mask_patch_size": PATCH}},
+    "loss": {"name": "l1", "params": {}},
+}
+
+
+def load_images(registry: Registry, device: torch.device) -> DeviceImages:
+    try:
+        dataset = registry.build("dataset", "fashion-mnist", {"train_images": 10000}, split="train", image_size=SIZE)
+    except Exception:
+        dataset = registry.build("dataset", "fashion-mnist-mini", {}, split="train", image_size=SIZE)
+    return to_device_images(dataset, SIZE, device)
+
+
+def mimbench_trainer(registry: Registry, data: DeviceImages, normalize: Normalizer, device: torch.device,
+                     batch: int, compile_mode: str | None) -> Callable[[DeviceImages], float]:
+    torch.manual_seed(0)
+    parts = build_components(registry, CONFIG, data.channels)
+    train = {"epochs": 1, "batch_size": batch, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 0.0,
+             "grad_clip": None, "log_every": 10**9, "augment": None, "compile": compile_mode or False}
+
+    def trial(subset: DeviceImages) -> float:
+        if compile_mode:
+            torch._dynamo.reset()  # pretrain wraps a new model each call; compiled anew, not counted
+        result = pretrain(parts, subset, normalize, train, seed=0, device=device, show_progress=False)
+        return result.images_per_second
+
+    return trial
+
+
+def bare_trainer(registry: Registry, data: DeviceImages, normalize: Normalizer, device: torch.device,
+                 batch: int) -> Callable[[DeviceImages], float]:
+    torch.manual_seed(0)
+    parts = build_components(registry, CONFIG, data.channels)
+    encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *decoder.parameters()], lr=1e-3, weight_decay=0.05)
+    grid = SIZE // PATCH
+    hidden_cells = round(RATIO * grid * grid)
+
+    def trial(subset: DeviceImages) -> float:
+        start = _now(device)
+        order = torch.randperm(len(subset), device=device)
+        for i in range(len(subset) // batch):
+            images = normalize(subset.images[order[i * batch:(i + 1) * batch]])
+            ranks = torch.rand(batch, grid * grid, device=device).argsort(dim=1).argsort(dim=1)
+            cells = (ranks < hidden_cells).view(batch, grid, grid)
+            mask = cells.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)  # [B, H, W]
+            pred = decoder(encoder(images.masked_fill(mask.unsqueeze(1), 0.0), mask), mask)
+            weight = mask.unsqueeze(1).float()
+            loss = ((pred - images).abs() * weight).sum() / weight.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return (len(subset) // batch) * batch / (_now(device) - start)
+
+    return trial
+
+
+def lightly_trainer(data: DeviceImages, normalize: Normalizer, device: torch.device,
+                    batch: int) -> Callable[[DeviceImages], float]:
+    import torchvision
+    from lightly.models import utils
+    from lightly.models.modules import MaskedVisionTransformerTorchvision
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(image_size=SIZE, patch_size=PATCH, num_layers=DEPTH, num_heads=HEADS,
+                                               hidden_dim=DIM, mlp_dim=4 * DIM)
+    vit.conv_proj = nn.Conv2d(data.channels, DIM, kernel_size=PATCH, stride=PATCH)
+    backbone = MaskedVisionTransformerTorchvision(vit=vit).to(device).train()
+    decoder = nn.Linear(DIM, PATCH * PATCH * data.channels).to(device)
+    optimizer = torch.optim.AdamW([*backbone.parameters(), *decoder.parameters()], lr=1e-3, weight_decay=0.05)
+    l1 = nn.L1Loss()
+
+    def trial(subset: DeviceImages) -> float:
+        start = _now(device)
+        order = torch.randperm(len(subset), device=device)
+        for i in range(len(subset) // batch):
+            images = normalize(subset.images[order[i * batch:(i + 1) * batch]])
+            _, idx_mask = utils.random_token_mask(size=(batch, vit.seq_length), mask_ratio=RATIO, device=device)
+            encoded = backbone.encode(images=images, idx_mask=idx_mask)
+            pred = decoder(utils.get_at_index(encoded, idx_mask))
+            target = utils.get_at_index(utils.patchify(images, PATCH), idx_mask - 1)  # no class token in patches
+            loss = l1(pred, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return (len(subset) // batch) * batch / (_now(device) - start)
+
+    return trial
+
+
+def _now(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@click.command()
+@click.option("--rounds", default=3, show_default=True, help="Trials per trainer (alternated).")
+@click.option("--steps", default=12, show_default=True, help="Training steps per trial.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--compile", "compile_mode", default=None,
+              help="Also pass train.compile=MODE (e.g. default) to mimbench; its compile time is left out.")
+def main(rounds: int, steps: int, batch_size: int, device: str, compile_mode: str | None) -> None:
+    torch_device = resolve_device(device)
+    registry = Registry(load_plugins())
+    data = load_images(registry, torch_device)
+    normalize = Normalizer.measure(data)
+    trainers = {
+        "mimbench": mimbench_trainer(registry, data, normalize, torch_device, batch_size, compile_mode),
+        "bare": bare_trainer(registry, data, normalize, torch_device, batch_size),
+        "lightly": lightly_trainer(data, normalize, torch_device, batch_size),
+    }
+    click.echo(f"{len(data)} images at {SIZE}px, batch {batch_size}, {steps} steps per trial, device {torch_device}, "
+               f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+               + (f", mimbench compile={compile_mode}" if compile_mode else ""))
+    picker = torch.Generator().manual_seed(0)
+
+    def subset(count: int) -> DeviceImages:
+        keep = torch.randperm(len(data), generator=picker)[:count].to(data.images.device)
+        return DeviceImages(data.images[keep], data.labels[keep], data.num_classes)
+
+    names = list(trainers)
+    for name in names:  # warm-up: first-call allocations, kernels, compilation
+        trainers[name](subset(2 * batch_size))
+    speeds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        order = names[round_ % 3:] + names[:round_ % 3]
+        for name in order:
+            speeds[name].append(trainers[name](subset(steps * batch_size)))
+        click.echo(f"round {round_ + 1}: " + ", ".join(f"{n} {speeds[n][-1]:.0f}" for n in names) + " images/s")
+    median = {name: statistics.median(values) for name, values in speeds.items()}
+    click.echo("\n| trainer | images/s (median) | each round |\n|---|---|---|")
+    for name in names:
+        click.echo(f"| {name} | {median[name]:.1f} | {', '.join(f'{v:.1f}' for v in speeds[name])} |")
+    click.echo(f"\nmimbench/lightly = {median['mimbench'] / median['lightly']:.3f}   "
+               f"mimbench/bare = {median['mimbench'] / median['bare']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""One run's pre-training on several processes with DistributedDataParallel (``train.devices``).
+
+The process executing the run (wherever the executor put it) starts ``devices`` processes on
+its own machine with torch's ``spawn``. Each rebuilds the registry and the data from the
+task's plugin sources, builds the components from the run's seed (DDP also copies rank 0's
+weights to the others), and runs :func:`mimbench.train.pretrain` with its :class:`Shard`:
+every rank draws the same global batches and masks from the run's seed and trains on its
+contiguous share; gradients are averaged, so the global batch and the lr are unchanged.
+Rank 0 sends each epoch's history back (the parent writes ``history.csv`` and calls the
+trackers, as for one process) and, at the end, the trained weights. Evaluation then runs
+once, in the parent, exactly as for a one-process run: the run folder has the same files.
+
+Backends: gloo on CPU (``torch.get_num_threads() // devices`` threads per process), NCCL on
+CUDA with one GPU per process (``cuda:0`` .. ``cuda:N-1`` of the visible ones). One machine only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mimbench.jobs import PluginSources, RunJob
+from mimbench.train import Components, Shard, TrainResult, build_components, pretrain
+
+
+def pretrain_distributed(job: RunJob, plugins: PluginSources, parts: Components, device: torch.device,
+                         on_epoch: Callable[[list[dict[str, float]]], None], desc: str = "train",
+                         show_progress: bool = True) -> TrainResult:
+    """Pre-train ``parts`` (built from the run's seed) on ``job.config["train"]["devices"]``
+    processes; loads the trained weights into ``parts`` and returns rank 0's result."""
+    world = job.config["train"]["devices"]
+    if device.type == "cuda" and torch.cuda.device_count() < world:
+        raise RuntimeError(f"train.devices {world} needs {world} GPUs on one machine, this process sees "
+                           f"{torch.cuda.device_count()} (give the run that many, e.g. execution.gpus_per_run: {world})")
+    context = mp.get_context("spawn")
+    messages = context.Queue()
+    threads = max(1, torch.get_num_threads() // world)
+    with tempfile.TemporaryDirectory(prefix="mimbench-ddp-") as scratch:
+        weights = Path(scratch) / "weights.pt"
+        args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), desc, show_progress)
+        processes = mp.start_processes(_rank_main, args=args, nprocs=world, join=False, start_method="spawn")
+        while not processes.join(timeout=0.05):  # raises ProcessRaisedException / ProcessExitedException
+            _forward(messages, on_epoch)
+        _forward(messages, on_epoch)
+        saved = torch.load(weights, map_location="cpu")
+    parts.encoder.load_state_dict(saved["encoder"])
+    parts.decoder.load_state_dict(saved["decoder"])
+    parts.encoder.to(device).eval(), parts.decoder.to(device).eval()
+    return TrainResult(**saved["result"])
+
+
+def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None]) -> None:
+    """Hand every history rank 0 sent so far to ``on_epoch``, in order."""
+    while True:
+        try:
+            history = messages.get_nowait()
+        except queue.Empty:
+            return
+        on_epoch(history)
+
+
+def _rank_main(rank: int, world: int, port: int, job: RunJob, plugins: PluginSources, device_type: str,
+               threads: int, messages: Any, weights: str, desc: str, show_progress: bool) -> None:
+    """One DDP process: join the group, build the run, pre-train on this rank's share."""
+    from mimbench.worker import registry_for, suite_data  # the worker imports this module
+
+    torch.set_num_threads(threads)
+    device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world)
+    try:
+        config = job.config
+        data = suite_data(plugins, job.data, device)
+        torch.manual_seed(job.seed)
+        parts = build_components(registry_for(plugins), config, data.train.channels)
+        result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
+                          on_epoch=lambda history: messages.put([dict(row) for row in history]),
+                          desc=desc, show_progress=show_progress, shard=Shard(rank, world))
+        if rank == 0:
+            torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),
+                        "result": dataclasses.asdict(result)}, weights)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().cpu() for name, value in module.state_dict().items()}
+
+
+def _free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def is_distributed(config: dict[str, Any]) -> bool:
+    """Whether a run's pre-training is spread over several processes (``train.devices`` > 1)."""
+    return config["train"].get("devices", 1) > 1
+
