@@ -38,7 +38,6 @@ from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.suite import Suite, expand, expand_baselines, run_labels, suite_to_yaml
 from mimbench.tracking import build_trackers, prepare_trackers
-from mimbench.train import build_components
 from mimbench.worker import SuiteData, resolve_device, suite_data
 
 
@@ -130,18 +129,34 @@ def validate(registry: Registry, runs: list[RunJob], data: SuiteData) -> None:
     if runs and runs[0].config["train"]["batch_size"] > len(data.train):
         raise ConfigError(f"train.batch_size {runs[0].config['train']['batch_size']} is larger than the "
                           f"train split ({len(data.train)} images)")
-    seen: set[str] = set()
-    size = data.train.image_size
-    probe = torch.zeros(2, data.train.channels, size, size, device=data.normalize.mean.device)
+    size, channels = data.train.image_size, data.train.channels
+    probe = torch.zeros(2, channels, size, size, device=data.normalize.mean.device)
+    # Each distinct component once (a sweep of thousands of runs has few of each); a decoder
+    # depends on its encoder's out_dim and stride. Only those are kept, not the modules.
+    encoders: dict[str, tuple[int, int]] = {}
+    built: set[tuple[str, ...]] = set()
     for run in runs:
         config = run.config
-        key = repr([config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")])
-        if key in seen:
-            continue
-        seen.add(key)
-        parts = build_components(registry, config, data.train.channels)
-        _try_masker(parts.masker, probe, f"masker {config['masker']['name']!r}")
-        _check_probe_layers(parts.encoder, config, probe)
+        encoder_key = canonical_json([config["image_size"], config["encoder"]])
+        if encoder_key not in encoders:
+            encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                                     in_channels=channels, image_size=config["image_size"])
+            _check_probe_layers(encoder, config, probe)
+            encoders[encoder_key] = (encoder.out_dim, encoder.stride)
+        out_dim, stride = encoders[encoder_key]
+        decoder_key = ("decoder", canonical_json([config["image_size"], config["decoder"], out_dim, stride]))
+        if decoder_key not in built:
+            registry.build("decoder", config["decoder"]["name"], config["decoder"]["params"], in_dim=out_dim,
+                           stride=stride, out_channels=channels, image_size=config["image_size"])
+            built.add(decoder_key)
+        for kind in ("masker", "loss"):
+            key = (kind, canonical_json(config[kind]))
+            if key in built:
+                continue
+            component = registry.build(kind, config[kind]["name"], config[kind]["params"])
+            if kind == "masker":
+                _try_masker(component, probe, f"masker {config['masker']['name']!r}")
+            built.add(key)
     reference = runs[0].config["eval"]["reference_masker"] if runs else None
     if reference is not None:
         masker = registry.build("masker", reference["name"], reference["params"])
@@ -327,17 +342,17 @@ def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
 
 
 def _what_runs(text: str) -> str:
-    """The suite's YAML without ``execution`` and ``trackers``: where runs execute and who watches
-    them do not make another suite."""
+    """The suite's YAML without ``execution``, ``trackers`` and ``max_runs``: where runs execute, who
+    watches them and how many they may be do not make another suite."""
     import yaml
 
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         return text
     if isinstance(raw, dict):
-        raw.pop("execution", None)
-        raw.pop("trackers", None)
+        for key in ("execution", "trackers", "max_runs"):
+            raw.pop(key, None)
     return json.dumps(raw, sort_keys=True, default=str)
 
 
