@@ -194,7 +194,7 @@ def missing_probes(folder: Path, job: Job, record: dict[str, Any]) -> list[dict[
     if record.get("status") != "done":
         return []
     try:
-        done = store.read_json(folder / store.CONFIG_FILE).get("eval", {}).get("probes", [])
+        done = store.read_config(folder).get("eval", {}).get("probes", [])
     except (OSError, ValueError):
         done = []
     return [spec for spec in job.config["eval"]["probes"] if spec not in done]
@@ -221,6 +221,7 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
         declared = declared_columns(registry, plan.runs[0].config["eval"]) if plan.runs else []
         store.write_columns(suite_dir, declared)
         progress = SuiteProgress(plan, executor)
+        set_aside_damaged(plan, suite_dir, progress)
         first, second = schedule(plan, suite_dir, progress)
         if first or second:
             for warning in prepare_trackers(registry, plan.trackers, suite_dir):
@@ -250,6 +251,18 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
                 close()
         progress.close()
         return store.write_summary(suite_dir, plan.jobs, declared)
+
+
+def set_aside_damaged(plan: Plan, suite_dir: Path, progress: "SuiteProgress") -> None:
+    """Move every run folder of ``plan`` whose ``metrics.json`` or ``config.json`` cannot be read to
+    ``damaged/`` (nothing is deleted), saying so in one line: the run is then unfinished and runs again."""
+    for job in plan.jobs:
+        reasons = store.damage(store.run_path(suite_dir, job.run_id))
+        if not reasons:
+            continue
+        moved = store.set_aside(suite_dir, job.run_id)
+        progress.write(f"warning: run {job.run_id} ({plan.labels[job.run_id]}): {'; '.join(reasons)}; its folder "
+                       f"was moved to {moved.relative_to(suite_dir)} and the run starts again")
 
 
 #: (job, run id of the folder holding its pre-trained encoder or None, probes to add) for each task.
@@ -334,7 +347,12 @@ def _empty(suite_dir: Path) -> None:
 def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
     previous = suite_dir / store.SUITE_FILE
     text = suite_to_yaml(suite)
-    if previous.exists() and _what_runs(previous.read_text()) != _what_runs(text):
+    try:
+        previous_text = previous.read_text() if previous.exists() else None
+    except (OSError, ValueError) as exc:  # the driver's own file: rewritten from the suite
+        tqdm.write(f"note: {previous} could not be read ({getattr(exc, 'strerror', None) or 'not UTF-8'}); rewritten")
+        previous_text = None
+    if previous_text is not None and _what_runs(previous_text) != _what_runs(text):
         tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
                    f"this version's {count} runs (earlier runs stay in {suite_dir / 'runs'}; "
                    f"use --set name=... to keep versions apart)")
