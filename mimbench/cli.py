@@ -20,7 +20,8 @@ from mimbench.plugins import load_plugins
 from mimbench.registry import KINDS, Registry
 from mimbench.suite import packaged_suites
 
-PLUGIN_OPTION_HELP = "Plugin .py file or module to load (repeatable); also read from $MIMBENCH_PLUGINS."
+PLUGIN_OPTION_HELP = ("Plugin .py file or module to load (repeatable; one that fails to load is an error); "
+                      "also read from $MIMBENCH_PLUGINS (where a failure is a warning).")
 
 
 def _fail(message: str, code: int = 2) -> None:
