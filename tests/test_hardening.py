@@ -577,3 +577,24 @@ def test_write_json_turns_non_finite_values_into_null(tmp_path):
     store.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
     assert json.loads((tmp_path / "x.json").read_text(), parse_constant=_reject_constant) == \
         {"a": None, "b": [1.0, None], "c": {"d": None}}
+
+
+# ------------------------------------------------------------------------------------------
+# mimbench export of a damaged run folder
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    (store.ENCODER_FILE, b"PK\x03\x04 truncated", "encoder.pt: damaged, not a state_dict torch can load"),
+    (store.ENCODER_FILE, b"\x80\x04garbage", "encoder.pt: damaged, not a state_dict torch can load"),
+    (store.CONFIG_FILE, b"[1, 2]", "config.json holds a JSON list, not an object"),
+    (store.CONFIG_FILE, b'{"encoder": "cnn", "normalization": {"mean": [0.5]}, "image_size": 16}',
+     "not a mimbench run config"),
+], ids=["encoder-truncated-zip", "encoder-garbage-pickle", "config-a-list", "config-encoder-a-string"])
+def test_export_of_a_damaged_run_is_one_line(finished, name, content, expected):
+    folder = finished / "results" / "tiny" / "runs" / run_ids(finished)[0]
+    (folder / name).write_bytes(content)
+    before = checksums(folder)
+    line = one_line(invoke("export", str(folder)), 2)
+    assert expected in line
+    assert checksums(folder) == before
