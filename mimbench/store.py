@@ -182,7 +182,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise DamagedFile(f"{path.name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise DamagedFile(f"{path.name} is not JSON ({exc.msg}, line {exc.lineno} column {exc.colno})") from None
+        raise DamagedFile(f"{path.name} is not JSON ({exc})") from None
     except RecursionError:
         raise DamagedFile(f"{path.name} is nested too deeply to be a mimbench file") from None
     if not isinstance(value, dict):
