@@ -9,7 +9,8 @@ same functions::
     fig = mimbench.plot("results/quick", "probe_accuracy")  # a matplotlib Figure
 
 ``import mimbench`` stays light: this module is imported on first use of one of these names, and
-torch only when a suite runs. Bad input raises :class:`mimbench.errors.ConfigError` (one line).
+torch only when a suite runs. Bad input raises :class:`mimbench.errors.ConfigError` (one line);
+the machine refusing (no space left, no permission) raises the ``OSError``, naming the path.
 """
 
 from __future__ import annotations
@@ -92,10 +93,7 @@ def execute(prepared: Prepared, fresh: bool = False) -> pd.DataFrame:
     ``summary.csv``. Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
     from mimbench.driver import run_suite
 
-    try:
-        prepared.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {prepared.out}: cannot create the results folder ({exc.strerror})") from None
+    prepared.out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission) is the machine's refusal
     return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.plugins, prepared.registry,
                      prepared.device, fresh=fresh)
 

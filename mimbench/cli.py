@@ -1,7 +1,8 @@
 """The ``mimbench`` command line.
 
-Exit codes: 0 all runs done; 1 some runs failed (the others still finished);
-2 bad usage, suite or plugin parameters (one line on stderr, no traceback).
+Exit codes: 0 all runs done; 1 some runs failed (the others still finished), or the machine
+refused (no space left, no permission: one line on stderr); 2 bad usage, suite, parameter,
+``--plugin`` or damaged input file (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -14,28 +15,37 @@ import click
 import yaml
 
 from mimbench import __version__
-from mimbench.errors import ConfigError
+from mimbench.errors import ConfigError, cut, os_error_line
 from mimbench.plugins import load_plugins
 from mimbench.registry import KINDS, Registry
 from mimbench.suite import packaged_suites
 
-PLUGIN_OPTION_HELP = "Plugin .py file or module to load (repeatable); also read from $MIMBENCH_PLUGINS."
+PLUGIN_OPTION_HELP = ("Plugin .py file or module to load (repeatable; one that fails to load is an error); "
+                      "also read from $MIMBENCH_PLUGINS (where a failure is a warning).")
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {cut(message)}", err=True)
+    sys.exit(code)
 
 
 def _registry(plugin_specs: tuple[str, ...]) -> Registry:
     registry = Registry(load_plugins(plugin_specs))
-    _warn_plugin_failures(registry)
+    _check_plugin_failures(registry, plugin_specs)
     return registry
 
 
-def _warn_plugin_failures(registry: Registry) -> None:
+def _check_plugin_failures(registry: Registry, plugin_specs: tuple[str, ...]) -> None:
+    """A plugin the user named with ``--plugin`` that failed to load is bad input (ConfigError);
+    one found through an entry point or ``$MIMBENCH_PLUGINS`` is left out with a warning."""
+    from mimbench.jobs import PluginSources
+
+    named = set(plugin_specs) | set(PluginSources.from_cli(plugin_specs, env="").specs)
     for failure in registry.plugins.failures:
-        click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
+        if failure.name in named:
+            raise ConfigError(f"--plugin {failure.name}: failed to load: {failure.error}")
+    for failure in registry.plugins.failures:
+        click.echo(f"warning: {cut(f'plugin {failure.name!r} failed to load: {failure.error}')}", err=True)
 
 
 class MimbenchGroup(click.Group):
@@ -65,6 +75,10 @@ class MimbenchGroup(click.Group):
             return super().invoke(ctx)
         except ConfigError as exc:
             _fail(str(exc))
+        except OSError as exc:  # the machine refused: no space left, no permission
+            _fail(os_error_line(exc), code=1)
+        except EOFError as exc:  # click would print only "Aborted!", taking it for Ctrl-D
+            _fail(f"a file ended before it should ({exc or 'EOFError'}): a damaged or truncated input file")
 
 
 @click.group(cls=MimbenchGroup)
@@ -101,7 +115,7 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     from mimbench.jobs import PluginSources
     from mimbench.worker import registry_for
 
-    _warn_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)))  # the same registry api.prepare uses
+    _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # api.prepare's registry
     prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
                            plugins=plugin_specs, overrides=overrides)
     plan, spec, data = prepared.plan, prepared.plan.suite, prepared.data
@@ -187,7 +201,7 @@ def report(results_dir: Path) -> None:
 
     written = write_report(results_dir)
     for warning in written.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {cut(warning)}", err=True)
     figures = sum(1 for name in written.files if name.startswith("figures/") and name.endswith(".png"))
     click.echo(f"report: {written.markdown} and {written.html} "
                f"(tables: table.csv, table.md, table.tex; {figures} figures in {results_dir / 'figures'})")
@@ -233,7 +247,7 @@ def _report_after_run(suite_dir: Path) -> None:
                    f"the results are complete, retry with: mimbench report {suite_dir}", err=True)
         return
     for warning in written.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {cut(warning)}", err=True)
     click.echo(f"report: {written.html} and {written.markdown.name}")
 
 

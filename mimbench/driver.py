@@ -38,7 +38,6 @@ from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.suite import Suite, expand, expand_baselines, run_labels, suite_to_yaml
 from mimbench.tracking import build_trackers, prepare_trackers
-from mimbench.train import build_components
 from mimbench.worker import SuiteData, resolve_device, suite_data
 
 
@@ -130,18 +129,34 @@ def validate(registry: Registry, runs: list[RunJob], data: SuiteData) -> None:
     if runs and runs[0].config["train"]["batch_size"] > len(data.train):
         raise ConfigError(f"train.batch_size {runs[0].config['train']['batch_size']} is larger than the "
                           f"train split ({len(data.train)} images)")
-    seen: set[str] = set()
-    size = data.train.image_size
-    probe = torch.zeros(2, data.train.channels, size, size, device=data.normalize.mean.device)
+    size, channels = data.train.image_size, data.train.channels
+    probe = torch.zeros(2, channels, size, size, device=data.normalize.mean.device)
+    # Each distinct component once (a sweep of thousands of runs has few of each); a decoder
+    # depends on its encoder's out_dim and stride. Only those are kept, not the modules.
+    encoders: dict[str, tuple[int, int]] = {}
+    built: set[tuple[str, ...]] = set()
     for run in runs:
         config = run.config
-        key = repr([config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")])
-        if key in seen:
-            continue
-        seen.add(key)
-        parts = build_components(registry, config, data.train.channels)
-        _try_masker(parts.masker, probe, f"masker {config['masker']['name']!r}")
-        _check_probe_layers(parts.encoder, config, probe)
+        encoder_key = canonical_json([config["image_size"], config["encoder"]])
+        if encoder_key not in encoders:
+            encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
+                                     in_channels=channels, image_size=config["image_size"])
+            _check_probe_layers(encoder, config, probe)
+            encoders[encoder_key] = (encoder.out_dim, encoder.stride)
+        out_dim, stride = encoders[encoder_key]
+        decoder_key = ("decoder", canonical_json([config["image_size"], config["decoder"], out_dim, stride]))
+        if decoder_key not in built:
+            registry.build("decoder", config["decoder"]["name"], config["decoder"]["params"], in_dim=out_dim,
+                           stride=stride, out_channels=channels, image_size=config["image_size"])
+            built.add(decoder_key)
+        for kind in ("masker", "loss"):
+            key = (kind, canonical_json(config[kind]))
+            if key in built:
+                continue
+            component = registry.build(kind, config[kind]["name"], config[kind]["params"])
+            if kind == "masker":
+                _try_masker(component, probe, f"masker {config['masker']['name']!r}")
+            built.add(key)
     reference = runs[0].config["eval"]["reference_masker"] if runs else None
     if reference is not None:
         masker = registry.build("masker", reference["name"], reference["params"])
@@ -179,7 +194,7 @@ def missing_probes(folder: Path, job: Job, record: dict[str, Any]) -> list[dict[
     if record.get("status") != "done":
         return []
     try:
-        done = store.read_json(folder / store.CONFIG_FILE).get("eval", {}).get("probes", [])
+        done = store.read_config(folder).get("eval", {}).get("probes", [])
     except (OSError, ValueError):
         done = []
     return [spec for spec in job.config["eval"]["probes"] if spec not in done]
@@ -206,6 +221,7 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
         declared = declared_columns(registry, plan.runs[0].config["eval"]) if plan.runs else []
         store.write_columns(suite_dir, declared)
         progress = SuiteProgress(plan, executor)
+        set_aside_damaged(plan, suite_dir, progress)
         first, second = schedule(plan, suite_dir, progress)
         if first or second:
             for warning in prepare_trackers(registry, plan.trackers, suite_dir):
@@ -235,6 +251,18 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
                 close()
         progress.close()
         return store.write_summary(suite_dir, plan.jobs, declared)
+
+
+def set_aside_damaged(plan: Plan, suite_dir: Path, progress: "SuiteProgress") -> None:
+    """Move every run folder of ``plan`` whose ``metrics.json`` or ``config.json`` cannot be read to
+    ``damaged/`` (nothing is deleted), saying so in one line: the run is then unfinished and runs again."""
+    for job in plan.jobs:
+        reasons = store.damage(store.run_path(suite_dir, job.run_id))
+        if not reasons:
+            continue
+        moved = store.set_aside(suite_dir, job.run_id)
+        progress.write(f"warning: run {job.run_id} ({plan.labels[job.run_id]}): {'; '.join(reasons)}; its folder "
+                       f"was moved to {moved.relative_to(suite_dir)} and the run starts again")
 
 
 #: (job, run id of the folder holding its pre-trained encoder or None, probes to add) for each task.
@@ -319,7 +347,12 @@ def _empty(suite_dir: Path) -> None:
 def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
     previous = suite_dir / store.SUITE_FILE
     text = suite_to_yaml(suite)
-    if previous.exists() and _what_runs(previous.read_text()) != _what_runs(text):
+    try:
+        previous_text = previous.read_text() if previous.exists() else None
+    except (OSError, ValueError) as exc:  # the driver's own file: rewritten from the suite
+        tqdm.write(f"note: {previous} could not be read ({getattr(exc, 'strerror', None) or 'not UTF-8'}); rewritten")
+        previous_text = None
+    if previous_text is not None and _what_runs(previous_text) != _what_runs(text):
         tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
                    f"this version's {count} runs (earlier runs stay in {suite_dir / 'runs'}; "
                    f"use --set name=... to keep versions apart)")
@@ -327,17 +360,17 @@ def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
 
 
 def _what_runs(text: str) -> str:
-    """The suite's YAML without ``execution`` and ``trackers``: where runs execute and who watches
-    them do not make another suite."""
+    """The suite's YAML without ``execution``, ``trackers`` and ``max_runs``: where runs execute, who
+    watches them and how many they may be do not make another suite."""
     import yaml
 
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         return text
     if isinstance(raw, dict):
-        raw.pop("execution", None)
-        raw.pop("trackers", None)
+        for key in ("execution", "trackers", "max_runs"):
+            raw.pop(key, None)
     return json.dumps(raw, sort_keys=True, default=str)
 
 

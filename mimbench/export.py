@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -24,7 +25,7 @@ from typing import Any, Callable, Union
 import torch
 
 from mimbench import store
-from mimbench.errors import ConfigError
+from mimbench.errors import ConfigError, cut
 from mimbench.registry import Registry
 
 FORMAT = "mimbench-backbone/1"
@@ -84,7 +85,14 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
         raise ConfigError(f"encoder {spec['name']!r} cannot be exported as a backbone (it has no backbone() "
                           f"method); its state_dict is {weights}")
     try:
-        encoder.load_state_dict(torch.load(weights, map_location="cpu"))
+        with warnings.catch_warnings():  # a garbled file's pickle-protocol warning would be a second line
+            warnings.simplefilter("ignore")
+            state = torch.load(weights, map_location="cpu")
+    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike
+        raise ConfigError(f"{weights}: damaged, not a state_dict torch can load ({type(exc).__name__}: "
+                          f"{cut(str(exc), 120)})") from None
+    try:
+        encoder.load_state_dict(state)
         backbone = encoder.backbone()
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"encoder {spec['name']!r} of {run_dir}: {str(exc).strip().splitlines()[0]}") from None
@@ -123,13 +131,17 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"run folder not found: {run_dir}")
     path = run_dir / store.CONFIG_FILE
     try:
-        config = store.read_json(path)
+        config = store.read_json_object(path)
     except FileNotFoundError:
         raise ConfigError(f"no {store.CONFIG_FILE} in {run_dir}: not a run folder (OUT/<suite>/runs/<run_id>)") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not readable ({exc})") from None
+    except store.DamagedFile as exc:
+        raise ConfigError(f"{run_dir}: {exc}") from None
     if "baseline" in config or "encoder" not in config:
         raise ConfigError(f"{run_dir} is a baseline: it has no pre-trained encoder to export")
-    if not isinstance(config.get("normalization"), dict) or "image_size" not in config:
-        raise ConfigError(f"{path}: not a mimbench run config (no normalization or image_size)")
+    normalization, encoder = config.get("normalization"), config.get("encoder")
+    if not isinstance(normalization, dict) or not isinstance(normalization.get("mean"), list) \
+            or not isinstance(config.get("image_size"), int) or not isinstance(encoder, dict) \
+            or not isinstance(encoder.get("name"), str) or not isinstance(encoder.get("params", {}), dict):
+        raise ConfigError(f"{path}: not a mimbench run config (its normalization, image_size or encoder is "
+                          f"missing or of the wrong type)")
     return config

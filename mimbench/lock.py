@@ -37,9 +37,13 @@ class SuiteLock:
             os.close(fd)
             raise ConfigError(f"{self.path.parent} is in use by another mimbench run ({holder}); wait for it to "
                               f"finish or stop it, or use another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        except OSError as exc:  # a full disk: say which file could not be written
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         self._fd = fd
         return self
 

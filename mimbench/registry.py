@@ -7,14 +7,20 @@ annotated signature, so that every mistake is reported the same way.
 from __future__ import annotations
 
 import difflib
+import functools
+import gzip
 import inspect
 import types
 import typing
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Union
 
-from mimbench.errors import ConfigError
+from mimbench.errors import ConfigError, cut, shown
 from mimbench.plugins import PluginSet, Provider
+
+#: What a damaged compressed or truncated file raises when read (``gzip``, ``zlib``, ``pickle``).
+DAMAGED_FILE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 #: Parameters the core supplies to each kind of factory; a suite cannot set them.
 CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
@@ -44,7 +50,16 @@ class Component:
     plugin: str  # the plugin's name in the plugin manager
 
     def signature(self) -> inspect.Signature:
+        return self._signature
+
+    @functools.cached_property
+    def _signature(self) -> inspect.Signature:
         return inspect.signature(self.factory)
+
+    @functools.cached_property
+    def hints(self) -> dict[str, Any]:
+        """The factory's parameter annotations, resolved (once: a large sweep checks thousands of params)."""
+        return _type_hints(self.factory)
 
     def user_params(self) -> dict[str, inspect.Parameter]:
         """The parameters a suite may set (everything but the context ones)."""
@@ -56,7 +71,7 @@ class Component:
 
     def params_summary(self) -> dict[str, dict[str, Any]]:
         """Each settable param: its type (as written in the signature) and default, if any."""
-        hints = _type_hints(self.factory)
+        hints = self.hints
         summary = {}
         for name, p in self.user_params().items():
             entry: dict[str, Any] = {"type": _type_name(hints.get(name, Any))}
@@ -120,10 +135,10 @@ class Registry:
         except KeyError:
             pass
         known = self.names(kind)
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(str(name)[:100], known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        failed = "".join(f" (plugin {f.name!r} failed to load: {f.error})" for f in self.plugins.failures)
-        raise ConfigError(f"unknown {kind} {name!r}{hint} (known: {', '.join(known) or 'none'}){failed}")
+        failed = "".join(f" (plugin {f.name!r} failed to load: {cut(f.error, 120)})" for f in self.plugins.failures)
+        raise ConfigError(f"unknown {kind} {shown(name)}{hint} (known: {', '.join(known) or 'none'}){failed}")
 
     def resolve_params(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Check ``params`` against the factory's signature; return them with defaults filled in."""
@@ -132,12 +147,12 @@ class Registry:
         where = f"{kind} {name!r}"
         for key, value in params.items():
             if key not in allowed:
-                close = difflib.get_close_matches(key, list(allowed), n=1)
+                close = difflib.get_close_matches(str(key)[:100], list(allowed), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 if key in CONTEXT_PARAMS[kind]:
                     hint = "; it is set by mimbench, not by the suite"
-                raise ConfigError(f"{where}: unknown param {key!r}{hint} (allowed: {', '.join(allowed) or 'none'})")
-        hints = _type_hints(component.factory)
+                raise ConfigError(f"{where}: unknown param {shown(key)}{hint} (allowed: {', '.join(allowed) or 'none'})")
+        hints = component.hints
         resolved = {}
         for key, parameter in allowed.items():
             if key in params:
@@ -145,7 +160,7 @@ class Registry:
                 annotation = hints.get(key, Any)
                 if not _conforms(value, annotation):
                     raise ConfigError(f"{where}: param {key!r} must be {_type_name(annotation)}, "
-                                      f"got {type(value).__name__} {value!r}")
+                                      f"got {type(value).__name__} {shown(value)}")
                 resolved[key] = float(value) if annotation is float and isinstance(value, int) else value
             elif parameter.default is inspect.Parameter.empty:
                 raise ConfigError(f"{where}: missing required param {key!r} (allowed: {', '.join(allowed)})")
@@ -161,8 +176,12 @@ class Registry:
         context = {k: v for k, v in context.items() if k in accepted}
         try:
             return component.factory(**context, **resolved)
-        except (ValueError, TypeError, FileNotFoundError) as exc:
-            raise ConfigError(f"{kind} {name!r}: {_first_line(exc)}") from exc
+        except (ValueError, TypeError, FileNotFoundError, OverflowError, RuntimeError) as exc:
+            # RuntimeError, OverflowError: torch refusing a size built from a param (10**25 images)
+            raise ConfigError(f"{kind} {name!r}: {cut(_first_line(exc), 240)}") from exc
+        except DAMAGED_FILE_ERRORS as exc:  # raised by a file reader that does not name the file
+            raise ConfigError(f"{kind} {name!r}: a file it reads is damaged ({type(exc).__name__}: "
+                              f"{cut(_first_line(exc), 160)}); replace it with a good copy") from exc
 
 
 def _describe(component: Component) -> str:

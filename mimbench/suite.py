@@ -13,24 +13,56 @@ import copy
 import difflib
 import itertools
 import json
+import math
 import re
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mimbench.errors import ConfigError
+from mimbench.errors import ConfigError, cut, shown
 from mimbench.jobs import BaselineJob, DataSpec, Job, RunJob, canonical_json, run_id
 from mimbench.registry import Registry
 
 COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
 
+#: Limits stated in the schema. Images are resized to ``image_size`` and held as uint8 on the
+#: device: 1024 px is already 1 MiB per greyscale image.
+MAX_IMAGE_SIZE = 1024
+#: Seeds (``seeds``, ``eval.mask_seed``) are what torch's generators take and a summary's int64
+#: column holds: 0 .. 2**63 - 1.
+MAX_SEED = 2**63 - 1
+#: Counts (epochs, batch sizes, steps, images per class) fit torch's int32 sizes.
+MAX_COUNT = 2**31 - 1
+#: DataLoader worker processes: each is a process.
+MAX_WORKERS = 256
+#: A suite expanding to more runs than this is refused unless its ``max_runs`` is raised.
+DEFAULT_MAX_RUNS = 10_000
+#: A suite's YAML may hold this many values (mapping entries and list items), aliases expanded.
+MAX_YAML_VALUES = 1_000_000
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
 
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats without a dot, such as ``1e-3``."""
+    """SafeLoader that also reads YAML 1.2 floats without a dot, such as ``1e-3``, and refuses a
+    mapping that gives a key twice (YAML forbids it; PyYAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges may override keys: that is what they are for
+            key = self.construct_object(key_node)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown(key)} (first given on line {first[key].line + 1})",
+                    key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -45,7 +77,7 @@ def parse_yaml(text: str):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ComponentSpec(_Strict):
@@ -80,13 +112,13 @@ class AugmentConfig(_Strict):
 class TrainConfig(_Strict):
     """Pre-training: AdamW with linear warm-up then cosine decay to zero, per step."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(20, ge=1, le=MAX_COUNT)
+    batch_size: int = Field(256, ge=1, le=MAX_COUNT)
     lr: float = Field(1.0e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)  # not applied to biases and norm weights
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(5.0, gt=0)  # max global grad norm; null turns clipping off
-    log_every: int = Field(50, ge=1)  # steps between loss read-outs (the only host syncs)
+    log_every: int = Field(50, ge=1, le=MAX_COUNT)  # steps between loss read-outs (the only host syncs)
     augment: AugmentConfig | None = None  # null: none; {} : crop + flip with the defaults above
     # torch.compile the step's model (encoder + decoder + loss): false, true (mode "default") or
     # a mode; its compile time is reported apart from images/s. Pays off on long runs only
@@ -106,8 +138,8 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     """Evaluation of each trained run on the test split."""
 
-    mask_seed: int = 0  # seed of the evaluation masks: the same masks for every run
-    batch_size: int = Field(512, ge=1)
+    mask_seed: Seed = 0  # seed of the evaluation masks: the same masks for every run
+    batch_size: int = Field(512, ge=1, le=MAX_COUNT)
     # measured for every run, so that runs with different maskers can be compared
     reference_masker: ComponentSpec | None = None
     # downstream evaluations of the frozen encoder, on pooled features of unmasked images
@@ -121,7 +153,7 @@ class EvalConfig(_Strict):
     # per class (drawn from the seed, the same for every run and baseline of that seed) that the
     # probes fit on; scores are always on the whole test split. Sweepable; not part of the
     # pre-training: changing it re-evaluates the saved encoders
-    labels_per_class: int | None = Field(None, ge=1)
+    labels_per_class: int | None = Field(None, ge=1, le=MAX_COUNT)
 
     @field_validator("probes")
     @classmethod
@@ -145,7 +177,7 @@ class DataConfig(_Strict):
     # uint8 size above which a split streams; null: half the free memory of a CUDA device,
     # a quarter of the RAM on CPU
     in_memory_gb: float | None = Field(None, ge=0)
-    workers: int = Field(4, ge=0)  # DataLoader worker processes when streaming
+    workers: int = Field(4, ge=0, le=MAX_WORKERS)  # DataLoader worker processes when streaming
 
 
 class ExecutionConfig(BaseModel):
@@ -180,8 +212,8 @@ class Suite(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # results go to <out>/<name>/
     description: str = ""
     dataset: ComponentSpec
-    image_size: int = Field(32, ge=4)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    image_size: int = Field(32, ge=4, le=MAX_IMAGE_SIZE)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -215,6 +247,8 @@ class Suite(_Strict):
     def grids(self) -> list[Grid]:
         return self.grid if isinstance(self.grid, list) else [self.grid]
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    # a suite expanding to more runs than this is refused (a slip in a sweep can ask for millions)
+    max_runs: int = Field(DEFAULT_MAX_RUNS, ge=1)
 
     @field_validator("sweep")
     @classmethod
@@ -222,14 +256,16 @@ class Suite(_Strict):
         for path, values in sweep.items():
             head, _, param = path.partition(".")
             if path == "eval.labels_per_class":
-                bad = [v for v in values if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1)]
+                bad = [v for v in values if v is not None
+                       and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_COUNT)]
                 if bad:
-                    raise ValueError(f"sweep eval.labels_per_class: {bad[0]!r} is not null or an int >= 1")
+                    raise ValueError(f"sweep eval.labels_per_class: {shown(bad[0])} is not null or an int "
+                                     f"in 1..{MAX_COUNT}")
             elif head not in (*COMPONENT_AXES, "train") or not param or "." in param:
-                raise ValueError(f"sweep key {path!r} must be <encoder|decoder|masker|loss|train>.<param> "
+                raise ValueError(f"sweep key {shown(path)} must be <encoder|decoder|masker|loss|train>.<param> "
                                  f"or eval.labels_per_class")
             if not values:
-                raise ValueError(f"sweep {path!r} has no values")
+                raise ValueError(f"sweep {shown(path)} has no values")
         return sweep
 
 
@@ -240,11 +276,28 @@ def run_labels(runs: list[Job]) -> dict[str, str]:
     A component's params are shown only where they differ between runs that use that
     component, so every variant of a sweep can be told apart without the constants.
     """
+    # (axis, component name) -> the params whose values differ between the runs using it
+    values: dict[tuple[str, str], dict[str, set[str]]] = {}
+    users: dict[tuple[str, str], int] = {}  # runs using each component
+    given: dict[tuple[str, str, str], int] = {}  # runs giving each of its params
+    for run in runs:
+        for axis in (axis for axis in COMPONENT_AXES if axis in run.config):
+            spec = run.config[axis]
+            component = (axis, spec["name"])
+            users[component] = users.get(component, 0) + 1
+            seen = values.setdefault(component, {})
+            for key, value in spec["params"].items():
+                seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+                given[(*component, key)] = given.get((*component, key), 0) + 1
+    # a param some runs of a component lack differs between them (missing reads as null)
+    varying = {component: {key for key, seen in params.items()
+                           if len(seen | ({"null"} if given[(*component, key)] < users[component] else set())) > 1}
+               for component, params in values.items()}
+
     def shown_params(axis: str, run: Job) -> list[str]:
         spec = run.config[axis]
-        same_name = [r.config[axis]["params"] for r in runs if axis in r.config and r.config[axis]["name"] == spec["name"]]
-        return [f"{key}={value}" for key, value in spec["params"].items()
-                if len({json.dumps(p.get(key), sort_keys=True) for p in same_name}) > 1]
+        differ = varying[(axis, spec["name"])]
+        return [f"{key}={value}" for key, value in spec["params"].items() if key in differ]
 
     trained = [r for r in runs if isinstance(r, RunJob)]
     label_counts = {r.config["eval"].get("labels_per_class") for r in runs}
@@ -290,7 +343,9 @@ def load_suite(source: str | Path | Mapping[str, Any] | None = None, overrides: 
     params are dropped when it names another executor than the suite's. ``trackers``
     (``--tracker``) are added to the suite's ``trackers`` unless it already lists them."""
     if isinstance(source, Mapping):
-        where, raw = "suite", copy.deepcopy(dict(source))
+        where, raw = "suite", dict(source)
+        _check_size(raw, where)
+        raw = copy.deepcopy(raw)
     else:
         path = _suite_path(str(source or "quick"))
         where, raw = str(path), _read_yaml(path)
@@ -300,26 +355,61 @@ def load_suite(source: str | Path | Mapping[str, Any] | None = None, overrides: 
             raw["execution"] = {"executor": executor}
     for override in overrides:
         _apply_override(raw, override)
+    if overrides:
+        where = f"{where} (with --set {cut(' '.join(overrides), 80)})"
+        _check_size(raw, where)
     _add_trackers(raw, trackers)
     try:
         return Suite.model_validate(raw)
     except ValidationError as exc:
-        where = f"{where} (with --set {' '.join(overrides)})" if overrides else where
         raise ConfigError(f"{where}: {_validation_message(exc)}") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = parse_yaml(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+        raw = parse_yaml(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          f"save the suite as UTF-8") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(_yaml_error(path, exc)) from None
+    except ValueError as exc:  # e.g. an int of 100000 digits, more than Python converts
+        raise ConfigError(f"{path}: invalid YAML: {cut(exc, 120)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except OSError as exc:
         raise ConfigError(f"cannot read suite {path}: {exc.strerror}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a suite must be a YAML mapping, got {type(raw).__name__}")
+    _check_size(raw, str(path))
     return raw
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """``path:line:column: invalid YAML: what``, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow; it has no mark
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return f"{where}: invalid YAML: {exc.reason} (character #x{char:04x} at offset {exc.position})"
+    return cut(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}", 300)
+
+
+def _check_size(raw: Any, where: str) -> None:
+    """Refuse YAML that holds more than ``MAX_YAML_VALUES`` values once aliases are expanded
+    (an alias bomb), counting without expanding anything."""
+    budget = MAX_YAML_VALUES
+    stack = [raw]
+    while stack:
+        value = stack.pop()
+        items = list(value.keys()) + list(value.values()) if isinstance(value, dict) else \
+            value if isinstance(value, list) else ()
+        budget -= len(items)
+        if budget < 0:
+            raise ConfigError(f"{where}: more than {MAX_YAML_VALUES:,} values once its aliases (*name) are "
+                              f"expanded; a suite is far smaller (an alias bomb?)")
+        stack.extend(v for v in items if isinstance(v, (dict, list)))
 
 
 def _add_trackers(raw: dict[str, Any], names: list[str] | tuple[str, ...]) -> None:
@@ -348,11 +438,11 @@ def _suite_path(source: str) -> Path:
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key:
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. train.epochs=1")
+        raise ConfigError(f"--set {shown(override)}: expected KEY=VALUE, e.g. train.epochs=1")
     try:
         value = parse_yaml(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {override!r}: the value is not valid YAML") from None
+    except (yaml.YAMLError, ValueError, RecursionError):
+        raise ConfigError(f"--set {shown(override)}: the value is not valid YAML") from None
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -360,7 +450,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if isinstance(child, str) and parts[i + 1] in ("name", "params"):
             child = node[part] = {"name": child}  # a component given by name: dataset=x, then dataset.params.y=z
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part!r} is not a mapping")
+            raise ConfigError(f"--set {shown(override)}: {shown(part)} is not a mapping")
         node = child
     node[parts[-1]] = value
 
@@ -372,12 +462,12 @@ def _validation_message(exc: ValidationError) -> str:
     branch = next((p for p in errors[0]["loc"] if p in _UNION_BRANCHES), None)
     errors = [e for e in errors if not any(p in _UNION_BRANCHES and p != branch for p in e["loc"])]
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
-    msg = first["msg"]
+    loc = ".".join(cut(str(p), 40) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
+    msg = cut(first["msg"], 200)
     if first["type"] == "extra_forbidden":
         msg = "unknown key" + _key_hint(first["loc"])
     elif "input" in first and first["type"] not in ("missing",):
-        msg += f" (got {first['input']!r})"
+        msg += f" (got {shown(first['input'])})"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{loc}: {msg}{more}"
 
@@ -402,16 +492,39 @@ def _key_hint(loc: tuple) -> str:
     if model is None:
         return ""
     allowed = list(model.model_fields)
-    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    close = difflib.get_close_matches(str(loc[-1])[:100], allowed, n=1)
     return (f"; did you mean {close[0]!r}?" if close else "") + f" (allowed: {', '.join(allowed)})"
 
 
+def run_count(suite: Suite) -> tuple[int, str]:
+    """How many runs the suite expands to (before identical ones are merged), counted without
+    building any, and how: ``(count, "2 seeds x 3 grid combinations x 4 sweep values")``."""
+    combos = sum(math.prod(len(getattr(grid, axis)) for axis in COMPONENT_AXES) for grid in suite.grids())
+    sweeps = math.prod(len(values) for values in suite.sweep.values())
+    count = len(suite.seeds) * combos * sweeps
+    how = f"{len(suite.seeds)} seed{'s' * (len(suite.seeds) != 1)} x {combos} grid combination{'s' * (combos != 1)}"
+    return count, how + (f" x {sweeps} sweep value combination{'s' * (sweeps != 1)}" if suite.sweep else "")
+
+
+def check_run_count(suite: Suite) -> int:
+    """The suite's run count; a ConfigError when it is above ``suite.max_runs``."""
+    count, how = run_count(suite)
+    if count > suite.max_runs:
+        raise ConfigError(f"suite {suite.name!r} expands to {count:,} runs ({how}), more than max_runs "
+                          f"{suite.max_runs:,}; if you mean it, raise max_runs in the suite or with "
+                          f"--set max_runs={count}")
+    return count
+
+
 def expand(suite: Suite, registry: Registry) -> list[RunJob]:
-    """All runs of a suite, seed by seed, in grid order, each resolved and validated."""
+    """All runs of a suite, seed by seed, in grid order, each resolved and validated. A suite that
+    would expand to more than its ``max_runs`` is refused before any run is built."""
+    check_run_count(suite)
     combos = [combo for grid in suite.grids()
               for combo in itertools.product(*(getattr(grid, axis) for axis in COMPONENT_AXES))]
     sweep_keys = list(suite.sweep)
     sweep_values = list(itertools.product(*suite.sweep.values()))
+    resolve = _Resolver(registry)
     dataset = _resolved(registry, "dataset", suite.dataset)
     eval_config = resolved_eval(suite, registry)
     data = data_spec(suite, dataset, eval_config["dataset"])
@@ -441,7 +554,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunJob]:
                     "seed": seed,
                     "train": train,
                     "eval": evaluation,
-                    **{axis: _resolved(registry, axis, ComponentSpec(**spec)) for axis, spec in specs.items()},
+                    **{axis: resolve(axis, spec["name"], spec["params"]) for axis, spec in specs.items()},
                 }
                 run = RunJob(run_id(config), config, data)
                 runs.setdefault(run.run_id, run)
@@ -490,6 +603,21 @@ def expand_baselines(suite: Suite, runs: list[RunJob]) -> list[BaselineJob]:
 
 def _resolved(registry: Registry, kind: str, spec: ComponentSpec) -> dict[str, Any]:
     return {"name": spec.name, "params": registry.resolve_params(kind, spec.name, spec.params)}
+
+
+class _Resolver:
+    """``registry.resolve_params`` once per distinct component spec: a sweep of thousands of
+    runs repeats the same few specs, and checking a signature is the slow part of expanding."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.resolved: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def __call__(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        key = (kind, name, json.dumps(params, sort_keys=True, default=repr))
+        if key not in self.resolved:
+            self.resolved[key] = self.registry.resolve_params(kind, name, params)
+        return {"name": name, "params": dict(self.resolved[key])}
 
 
 

@@ -196,15 +196,20 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
     else:
         result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
                           on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress)
+    # The epoch whose loss turned non-finite did not complete; its loss is kept as text
+    # ("nan", "inf"), since JSON has no such number.
+    completed = result.history if result.status == "done" else result.history[:-1]
     record: dict[str, Any] = {
         "status": result.status,
         "train_seconds": round(result.seconds, 3),
         "images_per_second": round(result.images_per_second, 1),
-        "epochs_completed": len(result.history),
-        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "epochs_completed": len(completed),
+        "final_loss": completed[-1]["loss"] if completed else None,
     }
     if result.compile_seconds:  # train.compile: the first compiled step, left out of images_per_second
         record["compile_seconds"] = round(result.compile_seconds, 3)
+    if result.status == "diverged":
+        record["diverged_loss"] = str(result.history[-1]["loss"])
     store.save_state_dict(folder / store.ENCODER_FILE, parts.encoder)
     if result.status == "done":
         evaluation = config["eval"]

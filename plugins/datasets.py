@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import struct
+import zlib
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,11 +43,15 @@ def read_idx(path: str | Path | Traversable) -> torch.Tensor:
     """Read an IDX file, gzip-compressed or not, into a tensor of its shape and type.
 
     Fashion-MNIST images come back as uint8 Tensor[N, 28, 28] and labels as uint8 Tensor[N].
-    Raises ``ValueError`` naming the file if the header or the length is not valid IDX.
+    Raises ``ValueError`` naming the file if it is damaged (gzip) or not valid IDX (header, length).
     """
     raw = (Path(path) if isinstance(path, str) else path).read_bytes()
     if raw[:2] == _GZIP_MAGIC:
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:  # a CRC error, a truncated or garbled stream
+            raise ValueError(f"{path}: damaged gzip file ({exc or type(exc).__name__}); replace it with a good copy") \
+                from None
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
         raise ValueError(f"{path}: not an IDX file (magic bytes {raw[:4].hex() or 'missing'}, "
                          f"expected 0000 + type code in {{{', '.join(f'{t:02x}' for t in _IDX_TYPES)}}} + ndim)")

@@ -365,6 +365,8 @@ def _reason(row: pd.Series) -> str:
         return str(error) if _plain(error) is not None else "failed (no error recorded)"
     if row["status"] == "diverged":
         epochs, loss = _plain(row.get("epochs_completed")), _plain(row.get("final_loss"))
+        if isinstance(epochs, int) and epochs > 0 and loss is None:
+            epochs -= 1  # older records counted the epoch that diverged (its loss NaN)
         parts = ["training loss became non-finite"]
         if epochs is not None:
             parts.append(f"after {epochs} finished epoch{'s' if epochs != 1 else ''}")

@@ -11,7 +11,6 @@ failure.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +104,7 @@ def write_report(suite_dir: Path) -> Report:
     suite_dir, summary, declared, runs, table = results.folder, results.summary, results.declared, results.runs, \
         results.table
     report = Report(suite_dir)
+    report.warnings += unreadable_runs(suite_dir, runs)
     files, warnings = write_tables(summary, table, suite_dir, results.shown, results.name, declared)
     report.files.update(files)
     report.warnings += warnings
@@ -120,12 +120,30 @@ def write_report(suite_dir: Path) -> Report:
     return report
 
 
+def unreadable_runs(suite_dir: Path, runs: pd.DataFrame) -> list[str]:
+    """A warning for each run of the summary whose ``metrics.json``, ``config.json`` or
+    ``history.csv`` cannot be read, naming it: the report shows what ``summary.csv`` recorded."""
+    warnings = []
+    for run_id, label in zip(runs["run_id"].astype(str), runs["label"]):
+        folder = store.run_path(suite_dir, run_id)
+        reasons = store.unreadable(folder)
+        rerun = "; `mimbench run` sets its folder aside and runs it again" if reasons else ""
+        try:
+            store.read_history(folder / store.HISTORY_FILE)
+        except (OSError, ValueError, TypeError) as exc:
+            reasons.append(f"{store.HISTORY_FILE} cannot be read ({type(exc).__name__}), its loss curve is left out")
+        if reasons:
+            warnings.append(f"run {run_id} ({label}): {'; '.join(reasons)}; this report shows what "
+                            f"{store.SUMMARY_FILE} recorded for it{rerun}")
+    return warnings
+
+
 def _read_configs(suite_dir: Path, run_ids) -> dict[str, dict[str, Any]]:
     configs = {}
     for run_id in run_ids:
         try:
-            configs[str(run_id)] = json.loads(store.run_path(suite_dir, str(run_id), store.CONFIG_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
+            configs[str(run_id)] = store.read_config(store.run_path(suite_dir, str(run_id)))
+        except (OSError, ValueError):
             continue
     return configs
 
@@ -136,7 +154,7 @@ def _histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         path = store.run_path(suite_dir, str(row["run_id"]), store.HISTORY_FILE)
         try:
             history = pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):  # ValueError: not UTF-8
             continue
         if {"epoch", "loss"} <= set(history.columns):
             frames.append(history[["epoch", "loss"]].assign(label=row["label"], loss_name=row["loss"], seed=row["seed"]))
