@@ -377,7 +377,8 @@ def test_set_of_an_unknown_key_names_it(tmp_path):
     path = write_suite(tmp_path, TINY)
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
     assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
-                    "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment)")
+                    "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment, compile, "
+                    "devices)")
 
 
 def test_bad_device_name(tmp_path):
