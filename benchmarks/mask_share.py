@@ -5,7 +5,7 @@ masker of the suite (or each one named with --masker), measures:
 
 - ``mask ms``: making one batch of masks alone (median of ``--repeats`` calls);
 - ``step ms``: a training step through :func:`mimbench.train.pretrain`, the loop every run uses
-  (the next batch and its mask are made in a background thread while the current step runs);
+  (on CUDA, the next batch and its mask are made in a background thread while a step runs);
 - ``free ms``: the same step with a mask that costs nothing (one precomputed batch of this
   masker's masks, handed back every step);
 - ``share``: (step - free) / step, what the masker adds to a step. Trials of both kinds alternate;

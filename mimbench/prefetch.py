@@ -2,9 +2,11 @@
 
 Batch preparation (indexing, normalising, augmenting, masking) runs in a background
 thread, strictly in order, so every random draw happens in the same sequence as without
-the thread: the same seed gives bit-identical batches and masks either way. Torch
-releases the GIL inside its ops, so the masks of batch i + 1 (the `region` masker's ~25
-dependent rounds of small ops, say) are made while step i's forward and backward run.
+the thread: the same seed gives bit-identical batches and masks either way. The training
+loop uses it on CUDA, where the masks of batch i + 1 (the `region` masker's ~25 dependent
+rounds of small kernels and their host syncs, say) are made while step i runs on the GPU.
+On a CPU the step already keeps every core busy: there a second thread only competes with
+it (measured in benchmarks/README.md), so the loop makes each batch in line.
 """
 
 from __future__ import annotations

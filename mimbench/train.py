@@ -1,9 +1,9 @@
 """One run: build its components, pre-train them SimMIM-style, return what was learned.
 
 Read it top to bottom: data stays on the device as uint8 (or streams in, when too
-large); a background thread takes the next shuffled batch and makes its mask while the current
-step hides the current batch's pixels, reconstructs and steps AdamW. The loss is read back to the
-host only every ``log_every`` steps. ``train.compile`` runs the step's model through
+large); each step takes a shuffled batch and makes its mask (on CUDA a background thread makes
+the next one while the current step runs), hides those pixels, reconstructs and steps AdamW.
+The loss is read back to the host only every ``log_every`` steps. ``train.compile`` runs the step's model through
 ``torch.compile``; under ``train.devices`` > 1 each process trains on its share of every batch
 (``Shard``) inside DistributedDataParallel.
 """
@@ -194,7 +194,11 @@ def pretrain(
     step = 0
     batches = training_batches(data, batch_size, train["epochs"], generator, normalize, train.get("augment"),
                                parts.masker)
-    with closing(prefetched(batches)) as stream:  # the next batch and its mask are made while a step runs
+    # On CUDA the next batch and its mask are made in a background thread while a step runs: their
+    # kernels queue behind the step's, and a masker's host syncs no longer stall it. On CPU the step
+    # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
+    stream = prefetched(batches) if device.type == "cuda" else batches
+    with closing(stream):
         for epoch in range(train["epochs"]):
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
