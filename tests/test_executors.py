@@ -181,20 +181,31 @@ def test_the_lock_is_held_in_process_too(tmp_path):
     assert result.exit_code == 2 and f"pid {os.getpid()}" in result.output
 
 
-def test_ctrl_c_stops_the_suite_with_130_and_no_half_written_file(tmp_path):
-    suite = write_suite(tmp_path, SUITE.replace("epochs: 1", "epochs: 6").replace("num_images: 160", "num_images: 640"))
-    out = tmp_path / "out"
-    command = [console("mimbench"), "run", str(suite), "--out", str(out)]
+def interrupt_mid_suite(command: list[str], runs: Path) -> subprocess.CompletedProcess:
+    """Start ``command``, send it SIGINT once its first run has finished, return how it ended."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs = out / "tiny" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/metrics.json")):
         time.sleep(0.02)
-    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_ctrl_c_stops_the_suite_with_130_and_no_half_written_file(tmp_path):
+    suite = write_suite(tmp_path, SUITE.replace("epochs: 1", "epochs: 6").replace("num_images: 160", "num_images: 640"))
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        command = [console("mimbench"), "run", str(suite), "--out", str(out)]
+        runs = out / "tiny" / "runs"
+        stopped = interrupt_mid_suite(command, runs)
+        if stopped.returncode != 0:
+            break
+        # On a loaded machine this process may not get the CPU until the suite is over: then it
+        # must have finished every run, and the interrupt is tried again on a fresh folder.
+        assert "8 runs: 8 done" in stopped.stdout, stopped.stdout
+    assert stopped.returncode == 130, stopped.stderr
+    assert "interrupted" in stopped.stderr and "Traceback" not in stopped.stderr
     assert not [p for p in (out / "tiny").rglob("*") if p.name.endswith(".tmp")]
     finished = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
     table = pd.read_csv(out / "tiny" / "summary.csv")

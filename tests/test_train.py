@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -90,6 +91,8 @@ grid:
 """
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler (apt install g++)")
 def test_compiled_training_follows_eager_training_and_reports_its_compile_time(tmp_path):
     suite = write_suite_file(tmp_path, COMPILE_SUITE)
     eager = run_cli("run", str(suite), "--out", str(tmp_path / "eager"), "--device", "cpu")
