@@ -30,7 +30,8 @@ from timing import median_seconds
 from mimbench.data import DeviceImages
 from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
-from mimbench.suite import expand, load_suite
+from mimbench.expansion import expand
+from mimbench.suite import load_suite
 from mimbench.train import build_components, pretrain
 from mimbench.worker import load_data, resolve_device
 

@@ -36,7 +36,8 @@ from mimbench.jobs import BaselineJob, Job, Outcome, PluginSources, RunJob, Task
 from mimbench.lock import LOCK_FILE, SuiteLock
 from mimbench.probing import check_block_index
 from mimbench.registry import Registry
-from mimbench.suite import Suite, expand, expand_baselines, run_labels, suite_to_yaml
+from mimbench.expansion import expand, expand_baselines, run_labels
+from mimbench.suite import Suite, suite_to_yaml
 from mimbench.tracking import build_trackers, prepare_trackers
 from mimbench.worker import SuiteData, resolve_device, suite_data
 

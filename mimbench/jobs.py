@@ -1,6 +1,6 @@
 """Jobs: what one run of a suite is, as frozen, picklable data.
 
-A suite is planned once (:func:`mimbench.suite.expand`) into jobs. A job carries everything a
+A suite is planned once (:func:`mimbench.expansion.expand`) into jobs. A job carries everything a
 worker needs except the data itself: its resolved config, where the data comes from, and
 (through :class:`Task`) the suite folder, the plugin sources and the device. A worker in
 another process or on another machine runs a :class:`Task` with

@@ -276,7 +276,8 @@ def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):
     """Baseline and run build the encoder from the same seed, first: the same initial weights."""
     from mimbench.plugins import load_plugins
     from mimbench.registry import Registry
-    from mimbench.suite import expand, load_suite
+    from mimbench.expansion import expand
+    from mimbench.suite import load_suite
     from mimbench.train import build_components
 
     registry = Registry(load_plugins())
