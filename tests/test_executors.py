@@ -183,7 +183,10 @@ def test_the_lock_is_held_in_process_too(tmp_path):
 
 def interrupt_mid_suite(command: list[str], runs: Path) -> subprocess.CompletedProcess:
     """Start ``command``, send it SIGINT once its first run has finished, return how it ended."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: give the driver
+    # the default disposition, as a terminal would, however the tests themselves were started.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs.glob("*/metrics.json")):
         time.sleep(0.02)
