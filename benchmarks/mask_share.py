@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 
 import click
 import torch
 
-from timing import median_seconds
+from timing import median_seconds, now
 
 from mimbench.data import DeviceImages
 from mimbench.plugins import load_plugins
@@ -83,11 +82,9 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
         free = dataclasses.replace(parts, masker=PrecomputedMask(parts.masker(images, generator)))
 
         def step_seconds(components) -> float:
-            start = time.perf_counter()
+            start = now(torch_device)
             pretrain(components, subset, data.normalize, train, seed=0, device=torch_device, show_progress=False)
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize(torch_device)
-            return (time.perf_counter() - start) / steps
+            return (now(torch_device) - start) / steps
 
         step_seconds(parts), step_seconds(free)  # warm-up
         with_masks, without = [], []

@@ -21,12 +21,13 @@ dependency: ``pip install lightly``.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Callable
 
 import click
 import torch
 from torch import nn
+
+from timing import now
 
 from mimbench.data import DeviceImages, Normalizer, to_device_images
 from mimbench.plugins import load_plugins
@@ -78,7 +79,7 @@ def bare_trainer(registry: Registry, data: DeviceImages, normalize: Normalizer, 
     hidden_cells = round(RATIO * grid * grid)
 
     def trial(subset: DeviceImages) -> float:
-        start = _now(device)
+        start = now(device)
         order = torch.randperm(len(subset), device=device)
         for i in range(len(subset) // batch):
             images = normalize(subset.images[order[i * batch:(i + 1) * batch]])
@@ -91,7 +92,7 @@ def bare_trainer(registry: Registry, data: DeviceImages, normalize: Normalizer, 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        return (len(subset) // batch) * batch / (_now(device) - start)
+        return (len(subset) // batch) * batch / (now(device) - start)
 
     return trial
 
@@ -112,7 +113,7 @@ def lightly_trainer(data: DeviceImages, normalize: Normalizer, device: torch.dev
     l1 = nn.L1Loss()
 
     def trial(subset: DeviceImages) -> float:
-        start = _now(device)
+        start = now(device)
         order = torch.randperm(len(subset), device=device)
         for i in range(len(subset) // batch):
             images = normalize(subset.images[order[i * batch:(i + 1) * batch]])
@@ -124,15 +125,9 @@ def lightly_trainer(data: DeviceImages, normalize: Normalizer, device: torch.dev
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        return (len(subset) // batch) * batch / (_now(device) - start)
+        return (len(subset) // batch) * batch / (now(device) - start)
 
     return trial
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 @click.command()
