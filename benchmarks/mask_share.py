@@ -3,13 +3,19 @@
 Builds the quick suite's model (or any suite's first encoder/decoder/loss) and, for each
 masker of the suite (or each one named with --masker), measures:
 
-- ``mask ms``: making one batch of masks alone (median of ``--repeats`` calls);
-- ``step ms``: a training step through :func:`mimbench.train.pretrain`, the loop every run uses
-  (on CUDA, the next batch and its mask are made in a background thread while a step runs);
+- ``mask ms``: making one batch of masks alone, called in a tight loop (median of 20 calls);
+- ``in-step ms``: the same, timed inside real training steps (:func:`mimbench.train.pretrain`, the
+  loop every run uses), where each call starts with caches the step has just filled: the median
+  over every call of every trial. On CPU the masks are made in line, so this is what they add;
+- ``step ms``: a whole training step, the median over ``--repeats`` trials of ``--steps`` steps;
 - ``free ms``: the same step with a mask that costs nothing (one precomputed batch of this
-  masker's masks, handed back every step);
-- ``share``: (step - free) / step, what the masker adds to a step. Trials of both kinds alternate;
-  each figure is the median over ``--repeats`` trials of ``--steps`` steps.
+  masker's masks, handed back every step); trials of both kinds alternate;
+- ``step - free``: the median over trial pairs of their difference: what the masks add, measured
+  from outside. Step times vary by 1-3% from trial to trial, so on CPU this is a noisy check of
+  ``in-step ms``;
+- ``share``: what the masks add, as a fraction of a step: ``in-step / step`` on CPU;
+  ``(step - free) / step`` on CUDA, where the next batch's masks are made in a background thread
+  while a step runs and their time inside the loop is not time added to the step.
 
     python benchmarks/mask_share.py                      # quick suite, batch 256
     python benchmarks/mask_share.py --masker region --masker block
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 
 import click
 import torch
@@ -33,6 +40,19 @@ from mimbench.expansion import expand
 from mimbench.suite import load_suite
 from mimbench.train import build_components, pretrain
 from mimbench.worker import load_data, resolve_device
+
+
+class TimedMasker:
+    """A masker that records how long each call takes (seconds, host clock)."""
+
+    def __init__(self, masker):
+        self.masker, self.seconds = masker, []
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        start = time.perf_counter()
+        mask = self.masker(images, generator)
+        self.seconds.append(time.perf_counter() - start)
+        return mask
 
 
 class PrecomputedMask:
@@ -49,7 +69,7 @@ class PrecomputedMask:
 @click.argument("suite", default="quick")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--steps", default=8, show_default=True, help="Training steps per trial.")
-@click.option("--repeats", default=7, show_default=True, help="Trials of each kind, alternated.")
+@click.option("--repeats", default=11, show_default=True, help="Trials of each kind, alternated.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--masker", "masker_names", multiple=True,
               help="Time these registered maskers (default params) with the suite's first model, "
@@ -67,8 +87,8 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
              "log_every": 10**9, "compile": False, "devices": 1}
     click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, {steps} steps x {repeats} trials, "
                f"device {torch_device}, {torch.get_num_threads()} threads\n")
-    click.echo("| masker | params | mask ms | step ms | free ms | share |")
-    click.echo("|---|---|---|---|---|---|")
+    click.echo("| masker | params | mask ms | in-step ms | step ms | free ms | step - free | share |")
+    click.echo("|---|---|---|---|---|---|---|---|")
     if masker_names:
         configs = [{**runs[0].config, "masker": {"name": name, "params": registry.resolve_params("masker", name, {})}}
                    for name in masker_names]
@@ -79,6 +99,8 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
         parts = build_components(registry, config, data.train.channels)
         generator = torch.Generator(device=torch_device).manual_seed(0)
         mask_s = median_seconds(lambda: parts.masker(images, generator), 20, torch_device)
+        timed = TimedMasker(parts.masker)
+        with_timer = dataclasses.replace(parts, masker=timed)
         free = dataclasses.replace(parts, masker=PrecomputedMask(parts.masker(images, generator)))
 
         def step_seconds(components) -> float:
@@ -86,17 +108,20 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
             pretrain(components, subset, data.normalize, train, seed=0, device=torch_device, show_progress=False)
             return (now(torch_device) - start) / steps
 
-        step_seconds(parts), step_seconds(free)  # warm-up
+        step_seconds(with_timer), step_seconds(free)  # warm-up
+        timed.seconds.clear()
         with_masks, without = [], []
         for _ in range(repeats):
-            with_masks.append(step_seconds(parts))
+            with_masks.append(step_seconds(with_timer))
             without.append(step_seconds(free))
         step_s, free_s = statistics.median(with_masks), statistics.median(without)
+        in_step_s = statistics.median(timed.seconds)
+        added_s = statistics.median(a - b for a, b in zip(with_masks, without))
+        share = (in_step_s if torch_device.type == "cpu" else added_s) / step_s
         masker_spec = config["masker"]
         params = ", ".join(f"{k}={v}" for k, v in masker_spec["params"].items())
-        click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {step_s * 1e3:.1f} | "
-                   f"{free_s * 1e3:.1f} | {100 * (step_s - free_s) / step_s:.2f}% |")
-
+        click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {in_step_s * 1e3:.2f} | "
+                   f"{step_s * 1e3:.1f} | {free_s * 1e3:.1f} | {added_s * 1e3:+.2f} | {100 * share:.2f}% |")
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mimbench_plugins.maskers import PatchMasker, PixelMasker, RegionMasker
+from mimbench_plugins.maskers import BlockMasker, PatchMasker, PixelMasker, RegionMasker
 
 
 def images(batch=32, size=32, channels=3):
@@ -95,3 +95,65 @@ def test_masks_are_reproducible_and_differ_per_image(masker):
     b = masker(images(), gen(3))
     assert torch.equal(a, b)
     assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("masker,size,batches", [
+    (RegionMasker(), (28, 28), (1, 5, 256)),  # the quick suite's masker
+    (RegionMasker(ratio=0.3, min_area=0.05, aspect=0.5), (32, 48), (64,)),
+    (RegionMasker(ratio=0.8, aspect=0.1, max_rounds=20), (16, 16), (64,)),  # stops short: max_rounds runs out
+    (RegionMasker(ratio=0.5), (24, 64), (16,)),  # rows of exactly one 64-bit word
+    (RegionMasker(ratio=0.5), (20, 130), (16,)),  # rows spanning three words
+    (BlockMasker(), (28, 28), (1, 5, 256)),
+    (BlockMasker(patch_size=16, num_masking_patches=75, min_num_patches=16), (224, 224), (64,)),  # BEiT's setting
+    (BlockMasker(patch_size=4, ratio=0.8), (28, 28), (64,)),  # often ends short: blocks too large to fit
+    (BlockMasker(patch_size=1, ratio=0.5, min_aspect=0.05), (70, 66), (8,)),  # tiny aspects, 2-word rows
+], ids=["region-quick", "region-wide", "region-short", "region-64", "region-130",
+        "block-quick", "block-beit", "block-0.8", "block-2words"])
+def test_compiled_rounds_make_the_masks_of_the_torch_rounds(monkeypatch, masker, size, batches):
+    """On CPU, region and block add rectangles with numba loops (rect_kernels); CUDA and CPU without numba
+    use batched torch rounds. Both must draw the same uniforms and make bit-identical masks, or runs would
+    depend on the machine."""
+    pytest.importorskip("numba")
+    from mimbench_plugins import maskers
+
+    def two_masks_then_a_draw(compiled: bool, batch: int, seed: int):
+        monkeypatch.setattr(maskers, "_compiled_rounds", lambda device: compiled)
+        g = gen(seed)
+        x = torch.zeros(batch, 1, *size)
+        return [masker(x, g), masker(x, g), torch.rand(4, generator=g)]  # the draw checks the generator's state
+
+    for batch in batches:
+        for seed in range(3):
+            torch_rounds = two_masks_then_a_draw(False, batch, seed)
+            compiled = two_masks_then_a_draw(True, batch, seed)
+            for a, b in zip(torch_rounds, compiled):
+                assert a.dtype == b.dtype and torch.equal(a, b), f"batch {batch}, seed {seed}"
+    assert torch_rounds[0].any() and not torch_rounds[0].all()
+
+
+@pytest.mark.parametrize("levels", [6, 60, None], ids=["many-ties", "few-ties", "uniform"])
+def test_smallest_is_the_first_k_of_argsort_even_with_ties(levels):
+    """patch and random_token hide the k smallest of per-cell noise. On CPU they are found by a partition,
+    which must give exactly the cells argsort would put first, ties included."""
+    from mimbench_plugins.maskers import _smallest
+
+    g = gen(0)
+    for k in range(1, 49):
+        noise = torch.rand(64, 49, generator=g) if levels is None else \
+            torch.randint(0, levels, (64, 49), generator=g).float()
+        by_sorting = torch.zeros(64, 49, dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :k], True)
+        hidden = _smallest(noise, k)
+        assert torch.equal(hidden, by_sorting), f"k={k}"
+        assert (hidden.sum(1) == k).all()
+
+
+def test_torch_exp_does_not_depend_on_the_shape_of_the_call():
+    """The compiled rounds get their aspect ratios from one torch.exp per draw, where the torch rounds call it
+    once per round: the same only because torch's CPU exp maps each element through one routine, whatever
+    the tensor's length, tail or strides. If a torch version broke that, the compiled masks would drift."""
+    values = (math.log(0.3) * (1 - 2 * torch.rand(100_003, generator=gen(0))))
+    whole = torch.exp(values)
+    for piece in (1, 3, 7, 15, 17, 33, 255):
+        assert torch.equal(torch.cat([torch.exp(p) for p in values.split(piece)]), whole), f"pieces of {piece}"
+    strided = torch.stack([values, values], dim=1)[:, 0]
+    assert torch.equal(torch.exp(strided), whole)
