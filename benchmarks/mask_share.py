@@ -9,7 +9,8 @@ masker of the suite (or each one named with --masker), measures:
   over every call of every trial. On CPU the masks are made in line, so this is what they add;
 - ``step ms``: a whole training step, the median over ``--repeats`` trials of ``--steps`` steps;
 - ``free ms``: the same step with a mask that costs nothing (one precomputed batch of this
-  masker's masks, handed back every step); trials of both kinds alternate;
+  masker's masks, handed back every step); trials of both kinds alternate, in pairs whose order
+  alternates too;
 - ``step - free``: the median over trial pairs of their difference: what the masks add, measured
   from outside. Step times vary by 1-3% from trial to trial, so on CPU this is a noisy check of
   ``in-step ms``;
@@ -111,9 +112,12 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
         step_seconds(with_timer), step_seconds(free)  # warm-up
         timed.seconds.clear()
         with_masks, without = [], []
-        for _ in range(repeats):
+        for trial in range(repeats):  # pairs in alternating order, so that neither kind always goes first
+            if trial % 2:
+                without.append(step_seconds(free))
             with_masks.append(step_seconds(with_timer))
-            without.append(step_seconds(free))
+            if not trial % 2:
+                without.append(step_seconds(free))
         step_s, free_s = statistics.median(with_masks), statistics.median(without)
         in_step_s = statistics.median(timed.seconds)
         added_s = statistics.median(a - b for a, b in zip(with_masks, without))
