@@ -74,6 +74,7 @@ def _hidden_inside(bits, image, top, left, height, width, grid_w):
 
 @_compiled
 def _paint(bits, image, top, left, height, width, grid_w):
+    """Hide the cells of the rectangle in image ``image`` of bits [B, H, words], clipped to the grid."""
     bottom, right = min(top + height, bits.shape[1]), min(left + width, grid_w)
     for word in range(left // WORD, (right - 1) // WORD + 1):
         span = _span(left, right, word)
