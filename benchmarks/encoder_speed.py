@@ -5,6 +5,7 @@ timed as the median of ``--repeats`` steps after two warm-ups. Prints a markdown
 
     python benchmarks/encoder_speed.py                       # every encoder, 32 px, 1 channel
     python benchmarks/encoder_speed.py --image-size 224 --channels 3 --batch-size 32 --device cuda
+    python benchmarks/encoder_speed.py --encoder cnn --encoder resnet --channels 3 --channels-last
 """
 
 from __future__ import annotations
@@ -28,21 +29,27 @@ from mimbench.train import autocast_for, param_groups
 @click.option("--repeats", default=10, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--encoder", "names", multiple=True, help="Only these encoders (repeatable).")
-def main(image_size: int, channels: int, batch_size: int, repeats: int, device: str, names: tuple[str, ...]) -> None:
+@click.option("--channels-last", is_flag=True,
+              help="Images, encoder and decoder in channels-last memory format (for convolutional encoders).")
+def main(image_size: int, channels: int, batch_size: int, repeats: int, device: str, names: tuple[str, ...],
+         channels_last: bool) -> None:
     torch_device = resolve_device(device)
     registry = Registry(load_plugins())
-    images = torch.randn(batch_size, channels, image_size, image_size, device=torch_device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.randn(batch_size, channels, image_size, image_size, device=torch_device).contiguous(
+        memory_format=layout)
     masker = registry.build("masker", "patch", {"ratio": 0.6, "mask_patch_size": 4})
     loss_fn = registry.build("loss", "l1", {})
     click.echo(f"{image_size}px x{channels}, batch {batch_size}, device {torch_device}, "
-               f"{torch.get_num_threads()} threads\n")
+               f"{torch.get_num_threads()} threads{', channels-last' if channels_last else ''}\n")
     click.echo("| encoder | params (M) | stride | out_dim | step ms | images/s |")
     click.echo("|---|---|---|---|---|---|")
     for name in names or registry.names("encoder"):
         torch.manual_seed(0)
-        encoder = registry.build("encoder", name, {}, in_channels=channels, image_size=image_size).to(torch_device)
+        encoder = registry.build("encoder", name, {}, in_channels=channels, image_size=image_size).to(
+            torch_device, memory_format=layout)
         decoder = registry.build("decoder", "linear", {}, in_dim=encoder.out_dim, stride=encoder.stride,
-                                 out_channels=channels, image_size=image_size).to(torch_device)
+                                 out_channels=channels, image_size=image_size).to(torch_device, memory_format=layout)
         optimizer = torch.optim.AdamW(param_groups([encoder, decoder], 0.05), lr=1e-3)
         generator = torch.Generator(device=torch_device).manual_seed(0)
 

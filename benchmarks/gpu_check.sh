@@ -2,7 +2,8 @@
 # GPU check (issues 4, 9, 12): the fashion-mnist-reference suite for one epoch on CUDA, one seed,
 # printing images/s and peak GPU memory per run (bf16 autocast, TF32, data on the device); then
 # step speed eager / compiled / CUDA graphs and ViT-B/16 MFU (benchmarks/step_speed.py), the
-# maskers' share of a step (benchmarks/mask_share.py), and an ablation slice one run at a time and
+# maskers' share of a step (benchmarks/mask_share.py), the convolutional encoders with and without
+# channels-last (benchmarks/encoder_speed.py), and an ablation slice one run at a time and
 # packed with Ray. Meant to finish in about 10 minutes on an H100/H200. Uses the full Fashion-MNIST when it can find it (param root, $MIMBENCH_DATA,
 # ~/.cache/mimbench, /usr/share/datasets/fashion-mnist), else the embedded subset.
 #
@@ -39,6 +40,9 @@ here=$(dirname "$0")
 python "$here/step_speed.py" --device cuda --compile default --compile reduce-overhead
 python "$here/step_speed.py" --device cuda --vit-b16 --batch-size 128 --steps 20 --compile default
 python "$here/mask_share.py" --device cuda --masker region --masker block --masker patch
+for layout in "" --channels-last; do  # channels-last for the convolutional encoders
+  python "$here/encoder_speed.py" --device cuda --encoder cnn --encoder resnet --channels 3 --batch-size 256 $layout
+done
 
 # Issue 9: a slice of simmim-ablation (5 mask setups x ratio 0.6, one seed, 2 epochs), one run at
 # a time (local), then packed on the GPU with Ray (gpus_per_run 0.5 and 0.25) when Ray is
