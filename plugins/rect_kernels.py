@@ -82,6 +82,17 @@ def _paint(bits, image, top, left, height, width, grid_w):
             bits[image, row, word] |= span
 
 
+@_compiled
+def _keep_if_new(bits, image, top, left, height, width, grid_w, limit):
+    """Paint the rectangle into image ``image`` of bits [B, H, words] if it hides 0 < new <= limit
+    more cells (limit float32). Returns new as float32, 0 when it was not kept."""
+    new = np.float32(height * width - _hidden_inside(bits, image, top, left, height, width, grid_w))
+    if new > 0 and new <= limit:
+        _paint(bits, image, top, left, height, width, grid_w)
+        return new
+    return np.float32(0.0)
+
+
 def torch_exp(arg: np.ndarray) -> np.ndarray:
     """exp of float32 arg, in place, computed by torch as the batched rounds compute it. torch's CPU exp
     maps every element through the same vectorised routine, tail and strided inputs included, so a
@@ -143,10 +154,8 @@ def add_regions(bits, grid_w, count, active, target, min_area, u, aspect):
                 rect_w = min(max(np.float32(np.floor(np.float32(area / rect_h))), one), fw)
                 top = int(np.floor(np.float32(u[r, 2, j, t] * np.float32(fh - rect_h + one))))
                 left = int(np.floor(np.float32(u[r, 3, j, t] * np.float32(fw - rect_w + one))))
-                height, width = int(rect_h), int(rect_w)
-                added = np.float32(height * width - _hidden_inside(bits, i, top, left, height, width, grid_w))
-                if added > 0 and added <= remaining:
-                    _paint(bits, i, top, left, height, width, grid_w)
+                added = _keep_if_new(bits, i, top, left, int(rect_h), int(rect_w), grid_w, remaining)
+                if added > 0:
                     count[i] = np.float32(count[i] + added)
                     break
         short[j] = count[i] < target
@@ -182,11 +191,8 @@ def add_blocks(bits, grid_w, count, active, budget, max_block, min_patches, u, a
                               fh - rect_h))
                 left = int(min(np.float32(np.floor(np.float32(u[r, 3, j, t] * np.float32(fw - rect_w + one)))),
                                fw - rect_w))
-                height, width = int(rect_h), int(rect_w)
-                new = np.float32(height * width - _hidden_inside(bits, i, top, left, height, width, grid_w))
-                if new > 0 and new <= limit:
-                    _paint(bits, i, top, left, height, width, grid_w)
-                    added = new
+                added = _keep_if_new(bits, i, top, left, int(rect_h), int(rect_w), grid_w, limit)
+                if added > 0:
                     break
             count[i] = np.float32(count[i] + added)
             if not (added > 0 and count[i] < budget):
