@@ -40,7 +40,7 @@ def timed_run(suite: str, args: list[str], env: dict[str, str] | None = None) ->
 
 def ray_startup_seconds() -> float:
     """ray.init on this machine, one trivial task, shutdown: what the ray executor adds once per suite."""
-    code = ("import time, ray; t = time.perf_counter(); ray.init(num_cpus=2, include_dashboard=False, "
+    code = ("import time, ray; t = time.perf_counter(); ray.init(address=\"local\", num_cpus=2, include_dashboard=False, "
             "log_to_driver=False); ray.get(ray.remote(lambda: 1).remote()); ray.shutdown(); "
             "print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

@@ -61,6 +61,7 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     ``trackers``, and check everything before anything trains (what ``--dry-run`` does)."""
     from mimbench.driver import build_executor, check_plan, check_trackers, plan_suite
     from mimbench.jobs import PluginSources
+    from mimbench.ownership import origin_of
     from mimbench.suite import load_suite
     from mimbench.worker import registry_for
 
@@ -68,7 +69,7 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     registry = registry_for(sources)
     spec = load_suite(suite if isinstance(suite, Mapping) or suite is None else str(suite), _overrides(overrides),
                       executor=executor, trackers=tuple(trackers))
-    plan = plan_suite(spec, registry)
+    plan = plan_suite(spec, registry, origin_of(suite))
     out = Path(out)
     if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
         raise ConfigError(f"--out {out}: not a folder (a file is in the way)")

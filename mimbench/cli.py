@@ -101,7 +101,8 @@ def cli() -> None:
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
-@click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over.")
+@click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over; only a folder "
+                   "that mimbench marked as this suite's (exit 2 otherwise, deleting nothing).")
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
 def run(suite: str | None, out: Path, device: str, executor_name: str | None, tracker_names: tuple[str, ...],
         plugin_specs: tuple[str, ...], overrides: tuple[str, ...], fresh: bool, dry_run: bool) -> None:
@@ -120,6 +121,10 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
                            plugins=plugin_specs, overrides=overrides)
     plan, spec, data = prepared.plan, prepared.plan.suite, prepared.data
     if dry_run:
+        from mimbench.driver import identity
+        from mimbench.ownership import check_ownership
+
+        check_ownership(prepared.suite_dir, identity(plan), fresh)
         trackers = f", trackers {', '.join(t['name'] for t in plan.trackers)}" if plan.trackers else ""
         click.echo(f"suite {spec.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
                    f"{spec.dataset.name} ({len(data.train)} train / {len(data.test)} test images, "

@@ -17,8 +17,6 @@ the driver only prepares the trackers once per suite and prints the warnings wor
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +26,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mimbench import columns, store
+from mimbench import columns, ownership, store
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.executors import Executor
 from mimbench.jobs import BaselineJob, Job, Outcome, PluginSources, RunJob, Task, canonical_json
-from mimbench.lock import LOCK_FILE, SuiteLock
+from mimbench.lock import SuiteLock
+from mimbench.ownership import MAPPING_ORIGIN, SuiteIdentity
 from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.expansion import expand, expand_baselines, run_labels
@@ -52,18 +51,39 @@ class Plan:
     baselines: list[BaselineJob]
     labels: dict[str, str]
     trackers: tuple[dict[str, Any], ...] = ()
+    origin: str = MAPPING_ORIGIN  # where the suite came from (see mimbench.ownership)
 
     @property
     def jobs(self) -> list[Job]:
         return [*self.runs, *self.baselines]
 
 
-def plan_suite(suite: Suite, registry: Registry) -> Plan:
+def plan_suite(suite: Suite, registry: Registry, origin: str = MAPPING_ORIGIN) -> Plan:
+    """``origin``: where the suite came from (:func:`mimbench.ownership.origin_of`), recorded in the
+    suite folder's marker."""
     runs = expand(suite, registry)
     baselines = expand_baselines(suite, runs)
     trackers = tuple({"name": t.name, "params": registry.resolve_params("tracker", t.name, t.params)}
                      for t in suite.trackers)
-    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers)
+    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers, origin)
+
+
+def identity(plan: Plan) -> SuiteIdentity:
+    """What the plan's suite folder must belong to (see :mod:`mimbench.ownership`)."""
+    return SuiteIdentity(plan.suite.name, plan.origin, suite_to_yaml(plan.suite))
+
+
+def check_run_folders(plan: Plan, suite_dir: Path) -> None:
+    """Every folder the plan's runs write, move or delete stays inside the suite folder (no
+    symbolic link leads out of it), else :class:`ConfigError` before anything is touched."""
+    for name in ("runs", store.DAMAGED_DIR):
+        ownership.check_inside(suite_dir, suite_dir / name)
+    runs = suite_dir / "runs"
+    if runs.is_dir():
+        for job in plan.jobs:
+            folder = store.run_path(suite_dir, job.run_id)
+            if folder.is_symlink():
+                ownership.check_inside(suite_dir, folder)
 
 
 def check_trackers(plan: Plan, registry: Registry, suite_dir: Path) -> None:
@@ -215,10 +235,16 @@ def run_suite(plan: Plan, out: Path, executor: Executor, plugins: PluginSources,
     summary and re-raises KeyboardInterrupt."""
     suite = plan.suite
     suite_dir = Path(out) / suite.name
+    ownership.check_ownership(suite_dir, identity(plan), fresh)  # before the lock writes into the folder
     with SuiteLock(suite_dir):
+        shared = ownership.check_ownership(suite_dir, identity(plan), fresh)  # another driver may have been first
+        if shared:
+            tqdm.write(f"note: {shared}")
         if fresh:
-            _empty(suite_dir)
-        _write_suite_file(suite_dir, suite, len(plan.jobs))
+            ownership.empty_folder(suite_dir)
+        check_run_folders(plan, suite_dir)
+        ownership.claim(suite_dir, identity(plan))
+        _write_suite_file(suite_dir, suite, len(plan.jobs), noted=bool(shared))
         declared = declared_columns(registry, plan.runs[0].config["eval"]) if plan.runs else []
         store.write_columns(suite_dir, declared)
         progress = SuiteProgress(plan, executor)
@@ -334,18 +360,7 @@ def task_for(job: Job, suite_dir: Path, plan: Plan, source: str | None, missing:
                 tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id], source, trackers)
 
 
-def _empty(suite_dir: Path) -> None:
-    """``--fresh``: delete everything in the suite folder but the lock this driver holds."""
-    for path in suite_dir.iterdir():
-        if path.name == LOCK_FILE:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
+def _write_suite_file(suite_dir: Path, suite: Suite, count: int, noted: bool = False) -> None:
     previous = suite_dir / store.SUITE_FILE
     text = suite_to_yaml(suite)
     try:
@@ -353,26 +368,11 @@ def _write_suite_file(suite_dir: Path, suite: Suite, count: int) -> None:
     except (OSError, ValueError) as exc:  # the driver's own file: rewritten from the suite
         tqdm.write(f"note: {previous} could not be read ({getattr(exc, 'strerror', None) or 'not UTF-8'}); rewritten")
         previous_text = None
-    if previous_text is not None and _what_runs(previous_text) != _what_runs(text):
+    if not noted and previous_text is not None and ownership.what_runs(previous_text) != ownership.what_runs(text):
         tqdm.write(f"note: {previous} held another version of suite {suite.name!r}; summary.csv will list "
                    f"this version's {count} runs (earlier runs stay in {suite_dir / 'runs'}; "
                    f"use --set name=... to keep versions apart)")
     store.write_atomic(previous, text)
-
-
-def _what_runs(text: str) -> str:
-    """The suite's YAML without ``execution``, ``trackers`` and ``max_runs``: where runs execute, who
-    watches them and how many they may be do not make another suite."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError, RecursionError):
-        return text
-    if isinstance(raw, dict):
-        for key in ("execution", "trackers", "max_runs"):
-            raw.pop(key, None)
-    return json.dumps(raw, sort_keys=True, default=str)
 
 
 def _record_failure(suite_dir: Path, task: Task, outcome: Outcome) -> None:

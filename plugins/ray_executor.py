@@ -4,11 +4,20 @@ Not Ray Tune: mimbench's run-id store already resumes. Ray places each task wher
 ``num_cpus``/``num_gpus`` fit (a fractional ``gpus_per_run`` packs several small runs on one
 GPU) and retries a task whose worker process or node died (``max_retries``); an exception in
 a run is caught by the task itself and fails only that run (``error.txt``), never retried.
+
+Which Ray: without ``address``, always a new instance on this machine, stopped when the suite
+ends (never a cluster found through Ray's address file or ``$RAY_ADDRESS``, which may be stale
+and would hang); ``address: auto`` joins the cluster that Ray finds that way, an explicit
+``host:port`` (or ``ray://host:port``) that one. A cluster that does not answer within
+``connect_timeout_s`` ends the suite with one line (exit 1), releasing its folder.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import time
 from typing import Iterator
 
 from mimbench.errors import ConfigError
@@ -26,7 +35,7 @@ class RayExecutor:
     in_process = False
 
     def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float = 1.0,
-                 max_retries: int = 3):
+                 max_retries: int = 3, connect_timeout_s: float = 60.0):
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -37,6 +46,11 @@ class RayExecutor:
             raise ValueError(f"cpus_per_run must be > 0, got {cpus_per_run}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if not connect_timeout_s > 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s}")
+        if address is not None and not address.strip():
+            raise ValueError("address must be auto, host:port or ray://host:port (leave it out for a new instance)")
+        self.connect_timeout_s = connect_timeout_s
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.max_retries = max_retries
         self.threads = max(1, int(cpus_per_run))
@@ -48,8 +62,12 @@ class RayExecutor:
 
         if not tasks:
             return
-        if not ray.is_initialized():  # address None: a new instance on this machine (or $RAY_ADDRESS's cluster)
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+        if not ray.is_initialized():
+            address = "local"  # a new instance, whatever Ray's address file or $RAY_ADDRESS say
+            if self.address is not None:
+                address = self.address
+                wait_for_cluster(self.address, self.connect_timeout_s)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
             self._started_here = True
         try:
@@ -95,3 +113,32 @@ class RayExecutor:
 
             ray.shutdown()
             self._started_here = False
+
+
+def wait_for_cluster(address: str, timeout_s: float) -> None:
+    """Wait until the Ray cluster at ``address`` (``auto``: the one Ray's address file or
+    ``$RAY_ADDRESS`` names) accepts a connection, for at most ``timeout_s`` seconds; else raise
+    ``ConnectionError`` with one line (exit 1: the machine, not the suite, is at fault)."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        target = canonicalize_bootstrap_address(address.split("://", 1)[-1] if "://" in address else address)
+    except (ValueError, ConnectionError) as exc:
+        raise ConnectionError(errno.EHOSTUNREACH, f"execution.address {address!r}: {exc}") from None
+    if target is None:
+        raise ConnectionError(errno.EHOSTUNREACH, f"execution.address {address!r}: no running Ray cluster was found "
+                                                  f"(leave address out to start a new instance on this machine)")
+    host, _, port = target.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    shown = target if target == address else f"{address!r} ({target})"
+    raise ConnectionError(errno.EHOSTUNREACH, f"no Ray cluster answered at {shown} within {timeout_s:g} s "
+                                              f"(execution.connect_timeout_s); is it running? Leave "
+                                              f"execution.address out to start a new instance on this machine")
