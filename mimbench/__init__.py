@@ -1,6 +1,6 @@
 """mimbench: a plugin-based benchmarking harness for masked image modeling.
 
-``mimbench.run``, ``mimbench.load``, ``mimbench.table`` and ``mimbench.plot`` are the Python API
+``mimbench.run``, ``mimbench.load``, ``mimbench.table``, ``mimbench.comparisons`` and ``mimbench.plot`` are the Python API
 (:mod:`mimbench.api`), imported on first use so that ``import mimbench`` stays light.
 """
 
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("mimbench")
 
 #: The Python API, from :mod:`mimbench.api`.
-API = ("run", "load", "table", "plot")
+API = ("run", "load", "table", "comparisons", "plot")
 
 __all__ = ["hookimpl", "__version__", *API]
 

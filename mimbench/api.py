@@ -6,6 +6,7 @@ same functions::
     summary = mimbench.run("quick", overrides={"train.epochs": 1})  # a packaged name, a YAML path or a dict
     summary = mimbench.load("results/quick")     # one row per run and baseline, with its column types
     table = mimbench.table("results/quick")      # one row per configuration: mean, std, n over seeds
+    diffs = mimbench.comparisons("results/quick", reference={"masker": "patch"})  # paired, with intervals
     fig = mimbench.plot("results/quick", "probe_accuracy")  # a matplotlib Figure
 
 ``import mimbench`` stays light: this module is imported on first use of one of these names, and
@@ -136,6 +137,20 @@ def table(results_dir: str | Path) -> pd.DataFrame:
     from mimbench.report.page import read_results
 
     return read_results(Path(results_dir)).table
+
+
+def comparisons(results_dir: str | Path, reference: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Every paired comparison of the suite's report (``comparisons.csv``'s rows): each
+    configuration against its random-init encoder and, with ``reference`` (e.g. ``{"masker":
+    "patch"}``; default: the suite's ``report.reference``), against that configuration; the mean
+    paired difference, its 95% bootstrap interval, the probability of improvement and, with 6 or
+    more seeds, the exact sign-flip p-value and Holm's adjusted p."""
+    from mimbench.report.comparisons import COLUMNS, check_reference
+    from mimbench.report.page import read_results
+
+    if reference is not None:
+        check_reference(reference, "reference")
+    return read_results(Path(results_dir), dict(reference) if reference else None).comparisons[COLUMNS]
 
 
 def plot(results_dir: str | Path, figure: str = "probe_accuracy") -> "Figure":

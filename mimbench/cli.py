@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -19,6 +20,9 @@ from mimbench.errors import ConfigError, cut, os_error_line
 from mimbench.plugins import load_plugins
 from mimbench.registry import KINDS, Registry
 from mimbench.suite import packaged_suites
+
+if TYPE_CHECKING:
+    from mimbench.api import Prepared
 
 PLUGIN_OPTION_HELP = ("Plugin .py file or module to load (repeatable; one that fails to load is an error); "
                       "also read from $MIMBENCH_PLUGINS (where a failure is a warning).")
@@ -131,10 +135,12 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
                    f"{spec.image_size}px), device {data.normalize.mean.device if prepared.executor.in_process else device}, "
                    f"executor {spec.execution.executor}{trackers}, "
                    f"results in {out / spec.name}")
+        compute = _planned_compute(prepared)
         for job in plan.runs:
             params = " ".join(f"{axis}={_spec_text(job.config[axis])}" for axis in ("encoder", "decoder", "masker", "loss"))
             labels = job.config["eval"].get("labels_per_class")
-            click.echo(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else ""))
+            click.echo(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
+                       + f"  {compute[job.run_id]}")
         for job in plan.baselines:
             click.echo(f"  {job.run_id}  {plan.labels[job.run_id]}")
         return
@@ -150,6 +156,42 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     _report_after_run(out / spec.name)
     if counts.get("failed", 0) or counts.get("pending", 0):
         sys.exit(1)
+
+
+def _planned_compute(prepared: Prepared) -> dict[str, str]:
+    """Each run's planned optimizer steps and FLOPs, for the dry run: ``steps=N  FLOPs=X (Y/image)``.
+    Counted on the CPU once per distinct configuration (the seed does not change what a step costs);
+    what cannot be counted or planned is said in place of the numbers."""
+    import torch
+
+    from mimbench.compute import COUNT_IMAGES, flops_from_config
+    from mimbench.jobs import canonical_json
+    from mimbench.train import planned_steps, train_batch_size
+
+    images, channels = len(prepared.data.train), prepared.data.train.channels
+    counted: dict[str, float | str] = {}  # a configuration -> its FLOPs per image, or why there are none
+    texts = {}
+    for job in prepared.plan.runs:
+        train = job.config["train"]
+        key = canonical_json([job.config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")]
+                             + [min(COUNT_IMAGES, train["batch_size"])])
+        if key not in counted:
+            try:
+                counted[key] = flops_from_config(prepared.registry, job.config, channels, torch.device("cpu"))
+            except Exception as exc:  # the run would fail the same way; the dry run says so
+                counted[key] = cut(f"FLOPs not counted ({type(exc).__name__}: {exc})", 160)
+        per_image = counted[key]
+        if isinstance(per_image, str):
+            texts[job.run_id] = per_image
+            continue
+        try:
+            steps = planned_steps(train, images, per_image)
+        except ValueError as exc:
+            texts[job.run_id] = cut(f"steps not planned ({exc})", 160)
+            continue
+        total = per_image * train_batch_size(train, images) * steps
+        texts[job.run_id] = f"steps={steps}  FLOPs={total:.3g} ({per_image:.3g}/image)"
+    return texts
 
 
 def _spec_text(spec: dict) -> str:
@@ -196,15 +238,20 @@ def suites() -> None:
 
 @cli.command()
 @click.argument("results_dir", metavar="RESULTS_DIR", type=click.Path(path_type=Path))
-def report(results_dir: Path) -> None:
+@click.option("--reference", "reference_items", multiple=True, metavar="KEY=VALUE",
+              help="Compare every configuration with the one that has this value, paired by seed, e.g. "
+                   "--reference masker=patch or masker.ratio=0.6 (repeatable: all must match); replaces the "
+                   "suite's report.reference.")
+def report(results_dir: Path, reference_items: tuple[str, ...]) -> None:
     """Tables, figures and a report for a finished suite: RESULTS_DIR is its folder, OUT/<suite name>.
 
-    Writes table.csv, table.md, table.tex, summary.parquet, figures/*.png and *.pdf,
-    report.md and a self-contained report.html into RESULTS_DIR.
+    Writes table.csv, table.md, table.tex, summary.parquet, comparisons.csv, figures/*.png and
+    *.pdf, report.md and a self-contained report.html into RESULTS_DIR.
     """
     from mimbench.report import write_report
+    from mimbench.report.comparisons import parse_reference
 
-    written = write_report(results_dir)
+    written = write_report(results_dir, parse_reference(reference_items) if reference_items else None)
     for warning in written.warnings:
         click.echo(f"warning: {cut(warning)}", err=True)
     figures = sum(1 for name in written.files if name.startswith("figures/") and name.endswith(".png"))

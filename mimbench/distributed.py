@@ -28,14 +28,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mimbench.jobs import PluginSources, RunJob
+from mimbench.memory import PeakMemory
 from mimbench.train import Components, Shard, TrainResult, build_components, pretrain
 
 
 def pretrain_distributed(job: RunJob, plugins: PluginSources, parts: Components, device: torch.device,
                          on_epoch: Callable[[list[dict[str, float]]], None], desc: str = "train",
-                         show_progress: bool = True) -> TrainResult:
+                         show_progress: bool = True, flops_per_image: float | None = None) -> TrainResult:
     """Pre-train ``parts`` (built from the run's seed) on ``job.config["train"]["devices"]``
-    processes; loads the trained weights into ``parts`` and returns rank 0's result."""
+    processes, for the steps :func:`mimbench.train.planned_steps` gives (``flops_per_image``, counted
+    once by the caller, for ``train.budget_flops``: every rank plans the same steps); loads the
+    trained weights into ``parts`` and returns rank 0's result, with its own peak memory."""
     world = job.config["train"]["devices"]
     if device.type == "cuda" and torch.cuda.device_count() < world:
         raise RuntimeError(f"train.devices {world} needs {world} GPUs on one machine, this process sees "
@@ -45,7 +48,8 @@ def pretrain_distributed(job: RunJob, plugins: PluginSources, parts: Components,
     threads = max(1, torch.get_num_threads() // world)
     with tempfile.TemporaryDirectory(prefix="mimbench-ddp-") as scratch:
         weights = Path(scratch) / "weights.pt"
-        args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), desc, show_progress)
+        args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), desc, show_progress,
+                flops_per_image)
         processes = mp.start_processes(_rank_main, args=args, nprocs=world, join=False, start_method="spawn")
         while not processes.join(timeout=0.05):  # raises ProcessRaisedException / ProcessExitedException
             _forward(messages, on_epoch)
@@ -68,7 +72,8 @@ def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None]) 
 
 
 def _rank_main(rank: int, world: int, port: int, job: RunJob, plugins: PluginSources, device_type: str,
-               threads: int, messages: Any, weights: str, desc: str, show_progress: bool) -> None:
+               threads: int, messages: Any, weights: str, desc: str, show_progress: bool,
+               flops_per_image: float | None) -> None:
     """One DDP process: join the group, build the run, pre-train on this rank's share."""
     from mimbench.worker import registry_for, suite_data  # the worker imports this module
 
@@ -85,9 +90,12 @@ def _rank_main(rank: int, world: int, port: int, job: RunJob, plugins: PluginSou
         data = suite_data(plugins, job.data, device)
         torch.manual_seed(job.seed)
         parts = build_components(registry_for(plugins), config, data.train.channels)
-        result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
-                          on_epoch=lambda history: messages.put([dict(row) for row in history]),
-                          desc=desc, show_progress=show_progress, shard=Shard(rank, world))
+        with PeakMemory(device) as peak:
+            result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
+                              on_epoch=lambda history: messages.put([dict(row) for row in history]),
+                              desc=desc, show_progress=show_progress, shard=Shard(rank, world),
+                              flops_per_image=flops_per_image)
+        result.peak_memory_mb = peak.mb
         if rank == 0:
             torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),
                         "result": dataclasses.asdict(result)}, weights)

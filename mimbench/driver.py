@@ -124,7 +124,33 @@ def check_plan(plan: Plan, registry: Registry, plugins: PluginSources, device: s
     data = suite_data(plugins, plan.runs[0].data, torch_device)
     validate(registry, plan.runs, data)
     _check_label_counts(plan, data)
+    check_reference(plan)
     return data
+
+
+def check_reference(plan: Plan) -> None:
+    """The suite's ``report.reference`` must name the values of at least one of its runs."""
+    reference = plan.suite.report.reference
+    if not reference or any(_has_values(job.config, reference) for job in plan.runs):
+        return
+    named = ", ".join(f"{k}: {v}" for k, v in reference.items())
+    raise ConfigError(f"report.reference {{{named}}}: no run of this suite has it (the report compares every "
+                      f"configuration with the one that does)")
+
+
+def _has_values(config: dict[str, Any], reference: dict[str, Any]) -> bool:
+    for key, value in reference.items():
+        axis, _, param = key.partition(".")
+        spec = config.get(axis)
+        if not isinstance(spec, dict):
+            return False
+        if axis == "train":
+            actual = spec.get(param)
+        else:
+            actual = spec.get("params", {}).get(param) if param else spec.get("name")
+        if actual != value:
+            return False
+    return True
 
 
 def _check_label_counts(plan: Plan, data: SuiteData) -> None:

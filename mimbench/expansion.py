@@ -75,9 +75,14 @@ def run_labels(runs: list[Job]) -> dict[str, str]:
         for axis in COMPONENT_AXES:
             shown = shown_params(axis, run)
             parts.append(run.config[axis]["name"] + (f"({','.join(shown)})" if shown else ""))
-        train = "".join(f" {key}={run.config['train'][key]}" for key in train_keys)
+        train = "".join(f" {key}={_value_text(run.config['train'][key])}" for key in train_keys)
         labels[run.run_id] = f"{'/'.join(parts)}{train}{labels_text(run)} seed={run.config['seed']}"
     return labels
+
+
+def _value_text(value: Any) -> str:
+    """A param's value in a label: floats in their shortest form (``1.2132e+12``, not ``1213202694144.0``)."""
+    return f"{value:g}" if isinstance(value, float) and abs(value) >= 1e6 else str(value)
 
 
 def run_count(suite: Suite) -> tuple[int, str]:

@@ -56,13 +56,13 @@ def run_id(config: dict[str, Any]) -> str:
     """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
     to a finished suite runs on the saved encoders instead of starting the runs over), and keys
     added since, at their defaults, so that suites from before them keep their ids:
-    ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1."""
+    ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null."""
     if "eval" in config:
         evaluation = {k: v for k, v in config["eval"].items()
                       if k != "probes" and not (k == "labels_per_class" and v is None)}
         config = {**config, "eval": evaluation}
     if "train" in config:
-        defaults = {"compile": False, "devices": 1}
+        defaults = {"compile": False, "devices": 1, "budget_flops": None}
         train = {k: v for k, v in config["train"].items() if not (k in defaults and v == defaults[k])}
         config = {**config, "train": train}
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]

@@ -65,8 +65,9 @@ def origin_of(source: Any) -> str:
 
 
 def what_runs(yaml_text: str) -> str:
-    """A suite's YAML without ``execution``, ``trackers`` and ``max_runs``: where runs execute, who
-    watches them and how many they may be do not make another suite."""
+    """A suite's YAML without ``execution``, ``trackers``, ``max_runs`` and ``report``: where runs
+    execute, who watches them, how many they may be and how they are compared do not make another
+    suite."""
     import yaml
 
     try:
@@ -74,7 +75,7 @@ def what_runs(yaml_text: str) -> str:
     except (yaml.YAMLError, ValueError, RecursionError):
         return yaml_text
     if isinstance(raw, dict):
-        for key in ("execution", "trackers", "max_runs"):
+        for key in ("execution", "trackers", "max_runs", "report"):
             raw.pop(key, None)
     return json.dumps(raw, sort_keys=True, default=str)
 

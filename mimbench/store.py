@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 ID_COLUMNS = ["run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained", "baseline"]
 CORE_COLUMNS = ["mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr"]
 TIMING_COLUMNS = ["recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
-                  "peak_memory_mb", "epochs_completed", "final_loss", "diverged_loss", "error"]
+                  "peak_memory_mb", "flops_per_image", "train_flops", "train_steps", "epochs", "epochs_completed",
+                  "final_loss", "diverged_loss", "error"]
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -296,8 +297,9 @@ def write_summary(suite_dir: Path, runs: list[Job], declared: list[MetricColumn]
     """Rebuild ``summary.csv`` from the run folders of ``runs``; returns it as a DataFrame.
     ``declared``: the suite's metric columns, placed after the core's in this order."""
     table = pd.DataFrame([summary_row(run, run_dir(suite_dir, run)) for run in runs])
-    if "eval.labels_per_class" in table.columns and table["eval.labels_per_class"].isna().all():
-        table = table.drop(columns="eval.labels_per_class")  # a suite that does not use it
+    for unused in ("eval.labels_per_class", "train.budget_flops"):  # params a suite that does not use them lacks
+        if unused in table.columns and table[unused].isna().all():
+            table = table.drop(columns=unused)
     params = [c for c in table.columns if "." in c]
     order = ID_COLUMNS + CORE_COLUMNS + [c.key for c in declared]
     leading = list(dict.fromkeys(c for c in order if c in table.columns))

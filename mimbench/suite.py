@@ -122,6 +122,9 @@ class TrainConfig(_Strict):
     # processes training one run together with DistributedDataParallel: gloo on CPU, NCCL on
     # GPUs (one GPU per process); each takes batch_size / devices of every batch
     devices: int = Field(1, ge=1, le=64)
+    # FLOPs of the whole pre-training (mimbench.compute): the run takes the number of optimizer
+    # steps that comes nearest, the schedule follows them and `epochs` is unused; null: `epochs`
+    budget_flops: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _batch_splits(self) -> "TrainConfig":
@@ -202,6 +205,42 @@ class Grid(_Strict):
         return value if isinstance(value, list) else [value]
 
 
+#: What ``report.reference`` may name: a component axis by name, or a param by its column.
+REFERENCE_AXES = ("dataset", *COMPONENT_AXES)
+
+
+def reference_error(reference: Mapping[str, Any]) -> str | None:
+    """Why ``reference`` (``{masker: patch}``, ``{masker.ratio: 0.6}``) cannot name configurations,
+    or None when it can: each key an axis or ``<axis>.<param>`` / ``train.<param>``, each value a scalar."""
+    for key, value in reference.items():
+        head = str(key).split(".", 1)[0]
+        if key not in REFERENCE_AXES and not ("." in str(key) and head in (*REFERENCE_AXES, "train")):
+            return (f"unknown key {shown(key)} (allowed: {', '.join(REFERENCE_AXES)}, or <axis>.<param> / "
+                    f"train.<param>, e.g. masker.ratio)")
+        if isinstance(value, (dict, list)) or value is None:
+            return f"{key}: expected a name or a number, got {shown(value)}"
+    return None
+
+
+class ReportConfig(_Strict):
+    """How the report compares configurations (not part of any run id)."""
+
+    # a configuration the others are compared with, paired by seed: {masker: patch}, or a
+    # param's value ({masker.ratio: 0.6}); null: only the comparison with random-init
+    reference: dict[str, Any] | None = None
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, reference: dict[str, Any] | None) -> dict[str, Any] | None:
+        if reference is not None:
+            if not reference:
+                raise ValueError("reference is empty: name at least one value, e.g. {masker: patch}")
+            error = reference_error(reference)
+            if error:
+                raise ValueError(error)
+        return reference
+
+
 class Suite(_Strict):
     """A comparison suite, as written in YAML."""
 
@@ -218,6 +257,7 @@ class Suite(_Strict):
     # like execution, not part of any run id
     trackers: list[ComponentSpec] = Field(default_factory=list)
     grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
+    report: ReportConfig = Field(default_factory=ReportConfig)  # how the report compares; no run id
 
     @field_validator("trackers", mode="before")
     @classmethod
@@ -400,7 +440,7 @@ def validation_message(exc: ValidationError) -> str:
     errors = [e for e in errors if not any(p in _UNION_BRANCHES and p != branch for p in e["loc"])]
     first = errors[0]
     loc = ".".join(cut(str(p), 40) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
-    msg = cut(first["msg"], 200)
+    msg = cut(first["msg"].removeprefix("Value error, "), 200)  # pydantic's prefix for a validator's own message
     if first["type"] == "extra_forbidden":
         msg = "unknown key" + _key_hint(first["loc"])
     elif "input" in first and first["type"] not in ("missing",):

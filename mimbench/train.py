@@ -25,6 +25,7 @@ from mimbench.contract import check_mask, reconstruct
 from mimbench.data import Images, Normalizer
 from mimbench.prefetch import prefetched
 from mimbench.registry import Registry
+from mimbench.suite import MAX_COUNT
 
 
 @dataclass
@@ -52,10 +53,13 @@ def build_components(registry: Registry, config: dict[str, Any], in_channels: in
 @dataclass
 class TrainResult:
     status: str  # "done" or "diverged"
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (the last may be partial)
+    steps: int = 0  # optimizer steps taken
+    epochs: float = 0.0  # steps / steps per epoch: fractional when train.budget_flops ends inside an epoch
     seconds: float = 0.0
     images_per_second: float = 0.0  # global batch images per second, the compiling step left out
     compile_seconds: float = 0.0  # the first compiled step, compilation included (0: not compiled)
+    peak_memory_mb: float | None = None  # under DDP: the training process's own peak (mimbench.memory)
 
 
 def autocast_for(device: torch.device):
@@ -81,6 +85,29 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_batch_size(train: dict[str, Any], train_images: int) -> int:
+    """The global batch a step trains on: ``train.batch_size``, or every image when there are fewer."""
+    return min(train["batch_size"], train_images)
+
+
+def planned_steps(train: dict[str, Any], train_images: int, flops_per_image: float | None = None) -> int:
+    """How many optimizer steps a run takes: ``epochs`` x steps per epoch, or with ``train.budget_flops``
+    the steps whose FLOPs come nearest the budget, ``round(budget / (flops_per_image x batch))``, at
+    least one. ``flops_per_image`` (forward + backward of one training image) is needed for a budget."""
+    batch = train_batch_size(train, train_images)
+    budget = train.get("budget_flops")
+    if budget is None:
+        return train_images // batch * train["epochs"]
+    if not flops_per_image or flops_per_image <= 0:
+        raise ValueError(f"train.budget_flops needs the FLOPs of a step, counted {flops_per_image!r}: nothing the "
+                         f"FLOP counter knows (matrix products, convolutions, attention) runs in this model")
+    steps = max(1, round(budget / (flops_per_image * batch)))
+    if steps > MAX_COUNT:
+        raise ValueError(f"train.budget_flops {budget:g} is {steps:,} steps of {flops_per_image * batch:.3g} FLOPs, "
+                         f"more than {MAX_COUNT:,}")
+    return steps
 
 
 @dataclass(frozen=True)
@@ -163,8 +190,11 @@ def pretrain(
     desc: str = "train",
     show_progress: bool = True,
     shard: Shard = Shard(),
+    flops_per_image: float | None = None,
 ) -> TrainResult:
-    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``).
+    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)
+    for :func:`planned_steps` steps (``flops_per_image``: needed with ``train.budget_flops``); the
+    warm-up and cosine schedule follow those steps, and the last epoch may be partial.
 
     Under DDP every rank runs this with its ``shard``: all ranks draw the same global batches
     and masks from ``seed`` and each trains on its share; DDP averages the gradients.
@@ -175,11 +205,12 @@ def pretrain(
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     fast_model = compiled(model, train.get("compile", False))
     optimizer = torch.optim.AdamW(param_groups([encoder, decoder], train["weight_decay"]), lr=train["lr"])
-    batch_size = min(train["batch_size"], len(data))
+    batch_size = train_batch_size(train, len(data))
     if batch_size % shard.world:
         raise ValueError(f"train.batch_size {batch_size} is not divisible by train.devices {shard.world}")
     steps_per_epoch = len(data) // batch_size  # drop the ragged last batch
-    total_steps = steps_per_epoch * train["epochs"]
+    total_steps = planned_steps(train, len(data), flops_per_image)
+    epochs = -(-total_steps // steps_per_epoch)
     warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
@@ -192,17 +223,16 @@ def pretrain(
     bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
                disable=None if show_progress and shard.rank == 0 else True)
     step = 0
-    batches = training_batches(data, batch_size, train["epochs"], generator, normalize, train.get("augment"),
-                               parts.masker)
+    batches = training_batches(data, batch_size, epochs, generator, normalize, train.get("augment"), parts.masker)
     # On CUDA the next batch and its mask are made in a background thread while a step runs: their
     # kernels queue behind the step's, and a masker's host syncs no longer stall it. On CPU the step
     # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
     stream = prefetched(batches) if device.type == "cuda" else batches
     with closing(stream):
-        for epoch in range(train["epochs"]):
+        for epoch in range(epochs):
             epoch_start = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
-            for i, (images, mask) in zip(range(steps_per_epoch), stream):
+            for i, (images, mask) in zip(range(min(steps_per_epoch, total_steps - step)), stream):
                 if step == 0:  # checked eagerly, before any compiled step
                     check_mask(mask, images)
                 elif step == 1 and fast_model is not None:
@@ -243,6 +273,7 @@ def pretrain(
                 break
     bar.close()
     result.seconds = time.perf_counter() - start
+    result.steps, result.epochs = step, step / steps_per_epoch
     trained_steps = step - (1 if result.compile_seconds else 0)
     result.images_per_second = trained_steps * batch_size / max(result.seconds - result.compile_seconds, 1e-9)
     encoder.eval(), decoder.eval()

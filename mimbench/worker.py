@@ -23,16 +23,18 @@ import torch
 
 import mimbench
 from mimbench import store
+from mimbench.compute import run_flops_per_image
 from mimbench.distributed import is_distributed, pretrain_distributed
 from mimbench.data import Images, Normalizer, class_balanced_indices, load_images
 from mimbench.errors import ConfigError
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
 from mimbench.jobs import BaselineJob, DataSpec, Outcome, PluginSources, RunJob, Task
+from mimbench.memory import PeakMemory
 from mimbench.plugins import load_plugins
 from mimbench.probing import ProbeContext, RawPixels
 from mimbench.registry import Registry
 from mimbench.tracking import RunEvents
-from mimbench.train import build_components, pretrain
+from mimbench.train import Components, build_components, pretrain, train_batch_size
 
 
 @dataclass
@@ -150,19 +152,20 @@ def execute(task: Task) -> Outcome:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-            torch.cuda.reset_peak_memory_stats(device)
-        if isinstance(task.job, BaselineJob):
-            record = execute_baseline(registry, task.job, data, device)
-        elif task.pretrained_in is not None:
-            record = execute_evaluation(registry, task.job, data, device, folder,
-                                        store.run_path(suite_dir, task.pretrained_in),
-                                        on_epoch=lambda row: events.epoch(folder, row))
-        else:
-            record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress,
-                                 on_epoch=lambda row: events.epoch(folder, row), plugins=task.plugins)
+        with PeakMemory(device) as peak:
+            if isinstance(task.job, BaselineJob):
+                record = execute_baseline(registry, task.job, data, device)
+            elif task.pretrained_in is not None:
+                record = execute_evaluation(registry, task.job, data, device, folder,
+                                            store.run_path(suite_dir, task.pretrained_in),
+                                            on_epoch=lambda row: events.epoch(folder, row))
+            else:
+                record = execute_run(registry, task.job, data, device, folder, task.label, task.show_progress,
+                                     on_epoch=lambda row: events.epoch(folder, row), plugins=task.plugins)
         record["wall_seconds"] = round(time.perf_counter() - started, 3)
-        if device.type == "cuda":
-            record["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        peaks = [mb for mb in (peak.mb, record.get("peak_memory_mb")) if mb is not None]  # DDP: the ranks' too
+        if peaks:
+            record["peak_memory_mb"] = max(peaks)
         store.write_json(folder / store.METRICS_FILE, record)  # last: marks the run as finished
         outcome = Outcome(record)
     except Exception as exc:  # the run fails; the suite goes on
@@ -185,6 +188,7 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
     config = job.config
     torch.manual_seed(job.seed)
     parts = build_components(registry, config, data.train.channels)
+    flops_per_image = counted_flops(parts, config, data.train.channels, device)
 
     def epoch_finished(history: list[dict[str, float]]) -> None:
         store.write_csv(folder / store.HISTORY_FILE, history)
@@ -192,10 +196,12 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
 
     if is_distributed(config):
         result = pretrain_distributed(job, plugins or PluginSources(), parts, device, epoch_finished,
-                                      desc=label or "train", show_progress=show_progress)
+                                      desc=label or "train", show_progress=show_progress,
+                                      flops_per_image=flops_per_image)
     else:
         result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
-                          on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress)
+                          on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress,
+                          flops_per_image=flops_per_image)
     # The epoch whose loss turned non-finite did not complete; its loss is kept as text
     # ("nan", "inf"), since JSON has no such number.
     completed = result.history if result.status == "done" else result.history[:-1]
@@ -205,7 +211,14 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
         "images_per_second": round(result.images_per_second, 1),
         "epochs_completed": len(completed),
         "final_loss": completed[-1]["loss"] if completed else None,
+        "train_steps": result.steps,
+        "epochs": round(result.epochs, 4),  # fractional when train.budget_flops ends inside an epoch
     }
+    if flops_per_image is not None:
+        record["flops_per_image"] = flops_per_image  # forward + backward of one training image
+        record["train_flops"] = flops_per_image * train_batch_size(config["train"], len(data.train)) * result.steps
+    if result.peak_memory_mb is not None:
+        record["peak_memory_mb"] = result.peak_memory_mb
     if result.compile_seconds:  # train.compile: the first compiled step, left out of images_per_second
         record["compile_seconds"] = round(result.compile_seconds, 3)
     if result.status == "diverged":
@@ -232,11 +245,24 @@ def execute_run(registry: Registry, job: RunJob, data: SuiteData, device: torch.
     return record
 
 
+def counted_flops(parts: Components, config: dict[str, Any], channels: int, device: torch.device) -> float | None:
+    """The run's FLOPs per training image (:func:`~mimbench.compute.run_flops_per_image`; training is
+    unchanged by it). None where they cannot be counted (a component that cannot be deep-copied)
+    and the run does not need them; with ``train.budget_flops`` it does, and the error is raised."""
+    try:
+        return run_flops_per_image(parts, config, channels, device)
+    except Exception:
+        if config["train"].get("budget_flops") is not None:
+            raise
+        return None
+
+
 #: Columns of a pre-training run's record that describe the pre-training and the reconstruction,
 #: not the probes: what a run evaluating the same encoder with other labels carries over.
 PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_seconds", "epochs_completed",
                        "final_loss", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual",
-                       "mask_avgdist_px", "recon_uses_target_stats")
+                       "mask_avgdist_px", "recon_uses_target_stats", "flops_per_image", "train_flops", "train_steps",
+                       "epochs")
 
 
 def execute_evaluation(registry: Registry, job: RunJob, data: SuiteData, device: torch.device, folder: Path,

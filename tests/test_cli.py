@@ -22,7 +22,8 @@ from mimbench.cli import cli
 from mimbench.plugins import ENV_VAR
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "mimbench"
-RUN_LINE = re.compile(r"^  ([0-9a-f]{12})  seed=(\d+)  encoder=(\S+) decoder=(\S+) masker=(\S+) loss=(\S+)$")
+RUN_LINE = re.compile(r"^  ([0-9a-f]{12})  seed=(\d+)  encoder=(\S+) decoder=(\S+) masker=(\S+) loss=(\S+)"
+                      r"  steps=\d+  FLOPs=\S+ \(\S+/image\)$")
 BASELINE_LINE = re.compile(r"^  ([0-9a-f]{12})  baseline (random-init \S+|pixels) seed=(\d+)$")
 BUILTINS = {
     ("masker", "pixel"), ("masker", "patch"), ("masker", "region"),
@@ -378,7 +379,7 @@ def test_set_of_an_unknown_key_names_it(tmp_path):
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
     assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
                     "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment, compile, "
-                    "devices)")
+                    "devices, budget_flops)")
 
 
 def test_bad_device_name(tmp_path):

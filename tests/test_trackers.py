@@ -218,7 +218,7 @@ def test_trackers_change_no_run_id_and_no_suite_version(tmp_path):
     (["--tracker", "tensorbord"], "error: unknown tracker 'tensorbord'; did you mean 'tensorboard'?"),
     (["--set", "trackers=[{name: mlflow, params: {tracking_url: x}}]"],
      "error: tracker 'mlflow': unknown param 'tracking_url'; did you mean 'tracking_uri'?"),
-    (["--set", "trackers=[mlflow, {name: mlflow}]"], "trackers: Value error, tracker 'mlflow' is listed twice"),
+    (["--set", "trackers=[mlflow, {name: mlflow}]"], "trackers: tracker 'mlflow' is listed twice"),
     (["--set", "trackers=[{name: tensorboard, params: {images: maybe}}]"],
      "error: tracker 'tensorboard': param 'images' must be bool"),
 ])

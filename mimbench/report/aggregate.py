@@ -303,10 +303,28 @@ def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = (),
 
 def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Per pre-trained configuration, ``<metric>_gain_mean/_std/_n``: the mean and std (ddof=1)
-    of ``metric(run) - metric(random-init baseline)`` over the seeds both finished, where the
-    baseline has the same dataset, encoder name and encoder params, and the same ``eval.<param>``
-    values (baselines are evaluated like the runs: e.g. with the same ``eval.labels_per_class``,
-    an empty one matching an empty one). Indexed by ``config_id``."""
+    of ``metric(run) - metric(random-init baseline)`` over the seeds both finished (paired as
+    :func:`random_init_pairs` pairs them). Indexed by ``config_id``."""
+    columns = [f"{m}_gain_{s}" for m in metrics for s in ("mean", "std", "n")]
+    paired = random_init_pairs(runs, metrics)
+    metrics = [m for m in metrics if f"{m}_baseline" in paired.columns]
+    if paired.empty or not metrics:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="config_id"))
+    for metric in metrics:
+        paired[f"{metric}_gain"] = paired[metric] - paired[f"{metric}_baseline"]
+    gains = paired.groupby("config_id")[[f"{m}_gain" for m in metrics]].agg(["mean", "std", "count"])
+    gains.columns = [f"{metric}_{'n' if stat == 'count' else stat}" for metric, stat in gains.columns]
+    for metric in metrics:
+        gains[f"{metric}_gain_n"] = gains[f"{metric}_gain_n"].astype(int)
+    return gains.reindex(columns=columns)
+
+
+def random_init_pairs(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Every finished pre-trained run of ``runs`` that has a finished ``random-init`` baseline of
+    the same seed, dataset, encoder name and encoder params, and the same ``eval.<param>`` values
+    (baselines are evaluated like the runs: e.g. with the same ``eval.labels_per_class``, an empty
+    one matching an empty one): the run's row with the baseline's ``<metric>_baseline`` columns,
+    its ``baseline_label`` and ``baseline_config_id``. Empty when nothing pairs."""
     runs = runs if "config_id" in runs.columns else label_runs(runs)
     key_columns = ["dataset", "encoder", *[c for c in param_columns(runs) if c.split(".", 1)[0] in ("dataset", "encoder")],
                    *eval_columns(runs)]
@@ -314,20 +332,14 @@ def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
                             for row in done[key_columns].itertuples(index=False)]
     metrics = [m for m in metrics if m in done.columns]
-    baseline = done[done["baseline"] == "random-init"].groupby(["_encoder_key", "seed"])[metrics].mean()
+    baselines = done[done["baseline"] == "random-init"]
     pretrained = done[done["pretrained"]]
-    columns = [f"{m}_gain_{s}" for m in metrics for s in ("mean", "std", "n")]
-    if baseline.empty or pretrained.empty or not metrics:
-        return pd.DataFrame(columns=columns, index=pd.Index([], name="config_id"))
-    baseline.columns = [f"{m}_baseline" for m in baseline.columns]
-    paired = pretrained.join(baseline, on=["_encoder_key", "seed"])
-    for metric in metrics:
-        paired[f"{metric}_gain"] = paired[metric] - paired[f"{metric}_baseline"]
-    gains = paired.groupby("config_id")[[f"{m}_gain" for m in metrics]].agg(["mean", "std", "count"])
-    gains.columns = [f"{metric}_{'n' if stat == 'count' else stat}" for metric, stat in gains.columns]
-    for metric in metrics:
-        gains[f"{metric}_gain_n"] = gains[f"{metric}_gain_n"].astype(int)
-    return gains[columns]
+    if baselines.empty or pretrained.empty or not metrics:
+        return pretrained.iloc[0:0]
+    baseline = baselines.groupby(["_encoder_key", "seed"]).agg(
+        {**{m: "mean" for m in metrics}, "label": "first", "config_id": "first"})
+    baseline.columns = [*(f"{m}_baseline" for m in metrics), "baseline_label", "baseline_config_id"]
+    return pretrained.join(baseline, on=["_encoder_key", "seed"], how="inner")
 
 
 def _sort_order(table: pd.DataFrame) -> list[int]:

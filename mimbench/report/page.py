@@ -21,7 +21,7 @@ import pandas as pd
 import mimbench
 from mimbench import store
 from mimbench.columns import MetricColumn
-from mimbench.report import plots, render
+from mimbench.report import comparisons, plots, render
 from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, aggregate, at_label_count, config_columns,
                                        failures, label_counts, label_runs, load_summary, param_text, varying_eval_columns)
 from mimbench.report.tables import Value, headline_columns, table_note, to_markdown, write_tables
@@ -29,6 +29,8 @@ from mimbench.store import write_atomic
 
 #: At most this many configurations in the reconstruction montage (the first seed of each).
 MONTAGE_LIMIT = 24
+#: Every paired comparison of the report, with its statistics.
+COMPARISONS_FILE = "comparisons.csv"
 
 
 @dataclass
@@ -72,10 +74,14 @@ class SuiteResults:
     shown: list[str]
     runs: pd.DataFrame
     table: pd.DataFrame
+    comparisons: pd.DataFrame  # see mimbench.report.comparisons.compare
+    reference: dict[str, Any] | None = None
 
 
-def read_results(suite_dir: Path) -> SuiteResults:
-    """Read a suite folder; a missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
+def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> SuiteResults:
+    """Read a suite folder; a missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`.
+    ``reference``: the configuration the others are compared with (``--reference``); None: the
+    suite's ``report.reference``."""
     suite_dir = Path(suite_dir)
     summary = load_summary(suite_dir)
     declared = store.read_columns(suite_dir, list(summary.columns))
@@ -84,23 +90,41 @@ def read_results(suite_dir: Path) -> SuiteResults:
     # params in a column of their own: the swept ones, and eval params that differ between rows
     # without being swept (they are in no component's label)
     shown = sweep + [key for key in varying_eval_columns(summary) if key not in sweep]
+    if reference is None:
+        reference = suite_reference(suite)
+    runs = label_runs(summary)
+    frame = comparisons.compare(summary, declared, reference)
+    table = aggregate(summary, hide=tuple(shown), declared=declared)
+    table = comparisons.mark_best(comparisons.with_intervals(table, frame), runs, declared)
     return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep, shown,
-                        label_runs(summary), aggregate(summary, hide=tuple(shown), declared=declared))
+                        runs, table, frame, reference)
+
+
+def suite_reference(suite: dict[str, Any]) -> dict[str, Any] | None:
+    """The suite's ``report.reference`` as written in its ``suite.yaml`` (None: none, or unreadable)."""
+    report = suite.get("report")
+    reference = report.get("reference") if isinstance(report, dict) else None
+    if not isinstance(reference, dict) or not reference:
+        return None
+    comparisons.check_reference(reference, f"{store.SUITE_FILE}: report.reference")
+    return reference
 
 
 def figures(suite_dir: Path) -> dict[str, Callable[[], Any]]:
     """The report's figures by name (``probe_accuracy``, ``psnr``, ``loss_curves``...), each drawn
     when called: a matplotlib Figure, or None when the suite has nothing to show in it."""
     results = read_results(suite_dir)
-    plan = _figure_plan(results.folder, results.runs, results.table, results.sweep, results.suite, results.declared)
+    plan = _figure_plan(results.folder, results.runs, results.table, results.sweep, results.suite, results.declared,
+                        results.comparisons)
     return {figure.name: figure.draw for figure in plan}
 
 
-def write_report(suite_dir: Path) -> Report:
-    """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``), the
-    figures (``figures/*.png`` and ``.pdf``), ``report.md`` and ``report.html`` into ``suite_dir``.
-    A missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
-    results = read_results(suite_dir)
+def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Report:
+    """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``),
+    ``comparisons.csv``, the figures (``figures/*.png`` and ``.pdf``), ``report.md`` and
+    ``report.html`` into ``suite_dir``; ``reference`` as for :func:`read_results`. A missing
+    folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
+    results = read_results(suite_dir, reference)
     suite_dir, summary, declared, runs, table = results.folder, results.summary, results.declared, results.runs, \
         results.table
     report = Report(suite_dir)
@@ -108,11 +132,16 @@ def write_report(suite_dir: Path) -> Report:
     files, warnings = write_tables(summary, table, suite_dir, results.shown, results.name, declared)
     report.files.update(files)
     report.warnings += warnings
+    write_atomic(suite_dir / COMPARISONS_FILE, comparisons.to_csv(results.comparisons))
+    report.files[COMPARISONS_FILE] = suite_dir / COMPARISONS_FILE
     configs = _read_configs(suite_dir, runs["run_id"])
-    figures = _draw_figures(_figure_plan(suite_dir, runs, table, results.sweep, results.suite, declared),
+    figures = _draw_figures(_figure_plan(suite_dir, runs, table, results.sweep, results.suite, declared,
+                                         results.comparisons),
                             suite_dir / "figures", report)
     blocks = _blocks(results.name, results.suite, summary, runs, table, results.shown, configs, figures, report,
                      declared)
+    at = next(i for i, block in enumerate(blocks) if isinstance(block, render.Heading) and block.text == "Baselines")
+    blocks[at:at] = _comparison_blocks(results.comparisons, declared, results.reference)
     write_atomic(suite_dir / "report.md", render.to_markdown(blocks))
     report.files["report.md"] = suite_dir / "report.md"
     write_atomic(suite_dir / "report.html", render.to_html(blocks, f"mimbench report: {results.name}", suite_dir))
@@ -172,7 +201,8 @@ def _montage_images(suite_dir: Path, runs: pd.DataFrame) -> list[tuple[str, Path
 
 
 def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep: list[str],
-                 suite: dict[str, Any], declared: Sequence[MetricColumn]) -> list[_Figure]:
+                 suite: dict[str, Any], declared: Sequence[MetricColumn],
+                 frame: pd.DataFrame | None = None) -> list[_Figure]:
     """The report's figures, each drawn lazily (so that one failure does not stop the others).
 
     When the probes ran with several label counts (``eval.labels_per_class``), the label-efficiency
@@ -202,10 +232,26 @@ def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep
                 "Under its own masker each run hides different pixels; the reference masker scores every run on the "
                 f"same masks.{reference_text} The y axis does not start at 0." + one_count,
                 lambda: plots.psnr_figure(runs, declared)),
+        _Figure("compute", "Accuracy against compute",
+                "One point per pre-trained configuration: its pre-training FLOPs (`train_flops`: matrix products, "
+                "convolutions and attention of encoder, decoder and loss, forward and backward, counted on one real "
+                "step; log scale) and its accuracy, mean over finished seeds with the 95% bootstrap interval of that "
+                "mean. The line joins the Pareto front: the configurations that no cheaper one beats. Horizontal "
+                "lines: the baselines, which cost no pre-training." + one_count,
+                lambda: plots.compute_figure(runs, declared)),
         _Figure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
                 "One point per pre-trained configuration, error bars ± 1 std over seeds. Spearman's ρ is over the "
                 "configurations' means." + one_count, lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
     ]
+    if frame is not None and not frame.empty:
+        plan.insert(0, _Figure(
+            "comparisons", "Is the difference real?",
+            "Every paired comparison of the report (comparisons.csv): the mean difference over the seeds both "
+            "configurations finished (configuration − reference; per labels per class where swept), its 95% "
+            "bootstrap confidence interval (BCa, 9,999 resamples of the seed pairs), and the dashed line at no "
+            "difference. Filled markers: significant after Holm's correction (exact sign-flip test; needs 6 or more "
+            "seeds). An interval that crosses the line is no evidence either way.",
+            lambda: plots.comparisons_figure(frame, declared)))
     if len(counts) > 1:
         plan.insert(0, _Figure(
             "label_efficiency", "Label efficiency",
@@ -262,14 +308,15 @@ def _spec(spec: Any) -> str:
 def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame,
             shown: list[str], configs: dict[str, dict[str, Any]], figures: list[tuple[_Figure, Path]],
             report: Report, declared: Sequence[MetricColumn]) -> list[render.Block]:
+    folder = report.folder
     counts = runs["status"].value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in ("done", "diverged", "failed", "pending") if s in counts)
     blocks: list[render.Block] = [render.Heading(f"{name}: mimbench report", 1)]
     if suite.get("description"):
         blocks.append(render.Paragraph(str(suite["description"])))
     blocks.append(render.Paragraph(
-        f"Generated by mimbench {mimbench.__version__} on {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from "
-        f"`{store.SUMMARY_FILE}`: {len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
+        f"Generated by mimbench {mimbench.__version__} from `{store.SUMMARY_FILE}` of {_written_on(folder)}: "
+        f"{len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
         f"{_configurations(table)} × {runs['seed'].nunique()} seeds."))
     blocks += _setup_blocks(suite) + _environment_blocks(runs, configs)
     blocks += [render.Heading("Results"), render.Paragraph(table_note(shown)),
@@ -285,6 +332,76 @@ def _blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: pd.Da
                                        "comparable with the others: " + "; ".join(f"`{m}`" for m in marked) + "."))
     blocks += _baseline_blocks(table, declared, shown) + _figure_blocks(figures) + _failure_blocks(runs) + _warning_blocks(report)
     return blocks
+
+
+def _comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
+                       reference: dict[str, Any] | None) -> list[render.Block]:
+    """"Is the difference real?": what the seeds can tell, the differences whose interval excludes
+    0, and the comparisons with the reference configuration."""
+    blocks: list[render.Block] = [render.Heading("Is the difference real?")]
+    if frame.empty:
+        return blocks + [render.Paragraph("No paired comparison: no configuration has a finished baseline or reference "
+                                          "on a common seed.")]
+    names = {c.key: c for c in declared}
+    lines = comparisons.seeds_lines(frame, declared)
+    against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.REFERENCE: "Against the reference "
+               f"configuration {comparisons.format_reference(reference or {})}"}
+    blocks.append(render.Paragraph(
+        "Each configuration is compared with its random-init encoder"
+        + (f" and with the reference configuration {comparisons.format_reference(reference)}" if reference else "")
+        + ", paired by seed: the mean difference and its 95% bootstrap confidence interval; every statistic is in "
+          f"[{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
+    blocks.append(render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()]))
+    clear = frame[(frame["ci_low"] > 0) | (frame["ci_high"] < 0)]
+    if len(clear):
+        items = [f"{row.configuration} vs {row.reference}, {_metric_name(names, row.metric)}"
+                 + _labels_text(row.labels_per_class) + f": {_interval_text(row, names)}"
+                 for row in clear.itertuples(index=False)]
+        blocks.append(render.Paragraph(f"{len(clear)} of {len(frame)} differences have an interval that excludes 0:"))
+        blocks.append(render.Bullets(items))
+    else:
+        blocks.append(render.Paragraph(f"None of the {len(frame)} differences has an interval that excludes 0."))
+    chosen = frame[frame["family"] == comparisons.REFERENCE]
+    if len(chosen):
+        rows = [[row.configuration, row.reference, _metric_name(names, row.metric),
+                 "all" if row.labels_per_class is None or pd.isna(row.labels_per_class) else str(row.labels_per_class),
+                 str(row.n), _interval_text(row, names), f"{row.p_improvement:.2f}", _p_text(row.p_value),
+                 _p_text(row.p_holm)] for row in chosen.itertuples(index=False)]
+        blocks += [render.Heading("Against the reference configuration", 3),
+                   render.Table(["configuration", "reference", "metric", "labels/class", "n", "Δ [95% CI]",
+                                 "P(improvement)", "p", "p (Holm)"], rows,
+                                [False, False, False, True, True, True, True, True, True])]
+    return blocks
+
+
+def _metric_name(names: dict[str, MetricColumn], key: str) -> str:
+    column = names.get(key)
+    return column.name if column else key
+
+
+def _labels_text(labels: Any) -> str:
+    return "" if labels is None or (isinstance(labels, float) and pd.isna(labels)) else f" ({labels} labels/class)"
+
+
+def _interval_text(row: Any, names: dict[str, MetricColumn]) -> str:
+    column = names.get(row.metric)
+    digits = column.digits if column else 3
+    text = f"{row.mean_diff:+.{digits}f}"
+    if row.ci_low is not None and pd.notna(row.ci_low):
+        text += f" [{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
+    return text + ("*" if row.significant is True else "")
+
+
+def _p_text(p: Any) -> str:
+    return "–" if p is None or pd.isna(p) else f"{p:.3g}"
+
+
+def _written_on(folder: Path) -> str:
+    """When the summary was last written (the same folder, the same report: no clock time)."""
+    try:
+        return dt.datetime.fromtimestamp((folder / store.SUMMARY_FILE).stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    except OSError:
+        return "unknown date"
 
 
 def _configurations(table: pd.DataFrame) -> str:

@@ -26,8 +26,14 @@ TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-
               "ddof = 1; none shown when n = 1); n = number of finished seeds behind each mean (of the seeds run, "
               "when some failed or diverged). Accuracies are top-1 fractions in [0, 1]; "
               "PSNR is over hidden pixels, in dB; ref. PSNR is under the suite's reference masker. "
-              "Δ = gain over the random-init encoder of the same architecture, paired by seed. "
-              "Bold: best in its column.")
+              "Δ = gain over the random-init encoder of the same architecture, paired by seed: the mean paired "
+              "difference and its 95% bootstrap confidence interval [low, high] (comparisons.csv has every "
+              "statistic); * = significant (exact paired sign-flip test, Holm-corrected over the table's Δs, "
+              "p < 0.05; possible only with 6 or more seeds). Bold: the best mean of its column (among rows "
+              "evaluated alike), only when its paired 95% interval against the runner-up excludes 0; no bold "
+              "where the runner-up ties within the interval. PFLOPs and train time (where shown): the "
+              "pre-training's floating-point operations (10^15; matrix products, convolutions and attention, "
+              "forward and backward, counted on a real step) and wall time, mean over seeds.")
 #: Added to the note when the table has a ``eval.labels_per_class`` column.
 LABELS_NOTE = (f"`{LABELS_PER_CLASS}`: the labelled training images per class the probes saw, a class-balanced "
                "subset of the train split, the same for every run and baseline of a seed (all: the whole train "
@@ -67,27 +73,35 @@ def headline_columns(declared: Sequence[MetricColumn]) -> list[Column]:
 
 @dataclass(frozen=True)
 class Value:
-    """A mean ± std cell."""
+    """A cell: ``mean ± std``, or for a Δ with its interval ``mean [low, high]`` and ``*`` when
+    significant."""
 
     mean: float
     std: float
     digits: int
     signed: bool
     best: bool
+    interval: tuple[float, float] | None = None
+    significant: bool = False
 
-    def text(self, plus_minus: str = " ± ") -> str:
+    def text(self, plus_minus: str = " ± ", star: str = "*") -> str:
         sign = "+" if self.signed else ""
         mean = f"{self.mean:{sign}.{self.digits}f}"
+        if self.interval is not None:
+            low, high = (f"{v:{sign}.{self.digits}f}" for v in self.interval)
+            return f"{mean} [{low}, {high}]" + (star if self.significant else "")
         return mean if math.isnan(self.std) else f"{mean}{plus_minus}{self.std:.{self.digits}f}"
 
 
 @dataclass(frozen=True)
 class Display:
-    """The table as displayed: config columns (text) then metric columns (``Value`` or None)."""
+    """The table as displayed: config columns (text), metric columns (``Value`` or None), then the
+    compute columns (text: what each configuration's pre-training cost)."""
 
     text_headers: list[str]
     metric_columns: list[Column]
-    rows: list[tuple[list[str], list[Value | None]]]
+    rows: list[tuple[list[str], list[Value | None], list[str]]]
+    compute_headers: tuple[str, ...] = ()
 
 
 def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
@@ -105,21 +119,45 @@ def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
     best_of = {c.key: c.best_of for c in declared if c.best_of}
     metrics = [c for c in headline_columns(declared) if f"{c.key}_mean" in table.columns
                and table[f"{c.key}_mean"].notna().any() and not _same_as_last_block(table, c.key, best_of.get(c.key))]
-    # the best as displayed: every row that rounds to the best value is bold
-    best = {c.key: round(table[f"{c.key}_mean"].max(), c.digits) if table[f"{c.key}_mean"].notna().sum() > 1 else None
-            for c in metrics}
+    compute = [c for c in COMPUTE_COLUMNS if f"{c[0]}_mean" in table.columns and table[f"{c[0]}_mean"].notna().any()]
     rows = []
     for _, row in table.iterrows():
         texts = _config_cells(row, axes, sweep)
         texts.append(str(row["n_done"]) if row["n_done"] == row["n_runs"] else f"{row['n_done']}/{row['n_runs']}")
-        values = []
-        for column in metrics:
-            mean, std = row[f"{column.key}_mean"], row[f"{column.key}_std"]
-            values.append(None if pd.isna(mean) else Value(float(mean), float(std) if pd.notna(std) else math.nan,
-                                                           column.digits, column.signed,
-                                                           round(mean, column.digits) == best[column.key]))
-        rows.append((texts, values))
-    return Display([*axes, *sweep, "n"], metrics, rows)
+        costs = [fmt(row[f"{key}_mean"]) if row["pretrained"] and pd.notna(row[f"{key}_mean"]) else "–"
+                 for key, _, fmt in compute]
+        rows.append((texts, [_value(row, column) for column in metrics], costs))
+    return Display([*axes, *sweep, "n"], metrics, rows, tuple(header for _, header, _ in compute))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 36000 else \
+        f"{seconds / 3600:.1f} h"
+
+
+#: The compute shown per pre-trained configuration (mean over its finished seeds): summary
+#: column, header, format.
+COMPUTE_COLUMNS = (("train_flops", "PFLOPs", lambda v: f"{v / 1e15:.3g}"),
+                   ("train_seconds", "train time", _duration))
+
+
+def _value(row: pd.Series, column: Column) -> Value | None:
+    """A metric's cell; a Δ shows its interval where the table has one (see
+    :func:`mimbench.report.comparisons.with_intervals`), a metric is bold where
+    :func:`~mimbench.report.comparisons.mark_best` marked it."""
+    mean, std = row[f"{column.key}_mean"], row[f"{column.key}_std"]
+    if pd.isna(mean):
+        return None
+    low, high = row.get(f"{column.key}_ci_low"), row.get(f"{column.key}_ci_high")
+    interval = (float(low), float(high)) if low is not None and pd.notna(low) and pd.notna(high) else None
+    return Value(float(mean), float(std) if pd.notna(std) else math.nan, column.digits, column.signed,
+                 _flag(row.get(f"{column.key}_is_best")), interval, _flag(row.get(f"{column.key}_significant")))
+
+
+def _flag(value) -> bool:
+    """A true/false cell that may be empty (None or NaN: false)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA \
+        and bool(value)
 
 
 def _same_as_last_block(table: pd.DataFrame, key: str, base: str | None) -> bool:
@@ -158,11 +196,12 @@ def to_markdown(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
                 declared: Sequence[MetricColumn] | None = None) -> str:
     """The headline table in GitHub markdown, numbers as ``0.873 ± 0.004``, best in bold."""
     shown = display(table, sweep, declared)
-    headers = shown.text_headers + [c.markdown for c in shown.metric_columns]
-    align = [":--"] * (len(shown.text_headers) - 1) + ["--:"] + ["--:"] * len(shown.metric_columns)
+    headers = shown.text_headers + [c.markdown for c in shown.metric_columns] + list(shown.compute_headers)
+    align = [":--"] * (len(shown.text_headers) - 1) + ["--:"] * (1 + len(shown.metric_columns)
+                                                                 + len(shown.compute_headers))
     lines = [_md_row(headers), _md_row(align)]
-    for texts, values in shown.rows:
-        cells = texts + ["–" if v is None else (f"**{v.text()}**" if v.best else v.text()) for v in values]
+    for texts, values, costs in shown.rows:
+        cells = texts + ["–" if v is None else (f"**{v.text()}**" if v.best else v.text()) for v in values] + costs
         lines.append(_md_row(cells))
     return "\n".join(lines) + "\n"
 
@@ -176,16 +215,17 @@ def to_latex(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (), capti
     """The headline table as a LaTeX ``table`` float with a booktabs ``tabular``
     (``\\usepackage{booktabs}``), numbers as ``$0.873 \\pm 0.004$``, best in bold."""
     shown = display(table, sweep, declared)
-    headers = [_tex_escape(h) for h in shown.text_headers] + [c.latex for c in shown.metric_columns]
-    spec = "l" * (len(shown.text_headers) - 1) + "r" + "r" * len(shown.metric_columns)
+    headers = [_tex_escape(h) for h in shown.text_headers] + [c.latex for c in shown.metric_columns] + \
+        [_tex_escape(h) for h in shown.compute_headers]
+    spec = "l" * (len(shown.text_headers) - 1) + "r" * (1 + len(shown.metric_columns) + len(shown.compute_headers))
     lines = ["% mimbench table; needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering", "\\small",
              f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(headers) + " \\\\", "\\midrule"]
     previous = None
-    for (texts, values), pretrained in zip(shown.rows, table["pretrained"]):
+    for (texts, values, costs), pretrained in zip(shown.rows, table["pretrained"]):
         if previous is not None and pretrained != previous:
             lines.append("\\midrule")  # a rule around each encoder's baseline rows
         previous = pretrained
-        cells = [_tex_escape(t) for t in texts] + [_tex_value(v) for v in values]
+        cells = [_tex_escape(t) for t in texts] + [_tex_value(v) for v in values] + [_tex_escape(c) for c in costs]
         lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     if caption:
@@ -197,7 +237,7 @@ def to_latex(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (), capti
 def _tex_value(value: Value | None) -> str:
     if value is None:
         return "--"
-    text = value.text(" \\pm ")
+    text = value.text(" \\pm ", star="^{*}")
     return f"$\\mathbf{{{text}}}$" if value.best else f"${text}$"
 
 

@@ -1,0 +1,180 @@
+"""Training compute: the FLOPs of one training step, counted with torch's ``FlopCounterMode``.
+
+What is counted is what the counter knows: matrix products, convolutions and attention, forward
+and backward, of the encoder, decoder and loss as :class:`~mimbench.train.MaskedModel` runs them,
+with the run's own masks (so MAE's dropped tokens cost nothing). Not counted: the masker, the
+optimizer, normalisations and other elementwise ops, evaluation and probes.
+
+A run counts once, before it trains, on deep copies of its components and a batch of its image
+size masked by its own masker from its seed, with torch's random state saved and restored around
+it: training is unchanged by the count. The pixels do not change what a step costs, so the same
+count is had from a finished run's ``config.json`` alone (:func:`flops_from_config`), which
+``python -m mimbench.compute RUN_DIR...`` writes into runs that finished before FLOPs were recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from mimbench.contract import check_mask
+from mimbench.registry import Registry
+from mimbench.train import Components, MaskedModel, build_components
+
+#: Images a count runs on. The counted ops cost the same for every image, so a few give the
+#: per-image cost of any batch; the dry run counts each distinct configuration, so it stays cheap.
+COUNT_IMAGES = 8
+
+#: torch's fused attention kernels, each with its backward (``<name>_backward``). The CUDA ones
+#: are counted by torch; the CPU one is not (torch 2.4 to 2.14), and counts as zero without a formula.
+ATTENTION_KERNELS = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+
+
+def _attention_flops(query_shape: torch.Size, key_shape: torch.Size, value_shape: torch.Size, *args: Any,
+                     out_shape: Any = None, **kwargs: Any) -> int:
+    """q [B, heads, Nq, d], k [B, heads_kv, Nk, d], v [B, heads_kv, Nk, dv]: scores q k^T and their
+    weighted sum of v, 2 FLOPs per multiply-add (torch's formula for its CUDA kernels)."""
+    b, heads, n_q, d = query_shape
+    n_k, d_v = key_shape[2], value_shape[3]
+    return 2 * b * heads * n_q * n_k * (d + d_v)
+
+
+def _attention_backward_flops(grad_out_shape: torch.Size, query_shape: torch.Size, key_shape: torch.Size,
+                              value_shape: torch.Size, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """The backward of :func:`_attention_flops` as torch counts it for its CUDA kernels: the scores
+    recomputed, then the gradients of the scores, v, q and k (five products)."""
+    b, heads, n_q, d = query_shape
+    n_k, d_v = key_shape[2], value_shape[3]
+    return 2 * b * heads * n_q * n_k * (3 * d + 2 * d_v)
+
+
+def register_attention_formulas() -> None:
+    """Give every fused attention kernel of :data:`ATTENTION_KERNELS` that this torch has and does
+    not count a formula, so that attention counts on every device. Idempotent."""
+    from torch.utils import flop_counter
+
+    if not hasattr(flop_counter, "register_flop_formula"):  # an older torch: attention on the CPU counts zero
+        return
+    for name in ATTENTION_KERNELS:
+        for op, formula in ((name, _attention_flops), (name + "_backward", _attention_backward_flops)):
+            try:
+                packet = getattr(torch.ops.aten, op)
+            except (AttributeError, RuntimeError):  # a kernel this torch does not have
+                continue
+            if packet not in flop_counter.flop_registry:
+                flop_counter.register_flop_formula(packet)(formula)
+
+
+def count_flops_per_image(parts: Components, images: torch.Tensor, mask: torch.Tensor) -> float:
+    """FLOPs of one training step per image: forward and backward of encoder, decoder and loss on
+    ``images`` float [B, C, H, W] (normalised) with ``mask`` bool [B, H, W] (True = hidden), on
+    their device, in train mode and under the autocast training uses. Runs on deep copies of the
+    components with torch's random state restored after: ``parts`` and training are unchanged."""
+    register_attention_formulas()
+    device = images.device
+    copies = Components(copy.deepcopy(parts.encoder).to(device).train(), copy.deepcopy(parts.decoder).to(device).train(),
+                        parts.masker, copy.deepcopy(parts.loss))
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with _own_random_state(device), FlopCounterMode(display=False) as counter:
+        MaskedModel(copies)(images, mask, check=True).backward()
+    return counter.get_total_flops() / images.shape[0]
+
+
+def counting_batch(masker: Callable[..., torch.Tensor], channels: int, image_size: int, seed: int,
+                   device: torch.device, count: int = COUNT_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` standard-normal images float [count, C, S, S] on ``device`` and their mask bool
+    [count, S, S] from ``masker``, both drawn from a generator seeded with ``seed`` (not torch's own)."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images = torch.randn(count, channels, image_size, image_size, generator=generator, device=device)
+    return images, check_mask(masker(images, generator), images)
+
+
+def run_flops_per_image(parts: Components, config: dict[str, Any], channels: int, device: torch.device) -> float:
+    """:func:`count_flops_per_image` of a run's components (built from its resolved ``config``) on
+    its :func:`counting_batch`; random state, parameters and gradients are left as they were."""
+    count = min(COUNT_IMAGES, config["train"]["batch_size"])
+    with _own_random_state(device):  # a masker may draw from torch's generator too
+        images, mask = counting_batch(parts.masker, channels, config["image_size"], config["seed"], device, count)
+    return count_flops_per_image(parts, images, mask)
+
+
+def flops_from_config(registry: Registry, config: dict[str, Any], channels: int | None = None,
+                      device: torch.device = torch.device("cpu")) -> float:
+    """A run's flops_per_image from its resolved config (a ``config.json``: ``channels`` is then read
+    from its normalisation), its components built through ``registry``; torch's random state is kept."""
+    channels = len(config["normalization"]["mean"]) if channels is None else channels
+    with _own_random_state(device):
+        torch.manual_seed(config["seed"])
+        parts = build_components(registry, config, channels)
+    return run_flops_per_image(parts, config, channels, device)
+
+
+def _own_random_state(device: torch.device) -> Any:
+    """torch's CPU random state, and ``device``'s when it is a GPU, restored on leaving."""
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=gpus)
+
+
+def trained_steps(record: dict[str, Any], history: list[dict[str, float]], batch_size: int) -> int:
+    """A finished run's optimizer steps: ``train_steps`` in its metrics, or, for runs from before it
+    was recorded, counted from ``history.csv`` (images per second x seconds per epoch; the first
+    compiled step is left out of the first epoch's rate)."""
+    if record.get("train_steps") is not None:
+        return int(record["train_steps"])
+    steps = 0
+    for row in history:
+        compiling = record.get("compile_seconds", 0.0) if row["epoch"] == 1 else 0.0
+        steps += round(row["images_per_second"] * (row["seconds"] - compiling) / batch_size) + (1 if compiling else 0)
+    return steps
+
+
+def add_flops(run_dir: Path, registry: Registry) -> dict[str, Any] | None:
+    """Write ``flops_per_image`` and ``train_flops`` into a finished run's ``metrics.json`` (atomically;
+    every other key kept), counted from its ``config.json`` on the CPU; returns the new record, or
+    None for a baseline (nothing trained, nothing written)."""
+    from mimbench import store
+
+    config, record = store.read_config(run_dir), store.read_record(run_dir)
+    if "baseline" in config:
+        return None
+    per_image = flops_from_config(registry, config)
+    batch = config["train"]["batch_size"]  # a run on fewer images than a batch is not told apart here
+    steps = trained_steps(record, store.read_history(run_dir / store.HISTORY_FILE), batch)
+    record = {**record, "flops_per_image": per_image, "train_flops": per_image * batch * steps}
+    store.write_json(run_dir / store.METRICS_FILE, record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mimbench.compute RUN_DIR...``: :func:`add_flops` for each run folder."""
+    from mimbench.plugins import load_plugins
+
+    parser = argparse.ArgumentParser(prog="python -m mimbench.compute", description=(
+        "Add flops_per_image and train_flops to finished runs' metrics.json, counted from their config.json."))
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="OUT/<suite>/runs/<run_id>")
+    parser.add_argument("--plugin", action="append", default=[], help="plugin .py file or module the runs used")
+    args = parser.parse_args(argv)
+    registry = Registry(load_plugins(tuple(args.plugin)))
+    failed = 0
+    for run_dir in args.run_dirs:
+        try:
+            record = add_flops(run_dir, registry)
+        except Exception as exc:  # one run's problem; the others are still done
+            failed += 1
+            print(f"{run_dir}: not changed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        else:
+            print(f"{run_dir}: " + ("a baseline, nothing trained: left as it was" if record is None else
+                                    f"flops_per_image {record['flops_per_image']:.4g}, "
+                                    f"train_flops {record['train_flops']:.4g}"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

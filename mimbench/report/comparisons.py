@@ -1,0 +1,268 @@
+"""Every comparison the report makes, with its uncertainty: ``comparisons.csv``.
+
+Two families of paired comparisons, each pairing runs by seed and by the evaluation settings
+(``eval.<param>`` columns, e.g. ``eval.labels_per_class``):
+
+- ``random-init``: each pre-trained configuration against the random-init encoder of the same
+  architecture, on every declared headline accuracy (the table's Δ columns);
+- ``reference``: each pre-trained configuration against the reference configuration the user
+  names (``report: {reference: {masker: patch}}`` in the suite, or ``mimbench report DIR
+  --reference masker=patch``), on every declared headline metric both have. A configuration's
+  reference is the one that matches the named values and agrees with it on everything else;
+  when none does, the one configuration that matches (per evaluation setting), if it is one.
+
+Each row holds the statistics of :func:`mimbench.stats.compare_paired`; Holm's correction runs
+over the p-values of one family (a "comparison table"), and ``significant`` is true only where
+``p_holm`` < 0.05. Rows are in a fixed order and the bootstrap uses a fixed generator, so the
+same folder always gives the same file, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mimbench import stats
+from mimbench.columns import MetricColumn
+from mimbench.errors import ConfigError
+from mimbench.suite import REFERENCE_AXES, reference_error
+from mimbench.report.aggregate import (ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, _plain, config_columns,
+                                       eval_columns, label_runs, random_init_pairs)
+
+#: The columns of ``comparisons.csv``, in this order.
+COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "mean_diff", "ci_low", "ci_high",
+           "p_improvement", "p_value", "p_holm", "significant"]
+#: Kept in the frame :func:`compare` returns, left out of the file: the family (``random-init`` or
+#: ``reference``), the configurations' ids, and the std of the paired differences.
+INTERNAL = ["family", "config_id", "reference_config_id", "sd"]
+RANDOM_INIT, REFERENCE = "random-init", "reference"
+
+
+def compare(summary: pd.DataFrame, declared: Sequence[MetricColumn],
+            reference: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The comparisons of a suite's per-run ``summary`` (see the module's docstring): the columns
+    :data:`COLUMNS` then :data:`INTERNAL`, one row per configuration, metric and evaluation setting."""
+    runs = label_runs(summary, hide=(LABELS_PER_CLASS,))
+    headline = [c for c in declared if c.headline and not c.best_of and c.key in runs.columns]
+    rows = _random_init_rows(runs, [c for c in headline if c.kind == "accuracy"])
+    if reference:
+        rows += _reference_rows(runs, headline, reference)
+    frame = pd.DataFrame(rows, columns=COLUMNS + INTERNAL)
+    for family in (RANDOM_INIT, REFERENCE):
+        chosen = frame["family"] == family
+        adjusted = stats.holm([None if pd.isna(p) else float(p) for p in frame.loc[chosen, "p_value"]])
+        frame.loc[chosen, "p_holm"] = pd.Series(adjusted, index=frame.index[chosen], dtype=object)
+    frame["significant"] = [None if pd.isna(p) else bool(p < stats.ALPHA) for p in frame["p_holm"]]
+    return frame
+
+
+def to_csv(frame: pd.DataFrame) -> str:
+    """``comparisons.csv``: the :data:`COLUMNS` of :func:`compare`'s frame, empty where not applicable."""
+    return frame[COLUMNS].to_csv(index=False)
+
+
+def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, diffs: np.ndarray, family: str,
+         config_id: str, reference_id: str) -> dict[str, Any]:
+    result = stats.compare_paired(diffs, higher_is_better=metric.kind != "mse")
+    return {"metric": metric.key, "configuration": configuration, "reference": reference, "labels_per_class": labels,
+            "n": result.n, "mean_diff": result.mean_diff, "ci_low": result.ci_low, "ci_high": result.ci_high,
+            "p_improvement": result.p_improvement, "p_value": result.p_value, "p_holm": None, "significant": None,
+            "family": family, "config_id": config_id, "reference_config_id": reference_id,
+            "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan}
+
+
+def _labels(row: pd.Series) -> Any:
+    """The ``labels_per_class`` cell: the count, ``all``, or empty when the suite does not use it."""
+    if LABELS_PER_CLASS not in row.index:
+        return None
+    value = _plain(row[LABELS_PER_CLASS])
+    return ALL_LABELS if value is None else value
+
+
+def _random_init_rows(runs: pd.DataFrame, metrics: list[MetricColumn]) -> list[dict[str, Any]]:
+    paired = random_init_pairs(runs, [m.key for m in metrics])
+    rows = []
+    for metric in metrics:
+        if f"{metric.key}_baseline" not in paired.columns:
+            continue
+        for config_id, group in paired.groupby("config_id", sort=False):
+            group = group.dropna(subset=[metric.key, f"{metric.key}_baseline"]).sort_values("seed")
+            if group.empty:
+                continue
+            first = group.iloc[0]
+            diffs = (group[metric.key] - group[f"{metric.key}_baseline"]).to_numpy(float)
+            rows.append(_row(metric, first["label"], first["baseline_label"], _labels(first), diffs, RANDOM_INIT,
+                             config_id, first["baseline_config_id"]))
+    return rows
+
+
+def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
+                    reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+    done = runs[(runs["status"] == "done") & runs["pretrained"]]
+    configs = done.drop_duplicates("config_id").set_index("config_id")
+    matching = [c for c in configs.index if matches(configs.loc[c], reference)]
+    if not matching:
+        raise ConfigError(f"report.reference {format_reference(reference)}: no finished configuration of this suite "
+                          f"matches it ({_choices(configs)})")
+    rows = []
+    for metric in metrics:
+        for config_id in configs.index:
+            if config_id in matching:
+                continue
+            counterpart = _counterpart(configs, config_id, matching, reference)
+            if counterpart is None:
+                continue
+            mine = done[done["config_id"] == config_id].set_index("seed")[metric.key].dropna()
+            theirs = done[done["config_id"] == counterpart].set_index("seed")[metric.key].dropna()
+            seeds = sorted(set(mine.index) & set(theirs.index))
+            if not seeds:
+                continue
+            diffs = (mine.loc[seeds] - theirs.loc[seeds]).to_numpy(float)
+            rows.append(_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
+                             _labels(configs.loc[config_id]), diffs, REFERENCE, config_id, counterpart))
+    return rows
+
+
+def matches(row: pd.Series, reference: Mapping[str, Any]) -> bool:
+    """Whether a run (a summary row) has every value the reference names: ``masker: patch`` (a
+    component's name) or ``masker.ratio: 0.6`` (a param's value)."""
+    for key, value in reference.items():
+        if key not in row.index or _plain(row[key]) != _plain(value):
+            return False
+    return True
+
+
+def _counterpart(configs: pd.DataFrame, config_id: str, matching: list[str],
+                 reference: Mapping[str, Any]) -> str | None:
+    """The reference configuration of ``config_id``: the matching one equal to it on every column
+    the reference does not govern; else the only matching one with the same evaluation settings."""
+    governed = {c for c in config_columns(configs) for key in reference
+                if c == key or (key in REFERENCE_AXES and c.startswith(f"{key}."))}
+    free = [c for c in config_columns(configs) if c not in governed]
+    mine = [_plain(v) for v in configs.loc[config_id, free]]
+    for candidate in matching:
+        if [_plain(v) for v in configs.loc[candidate, free]] == mine:
+            return candidate
+    settings = eval_columns(configs)
+    same_eval = [c for c in matching if [_plain(v) for v in configs.loc[c, settings]] ==
+                 [_plain(v) for v in configs.loc[config_id, settings]]]
+    return same_eval[0] if len(same_eval) == 1 else None
+
+
+def parse_reference(items: Sequence[str]) -> dict[str, Any]:
+    """``["masker=patch", "masker.ratio=0.6"]`` (``--reference``) -> ``{"masker": "patch",
+    "masker.ratio": 0.6}``, values read as YAML; a malformed item is a :class:`ConfigError`."""
+    import yaml
+
+    reference: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--reference {item!r}: expected KEY=VALUE, e.g. masker=patch or masker.ratio=0.6")
+        try:
+            reference[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--reference {item!r}: the value is not valid YAML") from None
+    check_reference(reference, "--reference")
+    return reference
+
+
+def check_reference(reference: Mapping[str, Any], where: str = "report.reference") -> None:
+    """A :class:`ConfigError` unless ``reference`` can name configurations (see
+    :func:`mimbench.suite.reference_error`)."""
+    error = reference_error(reference)
+    if error:
+        raise ConfigError(f"{where}: {error}")
+
+
+def format_reference(reference: Mapping[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in reference.items()) + "}"
+
+
+def _choices(configs: pd.DataFrame) -> str:
+    shown = [f"{axis}s: {', '.join(sorted(set(map(str, configs[axis]))))}" for axis in COMPONENTS
+             if axis in configs.columns]
+    return "; ".join(shown)
+
+
+def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[str, str]:
+    """One sentence per family of ``frame`` on what its seeds can tell: the paired seeds behind
+    its comparisons, whether a test was possible, the smallest accuracy difference they detect
+    (80% power, 5% level) and the seeds the observed spread would need for a 1-point difference."""
+    kinds = {c.key: c.kind for c in declared}
+    lines = {}
+    for family, group in frame.groupby("family", sort=False):
+        n = int(group["n"].min())
+        most = int(group["n"].max())
+        counted = f"{n} paired seeds" if n == most else f"{n} to {most} paired seeds"
+        if n < stats.MIN_SEEDS_FOR_TEST:
+            text = (f"{counted} per comparison: with fewer than {stats.MIN_SEEDS_FOR_TEST} the exact sign-flip test "
+                    f"cannot reach p < {stats.ALPHA:g} (its smallest p is 2/2^{n} = {stats.smallest_p_value(n):.3g}), "
+                    f"so no test was run. A bootstrap interval from so few seeds cannot reach beyond the differences "
+                    f"observed and understates the uncertainty: read it as the range the seeds agree on, not as a "
+                    f"95% guarantee.")
+        else:
+            text = f"{counted} per comparison, tested with the exact sign-flip test, Holm-corrected over this table."
+        spread = group[[kinds.get(m) == "accuracy" for m in group["metric"]]]["sd"].dropna()
+        if not spread.empty:
+            sd = float(np.sqrt((spread ** 2).mean()))
+            detectable = stats.detectable_difference(sd, n)
+            needed = stats.seeds_needed(sd, 0.01)
+            if detectable is not None:
+                text += f" These seeds detect an accuracy difference of {detectable * 100:.2g} points (80% power)."
+            text += (f" The observed spread of the paired accuracy differences (pooled std {sd * 100:.2g} points) "
+                     + (f"would need {needed} seeds to detect a 1-point difference."
+                        if needed is not None else "is too large for any practical number of seeds to detect 1 point."))
+        lines[family] = text
+    return lines
+
+
+#: Added to the aggregated table per accuracy ``<m>`` from the random-init family.
+GAIN_STATS = ("ci_low", "ci_high", "p_value", "p_holm", "significant")
+
+
+def with_intervals(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (aggregated, with ``config_id``) with ``<metric>_gain_ci_low``, ``_ci_high``,
+    ``_p_value``, ``_p_holm`` and ``_significant`` from the random-init comparisons of ``frame``."""
+    table = table.copy()
+    family = frame[frame["family"] == RANDOM_INIT]
+    for metric, group in family.groupby("metric", sort=False):
+        by_config = group.set_index("config_id")
+        for stat in GAIN_STATS:
+            table[f"{metric}_gain_{stat}"] = table["config_id"].map(by_config[stat])
+    return table
+
+
+def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[MetricColumn]) -> pd.DataFrame:
+    """``table`` with ``<metric>_is_best`` for each declared headline metric: true on the row with
+    the best mean of its column (highest; lowest for an ``mse``), among the rows with the same
+    evaluation settings, only when its paired 95% bootstrap interval against the runner-up (by
+    seed) lies wholly on the better side of 0. A best that its runner-up ties within the
+    interval, or with fewer than 2 shared seeds, is not marked."""
+    table = table.copy()
+    settings = [c for c in eval_columns(table) if c in runs.columns]
+    done = runs[runs["status"] == "done"]
+    setting = pd.Series([repr([_plain(v) for v in row]) for row in table[settings].itertuples(index=False)],
+                        index=table.index)
+    groups = table.groupby(setting, sort=False).groups
+    for metric in (c for c in declared if c.headline and f"{c.key}_mean" in table.columns):
+        marks = pd.Series(False, index=table.index)
+        better = -1 if metric.kind == "mse" else 1
+        for rows in groups.values():
+            ranked = table.loc[rows].dropna(subset=[f"{metric.key}_mean"])
+            if len(ranked) < 2:
+                continue
+            ranked = ranked.sort_values(f"{metric.key}_mean", ascending=better < 0, kind="stable")
+            best, runner = ranked.index[0], ranked.index[1]
+            first = done[done["config_id"] == table.at[best, "config_id"]].set_index("seed")[metric.key].dropna()
+            second = done[done["config_id"] == table.at[runner, "config_id"]].set_index("seed")[metric.key].dropna()
+            seeds = sorted(set(first.index) & set(second.index))
+            if len(seeds) < 2:
+                continue
+            low, high = stats.bootstrap_interval((first.loc[seeds] - second.loc[seeds]).to_numpy(float) * better)
+            marks[best] = low > 0
+        table[f"{metric.key}_is_best"] = marks
+    return table

@@ -1,0 +1,249 @@
+"""Is the difference real? comparisons.csv against an independent computation from summary.csv, the
+statistics' textbook properties, the table's intervals and bold rule, and a report that is the
+same file for the same folder."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mimbench import columns, stats
+from mimbench.report.comparisons import COLUMNS
+
+from helpers import run_cli
+
+SEEDS = list(range(8))
+MASKERS = ("pixel", "patch", "region")
+DECLARED = columns.merge(columns.RECONSTRUCTION_COLUMNS, columns.accuracy_columns("linear_acc", "linear"),
+                         columns.accuracy_columns("knn_acc", "kNN"))
+
+
+def hand_suite(root, seeds=SEEDS, gains=None, noise=0.01, reference=None):
+    """A finished suite folder written by hand (summary.csv, suite.yaml, columns.json): one cnn
+    encoder pre-trained with 3 maskers, its random-init baseline, and raw pixels, over ``seeds``.
+    Accuracies are a per-seed base + the masker's gain + noise, from a fixed generator."""
+    rng = np.random.default_rng(7)
+    gains = gains or {"pixel": 0.002, "patch": 0.04, "region": 0.045}
+    rows = []
+    for seed in seeds:
+        base = 0.5 + 0.02 * rng.standard_normal()
+        rows.append({"run_id": f"b{seed}", "status": "done", "dataset": "shapes", "encoder": "cnn", "seed": seed,
+                     "pretrained": False, "baseline": "random-init", "linear_acc": round(base, 6),
+                     "knn_acc": round(base - 0.03, 6), "encoder.hidden_dim": 8})
+        rows.append({"run_id": f"p{seed}", "status": "done", "dataset": "shapes", "encoder": "pixels", "seed": seed,
+                     "pretrained": False, "baseline": "pixels", "linear_acc": 0.45, "knn_acc": 0.44})
+        for masker in MASKERS:
+            acc = base + gains[masker] + noise * rng.standard_normal()
+            psnr = 20 + {"pixel": 1.0, "patch": 0.0, "region": -0.2}[masker] + 0.1 * rng.standard_normal()
+            rows.append({"run_id": f"{masker}{seed}", "status": "done", "dataset": "shapes", "encoder": "cnn",
+                         "decoder": "linear", "masker": masker, "loss": "l1", "seed": seed, "pretrained": True,
+                         "baseline": None, "recon_psnr": round(psnr, 6), "ref_psnr": round(psnr - 0.5, 6),
+                         "linear_acc": round(acc, 6), "knn_acc": round(acc - 0.03 + noise * rng.standard_normal(), 6),
+                         "encoder.hidden_dim": 8, "masker.ratio": 0.6, "loss.masked_only": True})
+    folder = root / "hand"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).convert_dtypes().to_csv(folder / "summary.csv", index=False)
+    suite = {"name": "hand", "dataset": "shapes", "seeds": list(seeds),
+             "grid": {"encoder": "cnn", "decoder": "linear", "masker": list(MASKERS), "loss": "l1"}}
+    if reference:
+        suite["report"] = {"reference": reference}
+    (folder / "suite.yaml").write_text(yaml.safe_dump(suite))
+    (folder / "columns.json").write_text(columns.dumps(DECLARED))
+    return folder
+
+
+def exact_sign_flip(diffs: np.ndarray) -> float:
+    """Two-sided p by enumerating every sign pattern, written out without scipy."""
+    observed = abs(diffs.mean())
+    flips = [abs((diffs * np.array(signs)).mean()) >= observed - 1e-12
+             for signs in itertools.product((1, -1), repeat=len(diffs))]
+    return float(np.mean(flips))
+
+
+def percentile_bootstrap(diffs: np.ndarray, resamples: int = 20000) -> tuple[float, float]:
+    rng = np.random.default_rng(12345)  # another generator than the report's
+    means = diffs[rng.integers(0, len(diffs), (resamples, len(diffs)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def holm_by_hand(p: list[float]) -> list[float]:
+    order = np.argsort(p)
+    adjusted = np.empty(len(p))
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def test_comparisons_agree_with_an_independent_computation_from_the_summary(tmp_path):
+    folder = hand_suite(tmp_path)
+    result = run_cli("report", str(folder), "--reference", "masker=patch")
+    assert result.exit_code == 0, result.output
+    found = pd.read_csv(folder / "comparisons.csv")
+    assert list(found.columns) == COLUMNS
+    summary = pd.read_csv(folder / "summary.csv")
+    done = summary[summary.status == "done"]
+    baseline = done[done.baseline == "random-init"].set_index("seed")
+    expected = []
+    for metric in ("linear_acc", "knn_acc"):  # the declared headline accuracies, against random-init
+        for masker in MASKERS:
+            runs = done[done.masker == masker].set_index("seed")
+            expected.append(("random-init", metric, masker, (runs[metric] - baseline[metric]).to_numpy()))
+    patch = done[done.masker == "patch"].set_index("seed")
+    for metric in ("recon_psnr", "ref_psnr", "linear_acc", "knn_acc"):  # every headline metric, against patch
+        for masker in ("pixel", "region"):
+            runs = done[done.masker == masker].set_index("seed")
+            expected.append(("reference", metric, masker, (runs[metric] - patch[metric]).to_numpy()))
+    assert len(found) == len(expected)
+    for family in ("random-init", "reference"):
+        rows = [i for i, e in enumerate(expected) if e[0] == family]
+        holm = holm_by_hand([exact_sign_flip(expected[i][3]) for i in rows])
+        for i, adjusted in zip(rows, holm):
+            _, metric, masker, diffs = expected[i]
+            row = found[(found.metric == metric) & found.configuration.str.contains(f"/ {masker}")
+                        & (found.reference.str.contains("random-init") == (family == "random-init"))]
+            assert len(row) == 1, (family, metric, masker)
+            row = row.iloc[0]
+            assert row.n == len(SEEDS)
+            assert row.mean_diff == pytest.approx(diffs.mean(), abs=1e-12)
+            assert row.p_value == pytest.approx(exact_sign_flip(diffs), abs=1e-12)  # exact: equal
+            assert row.p_holm == pytest.approx(adjusted, abs=1e-12)
+            assert bool(row.significant) == (adjusted < 0.05)
+            sign = -1 if metric.endswith("mse") else 1
+            assert row.p_improvement == pytest.approx(((sign * diffs > 0).sum() + 0.5 * (diffs == 0).sum()) / len(diffs))
+            low, high = percentile_bootstrap(diffs)
+            width = high - low
+            assert row.ci_low == pytest.approx(low, abs=0.25 * width) and row.ci_high == pytest.approx(high, abs=0.25 * width)
+            assert row.ci_low <= row.mean_diff <= row.ci_high
+    # patch's clear gain over random-init is significant after Holm; pixel's tiny one is not
+    linear = found[(found.metric == "linear_acc") & found.reference.str.contains("random-init")]
+    assert linear.set_index("configuration").significant.to_dict() == \
+        {"cnn / pixel": False, "cnn / patch": True, "cnn / region": True}
+
+
+def test_the_same_folder_reported_twice_gives_identical_files(tmp_path):
+    folder = hand_suite(tmp_path, seeds=SEEDS[:3], reference={"masker": "patch"})
+    assert run_cli("report", str(folder)).exit_code == 0
+    skip = {"summary.csv", "suite.yaml", "columns.json"}
+    first = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name not in skip}
+    assert run_cli("report", str(folder)).exit_code == 0
+    second = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name not in skip}
+    assert sorted(map(str, first)) == sorted(map(str, second))
+    changed = [str(path) for path in first if first[path] != second[path]]
+    assert not changed
+    assert {"comparisons.csv", "table.md", "report.md", "report.html", "figures/comparisons.png"} <= set(map(str, first))
+
+
+def test_fewer_than_six_seeds_get_intervals_and_no_test_and_the_report_says_why(tmp_path):
+    folder = hand_suite(tmp_path, seeds=[0, 1], reference={"masker": "patch"})
+    assert run_cli("report", str(folder)).exit_code == 0
+    found = pd.read_csv(folder / "comparisons.csv")
+    assert found.n.eq(2).all() and found.p_value.isna().all() and found.p_holm.isna().all()
+    assert found.significant.isna().all() and found.ci_low.notna().all()
+    report = (folder / "report.md").read_text()
+    assert "with fewer than 6 the exact sign-flip test cannot reach p < 0.05 (its smallest p is 2/2^2 = 0.5)" in report
+    assert "would need" in report and "1-point difference" in report
+    table = (folder / "table.md").read_text()
+    assert "*" not in table.split("\n\n")[0].replace("**", "")  # no significance mark without a test
+
+
+def test_the_table_shows_each_gain_with_its_interval_and_bold_only_a_clear_best(tmp_path):
+    # region and patch tie within noise; both beat pixel clearly
+    folder = hand_suite(tmp_path, gains={"pixel": 0.0, "patch": 0.05, "region": 0.051}, noise=0.01)
+    assert run_cli("report", str(folder)).exit_code == 0
+    table = (folder / "table.md").read_text()
+    found = pd.read_csv(folder / "comparisons.csv").set_index(["metric", "configuration"])
+    patch = found.loc[("linear_acc", "cnn / patch")]
+    cell = f"{patch.mean_diff:+.3f} [{patch.ci_low:+.3f}, {patch.ci_high:+.3f}]" + ("*" if patch.significant else "")
+    assert cell in table
+    # cells: | encoder | masker | n | PSNR | ref. PSNR | linear | Δ linear | kNN | Δ kNN |
+    rows = {line.split("|")[2].strip(): line.split("|") for line in table.splitlines() if line.startswith("| cnn |")}
+    assert "**" not in rows["patch"][6] and "**" not in rows["region"][6]  # the best linear ties its runner-up
+    assert "**" in rows["pixel"][4]  # PSNR: pixel is 1 dB above patch in every seed
+    assert "Bold: the best mean of its column" in table
+
+
+def test_a_clear_best_is_bold(tmp_path):
+    folder = hand_suite(tmp_path, gains={"pixel": 0.0, "patch": 0.02, "region": 0.08}, noise=0.002)
+    assert run_cli("report", str(folder)).exit_code == 0
+    table = (folder / "table.md").read_text()
+    region = next(line for line in table.splitlines() if line.startswith("| cnn | region"))
+    assert region.split("|")[6].strip().startswith("**")  # linear
+
+
+def test_a_reference_that_names_nothing_or_is_malformed_is_one_line_exit_2(tmp_path):
+    folder = hand_suite(tmp_path, seeds=[0, 1])
+    nothing = run_cli("report", str(folder), "--reference", "masker=square")
+    assert nothing.exit_code == 2
+    assert "report.reference {masker: square}: no finished configuration of this suite matches it" in nothing.output
+    malformed = run_cli("report", str(folder), "--reference", "colour=red")
+    assert malformed.exit_code == 2 and "--reference: unknown key 'colour'" in malformed.output
+    no_value = run_cli("report", str(folder), "--reference", "masker")
+    assert no_value.exit_code == 2 and "expected KEY=VALUE" in no_value.output
+
+
+def test_a_suites_reference_is_checked_before_anything_trains(tmp_path):
+    from helpers import write_suite_file
+
+    text = """
+    name: tiny
+    dataset: {name: shapes, params: {num_images: 64}}
+    image_size: 16
+    train: {epochs: 1, batch_size: 32}
+    eval: {probes: [], baselines: []}
+    grid: {encoder: cnn, decoder: linear, masker: [pixel, patch], loss: l1}
+    report: {reference: REF}
+    """
+    for reference, message in (("{masker: square}", "report.reference {masker: square}: no run of this suite has it"),
+                               ("{colour: red}", "report.reference: unknown key 'colour'"),
+                               ("{}", "report.reference: reference is empty")):
+        suite = write_suite_file(tmp_path, text.replace("REF", reference))
+        result = run_cli("run", str(suite), "--dry-run")
+        assert result.exit_code == 2 and message in result.output, result.output
+    suite = write_suite_file(tmp_path, text.replace("REF", "{masker: patch, masker.ratio: 0.6}"))
+    assert run_cli("run", str(suite), "--dry-run").exit_code == 0
+
+
+def test_the_python_api_returns_the_comparisons(tmp_path):
+    import mimbench
+
+    folder = hand_suite(tmp_path, seeds=[0, 1, 2])
+    frame = mimbench.comparisons(folder, reference={"masker": "patch"})
+    assert list(frame.columns) == COLUMNS
+    assert set(frame.reference) == {"cnn (random-init)", "cnn / patch"}
+
+
+# --- the statistics themselves -------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", range(2, 11))
+def test_the_exact_sign_flip_floor_is_two_over_two_to_the_n(n):
+    assert stats.sign_flip_p_value(np.full(n, 0.01) + np.arange(n) * 1e-4) == pytest.approx(2 / 2 ** n)
+    assert stats.smallest_p_value(n) == pytest.approx(2 / 2 ** n)
+    assert (stats.compare_paired(np.ones(n)).p_value is None) == (n < 6)
+
+
+def test_holm_matches_the_textbook_example():
+    # p sorted 0.01, 0.02, 0.03, 0.04 -> 4 x 0.01, 3 x 0.02, max(0.06, 2 x 0.03), max(0.06, 0.04)
+    assert stats.holm([0.04, 0.01, None, 0.03, 0.02]) == pytest.approx([0.06, 0.04, None, 0.06, 0.06])
+
+
+def test_probability_of_improvement_counts_ties_half_and_knows_which_way_is_better():
+    assert stats.probability_of_improvement(np.array([1.0, 0.0, -1.0, 2.0])) == 0.625
+    assert stats.probability_of_improvement(np.array([1.0, 0.0, -1.0, 2.0]), higher_is_better=False) == 0.375
+
+
+def test_identical_differences_have_a_zero_width_interval():
+    assert stats.bootstrap_interval(np.full(4, 0.02)) == (0.02, 0.02)
+
+
+def test_detectable_difference_and_seeds_needed_are_consistent():
+    assert stats.detectable_difference(0.01, 5) is None  # 5 pairs cannot reach p < 0.05
+    needed = stats.seeds_needed(0.01, 0.01)
+    assert stats.detectable_difference(0.01, needed) <= 0.01 < stats.detectable_difference(0.01, needed - 1)
+    assert stats.seeds_needed(0.0, 0.01) == 6 and not math.isnan(stats.detectable_difference(0.0, 6))
