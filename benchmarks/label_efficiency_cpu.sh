@@ -10,5 +10,6 @@ exec mimbench run label-efficiency --out "${1:-results}" \
   --set dataset.params.train_images=20000 \
   --set dataset.params.test_images=5000 \
   --set train.epochs=4 \
+  --set 'report.reference={masker: patch}' \
   --set 'eval.probes=[{name: linear, params: {layer: all}}, {name: knn, params: {layer: all}}, {name: finetune, params: {epochs: 2, min_steps: 150, lr: 1.0e-3, layer_decay: 0.75, warmup_epochs: 0.2}}]' \
   "${@:2}"

@@ -10,4 +10,5 @@ exec mimbench run fashion-mnist-reference --out "${1:-results}" \
   --set dataset.params.test_images=5000 \
   --set train.epochs=4 \
   --set 'grid.masker=[{name: pixel, params: {ratio: 0.6}}, {name: patch, params: {ratio: 0.6, mask_patch_size: 4}}, {name: region, params: {ratio: 0.6}}]' \
+  --set 'report.reference={masker: patch}' \
   --set 'eval.probes=[{name: linear, params: {layer: all}}, {name: knn, params: {layer: all}}, {name: finetune, params: {epochs: 1, warmup_epochs: 0.2}}]'

@@ -154,8 +154,8 @@ def comparisons(results_dir: str | Path, reference: Mapping[str, Any] | None = N
 
 
 def plot(results_dir: str | Path, figure: str = "probe_accuracy") -> "Figure":
-    """One of the report's figures, drawn from the suite's files: ``probe_accuracy``, ``psnr``,
-    ``psnr_vs_accuracy``, ``loss_curves``, ``reconstructions``, ``label_efficiency`` and
+    """One of the report's figures, drawn from the suite's files: ``comparisons``, ``probe_accuracy``,
+    ``psnr``, ``compute``, ``psnr_vs_accuracy``, ``loss_curves``, ``reconstructions``, ``label_efficiency`` and
     ``sweep_<param>`` where the suite has them. Returns a matplotlib Figure (Jupyter shows it;
     ``fig.savefig(path)`` writes it)."""
     from mimbench.report.page import figures

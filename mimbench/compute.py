@@ -122,31 +122,39 @@ def _own_random_state(device: torch.device) -> Any:
     return torch.random.fork_rng(devices=gpus)
 
 
-def trained_steps(record: dict[str, Any], history: list[dict[str, float]], batch_size: int) -> int:
+def trained_steps(record: dict[str, Any], history: list[dict[str, float]], batch_size: int,
+                  train_images: int) -> int:
     """A finished run's optimizer steps: ``train_steps`` in its metrics, or, for runs from before it
-    was recorded, counted from ``history.csv`` (images per second x seconds per epoch; the first
-    compiled step is left out of the first epoch's rate)."""
+    was recorded (which trained whole epochs), the epochs in ``history.csv`` times the steps of an
+    epoch (``train_images // batch``: the ragged last batch is dropped). For a run that diverged
+    the epoch it diverged in counts whole: an upper bound."""
     if record.get("train_steps") is not None:
         return int(record["train_steps"])
-    steps = 0
-    for row in history:
-        compiling = record.get("compile_seconds", 0.0) if row["epoch"] == 1 else 0.0
-        steps += round(row["images_per_second"] * (row["seconds"] - compiling) / batch_size) + (1 if compiling else 0)
-    return steps
+    batch = min(batch_size, train_images)
+    return len(history) * (train_images // batch)
+
+
+def train_split_size(registry: Registry, config: dict[str, Any]) -> int:
+    """The number of images of a run's train split, from its dataset as ``config`` names it."""
+    dataset = config["dataset"]
+    return len(registry.build("dataset", dataset["name"], dataset["params"], split="train",
+                              image_size=config["image_size"]))
 
 
 def add_flops(run_dir: Path, registry: Registry) -> dict[str, Any] | None:
     """Write ``flops_per_image`` and ``train_flops`` into a finished run's ``metrics.json`` (atomically;
-    every other key kept), counted from its ``config.json`` on the CPU; returns the new record, or
-    None for a baseline (nothing trained, nothing written)."""
+    every other key kept), counted from its ``config.json`` on the CPU (the steps from its train
+    split's size and ``history.csv``); returns the new record, or None for a baseline (nothing
+    trained, nothing written)."""
     from mimbench import store
 
     config, record = store.read_config(run_dir), store.read_record(run_dir)
     if "baseline" in config:
         return None
     per_image = flops_from_config(registry, config)
-    batch = config["train"]["batch_size"]  # a run on fewer images than a batch is not told apart here
-    steps = trained_steps(record, store.read_history(run_dir / store.HISTORY_FILE), batch)
+    images = train_split_size(registry, config)
+    batch = min(config["train"]["batch_size"], images)
+    steps = trained_steps(record, store.read_history(run_dir / store.HISTORY_FILE), batch, images)
     record = {**record, "flops_per_image": per_image, "train_flops": per_image * batch * steps}
     store.write_json(run_dir / store.METRICS_FILE, record)
     return record

@@ -65,18 +65,20 @@ def origin_of(source: Any) -> str:
 
 
 def what_runs(yaml_text: str) -> str:
-    """A suite's YAML without ``execution``, ``trackers``, ``max_runs`` and ``report``: where runs
-    execute, who watches them, how many they may be and how they are compared do not make another
-    suite."""
+    """A suite's YAML as the current schema reads it (every default filled in, so that a key added
+    to the schema since does not make another suite), without ``execution``, ``trackers``,
+    ``max_runs`` and ``report``: where runs execute, who watches them, how many they may be and how
+    they are compared do not make another suite. Text the schema cannot read is compared as it is."""
     import yaml
 
+    from mimbench.suite import Suite
+
     try:
-        raw = yaml.safe_load(yaml_text)
-    except (yaml.YAMLError, ValueError, RecursionError):
+        raw = Suite.model_validate(yaml.safe_load(yaml_text)).model_dump()
+    except (yaml.YAMLError, ValueError, RecursionError, TypeError):  # pydantic's ValidationError is a ValueError
         return yaml_text
-    if isinstance(raw, dict):
-        for key in ("execution", "trackers", "max_runs", "report"):
-            raw.pop(key, None)
+    for key in ("execution", "trackers", "max_runs", "report"):
+        raw.pop(key, None)
     return json.dumps(raw, sort_keys=True, default=str)
 
 

@@ -57,7 +57,7 @@ def test_load_table_and_plot_read_a_finished_suite(finished):
     assert table.knn_acc_n.tolist() == [2, 2]
     figure = mimbench.plot(suite_dir, "loss_curves")
     assert type(figure).__name__ == "Figure" and figure.axes
-    with pytest.raises(ConfigError, match=r"unknown figure 'nope' \(this suite has: probe_accuracy, psnr"):
+    with pytest.raises(ConfigError, match=r"unknown figure 'nope' \(this suite has: comparisons, probe_accuracy, psnr, compute"):
         mimbench.plot(suite_dir, "nope")
     with pytest.raises(ConfigError, match="results folder not found"):
         mimbench.load(suite_dir / "missing")

@@ -89,25 +89,27 @@ def test_comparisons_agree_with_an_independent_computation_from_the_summary(tmp_
     assert list(found.columns) == COLUMNS
     summary = pd.read_csv(folder / "summary.csv")
     done = summary[summary.status == "done"]
-    baseline = done[done.baseline == "random-init"].set_index("seed")
     expected = []
-    for metric in ("linear_acc", "knn_acc"):  # the declared headline accuracies, against random-init
-        for masker in MASKERS:
-            runs = done[done.masker == masker].set_index("seed")
-            expected.append(("random-init", metric, masker, (runs[metric] - baseline[metric]).to_numpy()))
+    for family in ("random-init", "pixels"):  # the declared headline accuracies, against each baseline
+        baseline = done[done.baseline == family].set_index("seed")
+        for metric in ("linear_acc", "knn_acc"):
+            for masker in MASKERS:
+                runs = done[done.masker == masker].set_index("seed")
+                expected.append((family, metric, masker, (runs[metric] - baseline[metric]).to_numpy()))
     patch = done[done.masker == "patch"].set_index("seed")
     for metric in ("recon_psnr", "ref_psnr", "linear_acc", "knn_acc"):  # every headline metric, against patch
         for masker in ("pixel", "region"):
             runs = done[done.masker == masker].set_index("seed")
             expected.append(("reference", metric, masker, (runs[metric] - patch[metric]).to_numpy()))
     assert len(found) == len(expected)
-    for family in ("random-init", "reference"):
+    references = {"random-init": "cnn (random-init)", "pixels": "raw pixels (baseline)", "reference": "cnn / patch"}
+    for family in ("random-init", "pixels", "reference"):
         rows = [i for i, e in enumerate(expected) if e[0] == family]
         holm = holm_by_hand([exact_sign_flip(expected[i][3]) for i in rows])
         for i, adjusted in zip(rows, holm):
             _, metric, masker, diffs = expected[i]
-            row = found[(found.metric == metric) & found.configuration.str.contains(f"/ {masker}")
-                        & (found.reference.str.contains("random-init") == (family == "random-init"))]
+            row = found[(found.metric == metric) & (found.configuration == f"cnn / {masker}")
+                        & (found.reference == references[family])]
             assert len(row) == 1, (family, metric, masker)
             row = row.iloc[0]
             assert row.n == len(SEEDS)
@@ -122,7 +124,7 @@ def test_comparisons_agree_with_an_independent_computation_from_the_summary(tmp_
             assert row.ci_low == pytest.approx(low, abs=0.25 * width) and row.ci_high == pytest.approx(high, abs=0.25 * width)
             assert row.ci_low <= row.mean_diff <= row.ci_high
     # patch's clear gain over random-init is significant after Holm; pixel's tiny one is not
-    linear = found[(found.metric == "linear_acc") & found.reference.str.contains("random-init")]
+    linear = found[(found.metric == "linear_acc") & (found.reference == "cnn (random-init)")]
     assert linear.set_index("configuration").significant.to_dict() == \
         {"cnn / pixel": False, "cnn / patch": True, "cnn / region": True}
 
@@ -158,8 +160,8 @@ def test_the_table_shows_each_gain_with_its_interval_and_bold_only_a_clear_best(
     folder = hand_suite(tmp_path, gains={"pixel": 0.0, "patch": 0.05, "region": 0.051}, noise=0.01)
     assert run_cli("report", str(folder)).exit_code == 0
     table = (folder / "table.md").read_text()
-    found = pd.read_csv(folder / "comparisons.csv").set_index(["metric", "configuration"])
-    patch = found.loc[("linear_acc", "cnn / patch")]
+    found = pd.read_csv(folder / "comparisons.csv").set_index(["metric", "configuration", "reference"])
+    patch = found.loc[("linear_acc", "cnn / patch", "cnn (random-init)")]
     cell = f"{patch.mean_diff:+.3f} [{patch.ci_low:+.3f}, {patch.ci_high:+.3f}]" + ("*" if patch.significant else "")
     assert cell in table
     # cells: | encoder | masker | n | PSNR | ref. PSNR | linear | Δ linear | kNN | Δ kNN |
@@ -216,7 +218,7 @@ def test_the_python_api_returns_the_comparisons(tmp_path):
     folder = hand_suite(tmp_path, seeds=[0, 1, 2])
     frame = mimbench.comparisons(folder, reference={"masker": "patch"})
     assert list(frame.columns) == COLUMNS
-    assert set(frame.reference) == {"cnn (random-init)", "cnn / patch"}
+    assert set(frame.reference) == {"cnn (random-init)", "raw pixels (baseline)", "cnn / patch"}
 
 
 # --- the statistics themselves -------------------------------------------------------------------

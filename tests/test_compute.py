@@ -233,16 +233,23 @@ def test_peak_memory_is_the_growth_of_the_resident_set(monkeypatch, sampled):
 
 
 def test_flops_are_added_to_a_run_that_finished_without_them(budget_runs, tmp_path):
-    suite_dir = budget_runs[1]
-    trained = next(key for key, record in records(suite_dir).items() if "train_flops" in record)
-    old = tmp_path / trained
-    shutil.copytree(suite_dir / "runs" / trained, old)
-    original = json.loads((old / "metrics.json").read_text())
-    stripped = {k: v for k, v in original.items() if k not in ("flops_per_image", "train_flops", "train_steps")}
-    (old / "metrics.json").write_text(json.dumps(stripped))
-    assert compute.main([str(old)]) == 0
-    added = json.loads((old / "metrics.json").read_text())
-    assert added == {**stripped, "flops_per_image": original["flops_per_image"], "train_flops": original["train_flops"]}
+    """A run from before FLOPs were recorded (whole epochs, no train_steps: the steps are the epochs in
+    history.csv times the train split's steps per epoch), and one that recorded its steps."""
+    suite, suite_dir, _, _ = budget_runs
+    run(suite, tmp_path / "epochs")  # no budget: 2 whole epochs
+    folders = [*(tmp_path / "epochs" / "budget" / "runs").iterdir(), *(suite_dir / "runs").iterdir()]
+    for i, folder in enumerate(f for f in folders if "train_flops" in json.loads((f / "metrics.json").read_text())):
+        old = tmp_path / f"old{i}"
+        shutil.copytree(folder, old)
+        original = json.loads((old / "metrics.json").read_text())
+        dropped = ("flops_per_image", "train_flops") + (("train_steps",) if original["epochs"] == 2 else ())
+        stripped = {k: v for k, v in original.items() if k not in dropped}
+        (old / "metrics.json").write_text(json.dumps(stripped))
+        assert compute.main([str(old)]) == 0
+        added = json.loads((old / "metrics.json").read_text())
+        assert added == {**stripped, "flops_per_image": original["flops_per_image"],
+                         "train_flops": original["train_flops"]}
+    assert i == 3  # two configurations, with and without a budget
 
 
 # ------------------------------------------------------------------------------------------

@@ -319,20 +319,21 @@ def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return gains.reindex(columns=columns)
 
 
-def random_init_pairs(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Every finished pre-trained run of ``runs`` that has a finished ``random-init`` baseline of
-    the same seed, dataset, encoder name and encoder params, and the same ``eval.<param>`` values
-    (baselines are evaluated like the runs: e.g. with the same ``eval.labels_per_class``, an empty
-    one matching an empty one): the run's row with the baseline's ``<metric>_baseline`` columns,
-    its ``baseline_label`` and ``baseline_config_id``. Empty when nothing pairs."""
+def random_init_pairs(runs: pd.DataFrame, metrics: list[str], kind: str = "random-init") -> pd.DataFrame:
+    """Every finished pre-trained run of ``runs`` that has a finished baseline of ``kind`` of the same
+    seed, dataset and ``eval.<param>`` values (baselines are evaluated like the runs: e.g. with the
+    same ``eval.labels_per_class``, an empty one matching an empty one), and for ``random-init`` the
+    same encoder name and encoder params: the run's row with the baseline's ``<metric>_baseline``
+    columns, its ``baseline_label`` and ``baseline_config_id``. Empty when nothing pairs."""
     runs = runs if "config_id" in runs.columns else label_runs(runs)
-    key_columns = ["dataset", "encoder", *[c for c in param_columns(runs) if c.split(".", 1)[0] in ("dataset", "encoder")],
+    paired_on = ("dataset", "encoder") if kind == "random-init" else ("dataset",)
+    key_columns = [*paired_on, *[c for c in param_columns(runs) if c.split(".", 1)[0] in paired_on],
                    *eval_columns(runs)]
     done = runs[runs["status"] == "done"].copy()
     done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
                             for row in done[key_columns].itertuples(index=False)]
     metrics = [m for m in metrics if m in done.columns]
-    baselines = done[done["baseline"] == "random-init"]
+    baselines = done[done["baseline"] == kind]
     pretrained = done[done["pretrained"]]
     if baselines.empty or pretrained.empty or not metrics:
         return pretrained.iloc[0:0]

@@ -1,10 +1,12 @@
 """Every comparison the report makes, with its uncertainty: ``comparisons.csv``.
 
-Two families of paired comparisons, each pairing runs by seed and by the evaluation settings
+Three families of paired comparisons, each pairing runs by seed and by the evaluation settings
 (``eval.<param>`` columns, e.g. ``eval.labels_per_class``):
 
 - ``random-init``: each pre-trained configuration against the random-init encoder of the same
   architecture, on every declared headline accuracy (the table's Δ columns);
+- ``pixels``: each pre-trained configuration against the raw-pixels baseline, on the same
+  accuracies (the bar a pre-trained encoder has to clear to be worth its features);
 - ``reference``: each pre-trained configuration against the reference configuration the user
   names (``report: {reference: {masker: patch}}`` in the suite, or ``mimbench report DIR
   --reference masker=patch``), on every declared headline metric both have. A configuration's
@@ -38,7 +40,9 @@ COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "mea
 #: Kept in the frame :func:`compare` returns, left out of the file: the family (``random-init`` or
 #: ``reference``), the configurations' ids, and the std of the paired differences.
 INTERNAL = ["family", "config_id", "reference_config_id", "sd"]
-RANDOM_INIT, REFERENCE = "random-init", "reference"
+RANDOM_INIT, PIXELS, REFERENCE = "random-init", "pixels", "reference"
+#: The families, each one Holm family (a "comparison table"), in the order of the file.
+FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE)
 
 
 def compare(summary: pd.DataFrame, declared: Sequence[MetricColumn],
@@ -47,11 +51,13 @@ def compare(summary: pd.DataFrame, declared: Sequence[MetricColumn],
     :data:`COLUMNS` then :data:`INTERNAL`, one row per configuration, metric and evaluation setting."""
     runs = label_runs(summary, hide=(LABELS_PER_CLASS,))
     headline = [c for c in declared if c.headline and not c.best_of and c.key in runs.columns]
-    rows = _random_init_rows(runs, [c for c in headline if c.kind == "accuracy"])
+    accuracies = [c for c in headline if c.kind == "accuracy"]
+    rows = _baseline_rows(runs, accuracies, RANDOM_INIT) + _baseline_rows(runs, accuracies, PIXELS)
     if reference:
         rows += _reference_rows(runs, headline, reference)
     frame = pd.DataFrame(rows, columns=COLUMNS + INTERNAL)
-    for family in (RANDOM_INIT, REFERENCE):
+    frame["labels_per_class"] = pd.Series([row["labels_per_class"] for row in rows], index=frame.index, dtype=object)
+    for family in FAMILIES:
         chosen = frame["family"] == family
         adjusted = stats.holm([None if pd.isna(p) else float(p) for p in frame.loc[chosen, "p_value"]])
         frame.loc[chosen, "p_holm"] = pd.Series(adjusted, index=frame.index[chosen], dtype=object)
@@ -82,8 +88,8 @@ def _labels(row: pd.Series) -> Any:
     return ALL_LABELS if value is None else value
 
 
-def _random_init_rows(runs: pd.DataFrame, metrics: list[MetricColumn]) -> list[dict[str, Any]]:
-    paired = random_init_pairs(runs, [m.key for m in metrics])
+def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str) -> list[dict[str, Any]]:
+    paired = random_init_pairs(runs, [m.key for m in metrics], kind)
     rows = []
     for metric in metrics:
         if f"{metric.key}_baseline" not in paired.columns:
@@ -94,7 +100,7 @@ def _random_init_rows(runs: pd.DataFrame, metrics: list[MetricColumn]) -> list[d
                 continue
             first = group.iloc[0]
             diffs = (group[metric.key] - group[f"{metric.key}_baseline"]).to_numpy(float)
-            rows.append(_row(metric, first["label"], first["baseline_label"], _labels(first), diffs, RANDOM_INIT,
+            rows.append(_row(metric, first["label"], first["baseline_label"], _labels(first), diffs, kind,
                              config_id, first["baseline_config_id"]))
     return rows
 
@@ -108,6 +114,7 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
         raise ConfigError(f"report.reference {format_reference(reference)}: no finished configuration of this suite "
                           f"matches it ({_choices(configs)})")
     rows = []
+    compared: set[tuple[str, str, str]] = set()
     for metric in metrics:
         for config_id in configs.index:
             if config_id in matching:
@@ -115,6 +122,11 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             counterpart = _counterpart(configs, config_id, matching, reference)
             if counterpart is None:
                 continue
+            pair = (metric.key, configs.at[config_id, "label"], configs.at[counterpart, "label"])
+            reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one row, whatever the labels
+            if reconstruction and pair in compared:
+                continue
+            compared.add(pair)
             mine = done[done["config_id"] == config_id].set_index("seed")[metric.key].dropna()
             theirs = done[done["config_id"] == counterpart].set_index("seed")[metric.key].dropna()
             seeds = sorted(set(mine.index) & set(theirs.index))
@@ -122,7 +134,8 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
                 continue
             diffs = (mine.loc[seeds] - theirs.loc[seeds]).to_numpy(float)
             rows.append(_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
-                             _labels(configs.loc[config_id]), diffs, REFERENCE, config_id, counterpart))
+                             None if reconstruction else _labels(configs.loc[config_id]), diffs, REFERENCE,
+                             config_id, counterpart))
     return rows
 
 

@@ -245,7 +245,7 @@ def _figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep
     ]
     if frame is not None and not frame.empty:
         plan.insert(0, _Figure(
-            "comparisons", "Is the difference real?",
+            "comparisons", "Every comparison with its interval",
             "Every paired comparison of the report (comparisons.csv): the mean difference over the seeds both "
             "configurations finished (configuration − reference; per labels per class where swept), its 95% "
             "bootstrap confidence interval (BCa, 9,999 resamples of the seed pairs), and the dashed line at no "
@@ -344,10 +344,10 @@ def _comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
                                           "on a common seed.")]
     names = {c.key: c for c in declared}
     lines = comparisons.seeds_lines(frame, declared)
-    against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.REFERENCE: "Against the reference "
-               f"configuration {comparisons.format_reference(reference or {})}"}
+    against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.PIXELS: "Against raw pixels",
+               comparisons.REFERENCE: f"Against the reference configuration {comparisons.format_reference(reference or {})}"}
     blocks.append(render.Paragraph(
-        "Each configuration is compared with its random-init encoder"
+        "Each configuration is compared with its random-init encoder, with raw pixels"
         + (f" and with the reference configuration {comparisons.format_reference(reference)}" if reference else "")
         + ", paired by seed: the mean difference and its 95% bootstrap confidence interval; every statistic is in "
           f"[{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
@@ -364,7 +364,7 @@ def _comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
     chosen = frame[frame["family"] == comparisons.REFERENCE]
     if len(chosen):
         rows = [[row.configuration, row.reference, _metric_name(names, row.metric),
-                 "all" if row.labels_per_class is None or pd.isna(row.labels_per_class) else str(row.labels_per_class),
+                 _labels_text(row.labels_per_class).removeprefix(" (").removesuffix(" labels/class)") or "–",
                  str(row.n), _interval_text(row, names), f"{row.p_improvement:.2f}", _p_text(row.p_value),
                  _p_text(row.p_holm)] for row in chosen.itertuples(index=False)]
         blocks += [render.Heading("Against the reference configuration", 3),
@@ -380,7 +380,9 @@ def _metric_name(names: dict[str, MetricColumn], key: str) -> str:
 
 
 def _labels_text(labels: Any) -> str:
-    return "" if labels is None or (isinstance(labels, float) and pd.isna(labels)) else f" ({labels} labels/class)"
+    if labels is None or (isinstance(labels, float) and pd.isna(labels)):
+        return ""
+    return f" ({int(labels) if isinstance(labels, float) else labels} labels/class)"
 
 
 def _interval_text(row: Any, names: dict[str, MetricColumn]) -> str:

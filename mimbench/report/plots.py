@@ -474,13 +474,13 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
     """A forest plot of the report's paired comparisons (``frame``: from
     :func:`mimbench.report.comparisons.compare`): one panel per metric, one row per comparison,
     the mean paired difference with its 95% bootstrap interval, a line at 0; filled markers for
-    the significant ones (Holm-corrected), colour by family (against random-init, against the
-    reference configuration)."""
+    the significant ones (Holm-corrected), colour by family (against random-init, against raw
+    pixels, against the reference configuration)."""
     if frame is None or frame.empty:
         return None
     names = {c.key: c for c in declared_or_inferred(pd.DataFrame(columns=list(frame["metric"])), declared)}
     metrics = list(dict.fromkeys(frame["metric"]))
-    colors = dict(zip(("random-init", "reference"), sns.color_palette("colorblind", 2)))
+    colors = dict(zip(("random-init", "pixels", "reference"), sns.color_palette("colorblind", 3)))
     sizes = [int((frame["metric"] == m).sum()) for m in metrics]
     fig, axes = new_figure(9.5, sum(0.32 * k + 1.3 for k in sizes), nrows=len(metrics),
                            gridspec_kw={"height_ratios": [0.32 * k + 1.3 for k in sizes]})
@@ -500,7 +500,8 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
         column = names.get(metric)
         ax.set_xlabel(f"Δ {column.axis_label if column else metric} (configuration − reference)")
         _title(ax, f"{_name(column) if column else metric}: mean paired difference, 95% bootstrap interval")
-    handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=f"vs {f}") for f, c in colors.items()
+    family_names = {"random-init": "vs random-init", "pixels": "vs raw pixels", "reference": "vs the reference"}
+    handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=family_names[f]) for f, c in colors.items()
                if (frame["family"] == f).any()]
     handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="0.3", linestyle="",
                           label="significant (Holm, p < 0.05)"))

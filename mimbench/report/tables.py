@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -31,9 +31,9 @@ TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-
               "statistic); * = significant (exact paired sign-flip test, Holm-corrected over the table's Δs, "
               "p < 0.05; possible only with 6 or more seeds). Bold: the best mean of its column (among rows "
               "evaluated alike), only when its paired 95% interval against the runner-up excludes 0; no bold "
-              "where the runner-up ties within the interval. PFLOPs and train time (where shown): the "
-              "pre-training's floating-point operations (10^15; matrix products, convolutions and attention, "
-              "forward and backward, counted on a real step) and wall time, mean over seeds.")
+              "where the runner-up ties within the interval. PFLOPs, TFLOPs or GFLOPs, and train time (where "
+              "shown): the pre-training's floating-point operations (matrix products, convolutions and "
+              "attention, forward and backward, counted on a real step) and wall time, mean over seeds.")
 #: Added to the note when the table has a ``eval.labels_per_class`` column.
 LABELS_NOTE = (f"`{LABELS_PER_CLASS}`: the labelled training images per class the probes saw, a class-balanced "
                "subset of the train split, the same for every run and baseline of a seed (all: the whole train "
@@ -119,7 +119,7 @@ def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
     best_of = {c.key: c.best_of for c in declared if c.best_of}
     metrics = [c for c in headline_columns(declared) if f"{c.key}_mean" in table.columns
                and table[f"{c.key}_mean"].notna().any() and not _same_as_last_block(table, c.key, best_of.get(c.key))]
-    compute = [c for c in COMPUTE_COLUMNS if f"{c[0]}_mean" in table.columns and table[f"{c[0]}_mean"].notna().any()]
+    compute = _compute_columns(table)
     rows = []
     for _, row in table.iterrows():
         texts = _config_cells(row, axes, sweep)
@@ -130,15 +130,24 @@ def display(table: pd.DataFrame, sweep: list[str] | tuple[str, ...] = (),
     return Display([*axes, *sweep, "n"], metrics, rows, tuple(header for _, header, _ in compute))
 
 
+def _compute_columns(table: pd.DataFrame) -> list[tuple[str, str, Callable[[float], str]]]:
+    """The compute shown per pre-trained configuration (mean over its finished seeds), where the
+    table has it: (column, header, format). FLOPs in one unit for the whole column, the largest of
+    PFLOPs, TFLOPs and GFLOPs that keeps the biggest value at 0.1 or more."""
+    shown = []
+    if "train_flops_mean" in table.columns and table["train_flops_mean"].notna().any():
+        largest = float(table["train_flops_mean"].max())
+        unit, scale = next(((u, s) for u, s in (("PFLOPs", 1e15), ("TFLOPs", 1e12)) if largest >= 0.1 * s),
+                           ("GFLOPs", 1e9))
+        shown.append(("train_flops", unit, lambda v, s=scale: f"{v / s:.3g}"))
+    if "train_seconds_mean" in table.columns and table["train_seconds_mean"].notna().any():
+        shown.append(("train_seconds", "train time", _duration))
+    return shown
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.1f} min" if seconds < 36000 else \
         f"{seconds / 3600:.1f} h"
-
-
-#: The compute shown per pre-trained configuration (mean over its finished seeds): summary
-#: column, header, format.
-COMPUTE_COLUMNS = (("train_flops", "PFLOPs", lambda v: f"{v / 1e15:.3g}"),
-                   ("train_seconds", "train time", _duration))
 
 
 def _value(row: pd.Series, column: Column) -> Value | None:
