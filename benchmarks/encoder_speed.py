@@ -16,10 +16,9 @@ import torch
 from timing import median_seconds
 
 from mimbench.contract import reconstruct
-from mimbench.plugins import load_plugins
-from mimbench.registry import Registry
-from mimbench.worker import resolve_device
-from mimbench.train import autocast_for, param_groups
+from mimbench.jobs import PluginSources
+from mimbench.optim import autocast_for, param_groups
+from mimbench.runtime import Runtime
 
 
 @click.command()
@@ -33,8 +32,8 @@ from mimbench.train import autocast_for, param_groups
               help="Images, encoder and decoder in channels-last memory format (for convolutional encoders).")
 def main(image_size: int, channels: int, batch_size: int, repeats: int, device: str, names: tuple[str, ...],
          channels_last: bool) -> None:
-    torch_device = resolve_device(device)
-    registry = Registry(load_plugins())
+    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    registry, torch_device = runtime.registry, runtime.device
     layout = torch.channels_last if channels_last else torch.contiguous_format
     images = torch.randn(batch_size, channels, image_size, image_size, device=torch_device).contiguous(
         memory_format=layout)

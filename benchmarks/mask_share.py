@@ -35,12 +35,13 @@ import torch
 from timing import median_seconds, now
 
 from mimbench.data import DeviceImages
-from mimbench.plugins import load_plugins
-from mimbench.registry import Registry
 from mimbench.expansion import expand
+from mimbench.jobs import PluginSources
+from mimbench.runtime import Runtime
+from mimbench.schema import TrainConfig
+from mimbench.specs import Component
 from mimbench.suite import load_suite
-from mimbench.train import build_components, pretrain
-from mimbench.worker import load_data, resolve_device
+from mimbench.train import pretrain
 
 
 class TimedMasker:
@@ -76,28 +77,30 @@ class PrecomputedMask:
               help="Time these registered maskers (default params) with the suite's first model, "
                    "instead of the suite's own maskers (repeatable).")
 def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, masker_names: tuple[str, ...]) -> None:
-    torch_device = resolve_device(device)
-    registry = Registry(load_plugins())
+    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    registry, torch_device = runtime.registry, runtime.device
     spec = load_suite(suite)
     runs = expand(spec, registry)
-    data = load_data(registry, runs[0].data, torch_device)
+    data = runtime.data(runs[0].data)
     train_images = data.train.images[: steps * batch_size]
     subset = DeviceImages(train_images, data.train.labels[: len(train_images)], data.train.num_classes)
     images = data.normalize(train_images[:batch_size])
-    train = {**runs[0].config["train"], "epochs": 1, "batch_size": batch_size, "warmup_epochs": 0.0,
-             "log_every": 10**9, "compile": False, "devices": 1}
+    train = TrainConfig.model_validate({**runs[0].train.model_dump(), "epochs": 1, "batch_size": batch_size,
+                                        "warmup_epochs": 0.0, "log_every": 10**9, "compile": False, "devices": 1,
+                                        "budget_flops": None})
     click.echo(f"{spec.name}: batch {batch_size}, {spec.image_size}px, {steps} steps x {repeats} trials, "
                f"device {torch_device}, {torch.get_num_threads()} threads\n")
     click.echo("| masker | params | mask ms | in-step ms | step ms | free ms | step - free | share |")
     click.echo("|---|---|---|---|---|---|---|---|")
     if masker_names:
-        configs = [{**runs[0].config, "masker": {"name": name, "params": registry.resolve_params("masker", name, {})}}
-                   for name in masker_names]
+        setups = [dataclasses.replace(runs[0], masker=Component(name, registry.resolve_params("masker", name, {})),
+                                      run_id="")
+                  for name in masker_names]
     else:
-        configs = list({repr(run.config["masker"]): run.config for run in runs}.values())
-    for config in configs:
+        setups = list({run.masker: run for run in runs}.values())
+    for run in setups:
         torch.manual_seed(0)
-        parts = build_components(registry, config, data.train.channels)
+        parts = runtime.components(run, data.train.channels)
         generator = torch.Generator(device=torch_device).manual_seed(0)
         mask_s = median_seconds(lambda: parts.masker(images, generator), 20, torch_device)
         timed = TimedMasker(parts.masker)
@@ -122,9 +125,8 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
         in_step_s = statistics.median(timed.seconds)
         added_s = statistics.median(a - b for a, b in zip(with_masks, without))
         share = (in_step_s if torch_device.type == "cpu" else added_s) / step_s
-        masker_spec = config["masker"]
-        params = ", ".join(f"{k}={v}" for k, v in masker_spec["params"].items())
-        click.echo(f"| {masker_spec['name']} | {params} | {mask_s * 1e3:.2f} | {in_step_s * 1e3:.2f} | "
+        params = ", ".join(f"{k}={v}" for k, v in run.masker.params.items())
+        click.echo(f"| {run.masker.name} | {params} | {mask_s * 1e3:.2f} | {in_step_s * 1e3:.2f} | "
                    f"{step_s * 1e3:.1f} | {free_s * 1e3:.1f} | {added_s * 1e3:+.2f} | {100 * share:.2f}% |")
 
 if __name__ == "__main__":

@@ -21,22 +21,29 @@ import click
 import torch
 
 from mimbench.data import DeviceImages, Normalizer
-from mimbench.plugins import load_plugins
+from mimbench.jobs import PluginSources
 from mimbench.registry import Registry
-from mimbench.train import build_components, pretrain
-from mimbench.worker import resolve_device
+from mimbench.runtime import Runtime
+from mimbench.schema import TrainConfig
+from mimbench.specs import Component, EvalSpec, RunSpec
+from mimbench.train import pretrain
 
 KNOWN_BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 
-def vit_config(image_size: int, patch: int, dim: int, depth: int, heads: int) -> dict:
-    return {
-        "image_size": image_size,
-        "encoder": {"name": "vit", "params": {"patch_size": patch, "dim": dim, "depth": depth, "heads": heads}},
-        "decoder": {"name": "linear", "params": {}},
-        "masker": {"name": "patch", "params": {"ratio": 0.6, "mask_patch_size": patch if patch > 4 else 4}},
-        "loss": {"name": "l1", "params": {}},
+def vit_run(registry: Registry, image_size: int, patch: int, dim: int, depth: int, heads: int,
+            batch_size: int) -> RunSpec:
+    """The SimMIM ViT as a run's spec (params resolved); only its components and image size are used."""
+    specs = {
+        "encoder": ("vit", {"patch_size": patch, "dim": dim, "depth": depth, "heads": heads}),
+        "decoder": ("linear", {}),
+        "masker": ("patch", {"ratio": 0.6, "mask_patch_size": patch if patch > 4 else 4}),
+        "loss": ("l1", {}),
     }
+    components = {kind: Component(name, registry.resolve_params(kind, name, params))
+                  for kind, (name, params) in specs.items()}
+    return RunSpec(Component("random"), image_size, 0, TrainConfig(batch_size=batch_size),
+                   EvalSpec(0, 512, None, (), None, None), data=None, **components)
 
 
 def vit_flops_per_image(image_size: int, patch: int, dim: int, depth: int, channels: int) -> float:
@@ -63,10 +70,10 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
 @click.option("--peak-tflops", "peak_given", type=float, default=None, help="Dense bf16 peak of the device, for MFU.")
 def main(device: str, batch_size: int, steps: int, modes: tuple[str, ...], vit_b16: bool,
          peak_given: float | None) -> None:
-    torch_device = resolve_device(device)
+    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    torch_device = runtime.device
     size, patch, dim, depth, heads, channels = (224, 16, 768, 12, 12, 3) if vit_b16 else (28, 4, 128, 4, 4, 1)
-    config = vit_config(size, patch, dim, depth, heads)
-    registry = Registry(load_plugins())
+    run = vit_run(runtime.registry, size, patch, dim, depth, heads, batch_size)
     images = torch.randint(0, 256, (batch_size * steps, channels, size, size), dtype=torch.uint8, device=torch_device)
     data = DeviceImages(images, torch.zeros(len(images), dtype=torch.long, device=torch_device), 10)
     warmup = DeviceImages(images[: 3 * batch_size], data.labels[: 3 * batch_size], 10)
@@ -81,9 +88,9 @@ def main(device: str, batch_size: int, steps: int, modes: tuple[str, ...], vit_b
     for mode in (False, *modes):
         setting = True if mode == "true" else mode
         torch.manual_seed(0)
-        parts = build_components(registry, config, channels)
-        train = {"epochs": 1, "batch_size": batch_size, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 0.0,
-                 "grad_clip": 5.0, "log_every": 10**9, "augment": None, "compile": setting}
+        parts = runtime.components(run, channels)
+        train = TrainConfig(epochs=1, batch_size=batch_size, lr=1e-3, weight_decay=0.05, warmup_epochs=0.0,
+                            grad_clip=5.0, log_every=10**9, augment=None, compile=setting)
         first = pretrain(parts, warmup, normalize, train, seed=0, device=torch_device, show_progress=False)
         result = pretrain(parts, data, normalize, train, seed=0, device=torch_device, show_progress=False)
         achieved = result.images_per_second * flops / 1e12

@@ -13,7 +13,6 @@ Everything is written into a temporary suite folder, deleted at the end.
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from mimbench.folder import RunFolder, SuiteFolder
 from mimbench_plugins.mlflow_tracker import MLflowTracker
 from mimbench_plugins.tensorboard_tracker import TensorBoardTracker
 
@@ -31,10 +31,12 @@ from mimbench_plugins.tensorboard_tracker import TensorBoardTracker
 @click.option("--runs", default=6, show_default=True, help="Runs per tracker (the first one pays the imports).")
 @click.option("--epochs", default=5, show_default=True, help="epoch_finished calls per run.")
 def main(run_dir: Path, runs: int, epochs: int) -> None:
-    config = json.loads((run_dir / "config.json").read_text())
-    record = {**json.loads((run_dir / "metrics.json").read_text()), "run_id": run_dir.name}
+    source = RunFolder(run_dir)
+    config = source.read_config()
+    record = {**source.read_record(), "run_id": source.run_id}
     suite = Path(tempfile.mkdtemp(prefix="mimbench-trackers-")) / "bench"
     suite.mkdir()
+    bench = SuiteFolder(suite)
     trackers = {"tensorboard": lambda: TensorBoardTracker(), "mlflow": lambda: MLflowTracker(str(suite))}
     try:
         for name, make in trackers.items():
@@ -46,7 +48,7 @@ def main(run_dir: Path, runs: int, epochs: int) -> None:
             prepare = time.perf_counter() - start
             times = []
             for i in range(runs):
-                folder = suite / "runs" / f"{name}-{i:03d}"
+                folder = bench.run(f"{name}-{i:03d}").path
                 shutil.copytree(run_dir, folder)
                 start = time.perf_counter()
                 tracker = make()

@@ -1,22 +1,20 @@
 """mimbench: a plugin-based benchmarking harness for masked image modeling.
 
-``mimbench.run``, ``mimbench.load``, ``mimbench.table``, ``mimbench.comparisons`` and ``mimbench.plot`` are the Python API
-(:mod:`mimbench.api`), imported on first use so that ``import mimbench`` stays light.
+Two front doors, one per audience:
+
+- users: ``mimbench.run``, ``mimbench.load``, ``mimbench.table``, ``mimbench.comparisons`` and
+  ``mimbench.plot`` (:mod:`mimbench.api`), imported on first use so that ``import mimbench`` stays light;
+- plugin authors: :mod:`mimbench.plugin` (``hookimpl``, the contracts and the helpers a component may use).
 """
 
 from typing import Any
 
-import pluggy
-
-__version__ = "0.1.0"
-
-#: Decorator for plugin hook implementations: ``@mimbench.hookimpl``.
-hookimpl = pluggy.HookimplMarker("mimbench")
+from mimbench.version import __version__
 
 #: The Python API, from :mod:`mimbench.api`.
 API = ("run", "load", "table", "comparisons", "plot")
 
-__all__ = ["hookimpl", "__version__", *API]
+__all__ = ["__version__", *API]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from mimbench import api
 
         return getattr(api, name)
+    if name == "hookimpl":  # the spelling of plugins written before mimbench.plugin existed
+        from mimbench.hookspecs import hookimpl
+
+        return hookimpl
     raise AttributeError(f"module 'mimbench' has no attribute {name!r}")

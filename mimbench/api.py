@@ -29,21 +29,18 @@ from mimbench.errors import ConfigError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mimbench.driver import Plan
     from mimbench.executors import Executor
-    from mimbench.jobs import PluginSources
-    from mimbench.registry import Registry
-    from mimbench.worker import SuiteData
-
+    from mimbench.planning import Plan
+    from mimbench.runtime import Runtime, SuiteData
 
 
 @dataclass
 class Prepared:
-    """A suite checked and ready to run: every name, param and tracker validated, the data loaded."""
+    """A suite checked and ready to run: every name, param and tracker validated, the data loaded
+    (by ``runtime``: this process's, on the device the checks ran on)."""
 
     plan: "Plan"
-    registry: "Registry"
-    plugins: "PluginSources"
+    runtime: "Runtime"
     executor: "Executor"
     data: "SuiteData"
     out: Path
@@ -60,11 +57,10 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     """Load ``suite`` (a packaged name, default ``quick``; a YAML path; or a mapping as the YAML
     would give it), apply ``overrides`` (``["train.epochs=1"]`` or ``{"train.epochs": 1}``), add
     ``trackers``, and check everything before anything trains (what ``--dry-run`` does)."""
-    from mimbench.driver import build_executor, check_plan, check_trackers, plan_suite
     from mimbench.jobs import PluginSources
-    from mimbench.ownership import origin_of
-    from mimbench.suite import load_suite
-    from mimbench.worker import registry_for
+    from mimbench.planning import build_executor, check_device, check_plan, check_trackers, plan_suite
+    from mimbench.runtime import registry_for, Runtime
+    from mimbench.suite import load_suite, origin_of
 
     sources = PluginSources.from_cli(tuple(plugins))
     registry = registry_for(sources)
@@ -77,8 +73,9 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     out = out.absolute()
     runner = build_executor(registry, spec, out / spec.name)
     check_trackers(plan, registry, out / spec.name)
-    data = check_plan(plan, registry, sources, device, runner)
-    return Prepared(plan, registry, sources, runner, data, out, device)
+    runtime = Runtime.for_process(sources, check_device(device, runner))
+    data = check_plan(plan, runtime)
+    return Prepared(plan, runtime, runner, data, out, device)
 
 
 def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:
@@ -96,8 +93,7 @@ def execute(prepared: Prepared, fresh: bool = False) -> pd.DataFrame:
     from mimbench.driver import run_suite
 
     prepared.out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission) is the machine's refusal
-    return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.plugins, prepared.registry,
-                     prepared.device, fresh=fresh)
+    return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.runtime, prepared.device, fresh=fresh)
 
 
 def run(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path = "results", *, device: str = "auto",
@@ -134,7 +130,7 @@ def load(results_dir: str | Path) -> pd.DataFrame:
 def table(results_dir: str | Path) -> pd.DataFrame:
     """The suite's table, aggregated over seeds (``table.csv``'s rows): one row per configuration
     with ``<metric>_mean``, ``_std`` and ``_n``, run counts and gains over random-init."""
-    from mimbench.report.page import read_results
+    from mimbench.report.results import read_results
 
     return read_results(Path(results_dir)).table
 
@@ -146,7 +142,7 @@ def comparisons(results_dir: str | Path, reference: Mapping[str, Any] | None = N
     paired difference, its 95% bootstrap interval, the probability of improvement and, with 6 or
     more seeds, the exact sign-flip p-value and Holm's adjusted p."""
     from mimbench.report.comparisons import COLUMNS, check_reference
-    from mimbench.report.page import read_results
+    from mimbench.report.results import read_results
 
     if reference is not None:
         check_reference(reference, "reference")
@@ -158,7 +154,7 @@ def plot(results_dir: str | Path, figure: str = "probe_accuracy") -> "Figure":
     ``psnr``, ``compute``, ``psnr_vs_accuracy``, ``loss_curves``, ``reconstructions``, ``label_efficiency`` and
     ``sweep_<param>`` where the suite has them. Returns a matplotlib Figure (Jupyter shows it;
     ``fig.savefig(path)`` writes it)."""
-    from mimbench.report.page import figures
+    from mimbench.report.figure_plan import figures
 
     available = figures(Path(results_dir))
     if figure not in available:

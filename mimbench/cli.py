@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import yaml
 
-from mimbench import __version__
-from mimbench.errors import ConfigError, cut, os_error_line
+from mimbench.version import __version__
+from mimbench.errors import ConfigError, cut, one_line, os_error_line
 from mimbench.plugins import load_plugins
 from mimbench.registry import KINDS, Registry
+from mimbench.specs import Status
 from mimbench.suite import packaged_suites
-
-if TYPE_CHECKING:
-    from mimbench.api import Prepared
 
 PLUGIN_OPTION_HELP = ("Plugin .py file or module to load (repeatable; one that fails to load is an error); "
                       "also read from $MIMBENCH_PLUGINS (where a failure is a warning).")
@@ -118,31 +115,18 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     """
     from mimbench import api
     from mimbench.jobs import PluginSources
-    from mimbench.worker import registry_for
+    from mimbench.runtime import registry_for
 
     _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # api.prepare's registry
     prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
                            plugins=plugin_specs, overrides=overrides)
-    plan, spec, data = prepared.plan, prepared.plan.suite, prepared.data
+    spec = prepared.plan.suite
     if dry_run:
-        from mimbench.driver import identity
-        from mimbench.ownership import check_ownership
+        from mimbench.dryrun import dry_run_lines
+        from mimbench.folder import SuiteFolder
 
-        check_ownership(prepared.suite_dir, identity(plan), fresh)
-        trackers = f", trackers {', '.join(t['name'] for t in plan.trackers)}" if plan.trackers else ""
-        click.echo(f"suite {spec.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
-                   f"{spec.dataset.name} ({len(data.train)} train / {len(data.test)} test images, "
-                   f"{spec.image_size}px), device {data.normalize.mean.device if prepared.executor.in_process else device}, "
-                   f"executor {spec.execution.executor}{trackers}, "
-                   f"results in {out / spec.name}")
-        compute = _planned_compute(prepared)
-        for job in plan.runs:
-            params = " ".join(f"{axis}={_spec_text(job.config[axis])}" for axis in ("encoder", "decoder", "masker", "loss"))
-            labels = job.config["eval"].get("labels_per_class")
-            click.echo(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
-                       + f"  {compute[job.run_id]}")
-        for job in plan.baselines:
-            click.echo(f"  {job.run_id}  {plan.labels[job.run_id]}")
+        SuiteFolder(prepared.suite_dir).check_ownership(prepared.plan.identity(), fresh)
+        click.echo("\n".join(dry_run_lines(prepared, out / spec.name)))
         return
     try:
         table = api.execute(prepared, fresh=fresh)
@@ -154,49 +138,8 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     click.echo(f"{len(table)} run{'s' if len(table) != 1 else ''}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
                + f"; summary: {out / spec.name / 'summary.csv'}")
     _report_after_run(out / spec.name)
-    if counts.get("failed", 0) or counts.get("pending", 0):
+    if counts.get(Status.FAILED.value, 0) or counts.get(Status.PENDING.value, 0):
         sys.exit(1)
-
-
-def _planned_compute(prepared: Prepared) -> dict[str, str]:
-    """Each run's planned optimizer steps and FLOPs, for the dry run: ``steps=N  FLOPs=X (Y/image)``.
-    Counted on the CPU once per distinct configuration (the seed does not change what a step costs);
-    what cannot be counted or planned is said in place of the numbers."""
-    import torch
-
-    from mimbench.compute import COUNT_IMAGES, flops_from_config
-    from mimbench.jobs import canonical_json
-    from mimbench.train import planned_steps, train_batch_size
-
-    images, channels = len(prepared.data.train), prepared.data.train.channels
-    counted: dict[str, float | str] = {}  # a configuration -> its FLOPs per image, or why there are none
-    texts = {}
-    for job in prepared.plan.runs:
-        train = job.config["train"]
-        key = canonical_json([job.config[k] for k in ("image_size", "encoder", "decoder", "masker", "loss")]
-                             + [min(COUNT_IMAGES, train["batch_size"])])
-        if key not in counted:
-            try:
-                counted[key] = flops_from_config(prepared.registry, job.config, channels, torch.device("cpu"))
-            except Exception as exc:  # the run would fail the same way; the dry run says so
-                counted[key] = cut(f"FLOPs not counted ({type(exc).__name__}: {exc})", 160)
-        per_image = counted[key]
-        if isinstance(per_image, str):
-            texts[job.run_id] = per_image
-            continue
-        try:
-            steps = planned_steps(train, images, per_image)
-        except ValueError as exc:
-            texts[job.run_id] = cut(f"steps not planned ({exc})", 160)
-            continue
-        total = per_image * train_batch_size(train, images) * steps
-        texts[job.run_id] = f"steps={steps}  FLOPs={total:.3g} ({per_image:.3g}/image)"
-    return texts
-
-
-def _spec_text(spec: dict) -> str:
-    params = ",".join(f"{k}={v}" for k, v in spec["params"].items())
-    return f"{spec['name']}({params})" if params else spec["name"]
 
 
 @cli.command()
@@ -294,8 +237,7 @@ def _report_after_run(suite_dir: Path) -> None:
 
         written = write_report(suite_dir)
     except Exception as exc:  # the runs are safe on disk; `mimbench report` can be run again
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {message}); "
+        click.echo(f"warning: the report could not be written ({one_line(exc)}); "
                    f"the results are complete, retry with: mimbench report {suite_dir}", err=True)
         return
     for warning in written.warnings:

@@ -99,3 +99,38 @@ def inferred(column_names: list[str]) -> list[MetricColumn]:
             columns += accuracy_columns(key, key.removesuffix("_acc"),
                                         "all" if f"{key}_best" in present else "last")
     return merge(columns)
+
+
+#: The summary's leading columns, in this order: what was run (a baseline has no decoder, masker
+#: or loss), then the core's measurements; the declared columns of the suite's probes come next,
+#: then the rest of each record, then :data:`TIMING_COLUMNS`, then the ``<kind>.<param>`` params.
+SUMMARY_ID_COLUMNS = ("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
+                      "baseline")
+CORE_COLUMNS = ("mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr")
+#: What each run cost, and how its pre-training ended: the summary's last columns before the params.
+TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
+                  "peak_memory_mb", "flops_per_image", "train_flops", "train_steps", "epochs", "epochs_completed",
+                  "final_loss", "diverged_loss", "error")
+#: Columns of a pre-training run's record that describe the pre-training and the reconstruction,
+#: not the probes: what a run evaluating the same encoder with other labels carries over.
+PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_seconds", "epochs_completed",
+                       "final_loss", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual",
+                       "mask_avgdist_px", "recon_uses_target_stats", "flops_per_image", "train_flops", "train_steps",
+                       "epochs")
+
+#: Columns of a run's summary row (and record) that say what was run or what became of it; every
+#: other numeric column measures it (:func:`measured`).
+IDENTITY_COLUMNS = frozenset({"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
+                              "baseline", "error", "pretrained_in", "recon_uses_target_stats"})
+
+
+def is_measurement(key: str, value: Any) -> bool:
+    """Whether a summary row's ``key`` holds a measurement: a number (not a bool), not an identity
+    column (:data:`IDENTITY_COLUMNS`) and not a ``<kind>.<param>`` param."""
+    return key not in IDENTITY_COLUMNS and "." not in key and isinstance(value, (int, float)) \
+        and not isinstance(value, bool)
+
+
+def measured(record: dict[str, Any]) -> dict[str, float]:
+    """The measurements of a summary row (:func:`is_measurement`) as floats, NaN left out."""
+    return {key: float(value) for key, value in record.items() if is_measurement(key, value) and value == value}

@@ -8,7 +8,7 @@ optimizer, normalisations and other elementwise ops, evaluation and probes.
 A run counts once, before it trains, on deep copies of its components and a batch of its image
 size masked by its own masker from its seed, with torch's random state saved and restored around
 it: training is unchanged by the count. The pixels do not change what a step costs, so the same
-count is had from a finished run's ``config.json`` alone (:func:`flops_from_config`), which
+count is had from a finished run's ``config.json`` alone (:func:`add_flops`), which
 ``python -m mimbench.compute RUN_DIR...`` writes into runs that finished before FLOPs were recorded.
 """
 
@@ -23,8 +23,11 @@ from typing import Any, Callable
 import torch
 
 from mimbench.contract import check_mask
-from mimbench.registry import Registry
-from mimbench.train import Components, MaskedModel, build_components
+from mimbench.folder import RunFolder
+from mimbench.jobs import PluginSources
+from mimbench.runtime import Runtime
+from mimbench.specs import RunSpec, run_spec_from_config
+from mimbench.train import Components, MaskedModel, train_batch_size
 
 #: Images a count runs on. The counted ops cost the same for every image, so a few give the
 #: per-image cost of any batch; the dry run counts each distinct configuration, so it stays cheap.
@@ -96,24 +99,22 @@ def counting_batch(masker: Callable[..., torch.Tensor], channels: int, image_siz
     return images, check_mask(masker(images, generator), images)
 
 
-def run_flops_per_image(parts: Components, config: dict[str, Any], channels: int, device: torch.device) -> float:
-    """:func:`count_flops_per_image` of a run's components (built from its resolved ``config``) on
-    its :func:`counting_batch`; random state, parameters and gradients are left as they were."""
-    count = min(COUNT_IMAGES, config["train"]["batch_size"])
+def run_flops_per_image(parts: Components, run: RunSpec, channels: int, device: torch.device) -> float:
+    """:func:`count_flops_per_image` of a run's components on its :func:`counting_batch`; random
+    state, parameters and gradients are left as they were."""
+    count = min(COUNT_IMAGES, run.train.batch_size)
     with _own_random_state(device):  # a masker may draw from torch's generator too
-        images, mask = counting_batch(parts.masker, channels, config["image_size"], config["seed"], device, count)
+        images, mask = counting_batch(parts.masker, channels, run.image_size, run.seed, device, count)
     return count_flops_per_image(parts, images, mask)
 
 
-def flops_from_config(registry: Registry, config: dict[str, Any], channels: int | None = None,
-                      device: torch.device = torch.device("cpu")) -> float:
-    """A run's flops_per_image from its resolved config (a ``config.json``: ``channels`` is then read
-    from its normalisation), its components built through ``registry``; torch's random state is kept."""
-    channels = len(config["normalization"]["mean"]) if channels is None else channels
-    with _own_random_state(device):
-        torch.manual_seed(config["seed"])
-        parts = build_components(registry, config, channels)
-    return run_flops_per_image(parts, config, channels, device)
+def flops_of(runtime: Runtime, run: RunSpec, channels: int) -> float:
+    """A run's flops_per_image, its components built by ``runtime`` (on its device) from the run's
+    seed; torch's random state is kept."""
+    with _own_random_state(runtime.device):
+        torch.manual_seed(run.seed)
+        parts = runtime.components(run, channels)
+    return run_flops_per_image(parts, run, channels, runtime.device)
 
 
 def _own_random_state(device: torch.device) -> Any:
@@ -134,46 +135,36 @@ def trained_steps(record: dict[str, Any], history: list[dict[str, float]], batch
     return len(history) * (train_images // batch)
 
 
-def train_split_size(registry: Registry, config: dict[str, Any]) -> int:
-    """The number of images of a run's train split, from its dataset as ``config`` names it."""
-    dataset = config["dataset"]
-    return len(registry.build("dataset", dataset["name"], dataset["params"], split="train",
-                              image_size=config["image_size"]))
-
-
-def add_flops(run_dir: Path, registry: Registry) -> dict[str, Any] | None:
+def add_flops(folder: RunFolder, runtime: Runtime) -> dict[str, Any] | None:
     """Write ``flops_per_image`` and ``train_flops`` into a finished run's ``metrics.json`` (atomically;
-    every other key kept), counted from its ``config.json`` on the CPU (the steps from its train
+    every other key kept), counted from its ``config.json`` by ``runtime`` (the steps from its train
     split's size and ``history.csv``); returns the new record, or None for a baseline (nothing
     trained, nothing written)."""
-    from mimbench import store
-
-    config, record = store.read_config(run_dir), store.read_record(run_dir)
-    if "baseline" in config:
+    config, record = folder.read_config(), folder.read_record()
+    if config.get("baseline"):
         return None
-    per_image = flops_from_config(registry, config)
-    images = train_split_size(registry, config)
-    batch = min(config["train"]["batch_size"], images)
-    steps = trained_steps(record, store.read_history(run_dir / store.HISTORY_FILE), batch, images)
+    run = run_spec_from_config(config)
+    per_image = flops_of(runtime, run, len(config["normalization"]["mean"]))
+    dataset = runtime.build("dataset", run.dataset, split="train", image_size=run.image_size)
+    batch = train_batch_size(run.train, len(dataset))
+    steps = trained_steps(record, folder.history(), batch, len(dataset))
     record = {**record, "flops_per_image": per_image, "train_flops": per_image * batch * steps}
-    store.write_json(run_dir / store.METRICS_FILE, record)
+    folder.write_metrics(record)
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m mimbench.compute RUN_DIR...``: :func:`add_flops` for each run folder."""
-    from mimbench.plugins import load_plugins
-
     parser = argparse.ArgumentParser(prog="python -m mimbench.compute", description=(
         "Add flops_per_image and train_flops to finished runs' metrics.json, counted from their config.json."))
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="OUT/<suite>/runs/<run_id>")
     parser.add_argument("--plugin", action="append", default=[], help="plugin .py file or module the runs used")
     args = parser.parse_args(argv)
-    registry = Registry(load_plugins(tuple(args.plugin)))
+    runtime = Runtime.for_process(PluginSources.from_cli(tuple(args.plugin)), "cpu")
     failed = 0
     for run_dir in args.run_dirs:
         try:
-            record = add_flops(run_dir, registry)
+            record = add_flops(RunFolder(run_dir), runtime)
         except Exception as exc:  # one run's problem; the others are still done
             failed += 1
             print(f"{run_dir}: not changed ({type(exc).__name__}: {exc})", file=sys.stderr)

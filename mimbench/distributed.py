@@ -27,19 +27,20 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mimbench.jobs import PluginSources, RunJob
+from mimbench.jobs import PluginSources
 from mimbench.memory import PeakMemory
-from mimbench.train import Components, Shard, TrainResult, build_components, pretrain
+from mimbench.runtime import Runtime
+from mimbench.specs import RunSpec, Status
+from mimbench.train import Components, Shard, TrainResult, pretrain
 
 
-def pretrain_distributed(job: RunJob, plugins: PluginSources, parts: Components, device: torch.device,
+def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components, device: torch.device,
                          on_epoch: Callable[[list[dict[str, float]]], None], desc: str = "train",
                          show_progress: bool = True, flops_per_image: float | None = None) -> TrainResult:
-    """Pre-train ``parts`` (built from the run's seed) on ``job.config["train"]["devices"]``
-    processes, for the steps :func:`mimbench.train.planned_steps` gives (``flops_per_image``, counted
+    """Pre-train ``parts`` (built from the run's seed) on ``job.train.devices`` processes, for the steps :func:`mimbench.train.planned_steps` gives (``flops_per_image``, counted
     once by the caller, for ``train.budget_flops``: every rank plans the same steps); loads the
     trained weights into ``parts`` and returns rank 0's result, with its own peak memory."""
-    world = job.config["train"]["devices"]
+    world = job.train.devices
     if device.type == "cuda" and torch.cuda.device_count() < world:
         raise RuntimeError(f"train.devices {world} needs {world} GPUs on one machine, this process sees "
                            f"{torch.cuda.device_count()} (give the run that many, e.g. execution.gpus_per_run: {world})")
@@ -58,7 +59,7 @@ def pretrain_distributed(job: RunJob, plugins: PluginSources, parts: Components,
     parts.encoder.load_state_dict(saved["encoder"])
     parts.decoder.load_state_dict(saved["decoder"])
     parts.encoder.to(device).eval(), parts.decoder.to(device).eval()
-    return TrainResult(**saved["result"])
+    return TrainResult(**{**saved["result"], "status": Status(saved["result"]["status"])})
 
 
 def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None]) -> None:
@@ -71,34 +72,30 @@ def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None]) 
         on_epoch(history)
 
 
-def _rank_main(rank: int, world: int, port: int, job: RunJob, plugins: PluginSources, device_type: str,
+def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSources, device_type: str,
                threads: int, messages: Any, weights: str, desc: str, show_progress: bool,
                flops_per_image: float | None) -> None:
     """One DDP process: join the group, build the run, pre-train on this rank's share."""
-    from mimbench.worker import registry_for, suite_data  # the worker imports this module
-
     torch.set_num_threads(threads)
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    runtime = Runtime.for_process(plugins, device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world)
     try:
-        config = job.config
-        data = suite_data(plugins, job.data, device)
+        data = runtime.data(job.data)
         torch.manual_seed(job.seed)
-        parts = build_components(registry_for(plugins), config, data.train.channels)
+        parts = runtime.components(job, data.train.channels)
         with PeakMemory(device) as peak:
-            result = pretrain(parts, data.train, data.normalize, config["train"], job.seed, device,
+            result = pretrain(parts, data.train, data.normalize, job.train, job.seed, device,
                               on_epoch=lambda history: messages.put([dict(row) for row in history]),
                               desc=desc, show_progress=show_progress, shard=Shard(rank, world),
                               flops_per_image=flops_per_image)
         result.peak_memory_mb = peak.mb
         if rank == 0:
             torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),
-                        "result": dataclasses.asdict(result)}, weights)
+                        "result": {**dataclasses.asdict(result), "status": result.status.value}}, weights)
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -115,7 +112,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def is_distributed(config: dict[str, Any]) -> bool:
+def is_distributed(job: RunSpec) -> bool:
     """Whether a run's pre-training is spread over several processes (``train.devices`` > 1)."""
-    return config["train"].get("devices", 1) > 1
+    return job.train.devices > 1
 

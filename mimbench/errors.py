@@ -75,3 +75,16 @@ def os_error_line(exc: OSError) -> str:
         where = f"{exc.filename} -> {exc.filename2}: "
     hint = _OS_HINTS.get(exc.errno)
     return cut(f"{where}{reason}" + (f"; {hint}" if hint else ""))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type's name when it has none."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone for an empty message): how an error
+    that is not mimbench's own is named in a warning, a failed run's record or a summary."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__

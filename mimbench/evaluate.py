@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 from mimbench import metrics
 from mimbench.contract import check_mask, reconstruct
 from mimbench.data import Images, Normalizer
-from mimbench.train import autocast_for
+from mimbench.optim import autocast_for
 
 
 @torch.no_grad()

@@ -17,15 +17,14 @@ from __future__ import annotations
 import io
 import json
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Union
 
 import torch
 
-from mimbench import store
-from mimbench.errors import ConfigError, cut
+from mimbench.errors import ConfigError, cut, first_line
+from mimbench.folder import CONFIG_FILE, ENCODER_FILE, DamagedFile, RunFolder, write_atomic
 from mimbench.registry import Registry
 
 FORMAT = "mimbench-backbone/1"
@@ -70,10 +69,11 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
     its description (the same path with ``.json``); returns both paths. Bad input (not a run
     folder, no ``encoder.pt``, an encoder without ``backbone()``) is a ConfigError."""
     run_dir = Path(run_dir)
-    config = _read_config(run_dir)
-    weights = run_dir / store.ENCODER_FILE
-    if not weights.is_file():
-        raise ConfigError(f"no {store.ENCODER_FILE} in {run_dir}: only pre-trained runs have one "
+    run = RunFolder(run_dir)
+    config = _read_config(run)
+    weights = run.encoder_path
+    if not run.has_encoder():
+        raise ConfigError(f"no {ENCODER_FILE} in {run_dir}: only pre-trained runs have one "
                           f"(baselines do not; a run that failed before training ended has none)")
     spec = config["encoder"]
     params = dict(spec.get("params") or {})
@@ -85,9 +85,7 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
         raise ConfigError(f"encoder {spec['name']!r} cannot be exported as a backbone (it has no backbone() "
                           f"method); its state_dict is {weights}")
     try:
-        with warnings.catch_warnings():  # a garbled file's pickle-protocol warning would be a second line
-            warnings.simplefilter("ignore")
-            state = torch.load(weights, map_location="cpu")
+        state = run.encoder_state()
     except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike
         raise ConfigError(f"{weights}: damaged, not a state_dict torch can load ({type(exc).__name__}: "
                           f"{cut(str(exc), 120)})") from None
@@ -95,13 +93,13 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
         encoder.load_state_dict(state)
         backbone = encoder.backbone()
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"encoder {spec['name']!r} of {run_dir}: {str(exc).strip().splitlines()[0]}") from None
+        raise ConfigError(f"encoder {spec['name']!r} of {run_dir}: {first_line(exc)}") from None
     out = Path(out) if out is not None else run_dir / "backbone.pt"
     description = out.with_suffix(".json")
     buffer = io.BytesIO()
     torch.save({key: value.detach().cpu().contiguous() for key, value in backbone.state_dict.items()}, buffer)
-    store.write_atomic(out, buffer.getvalue())
-    store.write_atomic(description, json.dumps(describe(config, backbone, out.name), indent=2) + "\n")
+    write_atomic(out, buffer.getvalue())
+    write_atomic(description, json.dumps(describe(config, backbone, out.name), indent=2) + "\n")
     return out, description
 
 
@@ -126,22 +124,21 @@ def describe(config: dict[str, Any], backbone: Backbone, weights: str) -> dict[s
     }
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise ConfigError(f"run folder not found: {run_dir}")
-    path = run_dir / store.CONFIG_FILE
+def _read_config(run: RunFolder) -> dict[str, Any]:
+    if not run.path.is_dir():
+        raise ConfigError(f"run folder not found: {run.path}")
     try:
-        config = store.read_json_object(path)
+        config = run.read_config()
     except FileNotFoundError:
-        raise ConfigError(f"no {store.CONFIG_FILE} in {run_dir}: not a run folder (OUT/<suite>/runs/<run_id>)") from None
-    except store.DamagedFile as exc:
-        raise ConfigError(f"{run_dir}: {exc}") from None
-    if "baseline" in config or "encoder" not in config:
-        raise ConfigError(f"{run_dir} is a baseline: it has no pre-trained encoder to export")
+        raise ConfigError(f"no {CONFIG_FILE} in {run.path}: not a run folder (OUT/<suite>/runs/<run_id>)") from None
+    except DamagedFile as exc:
+        raise ConfigError(f"{run.path}: {exc}") from None
+    if config.get("baseline") is not None or config.get("encoder") is None:
+        raise ConfigError(f"{run.path} is a baseline: it has no pre-trained encoder to export")
     normalization, encoder = config.get("normalization"), config.get("encoder")
     if not isinstance(normalization, dict) or not isinstance(normalization.get("mean"), list) \
             or not isinstance(config.get("image_size"), int) or not isinstance(encoder, dict) \
             or not isinstance(encoder.get("name"), str) or not isinstance(encoder.get("params", {}), dict):
-        raise ConfigError(f"{path}: not a mimbench run config (its normalization, image_size or encoder is "
-                          f"missing or of the wrong type)")
+        raise ConfigError(f"{run.path / CONFIG_FILE}: not a mimbench run config (its normalization, image_size or "
+                          f"encoder is missing or of the wrong type)")
     return config

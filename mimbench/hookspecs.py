@@ -1,6 +1,6 @@
 """The plugin contract: every hook a mimbench plugin may implement.
 
-A plugin is any module or object with functions decorated by ``mimbench.hookimpl``
+A plugin is any module or object with functions decorated by ``mimbench.plugin.hookimpl``
 whose names are listed here. The ``register_*`` hooks receive a ``register``
 callback::
 
@@ -18,12 +18,16 @@ are listed per kind below and cannot be set from a suite.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import click
 import pluggy
 
+if TYPE_CHECKING:
+    import click
+
 hookspec = pluggy.HookspecMarker("mimbench")
+#: Decorator for plugin hook implementations (``from mimbench.plugin import hookimpl``).
+hookimpl = pluggy.HookimplMarker("mimbench")
 
 Register = Callable[..., None]
 
@@ -67,7 +71,7 @@ def mimbench_register_encoders(register: Register) -> None:
     lr decay when fine-tuning (0 = embeddings, i + 1 = block i); without it every
     encoder parameter gets the same decayed lr.
 
-    Optional: ``backbone() -> mimbench.export.Backbone`` for ``mimbench export``: the
+    Optional: ``backbone() -> mimbench.plugin.Backbone`` for ``mimbench export``: the
     encoder's weights as the state_dict of a plain model of another library (timm,
     torchvision, torch), without what only masked pre-training needs (the mask token), and
     the Python that builds that model. An encoder built with a ``pretrained`` param gets
@@ -113,7 +117,7 @@ def mimbench_register_datasets(register: Register) -> None:
     float Tensor[C, H, W] in [0, 1], label an int, and exposes ``num_classes``.
     If the factory declares an ``image_size`` parameter the core passes the
     suite's ``image_size``; whatever comes back is resized to it. Returning a
-    ``mimbench.data.TensorImageDataset`` (uint8 tensors in memory) lets the core
+    ``mimbench.plugin.TensorImageDataset`` (uint8 tensors in memory) lets the core
     move the data to the device once and batch it by indexing.
     """
 
@@ -123,24 +127,24 @@ def mimbench_register_probes(register: Register) -> None:
     """Register downstream evaluations.
 
     ``factory(**params)`` returns a callable
-    ``probe(context: mimbench.probing.ProbeContext) -> dict[str, float]``
+    ``probe(context: mimbench.plugin.ProbeContext) -> dict[str, float]``
     whose keys become summary columns (e.g. ``{"linear_acc": 0.87}``). The context holds
     the frozen ``encoder`` (eval mode, on ``device``), the labelled ``train`` and ``test``
     splits (uint8 batches on the device: ``batches(batch_size, generator=None)``),
     ``normalize`` (the pre-training normalisation), ``num_classes``, ``seed``, and
     ``features(layer)``: mean-pooled features of unmasked images, Tensor[N, D] per split,
     extracted once per run and shared by all its probes (``layer``: ``"last"`` or a block
-    index; ``block_features()`` gives every block). ``mimbench.probing.layerwise`` turns a
+    index; ``block_features()`` gives every block). ``mimbench.plugin.layerwise`` turns a
     scoring function into the ``layer`` param's columns (``<name>_acc@<block>``...).
     A probe must not change the encoder: train a copy (see ``finetune``). Baselines go
     through the same probes with an untrained encoder or ``RawPixels``.
 
     The probe may declare the columns it returns with a method
-    ``metric_columns() -> list[mimbench.columns.MetricColumn]``: the report's headline table
+    ``metric_columns() -> list[mimbench.plugin.MetricColumn]``: the report's headline table
     (``table.md``, ``table.tex``), its figures and the console line show the declared columns
     (with ``headline=True``), by their ``name``, ``axis`` label and ``digits``; a column of
     ``kind="accuracy"`` also gets its gain over the random-init baseline (Δ) and the probe
-    figures. ``mimbench.columns.accuracy_columns(key, name, layer)`` declares a top-1 accuracy
+    figures. ``mimbench.plugin.accuracy_columns(key, name, layer)`` declares a top-1 accuracy
     scored through ``layerwise`` (with ``layer: all``, its best block too), e.g.
     ``accuracy_columns("linear_acc", "linear", self.layer)``. Columns returned but not declared
     (per-block ``<name>_acc@<block>``, diagnostics) are still in ``summary.csv`` and
@@ -157,12 +161,13 @@ def mimbench_register_executors(register: Register) -> None:
 
     - ``in_process: bool``: True when tasks run in the driver's own process;
     - ``threads: int | None``: the torch threads each task sets on its worker;
-    - ``run(tasks: list[mimbench.jobs.Task]) -> Iterator[tuple[Task, Outcome]]``: start every
-      task and yield each with its outcome as it finishes, in any order. A task is a picklable
-      callable, ``task() -> mimbench.jobs.Outcome``, that rebuilds the registry from the
-      plugin sources it carries, loads the data (cached per process) and writes only its own
-      run folder; it catches every exception of its run. What escapes is a system failure
-      (the worker died): retry it if the engine can, else yield ``Outcome.failed(message)``;
+    - ``run(tasks: list[mimbench.plugin.Task]) -> Iterator[tuple[Task, Outcome]]``: start every
+      task and yield each with its outcome as it finishes, in any order. A task is plain,
+      picklable data; a worker anywhere executes it with ``mimbench.plugin.run_task(task) ->
+      Outcome``, which rebuilds the registry from the plugin sources the task carries, loads
+      the data (cached per process) and writes only the task's run folder; it catches every
+      exception of its run. What escapes is a system failure (the worker died): retry it if the
+      engine can, else yield ``Outcome.failed(message)``;
     - ``in_flight() -> int``: tasks started or queued and not finished;
     - ``cancel()``: stop what is queued or running (called on Ctrl-C);
     - optionally ``close()``: called once when the suite is over (``run`` may be called more
@@ -171,7 +176,7 @@ def mimbench_register_executors(register: Register) -> None:
     The params come from the suite's ``execution`` mapping (``{executor: ray, gpus_per_run:
     0.25}``) and ``--set execution.<param>=...``; they are checked against the factory's
     signature like any component's. An executor whose engine is not installed raises
-    ``mimbench.errors.ConfigError`` with the pip command to run (exit 2).
+    ``mimbench.plugin.ConfigError`` with the pip command to run (exit 2).
     """
 
 
@@ -201,7 +206,7 @@ def mimbench_register_trackers(register: Register) -> None:
     (e.g. to create a database that several workers then share).
 
     The factory is also built by the driver before anything runs, so that bad params or a
-    missing dependency (raise ``mimbench.errors.ConfigError`` with the pip command) exit 2.
+    missing dependency (raise ``mimbench.plugin.ConfigError`` with the pip command) exit 2.
     Import heavy libraries inside the methods, not at module import. A tracker that raises
     is a warning on the console (its other calls for that run are skipped), never a failed
     run. Trackers are not part of any run id.
@@ -209,7 +214,7 @@ def mimbench_register_trackers(register: Register) -> None:
 
 
 @hookspec
-def mimbench_register_commands(cli: click.Group) -> None:
+def mimbench_register_commands(cli: "click.Group") -> None:
     """Add commands to the ``mimbench`` command line (``cli.add_command(...)``)."""
 
 

@@ -1,114 +1,22 @@
-"""Jobs: what one run of a suite is, as frozen, picklable data.
+"""Tasks: one job (a :mod:`mimbench.specs` spec) as an executor runs it, and what it reports back.
 
-A suite is planned once (:func:`mimbench.expansion.expand`) into jobs. A job carries everything a
-worker needs except the data itself: its resolved config, where the data comes from, and
-(through :class:`Task`) the suite folder, the plugin sources and the device. A worker in
-another process or on another machine runs a :class:`Task` with
-:func:`mimbench.worker.execute` and writes only inside its own run folder.
-
-Two kinds of job, told apart by type, never by looking inside the config:
-
-- :class:`RunJob`: pre-train one configuration, then evaluate it;
-- :class:`BaselineJob`: the probes on an untrained encoder (``random-init``) or on raw pixels.
+A :class:`Task` is plain, picklable data: the job's spec, the suite folder, the plugin sources a
+worker must load, the device and a few settings. A worker in another process or on another
+machine runs it with :func:`mimbench.worker.run_task` and writes only inside its own run folder;
+it reports an :class:`Outcome`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
-BaselineKind = Literal["random-init", "pixels"]
+from mimbench.specs import Job, Status, canonical_json
 
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where a job's images come from and how they are held; the key of the per-process data cache.
-
-    ``dataset`` and ``eval_dataset`` are resolved component specs (``{"name", "params"}``),
-    stored as canonical JSON so that the spec is hashable.
-    """
-
-    dataset_json: str
-    eval_dataset_json: str | None
-    image_size: int
-    in_memory_gb: float | None  # null: decided by the device the worker runs on
-    workers: int
-    needs_labels: bool  # the suite has probes: the probe splits must have class labels
-
-    @property
-    def dataset(self) -> dict[str, Any]:
-        return json.loads(self.dataset_json)
-
-    @property
-    def eval_dataset(self) -> dict[str, Any] | None:
-        return None if self.eval_dataset_json is None else json.loads(self.eval_dataset_json)
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def run_id(config: dict[str, Any]) -> str:
-    """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
-    to a finished suite runs on the saved encoders instead of starting the runs over), and keys
-    added since, at their defaults, so that suites from before them keep their ids:
-    ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null."""
-    if "eval" in config:
-        evaluation = {k: v for k, v in config["eval"].items()
-                      if k != "probes" and not (k == "labels_per_class" and v is None)}
-        config = {**config, "eval": evaluation}
-    if "train" in config:
-        defaults = {"compile": False, "devices": 1, "budget_flops": None}
-        train = {k: v for k, v in config["train"].items() if not (k in defaults and v == defaults[k])}
-        config = {**config, "train": train}
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
-
-
-def pretraining_id(config: dict[str, Any]) -> str:
-    """The id of what a run pre-trains: its run id with ``eval.labels_per_class`` left out. Runs
-    that differ only in how many labels their probes see share one pre-training."""
-    return run_id({**config, "eval": {**config["eval"], "labels_per_class": None}})
-
-
-@dataclass(frozen=True)
-class RunJob:
-    """Pre-train one configuration (``config``: dataset, image_size, seed, train, eval, encoder,
-    decoder, masker, loss; every param resolved) and evaluate it."""
-
-    run_id: str
-    config: dict[str, Any] = field(hash=False, compare=False)
-    data: DataSpec = field(hash=False, compare=False)
-
-    @property
-    def seed(self) -> int:
-        return self.config["seed"]
-
-    @property
-    def pretraining_id(self) -> str:
-        return pretraining_id(self.config)
-
-
-@dataclass(frozen=True)
-class BaselineJob:
-    """The suite's probes on the ``random-init`` encoder (built exactly as its runs' encoder is
-    before training, from the same seed) or on raw ``pixels``. ``config`` holds what the probes
-    depend on, and no more (an ``encoder`` only for ``random-init``)."""
-
-    run_id: str
-    kind: BaselineKind
-    config: dict[str, Any] = field(hash=False, compare=False)
-    data: DataSpec = field(hash=False, compare=False)
-
-    @property
-    def seed(self) -> int:
-        return self.config["seed"]
-
-
-Job = Union[RunJob, BaselineJob]
+__all__ = ["Outcome", "PluginSources", "Task", "canonical_json"]
 
 
 @dataclass(frozen=True)
@@ -154,10 +62,10 @@ class Task:
     def tracker_specs(self) -> list[dict[str, Any]]:
         return [json.loads(text) for text in self.trackers]
 
-    def __call__(self) -> "Outcome":
-        from mimbench.worker import execute  # the worker side imports torch; the driver may not yet
+    @property
+    def probe_specs(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.probes_to_add]
 
-        return execute(self)
 
 
 @dataclass(frozen=True)
@@ -171,9 +79,12 @@ class Outcome:
     warnings: tuple[str, ...] = ()
 
     @property
-    def status(self) -> str:
-        return self.record.get("status", "failed")
+    def status(self) -> Status:
+        try:
+            return Status(self.record.get("status", Status.FAILED))
+        except ValueError:
+            return Status.FAILED
 
     @classmethod
     def failed(cls, error: str) -> "Outcome":
-        return cls({"status": "failed", "error": error})
+        return cls({"status": Status.FAILED.value, "error": error})

@@ -23,6 +23,7 @@ from types import ModuleType
 import pluggy
 
 from mimbench import hookspecs
+from mimbench.errors import one_line
 
 ENTRY_POINT_GROUP = "mimbench"
 ENV_VAR = "MIMBENCH_PLUGINS"
@@ -55,6 +56,17 @@ class PluginSet:
     @property
     def hook(self) -> pluggy.HookRelay:
         return self.manager.hook
+
+    def each(self, hook_name: str) -> list[tuple[str, pluggy.HookCaller]]:
+        """Each plugin implementing ``hook_name`` (in registration order: built-ins first), with a caller of that hook
+        that reaches this plugin alone: a hook called through pluggy, plugin by plugin, so that
+        each call's result and failure belong to one plugin."""
+        callers = []
+        plugins = self.manager.get_plugins()
+        for impl in getattr(self.manager.hook, hook_name).get_hookimpls():
+            others = [p for p in plugins if p is not impl.plugin]
+            callers.append((impl.plugin_name, self.manager.subset_hook_caller(hook_name, remove_plugins=others)))
+        return callers
 
 
 def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) -> PluginSet:
@@ -121,7 +133,7 @@ def _register(plugins: PluginSet, name: str, provider: Provider, load) -> None:
         plugin = load()
         plugins.manager.register(plugin, name=name)
     except Exception as exc:  # a broken plugin must not take the CLI down
-        plugins.failures.append(PluginFailure(name, _one_line(exc)))
+        plugins.failures.append(PluginFailure(name, one_line(exc)))
         return
     try:
         plugins.manager.check_pending()
@@ -160,6 +172,3 @@ def _dist_name(ep: importlib.metadata.EntryPoint) -> str:
     return ep.dist.name if ep.dist is not None else "?"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

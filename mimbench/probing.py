@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mimbench.data import Images, Normalizer
-from mimbench.train import autocast_for
+from mimbench.optim import autocast_for
 
 #: Which features a probe reads: the encoder's output, one block (0-based) or every block.
 Layer = int | str

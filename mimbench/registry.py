@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Union
 
-from mimbench.errors import ConfigError, cut, shown
+from mimbench.errors import ConfigError, cut, first_line, one_line, shown
 from mimbench.plugins import PluginSet, Provider
 
 #: What a damaged compressed or truncated file raises when read (``gzip``, ``zlib``, ``pickle``).
@@ -94,23 +94,20 @@ class Registry:
             self._collect(kind)
 
     def _collect(self, kind: str) -> None:
-        caller = getattr(self.plugins.hook, HOOKS[kind])
-        # Each implementation is called on its own so that every component knows its provider.
-        for impl in caller.get_hookimpls():  # in registration order: built-ins first
-            provider = self.plugins.providers[impl.plugin_name]
+        # Each plugin's hook is called on its own (through pluggy) so that every component knows its provider.
+        for plugin_name, caller in self.plugins.each(HOOKS[kind]):  # in registration order: built-ins first
+            provider = self.plugins.providers[plugin_name]
 
             def register(name: str, factory: Callable[..., Any], description: str | None = None,
-                         _impl=impl, _provider=provider) -> None:
-                self._add(Component(kind, name, factory, description or _first_doc_line(factory),
-                                    _provider, _impl.plugin_name))
+                         _plugin=plugin_name, _provider=provider) -> None:
+                self._add(Component(kind, name, factory, description or _first_doc_line(factory), _provider, _plugin))
 
             try:
-                impl.function(register)
+                caller(register=register)
             except ConfigError:
                 raise
             except Exception as exc:
-                raise ConfigError(f"plugin {impl.plugin_name!r} failed in {HOOKS[kind]}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                raise ConfigError(f"plugin {plugin_name!r} failed in {HOOKS[kind]}: {one_line(exc)}") from exc
 
     def _add(self, component: Component) -> None:
         existing = self._components[component.kind].get(component.name)
@@ -170,18 +167,23 @@ class Registry:
 
     def build(self, kind: str, name: str, params: dict[str, Any], **context: Any) -> Any:
         """Validate ``params`` and call the factory; a ValueError from it becomes a ConfigError."""
+        return self.construct(kind, name, self.resolve_params(kind, name, params), **context)
+
+    def construct(self, kind: str, name: str, resolved: dict[str, Any], **context: Any) -> Any:
+        """Call the factory with ``resolved`` params (checked and filled in before, by
+        :meth:`resolve_params`: not checked again) and the ``context`` params it declares; a
+        ValueError from it becomes a ConfigError."""
         component = self.get(kind, name)
-        resolved = self.resolve_params(kind, name, params)
         accepted = component.signature().parameters
         context = {k: v for k, v in context.items() if k in accepted}
         try:
             return component.factory(**context, **resolved)
         except (ValueError, TypeError, FileNotFoundError, OverflowError, RuntimeError) as exc:
             # RuntimeError, OverflowError: torch refusing a size built from a param (10**25 images)
-            raise ConfigError(f"{kind} {name!r}: {cut(_first_line(exc), 240)}") from exc
+            raise ConfigError(f"{kind} {name!r}: {cut(first_line(exc), 240)}") from exc
         except DAMAGED_FILE_ERRORS as exc:  # raised by a file reader that does not name the file
             raise ConfigError(f"{kind} {name!r}: a file it reads is damaged ({type(exc).__name__}: "
-                              f"{cut(_first_line(exc), 160)}); replace it with a good copy") from exc
+                              f"{cut(first_line(exc), 160)}); replace it with a good copy") from exc
 
 
 def _describe(component: Component) -> str:
@@ -193,11 +195,6 @@ def _first_doc_line(factory: Callable[..., Any]) -> str:
     # The factory's own docstring: inspect.getdoc would fall back to a base class's (nn.Module's).
     doc = inspect.cleandoc(getattr(factory, "__doc__", None) or "")
     return doc.splitlines()[0] if doc else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """A run's events (started, epoch finished, finished), delivered where the run executes.
 
 :class:`RunEvents` is what :func:`mimbench.worker.execute` calls, in whatever process runs the
-task (the driver's with the ``local`` executor, a Ray or SLURM worker otherwise). Each event goes
-to every plugin that implements its hook (``mimbench_run_started``, ``mimbench_epoch_finished``,
-``mimbench_run_finished``) and to each of the suite's trackers (``trackers:`` in the suite,
-``--tracker NAME``), built once per run. An observer that raises becomes one warning and is
-skipped for the rest of that run: a tracker never fails a run.
+task (the driver's with the ``local`` executor, a Ray or SLURM worker otherwise). Each event is
+one call of its hook (``mimbench_run_started``, ``mimbench_epoch_finished``,
+``mimbench_run_finished``), made through pluggy for every observer on its own: each plugin that
+implements the hook, and each of the suite's trackers (``trackers:`` in the suite, ``--tracker
+NAME``), which is attached as a hook implementation (:class:`TrackerHooks`) built once per run.
+An observer that raises becomes one warning and is skipped for the rest of that run: a tracker
+never fails a run.
 
 :func:`build_trackers` and :func:`prepare_trackers` are what the driver calls once per suite (the
 first to fail on bad input before anything runs, the second before the first run starts).
@@ -17,23 +19,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from mimbench.errors import ConfigError
+import pluggy
+
+from mimbench import columns, hookspecs
+from mimbench.errors import ConfigError, one_line
+from mimbench.hookspecs import hookimpl
 from mimbench.registry import Registry
 
-#: event -> (hook name, tracker method, the hook's keyword for the event's value)
-EVENTS: dict[str, tuple[str, str, str]] = {
-    "started": ("mimbench_run_started", "run_started", "config"),
-    "epoch": ("mimbench_epoch_finished", "epoch_finished", "row"),
-    "finished": ("mimbench_run_finished", "run_finished", "record"),
-}
+#: The run's events: the hook each one calls, and the tracker method that hook reaches.
+EVENT_HOOKS = {"mimbench_run_started": "run_started", "mimbench_epoch_finished": "epoch_finished",
+               "mimbench_run_finished": "run_finished"}
 #: The methods every tracker object has.
-TRACKER_METHODS = tuple(method for _, method, _ in EVENTS.values())
-
-#: Summary columns that identify a run rather than measure it (never logged as metrics).
-_ID_KEYS = {"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
-            "baseline", "error", "pretrained_in", "recon_uses_target_stats"}
+TRACKER_METHODS = tuple(EVENT_HOOKS.values())
 
 
 def check_tracker(name: str, tracker: Any) -> None:
@@ -68,8 +67,35 @@ def prepare_trackers(registry: Registry, specs: Sequence[dict[str, Any]], suite_
             try:
                 prepare()
             except Exception as exc:
-                warnings.append(f"tracker {name!r} failed to prepare: {type(exc).__name__}: {exc}")
+                warnings.append(f"tracker {name!r} failed to prepare: {one_line(exc)}")
     return warnings
+
+
+class TrackerHooks:
+    """A tracker as an implementation of the run's event hooks."""
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+
+    @hookimpl
+    def mimbench_run_started(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self.tracker.run_started(Path(run_dir), config)
+
+    @hookimpl
+    def mimbench_epoch_finished(self, run_dir: Path, row: dict[str, Any]) -> None:
+        self.tracker.epoch_finished(Path(run_dir), row)
+
+    @hookimpl
+    def mimbench_run_finished(self, run_dir: Path, record: dict[str, Any]) -> None:
+        self.tracker.run_finished(Path(run_dir), record)
+
+
+def _tracker_hooks(tracker: Any) -> pluggy.HookRelay:
+    """A plugin manager holding ``tracker`` alone (as :class:`TrackerHooks`): its hooks reach it only."""
+    manager = pluggy.PluginManager("mimbench")
+    manager.add_hookspecs(hookspecs)
+    manager.register(TrackerHooks(tracker))
+    return manager.hook
 
 
 class RunEvents:
@@ -80,10 +106,13 @@ class RunEvents:
     """
 
     def __init__(self, registry: Registry, trackers: list[dict[str, Any]], suite_dir: str | Path):
-        self.registry = registry
         self.warnings: list[str] = []
         self._skipped: set[str] = set()
-        self._trackers: list[tuple[str, Any]] = []
+        #: who -> for each event hook, a caller that reaches that observer alone
+        self._observers: dict[str, dict[str, Any]] = {}
+        for hook_name in EVENT_HOOKS:
+            for plugin_name, caller in registry.plugins.each(hook_name):
+                self._observers.setdefault(f"plugin {plugin_name!r}", {})[hook_name] = caller
         for spec in trackers:
             who = f"tracker {spec['name']!r}"
             try:
@@ -92,43 +121,36 @@ class RunEvents:
             except Exception as exc:
                 self._fail(who, "its factory", exc, run="")
                 continue
-            self._trackers.append((who, tracker))
+            hooks = _tracker_hooks(tracker)
+            self._observers[who] = {hook_name: getattr(hooks, hook_name) for hook_name in EVENT_HOOKS}
 
     def started(self, run_dir: Path, config: dict[str, Any]) -> None:
         """The run's ``config.json`` is written and the run begins."""
-        self._emit("started", run_dir, config)
+        self._emit("mimbench_run_started", run_dir, config=config)
 
     def epoch(self, run_dir: Path, row: dict[str, Any]) -> None:
         """A pre-training epoch ended; ``row`` is its ``history.csv`` row."""
-        self._emit("epoch", run_dir, row)
+        self._emit("mimbench_epoch_finished", run_dir, row=row)
 
     def finished(self, run_dir: Path, record: dict[str, Any]) -> None:
         """The run is on disk; ``record`` is its summary row."""
-        self._emit("finished", run_dir, record)
+        self._emit("mimbench_run_finished", run_dir, record=record)
 
-    def _emit(self, event: str, run_dir: Path, value: dict[str, Any]) -> None:
-        hook_name, method, keyword = EVENTS[event]
-        arguments = {"run_dir": Path(run_dir), keyword: value}
-        for impl in getattr(self.registry.plugins.hook, hook_name).get_hookimpls():
-            self._call(f"plugin {impl.plugin_name!r}", hook_name, run_dir,
-                       lambda impl=impl: impl.function(*(arguments[name] for name in impl.argnames)))
-        for who, tracker in self._trackers:
-            self._call(who, method, run_dir, lambda tracker=tracker: getattr(tracker, method)(Path(run_dir), value))
-
-    def _call(self, who: str, what: str, run_dir: Path, call: Callable[[], Any]) -> None:
-        if who in self._skipped:
-            return
-        try:
-            call()
-        except Exception as exc:  # an observer never fails the run
-            self._fail(who, what, exc, run=Path(run_dir).name)
+    def _emit(self, hook_name: str, run_dir: Path, **value: Any) -> None:
+        for who, callers in self._observers.items():
+            caller = callers.get(hook_name)
+            if caller is None or who in self._skipped:
+                continue
+            try:
+                caller(run_dir=Path(run_dir), **value)
+            except Exception as exc:  # an observer never fails the run
+                what = EVENT_HOOKS[hook_name] if who.startswith("tracker") else hook_name
+                self._fail(who, what, exc, run=Path(run_dir).name)
 
     def _fail(self, who: str, what: str, exc: Exception, run: str) -> None:
         self._skipped.add(who)
-        lines = str(exc).strip().splitlines()
-        message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
         where = f" for run {run}" if run else ""
-        self.warnings.append(f"{who} failed in {what}{where} ({message}); its other calls for this run are skipped")
+        self.warnings.append(f"{who} failed in {what}{where} ({one_line(exc)}); its other calls for this run are skipped")
 
 
 def run_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:
@@ -156,12 +178,6 @@ def _scalar(value: Any) -> str | int | float | bool:
 
 
 def final_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The numbers a summary row measures: every numeric value but the ids (``seed``...) and
-    the ``<kind>.<param>`` params; NaN and missing values left out."""
-    metrics = {}
-    for key, value in record.items():
-        if key in _ID_KEYS or "." in key or isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if value == value:  # not NaN
-            metrics[key] = float(value)
-    return metrics
+    """The numbers a summary row measures (:func:`mimbench.columns.measured`): every numeric value
+    but the ids and the ``<kind>.<param>`` params; NaN and missing values left out."""
+    return columns.measured(record)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import closing, nullcontext
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -23,14 +23,15 @@ from tqdm.auto import tqdm
 from mimbench.augment import random_resized_crop
 from mimbench.contract import check_mask, reconstruct
 from mimbench.data import Images, Normalizer
+from mimbench.optim import autocast_for, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
-from mimbench.registry import Registry
-from mimbench.suite import MAX_COUNT
+from mimbench.specs import Status
+from mimbench.schema import MAX_COUNT, AugmentConfig, TrainConfig
 
 
 @dataclass
 class Components:
-    """The four trainable/callable parts of one run."""
+    """The four trainable/callable parts of one run (built by :meth:`mimbench.runtime.Runtime.components`)."""
 
     encoder: nn.Module
     decoder: nn.Module
@@ -38,21 +39,9 @@ class Components:
     loss: Callable[..., torch.Tensor]
 
 
-def build_components(registry: Registry, config: dict[str, Any], in_channels: int) -> Components:
-    """Build a run's components from its resolved config (seed the RNG first for a fixed init)."""
-    size = config["image_size"]
-    encoder = registry.build("encoder", config["encoder"]["name"], config["encoder"]["params"],
-                             in_channels=in_channels, image_size=size)
-    decoder = registry.build("decoder", config["decoder"]["name"], config["decoder"]["params"],
-                             in_dim=encoder.out_dim, stride=encoder.stride, out_channels=in_channels, image_size=size)
-    masker = registry.build("masker", config["masker"]["name"], config["masker"]["params"])
-    loss = registry.build("loss", config["loss"]["name"], config["loss"]["params"])
-    return Components(encoder, decoder, masker, loss)
-
-
 @dataclass
 class TrainResult:
-    status: str  # "done" or "diverged"
+    status: Status
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch (the last may be partial)
     steps: int = 0  # optimizer steps taken
     epochs: float = 0.0  # steps / steps per epoch: fractional when train.budget_flops ends inside an epoch
@@ -62,44 +51,19 @@ class TrainResult:
     peak_memory_mb: float | None = None  # under DDP: the training process's own peak (mimbench.memory)
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on weight matrices/kernels, none on biases, norms and tokens."""
-    decay, no_decay = [], []
-    for module in modules:
-        for p in module.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR multiplier: linear warm-up from 0 to 1, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def train_batch_size(train: dict[str, Any], train_images: int) -> int:
+def train_batch_size(train: TrainConfig, train_images: int) -> int:
     """The global batch a step trains on: ``train.batch_size``, or every image when there are fewer."""
-    return min(train["batch_size"], train_images)
+    return min(train.batch_size, train_images)
 
 
-def planned_steps(train: dict[str, Any], train_images: int, flops_per_image: float | None = None) -> int:
+def planned_steps(train: TrainConfig, train_images: int, flops_per_image: float | None = None) -> int:
     """How many optimizer steps a run takes: ``epochs`` x steps per epoch, or with ``train.budget_flops``
     the steps whose FLOPs come nearest the budget, ``round(budget / (flops_per_image x batch))``, at
     least one. ``flops_per_image`` (forward + backward of one training image) is needed for a budget."""
     batch = train_batch_size(train, train_images)
-    budget = train.get("budget_flops")
+    budget = train.budget_flops
     if budget is None:
-        return train_images // batch * train["epochs"]
+        return train_images // batch * train.epochs
     if not flops_per_image or flops_per_image <= 0:
         raise ValueError(f"train.budget_flops needs the FLOPs of a step, counted {flops_per_image!r}: nothing the "
                          f"FLOP counter knows (matrix products, convolutions, attention) runs in this model")
@@ -108,8 +72,6 @@ def planned_steps(train: dict[str, Any], train_images: int, flops_per_image: flo
         raise ValueError(f"train.budget_flops {budget:g} is {steps:,} steps of {flops_per_image * batch:.3g} FLOPs, "
                          f"more than {MAX_COUNT:,}")
     return steps
-
-
 @dataclass(frozen=True)
 class Shard:
     """Which share of every global batch this process trains on: rank ``rank`` of ``world``
@@ -151,7 +113,7 @@ class MaskedModel(nn.Module):
 
 
 def masked_batches(data: Images, batch_size: int, generator: torch.Generator, normalize: Normalizer,
-                   augment: dict[str, Any] | None, masker: Callable[..., torch.Tensor]
+                   augment: AugmentConfig | None, masker: Callable[..., torch.Tensor]
                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of training batches, every random draw from ``generator`` in a fixed order
     (shuffle, then per batch: augmentation, mask): normalised, augmented images float [B, C, H, W]
@@ -159,13 +121,12 @@ def masked_batches(data: Images, batch_size: int, generator: torch.Generator, no
     for batch, _ in data.batches(batch_size, generator):
         images = normalize(batch)
         if augment is not None:
-            images = random_resized_crop(images, generator, augment["crop_scale"], augment["crop_ratio"],
-                                         augment["flip"])
+            images = random_resized_crop(images, generator, augment.crop_scale, augment.crop_ratio, augment.flip)
         yield images, masker(images, generator)
 
 
 def training_batches(data: Images, batch_size: int, epochs: int, generator: torch.Generator, normalize: Normalizer,
-                     augment: dict[str, Any] | None, masker: Callable[..., torch.Tensor]
+                     augment: AugmentConfig | None, masker: Callable[..., torch.Tensor]
                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`masked_batches` for ``epochs`` epochs in a row: len(data) // batch_size per epoch."""
     for _ in range(epochs):
@@ -179,19 +140,10 @@ def compiled(model: nn.Module, setting: bool | str) -> nn.Module | None:
     return torch.compile(model, mode=None if setting is True else setting)
 
 
-def pretrain(
-    parts: Components,
-    data: Images,
-    normalize: Normalizer,
-    train: dict[str, Any],
-    seed: int,
-    device: torch.device,
-    on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
-    desc: str = "train",
-    show_progress: bool = True,
-    shard: Shard = Shard(),
-    flops_per_image: float | None = None,
-) -> TrainResult:
+def pretrain(parts: Components, data: Images, normalize: Normalizer, train: TrainConfig, seed: int,
+             device: torch.device, on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
+             desc: str = "train", show_progress: bool = True, shard: Shard = Shard(),
+             flops_per_image: float | None = None) -> TrainResult:
     """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)
     for :func:`planned_steps` steps (``flops_per_image``: needed with ``train.budget_flops``); the
     warm-up and cosine schedule follow those steps, and the last epoch may be partial.
@@ -199,85 +151,124 @@ def pretrain(
     Under DDP every rank runs this with its ``shard``: all ranks draw the same global batches
     and masks from ``seed`` and each trains on its share; DDP averages the gradients.
     """
-    encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
-    model: nn.Module = MaskedModel(parts)
-    if shard.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    fast_model = compiled(model, train.get("compile", False))
-    optimizer = torch.optim.AdamW(param_groups([encoder, decoder], train["weight_decay"]), lr=train["lr"])
-    batch_size = train_batch_size(train, len(data))
-    if batch_size % shard.world:
-        raise ValueError(f"train.batch_size {batch_size} is not divisible by train.devices {shard.world}")
-    steps_per_epoch = len(data) // batch_size  # drop the ragged last batch
-    total_steps = planned_steps(train, len(data), flops_per_image)
-    epochs = -(-total_steps // steps_per_epoch)
-    warmup_steps = round(train["warmup_epochs"] * steps_per_epoch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
+    loop = _Loop.start(parts, len(data), train, device, shard, flops_per_image)
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling, augmentation and masks
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    result = TrainResult(status="done")
     start = time.perf_counter()
     # per-step bar on a terminal only; logs get the suite bar and one line per run
-    bar = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-               disable=None if show_progress and shard.rank == 0 else True)
-    step = 0
-    batches = training_batches(data, batch_size, epochs, generator, normalize, train.get("augment"), parts.masker)
+    loop.bar = tqdm(total=loop.total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
+                    disable=None if show_progress and shard.rank == 0 else True)
+    batches = training_batches(data, loop.batch_size, loop.epochs, generator, normalize, train.augment, parts.masker)
     # On CUDA the next batch and its mask are made in a background thread while a step runs: their
     # kernels queue behind the step's, and a masker's host syncs no longer stall it. On CPU the step
     # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
     stream = prefetched(batches) if device.type == "cuda" else batches
     with closing(stream):
-        for epoch in range(epochs):
-            epoch_start = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            for i, (images, mask) in zip(range(min(steps_per_epoch, total_steps - step)), stream):
-                if step == 0:  # checked eagerly, before any compiled step
-                    check_mask(mask, images)
-                elif step == 1 and fast_model is not None:
-                    compile_start = time.perf_counter()
-                images, mask = shard.take(images), shard.take(mask)
-                forward = model if step == 0 or fast_model is None else fast_model
-                loss = forward(images, mask, check=step == 0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if train["grad_clip"] is not None:
-                    torch.nn.utils.clip_grad_norm_(params, train["grad_clip"])
-                optimizer.step()
-                schedule.step()
-                loss_sum += loss.detach()
-                if step == 1 and fast_model is not None:  # the first compiled step, compilation included
-                    result.compile_seconds = _synced_seconds_since(compile_start, device)
-                step += 1
-                bar.update(1)
-                if step % train["log_every"] == 0:
-                    running = shard.mean(loss_sum).item() / (i + 1)  # the only host sync inside an epoch
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
-                    if not math.isfinite(running):  # every rank sees the same mean: all stop together
-                        break
-            mean_loss = shard.mean(loss_sum).item() / (i + 1)
-            seconds = time.perf_counter() - epoch_start
-            compiling = result.compile_seconds if epoch == 0 else 0.0
-            result.history.append({
-                "epoch": epoch + 1,
-                "loss": mean_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "images_per_second": (i + 1 - (compiling > 0)) * batch_size / max(seconds - compiling, 1e-9),
-                "seconds": seconds,
-            })
+        for epoch in range(loop.epochs):
+            loop.result.history.append(loop.epoch(stream, epoch))
             if shard.rank == 0:
-                on_epoch(result.history)
-            if not math.isfinite(mean_loss):
-                result.status = "diverged"
+                on_epoch(loop.result.history)
+            if not math.isfinite(loop.result.history[-1]["loss"]):
+                loop.result.status = Status.DIVERGED
                 break
-    bar.close()
-    result.seconds = time.perf_counter() - start
-    result.steps, result.epochs = step, step / steps_per_epoch
-    trained_steps = step - (1 if result.compile_seconds else 0)
-    result.images_per_second = trained_steps * batch_size / max(result.seconds - result.compile_seconds, 1e-9)
-    encoder.eval(), decoder.eval()
-    return result
+    return loop.finish(start)
+
+
+@dataclass
+class _Loop:
+    """The state of one pre-training: what :func:`pretrain` steps through, epoch by epoch."""
+
+    parts: Components
+    model: nn.Module
+    fast_model: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    train: TrainConfig
+    shard: Shard
+    device: torch.device
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    result: TrainResult = field(default_factory=lambda: TrainResult(Status.DONE))
+    bar: tqdm | None = None
+    step: int = 0
+
+    @classmethod
+    def start(cls, parts: Components, images: int, train: TrainConfig, device: torch.device, shard: Shard,
+              flops_per_image: float | None) -> "_Loop":
+        """The model (DDP-wrapped, compiled as asked), AdamW and its schedule, and the step plan."""
+        encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
+        model: nn.Module = MaskedModel(parts)
+        if shard.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None)
+        fast_model = compiled(model, train.compile)
+        optimizer = torch.optim.AdamW(param_groups([encoder, decoder], train.weight_decay), lr=train.lr)
+        batch_size = train_batch_size(train, images)
+        if batch_size % shard.world:
+            raise ValueError(f"train.batch_size {batch_size} is not divisible by train.devices {shard.world}")
+        steps_per_epoch = images // batch_size  # drop the ragged last batch
+        total_steps = planned_steps(train, images, flops_per_image)
+        warmup_steps = round(train.warmup_epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return cls(parts, model, fast_model, optimizer, params, schedule, train, shard, device, batch_size,
+                   steps_per_epoch, total_steps)
+
+    @property
+    def epochs(self) -> int:
+        return -(-self.total_steps // self.steps_per_epoch)
+
+    def epoch(self, stream: Iterator[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
+        """One epoch (the last may be partial); its ``history.csv`` row."""
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=self.device)
+        for i, (images, mask) in zip(range(min(self.steps_per_epoch, self.total_steps - self.step)), stream):
+            loss_sum += self.training_step(images, mask)
+            self.bar.update(1)
+            if self.step % self.train.log_every == 0:
+                running = self.shard.mean(loss_sum).item() / (i + 1)  # the only host sync inside an epoch
+                self.bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
+                if not math.isfinite(running):  # every rank sees the same mean: all stop together
+                    break
+        seconds = time.perf_counter() - epoch_start
+        compiling = self.result.compile_seconds if epoch == 0 else 0.0
+        return {"epoch": epoch + 1, "loss": self.shard.mean(loss_sum).item() / (i + 1),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_second": (i + 1 - (compiling > 0)) * self.batch_size / max(seconds - compiling, 1e-9),
+                "seconds": seconds}
+
+    def training_step(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on this rank's share of a global batch; its loss (on the device)."""
+        if self.step == 0:  # checked eagerly, before any compiled step
+            check_mask(mask, images)
+        compiling = self.step == 1 and self.fast_model is not None  # the first compiled step, compilation included
+        compile_start = time.perf_counter()
+        images, mask = self.shard.take(images), self.shard.take(mask)
+        forward = self.model if self.step == 0 or self.fast_model is None else self.fast_model
+        loss = forward(images, mask, check=self.step == 0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.train.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        if compiling:
+            self.result.compile_seconds = _synced_seconds_since(compile_start, self.device)
+        self.step += 1
+        return loss.detach()
+
+    def finish(self, start: float) -> TrainResult:
+        """The result, with the run's steps, epochs and speed; the modules back in eval mode."""
+        self.bar.close()
+        result = self.result
+        result.seconds = time.perf_counter() - start
+        result.steps, result.epochs = self.step, self.step / self.steps_per_epoch
+        trained_steps = self.step - (1 if result.compile_seconds else 0)
+        result.images_per_second = trained_steps * self.batch_size / max(result.seconds - result.compile_seconds, 1e-9)
+        self.parts.encoder.eval(), self.parts.decoder.eval()
+        return result
 
 
 def _synced_seconds_since(start: float, device: torch.device) -> float:

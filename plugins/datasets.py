@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mimbench import hookimpl
-from mimbench.data import TensorImageDataset
+from mimbench.plugin import TensorImageDataset, hookimpl
 
 if TYPE_CHECKING:  # annotation only; its module moved in Python 3.11
     from importlib.resources.abc import Traversable

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 def _to_pixels(in_dim: int, stride: int, out_channels: int) -> list[nn.Module]:

@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
-from mimbench import hookimpl
+from mimbench.plugin import Backbone, hookimpl, renamed
 
 
 def _require_positive(**values: float) -> None:
@@ -50,8 +50,6 @@ class ConvEncoder(nn.Module):
 
     def backbone(self):
         """The same six layers as a plain ``torch.nn.Sequential``."""
-        from mimbench.export import Backbone, renamed
-
         c, d = self.in_channels, self.out_dim
         build = ("from torch import nn\n"
                  f"model = nn.Sequential(nn.Conv2d({c}, {d}, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),\n"
@@ -166,8 +164,6 @@ class SwinEncoder(nn.Module):
         """torchvision's ``SwinTransformer`` with these sizes (its stem conv taking ``in_channels``,
         ``head`` an Identity); the mask token is dropped. Only when every stage's grid is at least
         ``window_size``: torchvision pads a smaller grid, this encoder shrinks the window instead."""
-        from mimbench.export import Backbone, renamed
-
         last_grid = self.image_size // self.stride
         if last_grid < self.window_size:
             raise ValueError(f"no torchvision SwinTransformer matches: the last stage's {last_grid}x{last_grid} grid is "
@@ -237,8 +233,6 @@ class ResNetEncoder(nn.Module):
     def backbone(self):
         """torchvision's ``resnet{depth}`` (``fc`` an Identity; with the small stem, or other than 3
         input channels, its ``conv1`` replaced, and with the small stem no max-pool)."""
-        from mimbench.export import Backbone, renamed
-
         state = renamed(self.state_dict(), [(r"stem\.0\.(\w+)", r"conv1.\1"), (r"stem\.1\.(\w+)", r"bn1.\1"),
                                             (r"layers\.(\d)\.(.*)", lambda m: f"layer{int(m[1]) + 1}.{m[2]}")])
         lines = ["import torchvision", "from torch import nn", f"model = torchvision.models.resnet{self.depth}(weights=None)"]

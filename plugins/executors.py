@@ -6,8 +6,8 @@ them; naming one whose extra is missing exits 2 with the pip command to run.
 
 from __future__ import annotations
 
-from mimbench import hookimpl
-from mimbench.executors import LocalExecutor
+from mimbench.plugin import hookimpl
+from mimbench_plugins.local_executor import LocalExecutor
 from mimbench_plugins.ray_executor import RayExecutor
 from mimbench_plugins.submitit_executor import SubmititExecutor
 

@@ -25,8 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from mimbench import hookimpl
-from mimbench.data import TensorImageDataset
+from mimbench.plugin import TensorImageDataset, hookimpl, one_line
 from mimbench_plugins.datasets import CACHE_DIR, SPLITS, check_split, data_dirs
 
 
@@ -84,8 +83,7 @@ def read_cifar_batch(path: str | Path, label_key: str = "labels",
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")  # latin1: numpy arrays pickled by Python 2
     except (pickle.UnpicklingError, EOFError, UnicodeDecodeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise ValueError(f"{path}: not a CIFAR pickle ({type(exc).__name__}: {reason})") from exc
+        raise ValueError(f"{path}: not a CIFAR pickle ({one_line(exc)})") from exc
     if not isinstance(entry, dict):
         raise ValueError(f"{path}: not a CIFAR batch (expected a pickled dict, got {type(entry).__name__})")
     entry = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mimbench import hookimpl
-from mimbench import metrics
+from mimbench.plugin import hookimpl, metrics
 
 NORM_PIX_EPS = 1e-6  # MAE's
 

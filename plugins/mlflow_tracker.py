@@ -28,9 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from mimbench import store
-from mimbench.errors import ConfigError, missing_extra
-from mimbench.tracking import final_metrics, run_params
+from mimbench.plugin import ConfigError, RunFolder, final_metrics, missing_extra, run_params
 
 RUN_ID_TAG = "mimbench.run_id"
 #: Tracking URIs of an MLflow server, which decides where a new experiment's artifacts go.
@@ -119,8 +117,8 @@ class MLflowTracker:
         params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in run_params(config).items()]
         for start in range(0, len(params), MAX_PARAMS):
             client.log_batch(run.info.run_id, params=params[start:start + MAX_PARAMS])
-        if (run_dir / store.CONFIG_FILE).exists():
-            client.log_artifact(run.info.run_id, str(run_dir / store.CONFIG_FILE))
+        if RunFolder(run_dir).has_config():
+            client.log_artifact(run.info.run_id, str(RunFolder(run_dir).config_path))
         return run.info.run_id
 
     def run_started(self, run_dir: Path, config: dict[str, Any]) -> None:
@@ -157,7 +155,7 @@ class MLflowTracker:
             client.log_batch(self._run_id, metrics=metrics[start:start + MAX_METRICS])
         status = str(record.get("status"))
         client.set_tag(self._run_id, "mimbench.status", status)
-        picture = run_dir / store.RECONSTRUCTIONS_FILE
+        picture = RunFolder(run_dir).reconstructions
         if started_here and picture.exists():
             client.log_artifact(self._run_id, str(picture))
         client.set_terminated(self._run_id, "FAILED" if status == "failed" else "FINISHED")
@@ -166,6 +164,6 @@ class MLflowTracker:
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
     try:
-        return store.read_json(run_dir / store.CONFIG_FILE)
+        return RunFolder(run_dir).read_config()
     except (OSError, ValueError):
         return {}

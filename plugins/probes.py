@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench import hookimpl
-from mimbench.columns import MetricColumn, accuracy_columns
-from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
-from mimbench.train import autocast_for, param_groups, warmup_cosine
+from mimbench.plugin import (Layer, MetricColumn, ProbeContext, accuracy_columns, autocast_for, check_layer, hookimpl,
+                             layerwise, param_groups, warmup_cosine)
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:

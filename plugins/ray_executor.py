@@ -20,13 +20,11 @@ import socket
 import time
 from typing import Iterator
 
-from mimbench.errors import ConfigError
-from mimbench.executors import missing_extra
-from mimbench.jobs import Outcome, Task
+from mimbench.plugin import ConfigError, Outcome, Task, first_line, missing_extra, run_task
 
 
 def _execute(task: Task) -> Outcome:
-    return task()
+    return run_task(task)
 
 
 class RayExecutor:
@@ -39,7 +37,7 @@ class RayExecutor:
         try:
             import ray  # noqa: F401
         except ImportError:
-            raise ConfigError(missing_extra("ray", "Ray", "ray")) from None
+            raise ConfigError(missing_extra("executor 'ray'", "Ray", "ray")) from None
         if gpus_per_run is not None and gpus_per_run < 0:
             raise ValueError(f"gpus_per_run must be >= 0 (fractions pack runs on one GPU), got {gpus_per_run}")
         if cpus_per_run <= 0:
@@ -92,9 +90,7 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayError as exc:  # the worker or its node died, after every retry
-            lines = str(exc).strip().splitlines()
-            return Outcome.failed(f"{type(exc).__name__} (after {self.max_retries} retries): "
-                                  f"{lines[0] if lines else 'the Ray task failed'}")
+            return Outcome.failed(f"{type(exc).__name__} (after {self.max_retries} retries): {first_line(exc)}")
 
     def in_flight(self) -> int:
         return len(self._pending)

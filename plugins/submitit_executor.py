@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from mimbench.errors import ConfigError
-from mimbench.executors import missing_extra
-from mimbench.jobs import Outcome, Task
+from mimbench.plugin import ConfigError, Outcome, Task, missing_extra, run_task
 
 
 class _Checkpointable:
@@ -21,7 +19,7 @@ class _Checkpointable:
     requeues the same task."""
 
     def __call__(self, task: Task) -> Outcome:
-        return task()
+        return run_task(task)
 
     def checkpoint(self, task: Task):
         import submitit
@@ -41,7 +39,7 @@ class SubmititExecutor:
         try:
             import submitit  # noqa: F401
         except ImportError:
-            raise ConfigError(missing_extra("submitit", "submitit", "slurm")) from None
+            raise ConfigError(missing_extra("executor 'submitit'", "submitit", "slurm")) from None
         if timeout_min < 1 or gpus_per_run < 0 or cpus_per_run < 1:
             raise ValueError(f"need timeout_min >= 1, gpus_per_run >= 0, cpus_per_run >= 1; got {timeout_min}, "
                              f"{gpus_per_run}, {cpus_per_run}")

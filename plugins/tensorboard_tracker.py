@@ -14,9 +14,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from mimbench import store
-from mimbench.errors import ConfigError, missing_extra
-from mimbench.tracking import final_metrics, run_params
+from mimbench.plugin import ConfigError, RunFolder, final_metrics, missing_extra, run_params
 
 
 class TensorBoardTracker:
@@ -60,7 +58,7 @@ class TensorBoardTracker:
             session = {**self._params, "status": str(record.get("status"))}
             for summary in hparams(session, metrics):  # experiment, session start, session end
                 writer.file_writer.add_summary(summary)
-            picture = Path(run_dir) / store.RECONSTRUCTIONS_FILE
+            picture = RunFolder(run_dir).reconstructions
             if self.images and picture.exists():
                 import numpy as np
                 from PIL import Image

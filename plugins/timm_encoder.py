@@ -22,8 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mimbench import hookimpl
-from mimbench.errors import ConfigError, missing_extra
+from mimbench.plugin import Backbone, ConfigError, hookimpl, missing_extra, one_line
 from mimbench_plugins.vit import fully_hidden, token_init
 
 #: Parameters of the timm model that the feature grid does not go through (pooling and head).
@@ -57,9 +56,7 @@ class TimmViTEncoder(nn.Module):
             raise ValueError(f"timm model {model!r} is not a timm VisionTransformer (vit_*, deit_* models) or does "
                              f"not take these arguments: {exc}") from None
         except (OSError, RuntimeError) as exc:  # pretrained weights that cannot be downloaded or loaded
-            lines = str(exc).strip().splitlines()
-            raise ValueError(f"timm model {model!r} (pretrained={pretrained}): {type(exc).__name__}: "
-                             f"{lines[0] if lines else ''}") from None
+            raise ValueError(f"timm model {model!r} (pretrained={pretrained}): {one_line(exc)}") from None
         if not isinstance(self.vit, VisionTransformer):
             raise ValueError(f"timm model {model!r} is a {type(self.vit).__name__}, not a timm VisionTransformer "
                              f"(vit_*, deit_* models)")
@@ -124,8 +121,6 @@ class TimmViTEncoder(nn.Module):
     def backbone(self):
         """The timm model's own state_dict (mask token dropped): it loads, strict, into
         ``timm.create_model(model, num_classes=0, img_size=..., patch_size=..., in_chans=...)``."""
-        from mimbench.export import Backbone
-
         state = {name[len("vit."):]: value for name, value in self.state_dict().items() if name.startswith("vit.")}
         args = ", ".join(f"{key}={value!r}" for key, value in {"pretrained": False, **self.create_args}.items())
         return Backbone(

@@ -6,7 +6,7 @@ one whose extra is missing exits 2 with the pip command to run.
 
 from __future__ import annotations
 
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 from mimbench_plugins.mlflow_tracker import MLflowTracker
 from mimbench_plugins.tensorboard_tracker import TensorBoardTracker
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench import hookimpl
+from mimbench.plugin import Backbone, hookimpl, renamed
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -210,8 +210,6 @@ class _ViTBackbone(nn.Module):
         """timm's ``VisionTransformer`` without class token, pooling by mean (``global_pool='avg'``,
         ``fc_norm=False``): the same layers, so the same features; the fixed sin-cos position
         embedding becomes the values of timm's ``pos_embed``. The mask token is dropped."""
-        from mimbench.export import Backbone, renamed
-
         state = dict(self.state_dict())
         state.setdefault("pos_embed", self.pos_embed)  # sincos: a buffer, not saved in checkpoints
         layer = r"transformer\.layers\.(\d+)\."

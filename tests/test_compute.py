@@ -16,27 +16,29 @@ from torch import nn
 
 from helpers import run_cli, write_suite_file
 from mimbench import api, compute, memory, worker
-from mimbench.jobs import run_id
-from mimbench.plugins import load_plugins
-from mimbench.registry import Registry
+from mimbench.runtime import Runtime
+from mimbench.specs import Component, EvalSpec, RunSpec, config_id
+from mimbench.schema import TrainConfig
 from mimbench.train import Components
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry(load_plugins())
+def runtime() -> Runtime:
+    return Runtime.for_process(device="cpu")
 
 
-def resolved(registry: Registry, encoder: dict, decoder: dict | str = "linear", masker: dict | None = None,
-             image_size: int = 28, batch_size: int = 64) -> dict:
-    """A run config as the expansion resolves it: what flops_from_config reads."""
+def resolved(runtime: Runtime, encoder: dict, decoder: dict | str = "linear", masker: dict | None = None,
+             image_size: int = 28, batch_size: int = 64) -> RunSpec:
+    """A run as the expansion resolves it: what the count reads."""
     masker = masker or {"name": "patch", "params": {"ratio": 0.6, "mask_patch_size": 4}}
     specs = {"encoder": encoder, "decoder": {"name": decoder} if isinstance(decoder, str) else decoder,
              "masker": masker, "loss": {"name": "l1"}}
-    config = {"image_size": image_size, "seed": 0, "train": {"batch_size": batch_size}}
-    for kind, spec in specs.items():
-        config[kind] = {"name": spec["name"], "params": registry.resolve_params(kind, spec["name"], spec.get("params", {}))}
-    return config
+    components = {kind: Component(spec["name"], runtime.registry.resolve_params(kind, spec["name"],
+                                                                                 spec.get("params", {})))
+                  for kind, spec in specs.items()}
+    evaluation = EvalSpec(0, 512, None, (), None, None)
+    return RunSpec(Component("shapes"), image_size, 0, TrainConfig(batch_size=batch_size), evaluation, data=None,
+                   **components)
 
 
 def vit_linear_by_hand(size: int, patch: int, channels: int, dim: int, depth: int, mlp_ratio: float) -> dict[str, int]:
@@ -55,9 +57,9 @@ def vit_linear_by_hand(size: int, patch: int, channels: int, dim: int, depth: in
     return {name: 3 * flops for name, flops in forward.items()}  # x3: forward + backward
 
 
-def test_vit_with_a_linear_decoder_counts_what_a_count_by_hand_gives(registry):
+def test_vit_with_a_linear_decoder_counts_what_a_count_by_hand_gives(runtime):
     params = {"patch_size": 4, "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 4.0}
-    counted = compute.flops_from_config(registry, resolved(registry, {"name": "vit", "params": params}), channels=1)
+    counted = compute.flops_of(runtime, resolved(runtime, {"name": "vit", "params": params}), channels=1)
     by_hand = vit_linear_by_hand(28, 4, 1, 64, 2, 4.0)
     total = sum(by_hand.values())
     assert abs(counted - total) / total < 0.05, (counted, total)  # measured: +1.5%
@@ -80,11 +82,11 @@ def test_the_cpu_attention_kernel_has_a_formula_registered_once():
     assert kernel in flop_registry and torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward in flop_registry
 
 
-def test_mae_counts_less_than_vit_of_the_same_size_at_ratio_075(registry):
+def test_mae_counts_less_than_vit_of_the_same_size_at_ratio_075(runtime):
     params = {"patch_size": 4, "dim": 64, "depth": 2, "heads": 4}
     masker = {"name": "random_token", "params": {"ratio": 0.75, "patch_size": 4}}
-    vit, mae = (compute.flops_from_config(registry, resolved(registry, {"name": name, "params": params},
-                                                             masker=masker), channels=1) for name in ("vit", "mae"))
+    vit, mae = (compute.flops_of(runtime, resolved(runtime, {"name": name, "params": params}, masker=masker),
+                                 channels=1) for name in ("vit", "mae"))
     assert mae < 0.3 * vit, (mae, vit)  # measured 0.23: 12 of 49 tokens through the encoder, the decoder on all 49
 
 
@@ -101,11 +103,11 @@ class NoisyEncoder(nn.Module):
         return self.net(images)
 
 
-def test_counting_changes_no_parameter_statistic_gradient_or_random_state(registry):
+def test_counting_changes_no_parameter_statistic_gradient_or_random_state(runtime):
     torch.manual_seed(0)
     encoder = NoisyEncoder()
-    decoder = registry.build("decoder", "linear", {}, in_dim=8, stride=4, out_channels=3, image_size=16)
-    parts = Components(encoder, decoder, registry.build("masker", "pixel", {}), registry.build("loss", "l1", {}))
+    decoder = runtime.registry.build("decoder", "linear", {}, in_dim=8, stride=4, out_channels=3, image_size=16)
+    parts = Components(encoder, decoder, runtime.registry.build("masker", "pixel", {}), runtime.registry.build("loss", "l1", {}))
     before = {k: v.clone() for k, v in [*encoder.state_dict().items(), *decoder.state_dict().items()]}
     rng = torch.get_rng_state()
     images, mask = compute.counting_batch(parts.masker, 3, 16, seed=0, device=torch.device("cpu"))
@@ -159,13 +161,13 @@ def records(suite_dir: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def budget_runs(tmp_path_factory, registry):
+def budget_runs(tmp_path_factory, runtime):
     """The suite under a budget that is 60 steps of its dearer configuration (the other takes 150)."""
     tmp = tmp_path_factory.mktemp("budget")
     suite = write_suite_file(tmp, SUITE)
-    dearer = resolved(registry, {"name": "vit", "params": {"patch_size": 4, "dim": 16, "depth": 3, "heads": 2}},
+    dearer = resolved(runtime, {"name": "vit", "params": {"patch_size": 4, "dim": 16, "depth": 3, "heads": 2}},
                       image_size=16, batch_size=8)
-    budget = 60.3 * 8 * compute.flops_from_config(registry, dearer, channels=3)
+    budget = 60.3 * 8 * compute.flops_of(runtime, dearer, channels=3)
     planned = dry_run_steps(str(suite), "--set", f"train.budget_flops={budget!r}")
     run(suite, tmp / "out", f"train.budget_flops={budget!r}")
     return suite, tmp / "out" / "budget", budget, planned
@@ -200,8 +202,8 @@ def test_budget_flops_is_in_the_run_id_only_when_set(budget_runs):
     assert not set(plain) & set(planned)
     assert sorted(plain.values()) == [2 * STEPS_PER_EPOCH] * 2  # no budget: epochs x steps per epoch
     config = {"train": {"epochs": 1, "compile": False, "devices": 1, "budget_flops": None}}
-    assert run_id(config) == run_id({"train": {"epochs": 1}})
-    assert run_id({"train": {**config["train"], "budget_flops": 1e9}}) != run_id(config)
+    assert config_id(config) == config_id({"train": {"epochs": 1}})
+    assert config_id({"train": {**config["train"], "budget_flops": 1e9}}) != config_id(config)
 
 
 def test_a_budget_below_zero_or_not_a_number_is_refused(budget_runs):

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from mimbench.cli import cli
 from mimbench.jobs import PluginSources, Task
-from mimbench.lock import SuiteLock
+from mimbench.folder import SuiteLock
 
 from helpers import run_cli, write_suite_file
 
@@ -94,7 +94,7 @@ import time
 from pathlib import Path
 
 import torch
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 MARKER = Path({marker!r})
 
@@ -223,12 +223,13 @@ def test_ctrl_c_stops_the_suite_with_130_and_no_half_written_file(tmp_path):
 
 
 def test_a_worker_that_cannot_see_the_suite_folder_fails_its_run_with_one_line(tmp_path):
-    from mimbench.driver import plan_suite
+    from mimbench.planning import plan_suite
+    from mimbench.runtime import registry_for
     from mimbench.suite import load_suite
-    from mimbench.worker import execute, registry_for
+    from mimbench.worker import run_task
 
     plan = plan_suite(load_suite(str(write_suite(tmp_path))), registry_for(PluginSources()))
-    outcome = execute(Task(plan.runs[0], str(tmp_path / "not-mounted-here"), PluginSources(), "cpu"))
+    outcome = run_task(Task(plan.runs[0], str(tmp_path / "not-mounted-here"), PluginSources(), "cpu"))
     assert outcome.status == "failed"
     assert outcome.record["error"].startswith(f"the worker on {socket.gethostname()} cannot see the suite folder")
     assert "storage every node sees" in outcome.record["error"]
@@ -238,14 +239,14 @@ def test_a_task_survives_pickling_and_runs_in_a_fresh_process(tmp_path):
     """What every remote executor relies on: a task carries everything but the data."""
     import pickle
 
-    from mimbench.driver import plan_suite
+    from mimbench.planning import plan_suite
+    from mimbench.runtime import registry_for
     from mimbench.suite import load_suite
-    from mimbench.worker import registry_for
 
     plugin = tmp_path / "bands.py"
     plugin.write_text(textwrap.dedent('''
         import torch
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         class Bands:
             """Hide every other row."""
@@ -264,8 +265,8 @@ def test_a_task_survives_pickling_and_runs_in_a_fresh_process(tmp_path):
     (tmp_path / "out" / "tiny").mkdir(parents=True)
     task = Task(plan.runs[0], str(tmp_path / "out" / "tiny"), sources, "cpu", threads=1, show_progress=False)
     (tmp_path / "task.pkl").write_bytes(pickle.dumps(task))
-    code = ("import pickle, sys; task = pickle.load(open(sys.argv[1], 'rb')); "
-            "outcome = task(); print(outcome.status, outcome.record['mask_ratio_actual'])")
+    code = ("import pickle, sys; from mimbench.plugin import run_task; task = pickle.load(open(sys.argv[1], 'rb')); "
+            "outcome = run_task(task); print(outcome.status, outcome.record['mask_ratio_actual'])")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "task.pkl")], capture_output=True, text=True,
                           timeout=300, env={k: v for k, v in os.environ.items() if k != "MIMBENCH_PLUGINS"})
     assert proc.returncode == 0, proc.stderr
@@ -300,7 +301,7 @@ def test_executor_params_are_checked_like_any_component(tmp_path):
 def test_a_plugin_executor_is_used_like_a_builtin(tmp_path):
     plugin = tmp_path / "reverse_executor.py"
     plugin.write_text(textwrap.dedent('''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl, run_task
 
         class Reversed:
             """Runs the tasks in this process, last first."""
@@ -309,7 +310,7 @@ def test_a_plugin_executor_is_used_like_a_builtin(tmp_path):
 
             def run(self, tasks):
                 for task in reversed(tasks):
-                    yield task, task()
+                    yield task, run_task(task)
 
             def in_flight(self):
                 return 0
@@ -333,7 +334,7 @@ def test_a_plugin_executor_is_used_like_a_builtin(tmp_path):
 def test_a_third_party_probe_reaches_the_console_line_through_its_declared_columns(tmp_path):
     plugin = tmp_path / "centroid_probe.py"
     plugin.write_text(textwrap.dedent('''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
         from mimbench.columns import accuracy_columns
 
         class Centroid:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimbench import store
+from mimbench import folder as store
+from mimbench.folder import RunFolder
 from mimbench.plugins import load_plugins
 from mimbench.registry import Registry
 
@@ -62,7 +63,7 @@ def fake_run(folder: Path, name: str, params: dict, channels: int, size: int) ->
         encoder.train()(torch.randn(8, channels, size, size))  # BatchNorm running statistics
     encoder.eval()
     folder.mkdir(parents=True)
-    store.save_state_dict(folder / store.ENCODER_FILE, encoder)
+    RunFolder(folder).save_encoder(encoder)
     store.write_json(folder / store.CONFIG_FILE, {
         "run_id": folder.name, "suite": "tiny", "label": f"{name}/linear/patch/l1 seed=0", "seed": 0,
         "image_size": size, "dataset": {"name": "shapes", "params": {}},
@@ -109,7 +110,7 @@ def test_export_to_another_file_and_the_cli_prints_how_to_load_it(tmp_path):
 
 PLAIN_ENCODER = '''
 import torch
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 class NoBackbone(torch.nn.Module):

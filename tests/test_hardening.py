@@ -24,10 +24,13 @@ import yaml
 from click.testing import CliRunner
 
 import mimbench_plugins
-from mimbench import store
+from mimbench import folder as store
+from mimbench.folder import RunFolder, files as folder_files, run as run_files
+from mimbench.folder.summary import summary_row
 from mimbench.cli import cli
 from mimbench.errors import ConfigError
-from mimbench.jobs import RunJob
+from mimbench.specs import Component, EvalSpec, RunSpec
+from mimbench.schema import TrainConfig
 from mimbench.plugins import ENV_VAR
 from mimbench.suite import load_suite
 
@@ -205,7 +208,7 @@ def test_a_damaged_run_folder_is_set_aside_and_run_again(finished, damage):
     assert f"run {damaged_id}" in warnings[0] and reason in warnings[0] and "damaged/" in warnings[0]
     # Kept aside whole, byte for byte; the run was done again; the other run was not touched.
     assert checksums(suite_dir / "damaged" / damaged_id) == before
-    assert store.finished_record(suite_dir / "runs" / damaged_id)["status"] == "done"
+    assert RunFolder(suite_dir / "runs" / damaged_id).finished_record()["status"] == "done"
     assert checksums(suite_dir / "runs" / intact_id) == intact
     assert result.stdout.count("already finished, skipped") == 1
     summary = (suite_dir / "summary.csv").read_text().splitlines()
@@ -265,9 +268,10 @@ def test_a_damaged_error_file_does_not_stop_the_summary(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / store.ERROR_FILE).write_bytes(b"Traceback\n\xff\xfe broken \x00\n")
-    config = {"dataset": {"name": "shapes", "params": {}}, "seed": 0,
-              **{axis: {"name": "x", "params": {}} for axis in ("encoder", "decoder", "masker", "loss")}}
-    row = store.summary_row(RunJob("abc", config, None), folder)
+    components = {axis: Component("x") for axis in ("encoder", "decoder", "masker", "loss")}
+    evaluation = EvalSpec(0, 512, None, (), None, None)
+    run = RunSpec(Component("shapes"), 16, 0, TrainConfig(), evaluation, data=None, run_id="abc", **components)
+    row = summary_row(run, RunFolder(folder))
     assert row["status"] == "failed" and "broken" in row["error"]
 
 
@@ -283,7 +287,7 @@ def test_a_full_disk_is_one_line_and_changes_nothing(finished, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store.os, "fsync", no_space)
+    monkeypatch.setattr(folder_files.os, "fsync", no_space)
     result = invoke("run", str(finished / "tiny.yaml"), "--out", str(finished / "results"), "--set", "seeds=[0, 1]")
     line = one_line(result, 1)
     assert "No space left on device" in line and str(suite_dir) in line
@@ -295,14 +299,15 @@ def test_a_full_disk_mid_run_is_one_line(finished, monkeypatch):
     """The suite file is written, then the disk fills while a new run writes its files."""
     suite_dir = finished / "results" / "tiny"
     before = {k: v for k, v in checksums(suite_dir).items() if k.startswith("runs/")}
-    real_write = store.write_atomic
+    real_write = folder_files.write_atomic
 
     def fill_up(path, data):
         if Path(path).parent.parent.name == "runs":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, data)
 
-    monkeypatch.setattr(store, "write_atomic", fill_up)
+    monkeypatch.setattr(folder_files, "write_atomic", fill_up)
+    monkeypatch.setattr(run_files, "write_atomic", fill_up)
     result = invoke("run", str(finished / "tiny.yaml"), "--out", str(finished / "results"), "--set", "seeds=[0, 1]")
     line = one_line(result, 1)
     assert "No space left on device" in line
@@ -316,7 +321,7 @@ def test_no_permission_to_write_the_results_is_one_line(finished, monkeypatch):
     def refused(*args, dir=None, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dir))
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", refused)  # what a read-only folder does to a non-root user
+    monkeypatch.setattr(folder_files.tempfile, "mkstemp", refused)  # what a read-only folder does to a non-root user
     line = one_line(invoke("run", str(finished / "tiny.yaml"), "--out", str(finished / "results")), 1)
     assert "Permission denied" in line and "suite.yaml" in line and "--out" in line
     assert checksums(suite_dir) == before
@@ -346,7 +351,7 @@ def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path):
 
 
 def test_a_lock_file_that_cannot_be_opened_is_one_line(finished, monkeypatch):
-    import mimbench.lock
+    import mimbench.folder.lock
 
     real_open = os.open
 
@@ -355,7 +360,7 @@ def test_a_lock_file_that_cannot_be_opened_is_one_line(finished, monkeypatch):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(mimbench.lock.os, "open", refused)
+    monkeypatch.setattr(mimbench.folder.lock.os, "open", refused)
     line = one_line(invoke("run", str(finished / "tiny.yaml"), "--out", str(finished / "results")), 1)
     assert ".lock: Permission denied" in line
 
@@ -535,7 +540,7 @@ def test_a_broken_plugin_from_the_environment_only_warns(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 LATE_NAN_LOSS = '''
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class LateNanLoss:
     """L1 for the first 3 steps (one epoch of the tiny suite), then NaN."""
@@ -568,7 +573,7 @@ def test_a_diverged_run_writes_strict_json_and_counts_completed_epochs(tmp_path)
     assert record["status"] == "diverged"
     assert record["epochs_completed"] == 1 and isinstance(record["final_loss"], float)
     assert record["diverged_loss"] == "nan"
-    history = store.read_history(metrics.parent / store.HISTORY_FILE)
+    history = RunFolder(metrics.parent).history()
     assert len(history) == 2 and record["final_loss"] == history[0]["loss"]
     assert "after 1 finished epoch (last finite loss" in (tmp_path / "results" / "tiny" / "report.md").read_text()
 

@@ -32,7 +32,7 @@ grid:
 RECORDING_PROBE = '''
 import hashlib
 import json
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class Record:
     """Writes what it was given to fit and to score on."""

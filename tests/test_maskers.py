@@ -114,10 +114,10 @@ def test_compiled_rounds_make_the_masks_of_the_torch_rounds(monkeypatch, masker,
     use batched torch rounds. Both must draw the same uniforms and make bit-identical masks, or runs would
     depend on the machine."""
     pytest.importorskip("numba")
-    from mimbench_plugins import maskers
+    from mimbench_plugins import rect_maskers
 
     def two_masks_then_a_draw(compiled: bool, batch: int, seed: int):
-        monkeypatch.setattr(maskers, "_compiled_rounds", lambda device: compiled)
+        monkeypatch.setattr(rect_maskers, "_compiled_rounds", lambda device: compiled)
         g = gen(seed)
         x = torch.zeros(batch, 1, *size)
         return [masker(x, g), masker(x, g), torch.rand(4, generator=g)]  # the draw checks the generator's state
@@ -135,7 +135,7 @@ def test_compiled_rounds_make_the_masks_of_the_torch_rounds(monkeypatch, masker,
 def test_smallest_is_the_first_k_of_argsort_even_with_ties(levels):
     """patch and random_token hide the k smallest of per-cell noise. On CPU they are found by a partition,
     which must give exactly the cells argsort would put first, ties included."""
-    from mimbench_plugins.maskers import _smallest
+    from mimbench_plugins.mask_utils import smallest as _smallest
 
     g = gen(0)
     for k in range(1, 49):

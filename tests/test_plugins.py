@@ -32,7 +32,7 @@ STRIPES_PLUGIN = '''
 
 import torch
 
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 class StripesMasker:
@@ -211,7 +211,7 @@ def test_plugin_by_dotted_module_name(tmp_path, monkeypatch):
 def test_plugins_from_the_environment_variable(tmp_path, monkeypatch):
     first = _write_plugin(tmp_path, "mbt_env_one", STRIPES_PLUGIN)
     second = _write_plugin(tmp_path, "mbt_env_two", '''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         def half_l1(pred, target, mask):
             """Half the mean absolute error over all pixels."""
@@ -248,7 +248,7 @@ BROKEN_IMPORT = '''
 import mbt_no_such_dependency
 '''
 BROKEN_SYNTAX = '''
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 def mimbench_register_maskers(register)
     pass
@@ -307,7 +307,7 @@ def test_missing_plugin_file_is_a_failure_not_a_crash(tmp_path):
 
 def test_misspelled_hook_is_left_out_with_a_suggestion(tmp_path):
     misspelled = _write_plugin(tmp_path, "mbt_typo", '''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         class Everything:
             """Hide everything."""
@@ -334,7 +334,7 @@ def test_misspelled_hook_is_left_out_with_a_suggestion(tmp_path):
 
 
 DUPLICATE_PATCH = '''
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class MyPatch:
     """Another masker called patch."""
@@ -379,7 +379,7 @@ DESCRIPTIONS_PLUGIN = '''
 import torch
 from torch import nn
 
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 def documented():
@@ -469,7 +469,7 @@ def builtins() -> Registry:
 
 
 REQUIRED_PLUGIN = '''
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class Ruler:
     """Hide the first `rows` rows."""
@@ -602,7 +602,7 @@ def test_get_unknown_name_suggests_and_lists(builtins):
 COMMAND_PLUGIN = '''
 import click
 
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 @click.command()
@@ -634,7 +634,7 @@ def test_plugin_adds_a_cli_command(tmp_path):
 # ------------------------------------------------------------------------------------------
 
 NAMED_PLUGIN = '''
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class {cls}:
     """{cls}."""

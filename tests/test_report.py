@@ -173,8 +173,8 @@ def run_cli(*args: str):
 @pytest.fixture
 def declared(suite_dir):
     from mimbench.report import load_summary
-    from mimbench.store import read_columns
-    return read_columns(suite_dir, list(load_summary(suite_dir).columns))
+    from mimbench.folder import SuiteFolder
+    return SuiteFolder(suite_dir).read_columns(list(load_summary(suite_dir).columns))
 
 
 @pytest.fixture
@@ -343,7 +343,7 @@ def custom_suite(tmp_path_factory) -> Path:
 def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_suite):
     from mimbench.report import label_runs, load_summary
     from mimbench.report.plots import probe_accuracy_figure, psnr_vs_accuracy_figure
-    from mimbench.store import read_columns
+    from mimbench.folder import SuiteFolder
 
     markdown = (custom_suite / "table.md").read_text()
     header = markdown.splitlines()[0]
@@ -358,7 +358,7 @@ def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_
     assert csv.loc["cnn (random-init)", "mycustom_acc_mean"] == pytest.approx(np.mean(RANDOM_INIT["cnn"]) - 0.1)
 
     summary = load_summary(custom_suite)
-    declared = read_columns(custom_suite, list(summary.columns))
+    declared = SuiteFolder(custom_suite).read_columns(list(summary.columns))
     assert declared[-1] == CUSTOM and "mycustom_score" not in {c.key for c in declared}
     fig = probe_accuracy_figure(label_runs(summary), declared)
     assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
@@ -387,14 +387,14 @@ def test_a_folder_without_columns_json_infers_the_columns_from_the_summary(tmp_p
     """Results written before columns.json existed: every ``<name>_acc`` column is an accuracy
     named after its prefix, so the table is the same but for the probes' display names."""
     from mimbench.report import load_summary, write_report
-    from mimbench.report.page import read_results
+    from mimbench.report.results import read_results
     from mimbench.report.tables import to_markdown
-    from mimbench.store import read_columns
+    from mimbench.folder import SuiteFolder
 
     old = make_suite(tmp_path / "old", declared=None)
     write_report(old)
     summary = load_summary(old)
-    assert read_columns(old, list(summary.columns)) == columns.inferred(list(summary.columns))
+    assert SuiteFolder(old).read_columns(list(summary.columns)) == columns.inferred(list(summary.columns))
     new = make_suite(tmp_path / "new")
     table = read_results(new).table
     expected = to_markdown(table, ["masker.ratio"], DECLARED).replace("kNN", "knn")
@@ -484,8 +484,8 @@ def test_sweep_figure_draws_a_line_per_configuration_over_the_swept_values(table
 
 
 def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
-    from mimbench.report.page import _histories
-    from mimbench.report.plots import loss_curves_figure
+    from mimbench.report.results import histories as _histories
+    from mimbench.report.curves import loss_curves_figure
 
     fig = loss_curves_figure(_histories(suite_dir, runs))
     ax = fig.axes[0]
@@ -497,8 +497,8 @@ def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
 
 
 def test_reconstruction_montage_has_a_panel_per_configuration(suite_dir, runs):
-    from mimbench.report.page import _montage_images
-    from mimbench.report.plots import reconstruction_montage
+    from mimbench.report.results import montage_images as _montage_images
+    from mimbench.report.curves import reconstruction_montage
 
     images = _montage_images(suite_dir, runs)
     assert len(images) == 8 and images[0][0] == "cnn / pixel(ratio=0.4) (seed 0)"
@@ -738,7 +738,7 @@ def test_labels_name_the_label_count_unless_hidden(label_runs_):
 
 
 def test_label_efficiency_figure_draws_a_line_per_configuration_and_baseline(label_runs_):
-    from mimbench.report.plots import label_efficiency_figure
+    from mimbench.report.curves import label_efficiency_figure
 
     fig = label_efficiency_figure(label_runs_, LE_DECLARED)
     assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
@@ -767,7 +767,7 @@ def test_label_efficiency_figure_draws_a_line_per_configuration_and_baseline(lab
 
 
 def test_all_labels_sit_right_of_the_largest_count_without_probe_labels_per_class(label_runs_):
-    from mimbench.report.plots import label_efficiency_figure
+    from mimbench.report.curves import label_efficiency_figure
 
     fig = label_efficiency_figure(label_runs_.drop(columns="probe_labels_per_class"), LE_DECLARED)
     ax = fig.axes[0]
@@ -805,7 +805,7 @@ def test_mimbench_report_draws_the_label_efficiency_figure(label_suite):
 
 def test_the_other_figures_show_one_label_count(label_suite, label_runs_):
     from mimbench.report import aggregate, load_summary
-    from mimbench.report.page import _figure_plan
+    from mimbench.report.figure_plan import figure_plan as _figure_plan
 
     table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
     plan = {f.name: f for f in _figure_plan(label_suite, label_runs_, table, [LPC], LE_SUITE, LE_DECLARED)}
@@ -828,7 +828,7 @@ def test_a_label_count_set_differently_without_a_sweep_is_a_column_too(tmp_path)
 
 def test_no_label_efficiency_figure_with_one_label_count_or_none(tmp_path, runs, declared):
     from mimbench.report import label_runs, load_summary, write_report
-    from mimbench.report.plots import label_efficiency_figure
+    from mimbench.report.curves import label_efficiency_figure
 
     assert label_efficiency_figure(runs, declared) is None  # a suite without the column
     suite = {**{k: v for k, v in LE_SUITE.items() if k != "sweep"}, "eval": {**LE_SUITE["eval"], "labels_per_class": 10}}

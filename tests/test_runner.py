@@ -33,7 +33,7 @@ grid:
 
 BAD_MASKER = '''
 import torch
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 class HalfSizeMasker:
     """Returns a mask of half the image size: breaks the contract."""
@@ -136,7 +136,7 @@ def test_a_contract_breaking_plugin_fails_only_its_own_runs(tmp_path):
 def test_a_diverging_run_is_recorded_as_diverged(tmp_path):
     plugin = tmp_path / "nan_loss.py"
     plugin.write_text(textwrap.dedent('''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         class NanLoss:
             """A loss that turns non-finite."""
@@ -159,7 +159,7 @@ def test_run_finished_hook_sees_every_run(tmp_path):
     log = tmp_path / "finished.log"
     plugin = tmp_path / "logger_plugin.py"
     plugin.write_text(textwrap.dedent(f'''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         @hookimpl
         def mimbench_run_finished(run_dir, record):
@@ -199,7 +199,7 @@ def test_kill_9_mid_suite_then_rerun_completes_without_recomputing(tmp_path):
 def test_a_masker_that_raises_fails_its_runs_not_the_dry_run(tmp_path):
     plugin = tmp_path / "crash_masker.py"
     plugin.write_text(textwrap.dedent('''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         class CrashMasker:
             """Raises when called."""
@@ -274,19 +274,19 @@ def test_probes_and_baselines_land_in_the_summary(tmp_path):
 
 def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):
     """Baseline and run build the encoder from the same seed, first: the same initial weights."""
-    from mimbench.plugins import load_plugins
-    from mimbench.registry import Registry
     from mimbench.expansion import expand
+    from mimbench.runtime import Runtime
+    from mimbench.specs import BaselineSpec
     from mimbench.suite import load_suite
-    from mimbench.train import build_components
 
-    registry = Registry(load_plugins())
-    run = expand(load_suite(str(write_suite(tmp_path, PROBED_SUITE))), registry)[0]
-    torch.manual_seed(run.config["seed"])
-    started = build_components(registry, run.config, 3).encoder.state_dict()
-    torch.manual_seed(run.config["seed"])
-    baseline = registry.build("encoder", "cnn", run.config["encoder"]["params"], in_channels=3, image_size=16)
-    assert all(torch.equal(started[k], v) for k, v in baseline.state_dict().items())
+    runtime = Runtime.for_process(device="cpu")
+    run = expand(load_suite(str(write_suite(tmp_path, PROBED_SUITE))), runtime.registry)[0]
+    torch.manual_seed(run.seed)
+    started = runtime.components(run, 3).encoder.state_dict()
+    torch.manual_seed(run.seed)
+    baseline = BaselineSpec("random-init", run.dataset, run.image_size, run.seed, run.eval, run.encoder, run.data)
+    built = runtime.encoder(baseline, 3)
+    assert all(torch.equal(started[k], v) for k, v in built.state_dict().items())
 
 
 def test_probes_need_labels(tmp_path):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mimbench.lock import SuiteLock
-from mimbench.ownership import MARKER_FILE
+from mimbench.folder import SuiteLock
+from mimbench.folder.ownership import MARKER_FILE
 
 from helpers import run_cli, write_suite_file
 

@@ -33,7 +33,7 @@ grid:
 #: ``path``; ``broken`` raises in epoch_finished.
 OBSERVER = '''
 import json, os
-from mimbench import hookimpl
+from mimbench.plugin import hookimpl
 
 
 def _log(path, **event):
@@ -180,7 +180,7 @@ def test_a_failing_tracker_or_hook_is_one_warning_not_a_failed_run(tmp_path):
     plugin = observer(tmp_path)
     hooks = tmp_path / "bad_hook.py"
     hooks.write_text(textwrap.dedent('''
-        from mimbench import hookimpl
+        from mimbench.plugin import hookimpl
 
         @hookimpl
         def mimbench_run_finished(run_dir, record):

@@ -16,9 +16,10 @@ from mimbench.data import DeviceImages, Normalizer
 from mimbench.plugins import load_plugins
 from mimbench.prefetch import prefetched
 from mimbench.registry import Registry
+from mimbench.schema import AugmentConfig
 from mimbench.train import training_batches
 
-AUGMENT = {"crop_scale": (0.5, 1.0), "crop_ratio": (0.75, 1.33), "flip": True}
+AUGMENT = AugmentConfig(crop_scale=(0.5, 1.0), crop_ratio=(0.75, 1.33), flip=True)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,19 @@
 
 - :mod:`~mimbench.report.aggregate`: the suite's runs grouped by configuration, mean ± std over
   seeds, gains over the random-init baseline (:func:`load_summary`, :func:`aggregate`...).
+- :mod:`~mimbench.report.comparisons`: every paired comparison with its interval (``comparisons.csv``).
 - :mod:`~mimbench.report.tables`: ``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``.
-- :mod:`~mimbench.report.plots`: the figures (seaborn on matplotlib's Agg canvas).
-- :mod:`~mimbench.report.render`: the report as markdown and as one self-contained HTML page.
+- :mod:`~mimbench.report.results`: a suite folder as the report reads it (:func:`read_results`).
+- the figures (seaborn on matplotlib's Agg canvas): :mod:`~mimbench.report.canvas` (style, saving),
+  :mod:`~mimbench.report.plots` (bars, scatter, sweeps), :mod:`~mimbench.report.curves` (label
+  efficiency, loss curves, reconstructions), :mod:`~mimbench.report.interval_plots` (the forest
+  plot, accuracy against compute); :mod:`~mimbench.report.figure_plan` (which figures, captions).
+- :mod:`~mimbench.report.blocks`: the report's sections; :mod:`~mimbench.report.render`: the report
+  as markdown and as one self-contained HTML page.
 - :mod:`~mimbench.report.page`: :func:`write_report`, what ``mimbench report`` calls.
 
 The metric columns shown are the ones the core and the probes declare (:mod:`mimbench.columns`),
-read from the suite folder by :func:`mimbench.store.read_columns`. Nothing here imports torch or
+read from the suite folder by :meth:`mimbench.folder.SuiteFolder.read_columns`. Nothing here imports torch or
 the plugins. ``write_report`` and ``Report`` are imported on first use, so that the aggregation
 alone (in a notebook) does not import matplotlib and seaborn.
 """

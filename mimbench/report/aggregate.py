@@ -25,18 +25,15 @@ import pandas as pd
 
 from mimbench import columns
 from mimbench.columns import MetricColumn
-from mimbench.errors import ConfigError
-from mimbench.store import SUMMARY_FILE
+from mimbench.folder import SuiteFolder
+from mimbench.specs import Status
 
 #: Component columns of the summary, in display order.
 COMPONENTS = ("encoder", "decoder", "masker", "loss")
 #: ``<prefix>.<param>`` columns that describe a configuration.
 PARAM_PREFIXES = ("dataset", "encoder", "decoder", "masker", "loss", "train", "eval")
-#: Columns that identify a run or describe its outcome, never aggregated.
-ID_COLUMNS = ("run_id", "status", "seed", "error", "pretrained", "baseline", "dataset", *COMPONENTS,
-              "recon_uses_target_stats")
 #: Statuses of runs that did not produce metrics.
-UNFINISHED = ("failed", "diverged", "pending")
+UNFINISHED = (Status.FAILED.value, Status.DIVERGED.value, Status.PENDING.value)
 #: Added columns: an id per configuration and readable labels.
 LABEL_COLUMNS = ("config_id", *(f"{axis}_label" for axis in COMPONENTS), "setup_label", "label")
 #: The probes' label budget: labelled training images per class (a class-balanced subset of the
@@ -50,24 +47,9 @@ ALL_LABELS = "all"
 
 
 def load_summary(suite_dir: Path) -> pd.DataFrame:
-    """Read ``<suite_dir>/summary.csv``; a missing folder or file is a :class:`ConfigError`."""
-    suite_dir = Path(suite_dir)
-    if not suite_dir.is_dir():
-        raise ConfigError(f"results folder not found: {suite_dir}")
-    path = suite_dir / SUMMARY_FILE
-    if not path.is_file():
-        inside = sorted(p.parent.name for p in suite_dir.glob(f"*/{SUMMARY_FILE}"))
-        hint = f" (suites in it: {', '.join(inside)}; pass one of them, e.g. {suite_dir / inside[0]})" if inside else \
-            " (is it the folder of a finished suite, <out>/<suite name>?)"
-        raise ConfigError(f"no {SUMMARY_FILE} in {suite_dir}{hint}")
-    try:
-        summary = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable summary table ({exc})") from None
-    missing = [c for c in ("run_id", "status", "encoder") if c not in summary.columns]
-    if missing:
-        raise ConfigError(f"{path}: not a mimbench summary (missing columns: {', '.join(missing)})")
-    return normalize_summary(summary)
+    """The suite's ``summary.csv`` (read by :class:`~mimbench.folder.SuiteFolder`), normalised; a
+    missing folder or file is a :class:`ConfigError`."""
+    return normalize_summary(SuiteFolder(suite_dir).read_summary())
 
 
 def normalize_summary(summary: pd.DataFrame) -> pd.DataFrame:
@@ -78,7 +60,7 @@ def normalize_summary(summary: pd.DataFrame) -> pd.DataFrame:
         runs["baseline"] = ""
     runs["baseline"] = runs["baseline"].astype(object).where(runs["baseline"].notna(), "").astype(str)
     if "pretrained" in runs.columns:
-        runs["pretrained"] = runs["pretrained"].map(_to_bool).astype(bool)
+        runs["pretrained"] = runs["pretrained"].map(to_bool).astype(bool)
     else:
         runs["pretrained"] = runs["baseline"] == ""
     for column in ("dataset", *COMPONENTS):
@@ -93,10 +75,14 @@ def normalize_summary(summary: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def _to_bool(value: Any) -> bool:
+def to_bool(value: Any) -> bool:
+    """A true/false cell of a summary or table as a bool: ``"True"``, ``"true"``, ``"1"``, ``"yes"``,
+    True or a non-zero number are true; empty (None, NaN, NA) is false."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
 
 
 def param_columns(runs: pd.DataFrame) -> list[str]:
@@ -147,7 +133,7 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
 
 def metric_columns(runs: pd.DataFrame) -> list[str]:
     """The numeric columns that measure a run (metrics, timings), in summary order."""
-    skip = set(ID_COLUMNS) | set(param_columns(runs)) | set(LABEL_COLUMNS)
+    skip = set(columns.IDENTITY_COLUMNS) | set(param_columns(runs)) | set(LABEL_COLUMNS)
     metrics = []
     for column in runs.columns:
         if column in skip or runs[column].dtype == bool:
@@ -161,7 +147,7 @@ def metric_columns(runs: pd.DataFrame) -> list[str]:
 def declared_or_inferred(frame: pd.DataFrame, declared: Sequence[MetricColumn] | None) -> list[MetricColumn]:
     """``declared`` as a list; when None, the declarations inferred from ``frame``'s columns
     (:func:`mimbench.columns.inferred`): a per-run frame's, or an aggregated table's
-    ``<key>_mean`` columns. For notebooks; the report reads ``columns.json`` through the store."""
+    ``<key>_mean`` columns. For notebooks; the report reads ``columns.json`` through the suite folder."""
     if declared is not None:
         return list(declared)
     names = list(frame.columns)
@@ -280,9 +266,9 @@ def aggregate(summary: pd.DataFrame, hide: tuple[str, ...] = (),
     table = runs.groupby("config_id", sort=False)[keys].first()
     status = runs.groupby("config_id", sort=False)["status"]
     table["n_runs"] = status.size()
-    for name in ("done", *UNFINISHED):
+    for name in (Status.DONE.value, *UNFINISHED):
         table[f"n_{name}"] = status.agg(lambda s, name=name: int((s == name).sum()))
-    done = runs[runs["status"] == "done"]
+    done = runs[runs["status"] == Status.DONE]
     seeds = {key: ",".join(str(v) for v in sorted(group.dropna())) for key, group in done.groupby("config_id")["seed"]}
     table["seeds_done"] = [seeds.get(key, "") for key in table.index]
     metrics = [m for m in metric_columns(runs) if runs[m].notna().any()]
@@ -329,7 +315,7 @@ def random_init_pairs(runs: pd.DataFrame, metrics: list[str], kind: str = "rando
     paired_on = ("dataset", "encoder") if kind == "random-init" else ("dataset",)
     key_columns = [*paired_on, *[c for c in param_columns(runs) if c.split(".", 1)[0] in paired_on],
                    *eval_columns(runs)]
-    done = runs[runs["status"] == "done"].copy()
+    done = runs[runs["status"] == Status.DONE].copy()
     done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
                             for row in done[key_columns].itertuples(index=False)]
     metrics = [m for m in metrics if m in done.columns]
@@ -365,7 +351,7 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run that did not finish: ``run_id``, ``label``, ``seed``, ``status``, ``reason``
     (the error's last line for a failed run; the epoch and loss for a diverged one)."""
     runs = runs if "label" in runs.columns else label_runs(runs)
-    bad = runs[runs["status"] != "done"]
+    bad = runs[runs["status"] != Status.DONE]
     reasons = [_reason(row) for _, row in bad.iterrows()]
     return pd.DataFrame({"run_id": bad["run_id"].astype(str).to_list(), "label": bad["label"].to_list(),
                          "seed": bad["seed"].to_list() if "seed" in bad.columns else [None] * len(bad),
@@ -373,10 +359,10 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _reason(row: pd.Series) -> str:
-    if row["status"] == "failed":
+    if row["status"] == Status.FAILED:
         error = row.get("error")
         return str(error) if _plain(error) is not None else "failed (no error recorded)"
-    if row["status"] == "diverged":
+    if row["status"] == Status.DIVERGED:
         epochs, loss = _plain(row.get("epochs_completed")), _plain(row.get("final_loss"))
         if isinstance(epochs, int) and epochs > 0 and loss is None:
             epochs -= 1  # older records counted the epoch that diverged (its loss NaN)
@@ -387,6 +373,6 @@ def _reason(row: pd.Series) -> str:
             parts.append(f"(last finite loss {loss:.4g})" if isinstance(loss, (int, float)) and math.isfinite(loss)
                          else f"(loss {loss})")
         return " ".join(parts)
-    if row["status"] == "pending":
+    if row["status"] == Status.PENDING:
         return "not run yet (interrupted suite? run the same command again to finish it)"
     return str(row["status"])

@@ -30,7 +30,8 @@ import pandas as pd
 from mimbench import stats
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
-from mimbench.suite import REFERENCE_AXES, reference_error
+from mimbench.schema import REFERENCE_AXES, reference_error
+from mimbench.specs import Status
 from mimbench.report.aggregate import (ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, _plain, config_columns,
                                        eval_columns, label_runs, random_init_pairs)
 
@@ -107,7 +108,7 @@ def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str) -
 
 def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
                     reference: Mapping[str, Any]) -> list[dict[str, Any]]:
-    done = runs[(runs["status"] == "done") & runs["pretrained"]]
+    done = runs[(runs["status"] == Status.DONE) & runs["pretrained"]]
     configs = done.drop_duplicates("config_id").set_index("config_id")
     matching = [c for c in configs.index if matches(configs.loc[c], reference)]
     if not matching:
@@ -185,7 +186,7 @@ def parse_reference(items: Sequence[str]) -> dict[str, Any]:
 
 def check_reference(reference: Mapping[str, Any], where: str = "report.reference") -> None:
     """A :class:`ConfigError` unless ``reference`` can name configurations (see
-    :func:`mimbench.suite.reference_error`)."""
+    :func:`mimbench.schema.reference_error`)."""
     error = reference_error(reference)
     if error:
         raise ConfigError(f"{where}: {error}")
@@ -257,7 +258,7 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
     interval, or with fewer than 2 shared seeds, is not marked."""
     table = table.copy()
     settings = [c for c in eval_columns(table) if c in runs.columns]
-    done = runs[runs["status"] == "done"]
+    done = runs[runs["status"] == Status.DONE]
     setting = pd.Series([repr([_plain(v) for v in row]) for row in table[settings].itertuples(index=False)],
                         index=table.index)
     groups = table.groupby(setting, sort=False).groups

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text
-from mimbench.store import write_atomic
+from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text, to_bool
+from mimbench.folder import write_atomic
 
 #: The note that goes with every rendering of the table.
 TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-seed values (pandas `std`, "
@@ -160,13 +160,7 @@ def _value(row: pd.Series, column: Column) -> Value | None:
     low, high = row.get(f"{column.key}_ci_low"), row.get(f"{column.key}_ci_high")
     interval = (float(low), float(high)) if low is not None and pd.notna(low) and pd.notna(high) else None
     return Value(float(mean), float(std) if pd.notna(std) else math.nan, column.digits, column.signed,
-                 _flag(row.get(f"{column.key}_is_best")), interval, _flag(row.get(f"{column.key}_significant")))
-
-
-def _flag(value) -> bool:
-    """A true/false cell that may be empty (None or NaN: false)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA \
-        and bool(value)
+                 to_bool(row.get(f"{column.key}_is_best")), interval, to_bool(row.get(f"{column.key}_significant")))
 
 
 def _same_as_last_block(table: pd.DataFrame, key: str, base: str | None) -> bool:

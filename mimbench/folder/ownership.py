@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from mimbench.errors import ConfigError, shown
+from mimbench.folder.lock import LOCK_FILE
 
 MARKER_FILE = ".mimbench-suite"
-SUITE_FILE, LOCK_FILE = "suite.yaml", ".lock"
-#: The origin of a suite given as a mapping (the Python API): every mapping counts as one origin,
-#: so that a notebook may edit its suite and run it again into the same folder.
-MAPPING_ORIGIN = "Python mapping"
+SUITE_FILE = "suite.yaml"
 
 
 @dataclass(frozen=True)
@@ -49,21 +47,6 @@ class SuiteIdentity:
     yaml_text: str
 
 
-def origin_of(source: Any) -> str:
-    """The origin of a suite given to :func:`mimbench.suite.load_suite`: a YAML path (absolute),
-    a packaged suite's name, or a mapping."""
-    from mimbench.suite import packaged_suites
-
-    if source is None:
-        return "packaged suite quick"
-    if not isinstance(source, (str, Path)):
-        return MAPPING_ORIGIN
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        return str(path.resolve())
-    return f"packaged suite {source}" if str(source) in packaged_suites() else str(source)
-
-
 def what_runs(yaml_text: str) -> str:
     """A suite's YAML as the current schema reads it (every default filled in, so that a key added
     to the schema since does not make another suite), without ``execution``, ``trackers``,
@@ -71,7 +54,7 @@ def what_runs(yaml_text: str) -> str:
     they are compared do not make another suite. Text the schema cannot read is compared as it is."""
     import yaml
 
-    from mimbench.suite import Suite
+    from mimbench.schema import Suite
 
     try:
         raw = Suite.model_validate(yaml.safe_load(yaml_text)).model_dump()
@@ -126,8 +109,8 @@ def check_ownership(suite_dir: Path, identity: SuiteIdentity, fresh: bool = Fals
 def claim(suite_dir: Path, identity: SuiteIdentity) -> None:
     """Mark ``suite_dir`` (held by this driver, accepted by :func:`check_ownership`) as
     ``identity``'s when it has no marker; record the runs its origin asks for now."""
-    from mimbench import __version__
-    from mimbench.store import write_json
+    from mimbench.folder.files import write_json
+    from mimbench.version import __version__
 
     marker = read_marker(suite_dir)
     runs = runs_hash(identity.yaml_text)

@@ -1,0 +1,67 @@
+"""``mimbench run --dry-run``: what a checked suite would run, one line per run and baseline,
+each run with its planned optimizer steps and FLOPs (counted on this machine's CPU, once per
+distinct configuration, before anything trains)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mimbench.errors import cut, one_line
+
+if TYPE_CHECKING:
+    from mimbench.api import Prepared
+
+
+def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
+    """The dry run's lines: the suite (its results going to ``results_dir``, as the user gave it),
+    then its runs (with :func:`planned_compute`), then its baselines."""
+    plan, suite, data = prepared.plan, prepared.plan.suite, prepared.data
+    trackers = f", trackers {', '.join(t['name'] for t in plan.trackers)}" if plan.trackers else ""
+    device = data.normalize.mean.device if prepared.executor.in_process else prepared.device
+    lines = [f"suite {suite.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
+             f"{suite.dataset.name} ({len(data.train)} train / {len(data.test)} test images, {suite.image_size}px), "
+             f"device {device}, executor {suite.execution.executor}{trackers}, results in {results_dir}"]
+    compute = planned_compute(prepared)
+    for job in plan.runs:
+        params = " ".join(f"{axis}={spec.text()}" for axis, spec in job.components().items())
+        labels = job.eval.labels_per_class
+        lines.append(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
+                     + f"  {compute[job.run_id]}")
+    lines += [f"  {job.run_id}  {plan.labels[job.run_id]}" for job in plan.baselines]
+    return lines
+
+
+def planned_compute(prepared: "Prepared") -> dict[str, str]:
+    """Each run's planned optimizer steps and FLOPs: ``steps=N  FLOPs=X (Y/image)``. Counted on the
+    CPU once per distinct configuration (the seed does not change what a step costs); what cannot
+    be counted or planned is said in place of the numbers."""
+    from mimbench.compute import COUNT_IMAGES, flops_of
+    from mimbench.runtime import Runtime
+    from mimbench.specs import canonical_json
+    from mimbench.train import planned_steps, train_batch_size
+
+    runtime = Runtime.for_process(prepared.runtime.plugins, "cpu")
+    images, channels = len(prepared.data.train), prepared.data.train.channels
+    counted: dict[str, float | str] = {}  # a configuration -> its FLOPs per image, or why there are none
+    texts = {}
+    for job in prepared.plan.runs:
+        key = canonical_json([job.image_size, *(spec.to_json() for spec in job.components().values()),
+                              min(COUNT_IMAGES, job.train.batch_size)])
+        if key not in counted:
+            try:
+                counted[key] = flops_of(runtime, job, channels)
+            except Exception as exc:  # the run would fail the same way; the dry run says so
+                counted[key] = cut(f"FLOPs not counted ({one_line(exc)})", 160)
+        per_image = counted[key]
+        if isinstance(per_image, str):
+            texts[job.run_id] = per_image
+            continue
+        try:
+            steps = planned_steps(job.train, images, per_image)
+        except ValueError as exc:
+            texts[job.run_id] = cut(f"steps not planned ({exc})", 160)
+            continue
+        total = per_image * train_batch_size(job.train, images) * steps
+        texts[job.run_id] = f"steps={steps}  FLOPs={total:.3g} ({per_image:.3g}/image)"
+    return texts

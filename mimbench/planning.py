@@ -1,0 +1,209 @@
+"""A suite planned and checked, before anything trains: its jobs, and everything that would fail
+them for bad input (exit 2) found now, not mid-suite::
+
+    plan = plan_suite(suite, registry, origin)     # jobs: runs, then baselines, with their labels
+    check_trackers(plan, registry, suite_dir)      # each tracker built once
+    data = check_plan(plan, runtime)               # the data loaded, each distinct component built once
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mimbench import columns
+from mimbench.columns import MetricColumn
+from mimbench.errors import ConfigError
+from mimbench.executors import Executor
+from mimbench.expansion import expand, expand_baselines
+from mimbench.folder import SuiteIdentity
+from mimbench.probing import check_block_index
+from mimbench.registry import Registry
+from mimbench.runtime import Runtime, SuiteData
+from mimbench.specs import BaselineSpec, Component, Job, RunSpec, canonical_json, run_labels
+from mimbench.schema import Suite, suite_to_yaml
+from mimbench.suite import MAPPING_ORIGIN
+from mimbench.tracking import build_trackers
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A suite expanded into jobs: its runs, then its baselines, with a readable label each, and
+    the suite's trackers (resolved specs, ``{"name", "params"}``)."""
+
+    suite: Suite
+    runs: list[RunSpec]
+    baselines: list[BaselineSpec]
+    labels: dict[str, str]
+    trackers: tuple[dict[str, Any], ...] = ()
+    origin: str = MAPPING_ORIGIN  # where the suite came from (see mimbench.folder.ownership)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [*self.runs, *self.baselines]
+
+    def identity(self) -> SuiteIdentity:
+        """What the plan's suite folder must belong to (see :mod:`mimbench.folder.ownership`)."""
+        return SuiteIdentity(self.suite.name, self.origin, suite_to_yaml(self.suite))
+
+
+def plan_suite(suite: Suite, registry: Registry, origin: str = MAPPING_ORIGIN) -> Plan:
+    """``origin``: where the suite came from (:func:`mimbench.suite.origin_of`), recorded in
+    the suite folder's marker."""
+    runs = expand(suite, registry)
+    baselines = expand_baselines(suite, runs)
+    trackers = tuple({"name": t.name, "params": registry.resolve_params("tracker", t.name, t.params)}
+                     for t in suite.trackers)
+    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers, origin)
+
+
+def check_trackers(plan: Plan, registry: Registry, suite_dir: Path) -> None:
+    """Build each of the suite's trackers once, so that bad input fails now (exit 2), not in the workers."""
+    build_trackers(registry, plan.trackers, suite_dir)
+
+
+def build_executor(registry: Registry, suite: Suite, suite_dir: Path) -> Executor:
+    """The suite's ``execution.executor`` with its params (a missing extra is a ConfigError)."""
+    spec = suite.execution
+    return registry.build("executor", spec.executor, spec.params(), suite_dir=str(suite_dir))
+
+
+def declared_columns(runtime: Runtime, probes: tuple[Component, ...]) -> list[MetricColumn]:
+    """The core's reconstruction columns, then each probe's declared ``metric_columns()``."""
+    declared = [list(columns.RECONSTRUCTION_COLUMNS)]
+    for spec in probes:
+        declare = getattr(runtime.build("probe", spec), "metric_columns", None)
+        if callable(declare):
+            declared.append(list(declare()))
+    return columns.merge(*declared)
+
+
+def check_plan(plan: Plan, runtime: Runtime) -> SuiteData:
+    """Load the data and build every distinct component once with ``runtime`` (this machine's, on
+    the CPU when the runs execute elsewhere), so that bad input fails now (ConfigError, exit 2),
+    not mid-suite."""
+    data = runtime.data(plan.runs[0].data)
+    validate(runtime, plan.runs, data)
+    _check_label_counts(plan, data)
+    check_reference(plan)
+    return data
+
+
+def check_device(device: str, executor: Executor) -> str:
+    """The device the checks run on: ``device`` with an in-process executor, else this machine's
+    CPU (the device is resolved on each worker; a malformed name is still refused here)."""
+    if executor.in_process:
+        return device
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    return "cpu"
+
+
+def check_reference(plan: Plan) -> None:
+    """The suite's ``report.reference`` must name the values of at least one of its runs."""
+    reference = plan.suite.report.reference
+    if not reference or any(_has_values(job, reference) for job in plan.runs):
+        return
+    named = ", ".join(f"{k}: {v}" for k, v in reference.items())
+    raise ConfigError(f"report.reference {{{named}}}: no run of this suite has it (the report compares every "
+                      f"configuration with the one that does)")
+
+
+def _has_values(run: RunSpec, reference: dict[str, Any]) -> bool:
+    for key, value in reference.items():
+        axis, _, param = key.partition(".")
+        if axis == "train":
+            actual = getattr(run.train, param, None)
+        else:
+            spec = getattr(run, axis, None)
+            if not isinstance(spec, Component):
+                return False
+            actual = spec.params.get(param) if param else spec.name
+        if actual != value:
+            return False
+    return True
+
+
+def _check_label_counts(plan: Plan, data: SuiteData) -> None:
+    """Every ``eval.labels_per_class`` must fit in each class of the labelled train split."""
+    counts = sorted({job.eval.labels_per_class for job in plan.jobs} - {None})
+    if not counts or not plan.runs[0].eval.probes:
+        return
+    labels = data.probe_train.all_labels().cpu()
+    smallest = int(labels.bincount()[labels.unique()].min())
+    if counts[-1] > smallest:
+        raise ConfigError(f"eval.labels_per_class {counts[-1]}: the labelled train split has only {smallest} "
+                          f"images in its smallest class (allowed: 1..{smallest}, or null for every label)")
+
+
+def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
+    """Build every distinct component once, so bad params fail now (exit 2), not mid-suite.
+
+    Maskers are also called once on a small batch: a ValueError there is a bad
+    configuration (e.g. an image size the mask grid does not divide). Anything else a
+    masker does wrong (another exception, a mask of the wrong shape) fails its own runs
+    later, with error.txt, and not the whole suite.
+    """
+    if runs and runs[0].train.batch_size > len(data.train):
+        raise ConfigError(f"train.batch_size {runs[0].train.batch_size} is larger than the "
+                          f"train split ({len(data.train)} images)")
+    channels = data.train.channels
+    images = torch.zeros(2, channels, data.train.image_size, data.train.image_size, device=data.normalize.mean.device)
+    # Each distinct component once (a sweep of thousands of runs has few of each); a decoder
+    # depends on its encoder's out_dim and stride. Only those are kept, not the modules.
+    encoders: dict[str, tuple[int, int]] = {}
+    built: set[str] = set()
+    for run in runs:
+        encoder_key = canonical_json([run.image_size, run.encoder.to_json()])
+        if encoder_key not in encoders:
+            encoder = runtime.encoder(run, channels)
+            _check_probe_layers(encoder, run, images)
+            encoders[encoder_key] = (encoder.out_dim, encoder.stride)
+        out_dim, stride = encoders[encoder_key]
+        decoder_key = canonical_json(["decoder", run.image_size, run.decoder.to_json(), out_dim, stride])
+        if decoder_key not in built:
+            runtime.build("decoder", run.decoder, in_dim=out_dim, stride=stride, out_channels=channels,
+                          image_size=run.image_size)
+            built.add(decoder_key)
+        for kind, spec in (("masker", run.masker), ("loss", run.loss)):
+            key = canonical_json([kind, spec.to_json()])
+            if key not in built:
+                component = runtime.build(kind, spec)
+                if kind == "masker":
+                    _try_masker(component, images, f"masker {spec.name!r}")
+                built.add(key)
+    reference = runs[0].eval.reference_masker if runs else None
+    if reference is not None:
+        _try_masker(runtime.build("masker", reference), images, f"eval.reference_masker {reference.name!r}")
+    for spec in runs[0].eval.probes if runs else ():
+        runtime.build("probe", spec)
+
+
+def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor) -> None:
+    """A probe's block index must exist in every encoder it will read (checked before training)."""
+    indices = [(spec.name, spec.params["layer"]) for spec in run.eval.probes
+               if isinstance(spec.params.get("layer"), int)]
+    if not indices or not callable(getattr(encoder, "blocks", None)):
+        return
+    with torch.no_grad():
+        count = len(encoder.to(images.device).eval().blocks(images))
+    for name, layer in indices:
+        try:
+            check_block_index(layer, count, f"encoder {run.encoder.name!r}")
+        except ValueError as exc:
+            raise ConfigError(f"probe {name!r}: {exc}") from None
+
+
+def _try_masker(masker, images: torch.Tensor, what: str) -> None:
+    try:
+        masker(images)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    except Exception:  # not a configuration problem: the runs that use it will fail and say why
+        pass

@@ -1,0 +1,35 @@
+"""The plugin author's front door: everything a component may import from mimbench, and nothing
+else (the built-in plugins import only this module too).
+
+- ``hookimpl``: decorate the hooks of :mod:`mimbench.hookspecs` (``mimbench_register_maskers``...);
+- the contracts a component is checked against at run time: ``ConfigError`` (bad input, exit 2),
+  ``ContractError``, ``missing_extra`` (the one-line error for a missing optional dependency),
+  ``one_line`` and ``first_line`` (how an exception is named in one line);
+- datasets: ``TensorImageDataset``;
+- probes: ``ProbeContext``, ``Layer``, ``check_layer``, ``layerwise``, ``MetricColumn``,
+  ``accuracy_columns``, and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
+- losses: ``metrics`` (PSNR and the squared error of hidden pixels, as the core computes them);
+- encoders: ``Backbone`` and ``renamed`` (for ``backbone()``, see ``mimbench export``);
+- executors: ``Task``, ``Outcome`` and ``run_task`` (what a task is and how a worker runs it);
+- trackers: ``RunFolder`` (a run's files), ``run_params`` and ``final_metrics`` (a run's config
+  and summary row, flattened the same way for every tracker);
+- ``testing``: the conformance checks to run on a component in its own tests.
+"""
+
+from mimbench import metrics, testing
+from mimbench.columns import MetricColumn, accuracy_columns
+from mimbench.data import TensorImageDataset
+from mimbench.errors import ConfigError, ContractError, first_line, missing_extra, one_line
+from mimbench.export import Backbone, renamed
+from mimbench.folder import RunFolder
+from mimbench.hookspecs import hookimpl
+from mimbench.jobs import Outcome, Task
+from mimbench.optim import autocast_for, param_groups, warmup_cosine
+from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
+from mimbench.tracking import final_metrics, run_params
+from mimbench.worker import run_task
+
+__all__ = ["Backbone", "ConfigError", "ContractError", "Layer", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
+           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",
+           "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
+           "run_params", "run_task", "testing", "warmup_cosine"]

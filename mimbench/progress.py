@@ -1,0 +1,66 @@
+"""The suite's progress on the console: a bar (runs in flight, done, failed) on a terminal, and
+one line per run everywhere, whatever executor runs them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from mimbench.columns import MetricColumn
+from mimbench.executors import Executor
+from mimbench.jobs import Outcome, Task
+from mimbench.specs import Job, Status
+
+
+def outcome_text(record: dict[str, Any], declared: Sequence[MetricColumn]) -> str:
+    """The status and the declared headline metrics of a record, for the run's console line."""
+    shown = [f"{c.name} {record[c.key]:.{c.digits}f}" for c in declared
+             if c.headline and isinstance(record.get(c.key), (int, float))]
+    return "  ".join([record.get("status", Status.FAILED.value), *shown])
+
+
+class SuiteProgress:
+    """The suite's bar and its lines (see the module docstring)."""
+
+    def __init__(self, name: str, labels: dict[str, str], executor: Executor):
+        self.labels, self.executor = labels, executor
+        self.width = max((len(label) for label in labels.values()), default=0)
+        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.bar = tqdm(total=len(labels), desc=f"suite {name}", unit="run", dynamic_ncols=True, disable=None)
+        self.started = time.perf_counter()
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def skipped(self, job: Job) -> None:
+        self.counts["skipped"] += 1
+        self.bar.update(1)
+        self.write(f"{self.line_start(job)}  already finished, skipped")
+
+    def failed_before_start(self, job: Job, error: str) -> None:
+        """A job that fails without being run (what it depends on did not finish)."""
+        self.counts["failed"] += 1
+        self.bar.update(1)
+        self.write(f"{self.line_start(job)}        -  FAILED: {error}")
+
+    def finished(self, task: Task, outcome: Outcome, declared: Sequence[MetricColumn]) -> None:
+        failed = outcome.status == Status.FAILED
+        self.counts["failed" if failed else "done"] += 1
+        self.bar.update(1)
+        self.bar.set_postfix(in_flight=self.executor.in_flight(), done=self.counts["done"],
+                             failed=self.counts["failed"], refresh=False)
+        if task.probes_to_add:
+            self.write(f"{self.line_start(task.job)}  {outcome.note}")
+            return
+        seconds = outcome.record.get("wall_seconds")
+        timing = f"{seconds:6.1f}s" if isinstance(seconds, (int, float)) else "      -"
+        text = f"FAILED: {outcome.record.get('error', '')}" if failed else outcome_text(outcome.record, declared)
+        self.write(f"{self.line_start(task.job)}  {timing}  {text}")
+
+    def line_start(self, job: Job) -> str:
+        return f"{job.run_id}  {self.labels[job.run_id]:<{self.width}}"
+
+    def close(self) -> None:
+        self.bar.close()

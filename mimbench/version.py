@@ -1,0 +1,3 @@
+"""The version of mimbench (one place; ``mimbench.__version__`` is this)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""The ``local`` executor: the tasks in this process, one after another (the default)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from mimbench.plugin import Outcome, Task, run_task
+
+
+class LocalExecutor:
+    """In this process, one run after another (the default)."""
+
+    in_process = True
+
+    def __init__(self, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads  # torch threads of this process while it runs tasks; None: unchanged
+        self._running = 0
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
+        for task in tasks:
+            self._running = 1
+            try:
+                outcome = run_task(task)
+            finally:
+                self._running = 0
+            yield task, outcome
+
+    def in_flight(self) -> int:
+        return self._running
+
+    def cancel(self) -> None:
+        """Nothing to do: Ctrl-C already stopped the run in this process."""

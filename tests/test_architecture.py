@@ -1,0 +1,158 @@
+"""The shape of the code, as ARCHITECTURE.md describes it: layers that import only downwards, no
+import cycle, small modules and functions, one owner of the suite folder's files, and plugins
+that import mimbench only through its plugin door."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The layers of mimbench/, lowest first: a module imports only from the layers below its own
+#: (a package, ``folder`` or ``report``, counts as one module; inside, its modules import freely
+#: but without cycles). The same list, explained, is in ARCHITECTURE.md.
+LAYERS = [
+    ["version", "errors", "columns", "stats", "metrics", "augment", "prefetch", "memory", "data", "optim",
+     "hookspecs"],
+    ["contract", "schema", "plugins"],
+    ["suite", "specs", "registry", "testing"],
+    ["jobs", "folder", "tracking"],
+    ["train", "evaluate", "probing", "executors", "expansion", "report"],
+    ["runtime", "progress", "export"],
+    ["compute", "distributed"],
+    ["worker", "planning"],
+    ["plugin", "driver"],
+    ["api", "dryrun"],
+    ["cli"],
+    ["__main__", "__init__"],
+]
+#: Functions allowed over 60 lines, each with its reason.
+LONG_FUNCTIONS: dict[str, str] = {}
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def unit(module: str) -> str:
+    """``mimbench.folder.run`` -> ``folder``: the layer unit of a module of mimbench."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The mimbench modules ``path`` imports, at module level or inside functions, but not the ones
+    imported only for type checking (``if TYPE_CHECKING:``)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", "") == "TYPE_CHECKING" for node in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mimbench"):
+            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "mimbench" else [node.module]
+            found.update(names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("mimbench"))
+    return {name for name in found if not name.startswith("mimbench_plugins")}
+
+
+def core_files() -> list[Path]:
+    return sorted((ROOT / "mimbench").rglob("*.py"))
+
+
+def test_every_module_has_a_layer_and_imports_only_from_lower_layers():
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    wrong = []
+    for path in core_files():
+        module = module_name(path)
+        own = unit(module)
+        assert own in layer, f"{module}: not in any layer of tests/test_architecture.py (and ARCHITECTURE.md)"
+        for imported in imports(path):
+            target = unit(imported)
+            if target == "__version__":
+                target = "__init__"
+            if target != own and layer.get(target, -1) >= layer[own]:
+                wrong.append(f"{module} (layer {layer[own]}) imports {imported} (layer {layer.get(target)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycle_between_modules():
+    names = {module_name(path): path for path in core_files()}
+    graph = {name: {i for i in imports(path) if i in names and i != name} for name, path in names.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [name, nxt]
+                                                           if nxt in trail else [name, nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_modules_and_functions_are_small():
+    too_long = []
+    for path in [*core_files(), *sorted((ROOT / "plugins").glob("*.py"))]:
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                key = f"{path.relative_to(ROOT)}:{node.name}"
+                if length > MAX_FUNCTION_LINES and key not in LONG_FUNCTIONS:
+                    too_long.append(f"{key}: {length} lines")
+    assert not too_long, "\n".join(too_long)
+
+
+def file_calls(path: Path) -> set[str]:
+    """The calls in ``path`` that open or load a file: ``open(...)``, ``torch.load(...)``, ``*.read_csv(...)``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            found.add("open")
+        elif isinstance(func, ast.Attribute) and func.attr == "read_csv":
+            found.add("read_csv")
+        elif isinstance(func, ast.Attribute) and func.attr == "load" and getattr(func.value, "id", "") == "torch":
+            found.add("torch.load")
+    return found
+
+
+def test_only_the_suite_folder_reads_and_writes_its_files():
+    """``open``, ``torch.load`` and ``read_csv`` outside mimbench/folder/ only where they do not touch a
+    suite folder: /proc in mimbench.memory, the DDP scratch file in mimbench.distributed."""
+    allowed = {"memory.py": {"open"}, "distributed.py": {"torch.load"}}
+    found = []
+    for path in core_files():
+        if "folder" in path.relative_to(ROOT / "mimbench").parts:
+            continue
+        found += [f"{path.relative_to(ROOT)}: {call}" for call in file_calls(path) - allowed.get(path.name, set())]
+    assert not found, "\n".join(found)
+
+
+def test_no_baseline_detected_by_looking_inside_a_config():
+    for path in [*core_files(), *sorted((ROOT / "plugins").glob("*.py"))]:
+        assert '"baseline" in' not in path.read_text(), path
+
+
+def test_plugins_import_mimbench_only_through_its_plugin_door():
+    for path in sorted((ROOT / "plugins").glob("*.py")):
+        imported = imports(path)
+        assert imported <= {"mimbench.plugin"}, f"{path.name} imports {sorted(imported - {'mimbench.plugin'})}"
