@@ -118,6 +118,10 @@ PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_
                        "mask_avgdist_px", "recon_uses_target_stats", "flops_per_image", "train_flops", "train_steps",
                        "epochs")
 
+#: The core's reconstruction columns scored under each run's own masker: two runs compare on them
+#: only when their maskers hide the same pixels (the reference masker's columns always compare).
+OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", "mask_avgdist_px"})
+
 #: Columns of a run's summary row (and record) that say what was run or what became of it; every
 #: other numeric column measures it (:func:`measured`).
 IDENTITY_COLUMNS = frozenset({"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",

@@ -29,12 +29,12 @@ from mimbench.jobs import Outcome, Task
 from mimbench.planning import Plan, declared_columns
 from mimbench.progress import SuiteProgress
 from mimbench.runtime import Runtime
-from mimbench.specs import BaselineSpec, Job, Status, canonical_json
+from mimbench.specs import BaselineSpec, Component, Job, Status
 from mimbench.schema import suite_to_yaml
 from mimbench.tracking import prepare_trackers
 
 #: (job, run id of the folder holding its pre-trained encoder or None, probes to add) for each task.
-Scheduled = list[tuple[Job, "str | None", list[dict[str, Any]]]]
+Scheduled = list[tuple[Job, "str | None", list[Component]]]
 
 
 def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, device: str = "auto",
@@ -141,12 +141,12 @@ def schedule(plan: Plan, folder: SuiteFolder, progress: SuiteProgress) -> tuple[
     return first, second
 
 
-def missing_probes(run: RunFolder, job: Job, record: dict[str, Any]) -> list[dict[str, Any]]:
+def missing_probes(run: RunFolder, job: Job, record: dict[str, Any]) -> list[Component]:
     """The probes ``job`` asks for that its finished folder has not run (none if it did not end done)."""
     if record.get("status") != Status.DONE:
         return []
     done = run.probes_run()
-    return [spec.to_json() for spec in job.eval.probes if spec.to_json() not in done]
+    return [spec for spec in job.eval.probes if spec.to_json() not in done]
 
 
 def _finished_pretraining(plan: Plan, folder: SuiteFolder) -> dict[str, str]:
@@ -173,12 +173,11 @@ def _source_finished(folder: SuiteFolder, job: Job, source: str | None, progress
     return False
 
 
-def task_for(job: Job, folder: SuiteFolder, plan: Plan, source: str | None, missing: list[dict[str, Any]],
+def task_for(job: Job, folder: SuiteFolder, plan: Plan, source: str | None, missing: list[Component],
              runtime: Runtime, device: str, executor: Executor) -> Task:
     """The task an executor runs for ``job``: plain data, picklable."""
     return Task(job, str(folder.path), runtime.plugins, device, executor.threads, executor.in_process,
-                tuple(canonical_json(spec) for spec in missing), plan.labels[job.run_id], source,
-                tuple(canonical_json(spec) for spec in plan.trackers))
+                tuple(missing), plan.labels[job.run_id], source, plan.trackers)
 
 
 def _write_suite_file(folder: SuiteFolder, plan: Plan, noted: bool = False) -> None:

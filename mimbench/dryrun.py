@@ -17,7 +17,7 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
     """The dry run's lines: the suite (its results going to ``results_dir``, as the user gave it),
     then its runs (with :func:`planned_compute`), then its baselines."""
     plan, suite, data = prepared.plan, prepared.plan.suite, prepared.data
-    trackers = f", trackers {', '.join(t['name'] for t in plan.trackers)}" if plan.trackers else ""
+    trackers = f", trackers {', '.join(t.name for t in plan.trackers)}" if plan.trackers else ""
     device = data.normalize.mean.device if prepared.executor.in_process else prepared.device
     lines = [f"suite {suite.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
              f"{suite.dataset.name} ({len(data.train)} train / {len(data.test)} test images, {suite.image_size}px), "

@@ -8,15 +8,14 @@ it reports an :class:`Outcome`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimbench.specs import Job, Status, canonical_json
+from mimbench.specs import Component, Job, Status
 
-__all__ = ["Outcome", "PluginSources", "Task", "canonical_json"]
+__all__ = ["Outcome", "PluginSources", "Task"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def _absolute_if_file(spec: str) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """One job as an executor runs it: :func:`mimbench.worker.execute` ``(task)`` returns an
+    """One job as an executor runs it: :func:`mimbench.worker.run_task` ``(task)`` returns an
     :class:`Outcome`. ``probes_to_add`` non-empty means the run is finished and only these
     probes are run on its saved encoder (``eval.probes`` grew)."""
 
@@ -51,20 +50,12 @@ class Task:
     device: str = "auto"  # auto | cpu | cuda | cuda:N, resolved on the worker
     threads: int | None = None  # torch threads on the worker; None: torch's default
     show_progress: bool = True  # a per-step bar (on a terminal only); off in remote workers
-    probes_to_add: tuple[str, ...] = ()  # canonical JSON of each probe spec
+    probes_to_add: tuple[Component, ...] = ()
     label: str = ""  # a readable name of the job, for bars and messages
-    # a RunJob whose encoder was pre-trained by another run of the suite (same pre-training,
+    # a run whose encoder was pre-trained by another run of the suite (same pre-training,
     # other labels_per_class): that run's id; the task only evaluates
     pretrained_in: str | None = None
-    trackers: tuple[str, ...] = ()  # canonical JSON of each resolved tracker spec (the suite's trackers)
-
-    @property
-    def tracker_specs(self) -> list[dict[str, Any]]:
-        return [json.loads(text) for text in self.trackers]
-
-    @property
-    def probe_specs(self) -> list[dict[str, Any]]:
-        return [json.loads(text) for text in self.probes_to_add]
+    trackers: tuple[Component, ...] = ()  # the suite's trackers, resolved
 
 
 

@@ -32,13 +32,13 @@ from mimbench.tracking import build_trackers
 @dataclass(frozen=True)
 class Plan:
     """A suite expanded into jobs: its runs, then its baselines, with a readable label each, and
-    the suite's trackers (resolved specs, ``{"name", "params"}``)."""
+    the suite's trackers (resolved)."""
 
     suite: Suite
     runs: list[RunSpec]
     baselines: list[BaselineSpec]
     labels: dict[str, str]
-    trackers: tuple[dict[str, Any], ...] = ()
+    trackers: tuple[Component, ...] = ()
     origin: str = MAPPING_ORIGIN  # where the suite came from (see mimbench.folder.ownership)
 
     @property
@@ -55,8 +55,7 @@ def plan_suite(suite: Suite, registry: Registry, origin: str = MAPPING_ORIGIN) -
     the suite folder's marker."""
     runs = expand(suite, registry)
     baselines = expand_baselines(suite, runs)
-    trackers = tuple({"name": t.name, "params": registry.resolve_params("tracker", t.name, t.params)}
-                     for t in suite.trackers)
+    trackers = tuple(Component(t.name, registry.resolve_params("tracker", t.name, t.params)) for t in suite.trackers)
     return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers, origin)
 
 

@@ -189,7 +189,8 @@ def reference_error(reference: Mapping[str, Any]) -> str | None:
             return (f"unknown key {shown(key)} (allowed: {', '.join(REFERENCE_AXES)}, or <axis>.<param> / "
                     f"train.<param>, e.g. masker.ratio)")
         if isinstance(value, (dict, list)) or value is None:
-            return f"{key}: expected a name or a number, got {shown(value)}"
+            got = "nothing" if value is None else shown(value)
+            return f"{key}: expected a name or a number, got {got}"
     return None
 
 

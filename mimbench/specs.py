@@ -137,9 +137,14 @@ def config_id(config: dict[str, Any]) -> str:
 
 
 class _Identified:
-    """Specs are equal when their ids are: the id hashes everything the spec holds but its data source."""
+    """Specs are equal when their ids are: the id hashes everything the spec holds but its data
+    source (:meth:`config`); a spec made without one gets it computed."""
 
     run_id: str
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            object.__setattr__(self, "run_id", config_id(self.config()))  # type: ignore[attr-defined]
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.run_id == self.run_id  # type: ignore[attr-defined]
@@ -163,10 +168,6 @@ class RunSpec(_Identified):
     loss: Component
     data: DataSpec
     run_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.run_id:
-            object.__setattr__(self, "run_id", config_id(self.config()))
 
     def config(self) -> dict[str, Any]:
         """The resolved config as JSON (``config.json`` holds it, the run id hashes it)."""
@@ -199,10 +200,6 @@ class BaselineSpec(_Identified):
     encoder: Component | None
     data: DataSpec
     run_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.run_id:
-            object.__setattr__(self, "run_id", config_id(self.config()))
 
     def config(self) -> dict[str, Any]:
         evaluation = {"batch_size": self.eval.batch_size, "probes": [p.to_json() for p in self.eval.probes],
@@ -286,5 +283,8 @@ def _varying_params(jobs: list[Job]) -> dict[tuple[str, str], set[str]]:
 
 
 def _value_text(value: Any) -> str:
-    """A param's value in a label: large floats in their shortest form (``1.2132e+12``)."""
+    """A setting's value in a label, as YAML writes it (``null``, ``true``), large floats in their
+    shortest form (``1.2132e+12``)."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
     return f"{value:g}" if isinstance(value, float) and abs(value) >= 1e6 else str(value)

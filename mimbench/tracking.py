@@ -27,6 +27,7 @@ from mimbench import columns, hookspecs
 from mimbench.errors import ConfigError, one_line
 from mimbench.hookspecs import hookimpl
 from mimbench.registry import Registry
+from mimbench.specs import Component
 
 #: The run's events: the hook each one calls, and the tracker method that hook reaches.
 EVENT_HOOKS = {"mimbench_run_started": "run_started", "mimbench_epoch_finished": "epoch_finished",
@@ -43,21 +44,21 @@ def check_tracker(name: str, tracker: Any) -> None:
                          f"(a tracker needs {', '.join(TRACKER_METHODS)})")
 
 
-def build_trackers(registry: Registry, specs: Sequence[dict[str, Any]], suite_dir: str | Path) -> list[tuple[str, Any]]:
-    """Each tracker of ``specs`` (resolved ``{"name", "params"}``), built once, with its name: a bad
-    param, a missing extra or a tracker without the three methods is a ConfigError (exit 2)."""
+def build_trackers(registry: Registry, specs: Sequence[Component], suite_dir: str | Path) -> list[tuple[str, Any]]:
+    """Each tracker of ``specs`` (resolved), built once, with its name: a bad param, a missing
+    extra or a tracker without the three methods is a ConfigError (exit 2)."""
     built = []
     for spec in specs:
-        tracker = registry.build("tracker", spec["name"], spec["params"], suite_dir=str(suite_dir))
+        tracker = registry.construct("tracker", spec.name, dict(spec.params), suite_dir=str(suite_dir))
         try:
-            check_tracker(spec["name"], tracker)
+            check_tracker(spec.name, tracker)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        built.append((spec["name"], tracker))
+        built.append((spec.name, tracker))
     return built
 
 
-def prepare_trackers(registry: Registry, specs: Sequence[dict[str, Any]], suite_dir: str | Path) -> list[str]:
+def prepare_trackers(registry: Registry, specs: Sequence[Component], suite_dir: str | Path) -> list[str]:
     """Call each tracker's optional ``prepare()`` once (the driver does, before the first run);
     returns a warning per failure: the runs still run, and say so again if the tracker is broken."""
     warnings = []
@@ -101,11 +102,11 @@ def _tracker_hooks(tracker: Any) -> pluggy.HookRelay:
 class RunEvents:
     """One run's observers: the plugins' hook implementations and the suite's trackers.
 
-    ``trackers`` are resolved specs (``{"name", "params"}``); each is built here, with
-    ``suite_dir``. Every failure, building a tracker included, is collected in ``warnings``.
+    ``trackers`` are resolved specs; each is built here, with ``suite_dir``. Every failure,
+    building a tracker included, is collected in ``warnings``.
     """
 
-    def __init__(self, registry: Registry, trackers: list[dict[str, Any]], suite_dir: str | Path):
+    def __init__(self, registry: Registry, trackers: Sequence[Component], suite_dir: str | Path):
         self.warnings: list[str] = []
         self._skipped: set[str] = set()
         #: who -> for each event hook, a caller that reaches that observer alone
@@ -114,10 +115,10 @@ class RunEvents:
             for plugin_name, caller in registry.plugins.each(hook_name):
                 self._observers.setdefault(f"plugin {plugin_name!r}", {})[hook_name] = caller
         for spec in trackers:
-            who = f"tracker {spec['name']!r}"
+            who = f"tracker {spec.name!r}"
             try:
-                tracker = registry.build("tracker", spec["name"], spec["params"], suite_dir=str(suite_dir))
-                check_tracker(spec["name"], tracker)
+                tracker = registry.construct("tracker", spec.name, dict(spec.params), suite_dir=str(suite_dir))
+                check_tracker(spec.name, tracker)
             except Exception as exc:
                 self._fail(who, "its factory", exc, run="")
                 continue

@@ -63,7 +63,7 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
     the ``mimbench_run_started``, ``mimbench_epoch_finished`` and ``mimbench_run_finished`` hooks,
     to which the suite's trackers are attached), so they happen wherever the run executes."""
     folder = SuiteFolder(task.suite_dir).run(task.job.run_id)
-    events = RunEvents(runtime.registry, task.tracker_specs, task.suite_dir)
+    events = RunEvents(runtime.registry, task.trackers, task.suite_dir)
     if task.probes_to_add:
         outcome = add_probes(runtime, task, folder)
     else:
@@ -259,7 +259,7 @@ def add_probes(runtime: Runtime, task: Task, folder: RunFolder) -> Outcome:
     """Run the task's probes on a finished run's saved encoder (or a baseline's, rebuilt from its
     seed) and merge their columns into its metrics.json; config.json then lists them as run.
     A failure leaves the run's earlier results as they were."""
-    probes = [Component.from_json(spec) for spec in task.probe_specs]
+    probes = list(task.probes_to_add)
     names = ", ".join(spec.name for spec in probes)
     job = task.job
     try:

@@ -7,8 +7,9 @@ a run is caught by the task itself and fails only that run (``error.txt``), neve
 
 Which Ray: without ``address``, always a new instance on this machine, stopped when the suite
 ends (never a cluster found through Ray's address file or ``$RAY_ADDRESS``, which may be stale
-and would hang); ``address: auto`` joins the cluster that Ray finds that way, an explicit
-``host:port`` (or ``ray://host:port``) that one. A cluster that does not answer within
+and would hang); ``address: auto`` joins the cluster ``$RAY_ADDRESS`` names, else the one in Ray's
+address file, else one running on this machine; an explicit ``host:port`` (or ``ray://host:port``)
+that one. A cluster that does not answer within
 ``connect_timeout_s`` ends the suite with one line (exit 1), releasing its folder.
 """
 
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import re
 import socket
 import time
 from typing import Iterator
 
-from mimbench.plugin import ConfigError, Outcome, Task, first_line, missing_extra, run_task
+from mimbench.plugin import ConfigError, Outcome, Task, first_line, missing_extra, one_line, run_task
 
 
 def _execute(task: Task) -> Outcome:
@@ -63,8 +66,7 @@ class RayExecutor:
         if not ray.is_initialized():
             address = "local"  # a new instance, whatever Ray's address file or $RAY_ADDRESS say
             if self.address is not None:
-                address = self.address
-                wait_for_cluster(self.address, self.connect_timeout_s)
+                address = wait_for_cluster(self.address, self.connect_timeout_s)
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False)
             self._started_here = True
@@ -89,8 +91,11 @@ class RayExecutor:
     def _outcome(self, ray, ref) -> Outcome:
         try:
             return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # the task itself raised (never retried): say what
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
+            return Outcome.failed(f"the Ray task raised {_plain(one_line(cause))}")
         except ray.exceptions.RayError as exc:  # the worker or its node died, after every retry
-            return Outcome.failed(f"{type(exc).__name__} (after {self.max_retries} retries): {first_line(exc)}")
+            return Outcome.failed(f"{type(exc).__name__} (after {self.max_retries} retries): {_plain(first_line(exc))}")
 
     def in_flight(self) -> int:
         return len(self._pending)
@@ -111,25 +116,18 @@ class RayExecutor:
             self._started_here = False
 
 
-def wait_for_cluster(address: str, timeout_s: float) -> None:
-    """Wait until the Ray cluster at ``address`` (``auto``: the one Ray's address file or
-    ``$RAY_ADDRESS`` names) accepts a connection, for at most ``timeout_s`` seconds; else raise
-    ``ConnectionError`` with one line (exit 1: the machine, not the suite, is at fault)."""
-    from ray._private.services import canonicalize_bootstrap_address
-
-    try:
-        target = canonicalize_bootstrap_address(address.split("://", 1)[-1] if "://" in address else address)
-    except (ValueError, ConnectionError) as exc:
-        raise ConnectionError(errno.EHOSTUNREACH, f"execution.address {address!r}: {exc}") from None
-    if target is None:
-        raise ConnectionError(errno.EHOSTUNREACH, f"execution.address {address!r}: no running Ray cluster was found "
-                                                  f"(leave address out to start a new instance on this machine)")
-    host, _, port = target.rpartition(":")
+def wait_for_cluster(address: str, timeout_s: float) -> str:
+    """Wait until the Ray cluster at ``address`` accepts a connection, for at most ``timeout_s``
+    seconds, and return the address to join; else raise ``ConnectionError`` with one line (exit 1:
+    the machine, not the suite, is at fault). ``auto`` is the cluster ``$RAY_ADDRESS`` names, else
+    the one Ray's address file names (``ray start`` writes it), else one Ray finds running here."""
+    target = resolve_address(address)
+    host, _, port = target.split("://", 1)[-1].rpartition(":")
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             with socket.create_connection((host, int(port)), timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
-                return
+                return target
         except OSError:
             if time.monotonic() >= deadline:
                 break
@@ -138,3 +136,24 @@ def wait_for_cluster(address: str, timeout_s: float) -> None:
     raise ConnectionError(errno.EHOSTUNREACH, f"no Ray cluster answered at {shown} within {timeout_s:g} s "
                                               f"(execution.connect_timeout_s); is it running? Leave "
                                               f"execution.address out to start a new instance on this machine")
+
+
+def resolve_address(address: str) -> str:
+    """``host:port`` (or ``ray://host:port``) as given; ``auto``: ``$RAY_ADDRESS``, else Ray's address
+    file, else a Ray instance running on this machine (Ray's own search); ``ConnectionError`` when
+    there is none."""
+    if address != "auto":
+        return address
+    from ray._private.services import find_gcs_addresses
+    from ray._private.utils import read_ray_address
+
+    found = os.environ.get("RAY_ADDRESS") or read_ray_address() or next(iter(sorted(find_gcs_addresses())), None)
+    if not found or found == "auto":
+        raise ConnectionError(errno.EHOSTUNREACH, "execution.address 'auto': no running Ray cluster was found "
+                                                  "(leave address out to start a new instance on this machine)")
+    return found
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal colour codes (Ray colours its task names)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

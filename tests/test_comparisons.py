@@ -97,7 +97,9 @@ def test_comparisons_agree_with_an_independent_computation_from_the_summary(tmp_
                 runs = done[done.masker == masker].set_index("seed")
                 expected.append((family, metric, masker, (runs[metric] - baseline[metric]).to_numpy()))
     patch = done[done.masker == "patch"].set_index("seed")
-    for metric in ("recon_psnr", "ref_psnr", "linear_acc", "knn_acc"):  # every headline metric, against patch
+    # every headline metric against patch, but PSNR under each run's own masker: other maskers hide other pixels
+    assert not ((found.metric == "recon_psnr") & (found.reference == "cnn / patch")).any()
+    for metric in ("ref_psnr", "linear_acc", "knn_acc"):
         for masker in ("pixel", "region"):
             runs = done[done.masker == masker].set_index("seed")
             expected.append(("reference", metric, masker, (runs[metric] - patch[metric]).to_numpy()))
@@ -249,3 +251,21 @@ def test_detectable_difference_and_seeds_needed_are_consistent():
     needed = stats.seeds_needed(0.01, 0.01)
     assert stats.detectable_difference(0.01, needed) <= 0.01 < stats.detectable_difference(0.01, needed - 1)
     assert stats.seeds_needed(0.0, 0.01) == 6 and not math.isnan(stats.detectable_difference(0.0, 6))
+
+
+def test_a_reference_that_every_configuration_has_is_refused(tmp_path):
+    folder = hand_suite(tmp_path, seeds=[0, 1])
+    result = run_cli("report", str(folder), "--reference", "masker.ratio=0.6")  # every configuration has it
+    assert result.exit_code == 2
+    assert "every finished configuration of this suite matches it, so none is left to compare" in result.output
+
+
+def test_one_seed_gives_no_interval_and_the_report_says_so(tmp_path):
+    folder = hand_suite(tmp_path, seeds=[0], reference={"masker": "patch"})
+    assert run_cli("report", str(folder)).exit_code == 0
+    found = pd.read_csv(folder / "comparisons.csv")
+    assert found.n.eq(1).all() and found.ci_low.isna().all() and found.p_value.isna().all()
+    report = (folder / "report.md").read_text()
+    assert "1 paired seed per comparison: a difference from one seed has no interval" in report
+    assert "No difference has an interval: each comes from a single seed." in report
+    assert "excludes 0" not in report.split("## Is the difference real?")[1].split("##")[0]

@@ -184,14 +184,18 @@ def test_ray_without_address_ignores_a_stale_address_file_and_environment(tmp_pa
     assert not leftover
 
 
-@pytest.mark.parametrize("address", ["explicit", "auto"])
-def test_ray_with_a_dead_address_exits_1_within_its_wait(tmp_path, ray_temp_dir, address):
-    """An explicit address, or ``auto`` with a stale ``$RAY_ADDRESS`` (Ray's address file is only
-    used by ``auto`` when no Ray runs on the machine, which a test session cannot promise)."""
+@pytest.mark.parametrize("address", ["explicit", "auto", "auto-file"])
+def test_ray_with_a_dead_address_exits_1_within_its_wait(tmp_path, ray_temp_dir, ray_instance, address):
+    """An explicit address, ``auto`` with a stale ``$RAY_ADDRESS``, and ``auto`` with a stale address
+    file: each names a dead cluster, which is waited for and not swapped for the Ray instance that
+    runs on this machine (this test session's)."""
     dead = dead_address()
     (ray_temp_dir / "ray").mkdir()
     (ray_temp_dir / "ray" / "ray_current_cluster").write_text(dead)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_temp_dir), "RAY_ADDRESS": dead}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_temp_dir)
+    if address == "auto":
+        env["RAY_ADDRESS"] = dead
     suite, out = write_suite_file(tmp_path, SUITE), tmp_path / "results"
     started = time.monotonic()
     result = mimbench_cli("run", str(suite), "--out", str(out), "--executor", "ray",

@@ -49,9 +49,10 @@ class SuiteIdentity:
 
 def what_runs(yaml_text: str) -> str:
     """A suite's YAML as the current schema reads it (every default filled in, so that a key added
-    to the schema since does not make another suite), without ``execution``, ``trackers``,
-    ``max_runs`` and ``report``: where runs execute, who watches them, how many they may be and how
-    they are compared do not make another suite. Text the schema cannot read is compared as it is."""
+    to the schema since does not make another suite), without ``description``, ``execution``,
+    ``trackers``, ``max_runs`` and ``report``: how the suite is described, where its runs execute, who
+    watches them, how many they may be and how they are compared do not make another suite. Text
+    the schema cannot read is compared as it is."""
     import yaml
 
     from mimbench.schema import Suite
@@ -60,7 +61,7 @@ def what_runs(yaml_text: str) -> str:
         raw = Suite.model_validate(yaml.safe_load(yaml_text)).model_dump()
     except (yaml.YAMLError, ValueError, RecursionError, TypeError):  # pydantic's ValidationError is a ValueError
         return yaml_text
-    for key in ("execution", "trackers", "max_runs", "report"):
+    for key in ("description", "execution", "trackers", "max_runs", "report"):
         raw.pop(key, None)
     return json.dumps(raw, sort_keys=True, default=str)
 

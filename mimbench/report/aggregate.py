@@ -246,7 +246,13 @@ def _plain(value: Any) -> Any:
 
 
 def _text(value: Any) -> str:
+    """A param's value in a label: large numbers in their short form (``1.2132e+12``), floats
+    without trailing zeros, the rest as they are."""
     value = _plain(value)
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()  # as the suite's YAML writes it
+    if isinstance(value, (int, float)) and abs(value) >= 1e6:
+        return f"{value:g}"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -71,20 +71,25 @@ def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
     against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.PIXELS: "Against raw pixels",
                comparisons.REFERENCE: f"Against the reference configuration {comparisons.format_reference(reference or {})}"}
     blocks.append(render.Paragraph(
-        "Each configuration is compared with its random-init encoder, with raw pixels"
-        + (f" and with the reference configuration {comparisons.format_reference(reference)}" if reference else "")
+        "Each configuration is compared with its random-init encoder"
+        + (f", with raw pixels and with the reference configuration {comparisons.format_reference(reference)}"
+           if reference else " and with raw pixels")
         + ", paired by seed: the mean difference and its 95% bootstrap confidence interval; every statistic is in "
           f"[{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
     blocks.append(render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()]))
     clear = frame[(frame["ci_low"] > 0) | (frame["ci_high"] < 0)]
-    if len(clear):
+    if frame["ci_low"].isna().all():
+        blocks.append(render.Paragraph("No difference has an interval: each comes from a single seed."))
+    elif len(clear):
         items = [f"{row.configuration} vs {row.reference}, {_metric_name(names, row.metric)}"
                  + _labels_text(row.labels_per_class) + f": {_interval_text(row, names)}"
                  for row in clear.itertuples(index=False)]
         blocks.append(render.Paragraph(f"{len(clear)} of {len(frame)} differences have an interval that excludes 0:"))
         blocks.append(render.Bullets(items))
     else:
-        blocks.append(render.Paragraph(f"None of the {len(frame)} differences has an interval that excludes 0."))
+        with_interval = int(frame["ci_low"].notna().sum())
+        blocks.append(render.Paragraph(f"None of the {with_interval} differences with an interval has one that "
+                                       f"excludes 0."))
     chosen = frame[frame["family"] == comparisons.REFERENCE]
     if len(chosen):
         rows = [[row.configuration, row.reference, _metric_name(names, row.metric),
@@ -145,7 +150,7 @@ def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
     evaluation = suite.get("eval") or {}
     items = [f"**dataset**: `{spec_text(suite.get('dataset'))}`, images resized to {suite.get('image_size')} px",
              f"**seeds**: {', '.join(str(s) for s in suite.get('seeds', []))}",
-             "**pre-training**: " + ", ".join(f"{k} {v}" for k, v in (suite.get("train") or {}).items())]
+             "**pre-training**: " + ", ".join(f"{k} {_yaml_value(v)}" for k, v in (suite.get("train") or {}).items())]
     grids = suite.get("grid") if isinstance(suite.get("grid"), list) else [suite.get("grid") or {}]
     for i, grid in enumerate(grids):
         prefix = f"grid {i + 1}: " if len(grids) > 1 else ""
@@ -258,3 +263,10 @@ def _warning_blocks(report: Report) -> list[render.Block]:
     if not report.warnings:
         return []
     return [render.Heading("Report warnings"), render.Bullets(list(report.warnings))]
+
+
+def _yaml_value(value: Any) -> str:
+    """A setting as the suite's YAML writes it: ``null``, ``true``/``false``, numbers and text as they are."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return str(value)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mimbench import stats
+from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.schema import REFERENCE_AXES, reference_error
@@ -67,8 +68,9 @@ def compare(summary: pd.DataFrame, declared: Sequence[MetricColumn],
 
 
 def to_csv(frame: pd.DataFrame) -> str:
-    """``comparisons.csv``: the :data:`COLUMNS` of :func:`compare`'s frame, empty where not applicable."""
-    return frame[COLUMNS].to_csv(index=False)
+    """``comparisons.csv``: the :data:`COLUMNS` of :func:`compare`'s frame, empty where not applicable;
+    numbers to 12 significant digits (what float arithmetic leaves beyond them is noise)."""
+    return frame[COLUMNS].to_csv(index=False, float_format="%.12g")
 
 
 def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, diffs: np.ndarray, family: str,
@@ -114,6 +116,9 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
     if not matching:
         raise ConfigError(f"report.reference {format_reference(reference)}: no finished configuration of this suite "
                           f"matches it ({_choices(configs)})")
+    if len(matching) == len(configs):
+        raise ConfigError(f"report.reference {format_reference(reference)}: every finished configuration of this "
+                          f"suite matches it, so none is left to compare with it ({_choices(configs)})")
     rows = []
     compared: set[tuple[str, str, str]] = set()
     for metric in metrics:
@@ -127,6 +132,8 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one row, whatever the labels
             if reconstruction and pair in compared:
                 continue
+            if metric.key in columns.OWN_MASKER_COLUMNS and not _same_masker(configs, config_id, counterpart):
+                continue  # each scored on the masks of its own masker: no common ground
             compared.add(pair)
             mine = done[done["config_id"] == config_id].set_index("seed")[metric.key].dropna()
             theirs = done[done["config_id"] == counterpart].set_index("seed")[metric.key].dropna()
@@ -197,9 +204,15 @@ def format_reference(reference: Mapping[str, Any]) -> str:
 
 
 def _choices(configs: pd.DataFrame) -> str:
-    shown = [f"{axis}s: {', '.join(sorted(set(map(str, configs[axis]))))}" for axis in COMPONENTS
+    shown = [f"{axis} {' / '.join(sorted(set(map(str, configs[axis]))))}" for axis in COMPONENTS
              if axis in configs.columns]
-    return "; ".join(shown)
+    return "the configurations have " + "; ".join(shown)
+
+
+def _same_masker(configs: pd.DataFrame, first: str, second: str) -> bool:
+    """Whether two configurations mask alike: the same masker with the same params."""
+    keys = [c for c in configs.columns if c == "masker" or c.startswith("masker.")]
+    return [_plain(v) for v in configs.loc[first, keys]] == [_plain(v) for v in configs.loc[second, keys]]
 
 
 def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[str, str]:
@@ -211,7 +224,12 @@ def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[s
     for family, group in frame.groupby("family", sort=False):
         n = int(group["n"].min())
         most = int(group["n"].max())
-        counted = f"{n} paired seeds" if n == most else f"{n} to {most} paired seeds"
+        counted = f"{n} paired seed{'s' * (n != 1)}" if n == most else f"{n} to {most} paired seeds"
+        if most == 1:
+            lines[family] = (f"{counted} per comparison: a difference from one seed has no interval (a spread "
+                             f"needs 2 seeds) and no test (that needs {stats.MIN_SEEDS_FOR_TEST}); it is a single "
+                             f"measurement, not evidence of a difference.")
+            continue
         if n < stats.MIN_SEEDS_FOR_TEST:
             text = (f"{counted} per comparison: with fewer than {stats.MIN_SEEDS_FOR_TEST} the exact sign-flip test "
                     f"cannot reach p < {stats.ALPHA:g} (its smallest p is 2/2^{n} = {stats.smallest_p_value(n):.3g}), "

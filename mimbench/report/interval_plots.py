@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from mimbench.columns import MetricColumn
 from mimbench.report.aggregate import declared_or_inferred
 from mimbench.report.canvas import (baseline_lines, encoder_palette, legend_outside, metric_title, new_figure,
-                                    probe_columns, styled, wrapped_title)
+                                    probe_columns, series_palette, styled, wrapped_title)
 from mimbench.specs import Status
 
 
@@ -64,9 +64,11 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
 
 
 def _comparison_label(row: pd.Series) -> str:
+    """The comparison on at most two lines of ~45 characters (long labels would squeeze the plot)."""
     labels = row.get("labels_per_class")
     where = "" if labels is None or pd.isna(labels) else f", {labels} labels/class"
-    return textwrap.shorten(f"{row['configuration']} vs {row['reference']}{where}", 90, placeholder="…")
+    lines = textwrap.wrap(f"{row['configuration']} vs {row['reference']}{where}", 45)
+    return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
 
 
 @styled
@@ -87,8 +89,9 @@ def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None =
     if not probes:
         return None
     palette = encoder_palette(runs.loc[runs["encoder_label"] != "pixels", "encoder_label"])
+    colours = series_palette(pretrained["label"])  # one per configuration: two budgets of one recipe differ
     markers = dict(zip(dict.fromkeys(pretrained["masker_label"]), "osD^vP*Xph<>" * 4))
-    fig, axes = new_figure(9.5, 4.0 * len(probes), nrows=len(probes))
+    fig, axes = new_figure(11.0, 4.2 * len(probes), nrows=len(probes))
     for ax, probe in zip(axes, probes):
         points = []
         for _, group in pretrained.groupby("config_id", sort=False):
@@ -99,7 +102,7 @@ def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None =
             low, high = stats.bootstrap_interval(values) if len(values) > 1 else (values[0], values[0])
             first = group.iloc[0]
             ax.errorbar(flops, values.mean(), yerr=[[values.mean() - low], [high - values.mean()]],
-                        fmt=markers[first["masker_label"]], color=palette.get(first["encoder_label"], "0.3"),
+                        fmt=markers[first["masker_label"]], color=colours[first["label"]],
                         markersize=7, capsize=3, label=first["label"])
             points.append((flops, values.mean()))
         front = pareto_front(points)
@@ -111,8 +114,7 @@ def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None =
         ax.set_xscale("log")
         ax.set_xlabel("pre-training FLOPs (log scale)")
         ax.set_ylabel(probe.axis_label)
-        wrapped_title(ax, f"{metric_title(probe)} against pre-training compute "
-                          "(mean, 95% bootstrap interval over seeds)")
+        wrapped_title(ax, f"{metric_title(probe)} against pre-training FLOPs")
         legend_outside(ax, "configuration · baseline")
     return fig
 

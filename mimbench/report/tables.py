@@ -190,6 +190,8 @@ def _number(value, column: str = "") -> str:
         return param_text(column, value)
     if pd.isna(value):
         return "–"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) >= 1e6:
+        return f"{value:g}"  # 1.2132e+12, not 1213202694144
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return f"{value:g}" if isinstance(value, float) else str(value)
