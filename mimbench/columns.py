@@ -58,6 +58,11 @@ RECONSTRUCTION_COLUMNS = (
                  latex="ref.\\ PSNR (dB)"),
     MetricColumn("recon_mse", "MSE", "MSE of hidden pixels ([0, 1] pixel units²)", "mse", headline=False, digits=4),
     MetricColumn("ref_mse", "ref. MSE", "MSE of hidden pixels, reference masker", "mse", headline=False, digits=4),
+    # a target that is not the image (hog, ema_teacher...): its loss on the hidden cells
+    MetricColumn("target_loss", "target loss", "loss on hidden cells of the target, own masker", "mse",
+                 headline=False, digits=4),
+    MetricColumn("ref_target_loss", "ref. target loss", "loss on hidden cells of the target, reference masker", "mse",
+                 headline=False, digits=4),
 )
 
 
@@ -104,8 +109,8 @@ def inferred(column_names: list[str]) -> list[MetricColumn]:
 #: The summary's leading columns, in this order: what was run (a baseline has no decoder, masker
 #: or loss), then the core's measurements; the declared columns of the suite's probes come next,
 #: then the rest of each record, then :data:`TIMING_COLUMNS`, then the ``<kind>.<param>`` params.
-SUMMARY_ID_COLUMNS = ("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
-                      "baseline")
+SUMMARY_ID_COLUMNS = ("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "target", "seed",
+                      "pretrained", "baseline")
 CORE_COLUMNS = ("mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr")
 #: What each run cost, and how its pre-training ended: the summary's last columns before the params.
 TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
@@ -116,15 +121,19 @@ TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second
 PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_seconds", "epochs_completed",
                        "final_loss", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual",
                        "mask_avgdist_px", "recon_uses_target_stats", "flops_per_image", "train_flops", "train_steps",
-                       "epochs")
+                       "epochs", "target_loss", "ref_target_loss")
 
 #: The core's reconstruction columns scored under each run's own masker: two runs compare on them
 #: only when their maskers hide the same pixels (the reference masker's columns always compare).
-OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", "mask_avgdist_px"})
+OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", "mask_avgdist_px", "target_loss"})
+#: Columns in the units of each run's own target: two runs compare on them only when they predict
+#: the same target (a HOG loss and a teacher-feature loss share no scale).
+OWN_TARGET_COLUMNS = frozenset({"target_loss", "ref_target_loss"})
 
 #: Columns of a run's summary row (and record) that say what was run or what became of it; every
 #: other numeric column measures it (:func:`measured`).
-IDENTITY_COLUMNS = frozenset({"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "seed", "pretrained",
+IDENTITY_COLUMNS = frozenset({"run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "target", "seed",
+                              "pretrained",
                               "baseline", "error", "pretrained_in", "recon_uses_target_stats"})
 
 

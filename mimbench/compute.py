@@ -2,6 +2,7 @@
 
 What is counted is what the counter knows: matrix products, convolutions and attention, forward
 and backward, of the encoder, decoder and loss as :class:`~mimbench.train.MaskedModel` runs them,
+and the target's forward (an EMA teacher's full pass, HOG's gradient convolutions),
 with the run's own masks (so MAE's dropped tokens cost nothing). Not counted: the masker, the
 optimizer, normalisations and other elementwise ops, evaluation and probes.
 
@@ -81,8 +82,11 @@ def count_flops_per_image(parts: Components, images: torch.Tensor, mask: torch.T
     components with torch's random state restored after: ``parts`` and training are unchanged."""
     register_attention_formulas()
     device = images.device
+    target = copy.deepcopy(parts.target)
+    if isinstance(target, torch.nn.Module):
+        target.to(device).train()
     copies = Components(copy.deepcopy(parts.encoder).to(device).train(), copy.deepcopy(parts.decoder).to(device).train(),
-                        parts.masker, copy.deepcopy(parts.loss))
+                        parts.masker, copy.deepcopy(parts.loss), target)
     from torch.utils.flop_counter import FlopCounterMode
 
     with _own_random_state(device), FlopCounterMode(display=False) as counter:

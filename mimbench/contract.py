@@ -1,15 +1,32 @@
 """The masked forward pass, with run-time checks of every component's contract.
 
 ``encode_visible`` is the only way the core calls an encoder on masked images: it
-zeroes hidden pixels first, so no encoder can see what it has to reconstruct.
+zeroes hidden pixels first, so no encoder can see what it has to reconstruct. A target of
+stride s is predicted on its own grid: :func:`mask_on_grid` says which of its cells are hidden,
+:func:`decoder_grid` what the decoder is built for.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 from torch import nn
 
-from mimbench.errors import ContractError
+from mimbench.errors import ConfigError, ContractError
+
+
+@dataclass
+class Components:
+    """The parts of one run (built by :meth:`mimbench.runtime.Runtime.components`): what is trained
+    (encoder, decoder), the masker, the loss and the target (``mimbench_register_targets``)."""
+
+    encoder: nn.Module
+    decoder: nn.Module
+    masker: Callable[..., torch.Tensor]
+    loss: Callable[..., torch.Tensor]
+    target: Any
 
 
 def check_mask(mask: object, images: torch.Tensor, name: str = "masker") -> torch.Tensor:
@@ -38,12 +55,49 @@ def check_features(features: object, encoder: nn.Module, images: torch.Tensor, n
     return features
 
 
-def check_reconstruction(pred: object, images: torch.Tensor, name: str = "decoder") -> torch.Tensor:
-    """Raise ContractError unless ``pred`` is a float Tensor shaped like ``images``."""
-    if not isinstance(pred, torch.Tensor) or pred.shape != images.shape or not pred.is_floating_point():
+def check_reconstruction(pred: object, images: torch.Tensor, name: str = "decoder",
+                         shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Raise ContractError unless ``pred`` is a float Tensor of ``shape`` (default: the images')."""
+    shape = tuple(images.shape) if shape is None else shape
+    if not isinstance(pred, torch.Tensor) or tuple(pred.shape) != shape or not pred.is_floating_point():
         got = f"{pred.dtype} {list(pred.shape)}" if isinstance(pred, torch.Tensor) else type(pred).__name__
-        raise ContractError(f"{name} returned {got}; expected a float tensor {list(images.shape)}")
+        raise ContractError(f"{name} returned {got}; expected a float tensor {list(shape)}")
     return pred
+
+
+def target_shape(images: torch.Tensor, channels: int, stride: int) -> tuple[int, int, int, int]:
+    """What a target of ``channels`` at ``stride`` gives for images [B, C, H, W]: (B, channels, H/stride, W/stride)."""
+    b, _, h, w = images.shape
+    return b, channels, h // stride, w // stride
+
+
+def check_target_output(out: object, images: torch.Tensor, channels: int, stride: int,
+                        name: str = "target") -> torch.Tensor:
+    """Raise ContractError unless ``out`` is a float Tensor[B, channels, H/stride, W/stride] on the images' device."""
+    check_reconstruction(out, images, name, target_shape(images, channels, stride))
+    if out.device != images.device:
+        raise ContractError(f"{name} returned a tensor on {out.device}; expected {images.device}")
+    return out
+
+
+def mask_on_grid(mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """mask [B, H, W] -> [B, H/stride, W/stride]: a cell is hidden when every one of its pixels is
+    (the mask itself at stride 1). A cell with a visible pixel is never asked for."""
+    if stride == 1:
+        return mask
+    b, h, w = mask.shape
+    return mask.view(b, h // stride, stride, w // stride, stride).permute(0, 1, 3, 2, 4).flatten(3).all(dim=-1)
+
+
+def decoder_grid(encoder_stride: int, target_stride: int, image_size: int, target: str = "target") -> tuple[int, int]:
+    """The decoder's ``stride`` and ``image_size`` for a target at ``target_stride``: it upsamples
+    each feature cell by encoder stride / target stride, to a grid of image size / target stride.
+    ConfigError unless the target's stride divides the encoder's."""
+    if encoder_stride % target_stride:
+        raise ConfigError(f"target {target!r} predicts {target_stride}x{target_stride} cells, but the encoder's "
+                          f"features are at encoder stride {encoder_stride}: a target's stride must divide the "
+                          f"encoder's (change the target's cell/patch size or the encoder's patch size)")
+    return encoder_stride // target_stride, image_size // target_stride
 
 
 def hide(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -57,12 +111,14 @@ def encode_visible(encoder: nn.Module, images: torch.Tensor, mask: torch.Tensor)
 
 
 def reconstruct(encoder: nn.Module, decoder: nn.Module, images: torch.Tensor, mask: torch.Tensor,
-                check: bool = False) -> torch.Tensor:
-    """images [B, C, H, W], mask [B, H, W] -> prediction [B, C, H, W]; ``check`` validates shapes."""
+                check: bool = False, channels: int | None = None, stride: int = 1) -> torch.Tensor:
+    """images [B, C, H, W], mask [B, H, W] -> prediction [B, channels, H/stride, W/stride] of a
+    target of ``channels`` (default C) at ``stride`` (default 1: the image); the decoder gets the
+    mask on that grid. ``check`` validates shapes."""
     features = encode_visible(encoder, images, mask)
     if check:
         check_features(features, encoder, images)
-    pred = decoder(features, mask)
+    pred = decoder(features, mask_on_grid(mask, stride))
     if check:
-        check_reconstruction(pred, images)
+        check_reconstruction(pred, images, shape=target_shape(images, channels or images.shape[1], stride))
     return pred

@@ -31,7 +31,7 @@ from mimbench.jobs import PluginSources
 from mimbench.memory import PeakMemory
 from mimbench.runtime import Runtime
 from mimbench.specs import RunSpec, Status
-from mimbench.train import Components, Shard, TrainResult, pretrain
+from mimbench.train import Components, Shard, TrainResult, pretrain, target_state
 
 
 def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components, device: torch.device,
@@ -58,6 +58,9 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
         saved = torch.load(weights, map_location="cpu")
     parts.encoder.load_state_dict(saved["encoder"])
     parts.decoder.load_state_dict(saved["decoder"])
+    if saved["target"] is not None:  # a target with state (ema_teacher) as rank 0 left it
+        parts.target.load_state_dict(saved["target"])
+        parts.target.to(device)
     parts.encoder.to(device).eval(), parts.decoder.to(device).eval()
     return TrainResult(**{**saved["result"], "status": Status(saved["result"]["status"])})
 
@@ -95,6 +98,7 @@ def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSo
         result.peak_memory_mb = peak.mb
         if rank == 0:
             torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),
+                        "target": target_state(parts.target),
                         "result": {**dataclasses.asdict(result), "status": result.status.value}}, weights)
         dist.barrier()
     finally:

@@ -22,9 +22,12 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
     lines = [f"suite {suite.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
              f"{suite.dataset.name} ({len(data.train)} train / {len(data.test)} test images, {suite.image_size}px), "
              f"device {device}, executor {suite.execution.executor}{trackers}, results in {results_dir}"]
+    from mimbench.specs import named_axes
+
     compute = planned_compute(prepared)
+    axes = named_axes(plan.runs)
     for job in plan.runs:
-        params = " ".join(f"{axis}={spec.text()}" for axis, spec in job.components().items())
+        params = " ".join(f"{axis}={getattr(job, axis).text()}" for axis in axes)
         labels = job.eval.labels_per_class
         lines.append(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
                      + f"  {compute[job.run_id]}")

@@ -1,7 +1,9 @@
-"""Evaluation of a trained run on the test split: reconstruction of hidden pixels.
+"""Evaluation of a trained run on the test split: how well it predicts what was hidden.
 
-All metrics are in [0, 1] pixel space: the normalisation is undone and the
-prediction clamped to [0, 1] before comparing; only hidden pixels count.
+Pixel metrics are in [0, 1] pixel space: the normalisation is undone and the prediction
+clamped to [0, 1] before comparing; only hidden pixels count. They exist where a prediction
+stands for an image (the ``pixels`` target, or a target's ``to_image``); a target that is not
+the image also gets ``target_loss``, the run's loss on the hidden cells of its grid.
 """
 
 from __future__ import annotations
@@ -9,97 +11,89 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import nn
 from torchvision.utils import make_grid
 
 from mimbench import metrics
-from mimbench.contract import check_mask, reconstruct
+from mimbench.contract import Components, check_mask, mask_on_grid, reconstruct
 from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for
 
+ToImage = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _predict(parts: Components, images: torch.Tensor, mask: torch.Tensor, device: torch.device,
+             check: bool = True) -> torch.Tensor:
+    """The run's prediction of its target, float [B, D, H / s, W / s]."""
+    with autocast_for(device):
+        pred = reconstruct(parts.encoder, parts.decoder, images, mask, check, parts.target.channels,
+                           parts.target.stride)
+    return pred.float()
+
 
 @torch.no_grad()
-def reconstruction_metrics(
-    encoder: nn.Module,
-    decoder: nn.Module,
-    masker: Callable[..., torch.Tensor],
-    data: Images,
-    normalize: Normalizer,
-    mask_seed: int,
-    batch_size: int,
-    device: torch.device,
-    to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """MSE and PSNR on hidden pixels, and statistics of the masks the masker really made.
+def reconstruction_metrics(parts: Components, masker: Callable[..., torch.Tensor], data: Images, normalize: Normalizer,
+                           mask_seed: int, batch_size: int, device: torch.device,
+                           to_image: ToImage | None = None) -> dict[str, float]:
+    """Hidden-pixel errors, the target's loss and statistics of the masks the masker really made.
 
-    Returns ``mse`` (squared error summed over every hidden value of the split, divided
-    by their number), ``psnr`` (mean over images of 10*log10(1/mse_image); images with
-    nothing hidden are left out), ``mask_ratio`` (hidden pixels / all pixels) and
-    ``mask_avgdist`` (SimMIM's AvgDist: mean over images of the mean distance in pixels
-    from a hidden pixel to the nearest visible one). The masks come from a generator
-    seeded with ``mask_seed``: the same for every run. ``to_image(pred, target)`` maps
-    the decoder's output to the normalised image when the loss trained it on another
-    target (norm_pix); see ``mimbench_register_losses``.
+    Returns, with ``to_image`` (the image a prediction stands for, given the normalised images;
+    the identity for ``pixels``): ``mse`` (squared error summed over every hidden value of the
+    split, divided by their number) and ``psnr`` (mean over images of 10*log10(1/mse_image);
+    images with nothing hidden are left out). For a target that is not the image itself:
+    ``target_loss``, ``parts.loss`` on the hidden cells of each batch, averaged over the split
+    weighted by hidden cells (absent when no cell was hidden). Always: ``mask_ratio`` (hidden pixels
+    / all pixels) and ``mask_avgdist`` (SimMIM's AvgDist: mean over images of the mean distance in
+    pixels from a hidden pixel to the nearest visible one). The masks come from a generator seeded
+    with ``mask_seed``: the same for every run.
     """
-    encoder.eval(), decoder.eval()
+    parts.encoder.eval(), parts.decoder.eval()
     generator = torch.Generator(device=device).manual_seed(mask_seed)
-    sse_total = torch.zeros((), dtype=torch.float64, device=device)
-    values_total = torch.zeros_like(sse_total)
-    psnr_sum = torch.zeros_like(sse_total)
-    images_with_hidden = torch.zeros_like(sse_total)
-    hidden_pixels = torch.zeros_like(sse_total)
-    avgdist_sum = torch.zeros_like(sse_total)
-    avgdist_count = torch.zeros_like(sse_total)
+    sums = {key: torch.zeros((), dtype=torch.float64, device=device) for key in
+            ("sse", "values", "psnr", "images_with_hidden", "hidden", "avgdist", "avgdist_count", "loss", "cells")}
     total_pixels = 0
+    target_is_image = getattr(parts.target, "predicts_image", False)
     for batch, _ in data.batches(batch_size):
         total_pixels += batch.shape[0] * batch.shape[2] * batch.shape[3]
         images = normalize(batch)
         mask = check_mask(masker(images, generator), images)
-        with autocast_for(device):
-            pred = reconstruct(encoder, decoder, images, mask, check=True)
-        pred = pred.float() if to_image is None else to_image(pred.float(), images)
-        pred_pixels = normalize.to_pixels(pred).clamp(0.0, 1.0)
-        target_pixels = batch.float() / 255.0
-        sse, values = metrics.hidden_squared_error(pred_pixels, target_pixels, mask)
-        has_hidden = values > 0
-        sse_total += sse.sum()
-        values_total += values.sum()
-        psnr_sum += metrics.psnr(sse[has_hidden] / values[has_hidden]).sum()
-        images_with_hidden += has_hidden.sum()
-        hidden_pixels += mask.sum()
+        pred = _predict(parts, images, mask, device)
+        if not target_is_image:
+            hidden_cells = mask_on_grid(mask, parts.target.stride)
+            cells = hidden_cells.sum()
+            sums["loss"] += parts.loss(pred, parts.target(images).float(), hidden_cells).double() * cells
+            sums["cells"] += cells
+        if to_image is not None:
+            pred_pixels = normalize.to_pixels(to_image(pred, images)).clamp(0.0, 1.0)
+            sse, values = metrics.hidden_squared_error(pred_pixels, batch.float() / 255.0, mask)
+            has_hidden = values > 0
+            sums["sse"] += sse.sum()
+            sums["values"] += values.sum()
+            sums["psnr"] += metrics.psnr(sse[has_hidden] / values[has_hidden]).sum()
+            sums["images_with_hidden"] += has_hidden.sum()
+        sums["hidden"] += mask.sum()
         avgdist = metrics.mask_avgdist(mask)
-        avgdist_sum += avgdist.nan_to_num(0.0).sum()
-        avgdist_count += avgdist.isfinite().sum()
-    return {
-        "mse": (sse_total / values_total).item(),
-        "psnr": (psnr_sum / images_with_hidden).item(),
-        "mask_ratio": hidden_pixels.item() / total_pixels,
-        "mask_avgdist": (avgdist_sum / avgdist_count).item(),
-    }
+        sums["avgdist"] += avgdist.nan_to_num(0.0).sum()
+        sums["avgdist_count"] += avgdist.isfinite().sum()
+    result = {"mask_ratio": sums["hidden"].item() / total_pixels,
+              "mask_avgdist": (sums["avgdist"] / sums["avgdist_count"]).item()}
+    if to_image is not None:
+        result.update(mse=(sums["sse"] / sums["values"]).item(), psnr=(sums["psnr"] / sums["images_with_hidden"]).item())
+    if not target_is_image and sums["cells"] > 0:
+        result["target_loss"] = (sums["loss"] / sums["cells"]).item()
+    return result
 
 
 @torch.no_grad()
-def reconstruction_grid(
-    encoder: nn.Module,
-    decoder: nn.Module,
-    masker: Callable[..., torch.Tensor],
-    data: Images,
-    normalize: Normalizer,
-    mask_seed: int,
-    device: torch.device,
-    count: int = 8,
-    to_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
+def reconstruction_grid(parts: Components, masker: Callable[..., torch.Tensor], data: Images, normalize: Normalizer,
+                        mask_seed: int, device: torch.device, to_image: ToImage, count: int = 8) -> torch.Tensor:
     """A picture of ``count`` fixed test images, one column each; rows: original, what the
-    encoder saw (hidden pixels as a grey checkerboard), the prediction, and the prediction
-    pasted into the hidden pixels. Small images are enlarged (nearest) to at least 96 px.
+    encoder saw (hidden pixels as a grey checkerboard), the prediction (``to_image`` of it), and the
+    prediction pasted into the hidden pixels. Small images are enlarged (nearest) to at least 96 px.
     Returns float Tensor[3, H', W'] in [0, 1]."""
     batch = data.head(count)
     images = normalize(batch)
     mask = masker(images, torch.Generator(device=device).manual_seed(mask_seed))
-    with autocast_for(device):
-        pred = reconstruct(encoder, decoder, images, mask)
-    pred = pred.float() if to_image is None else to_image(pred.float(), images)
+    pred = to_image(_predict(parts, images, mask, device, check=False), images)
     original = batch.float() / 255.0
     prediction = normalize.to_pixels(pred).clamp(0.0, 1.0)
     if original.shape[1] == 1:

@@ -85,8 +85,12 @@ def mimbench_register_decoders(register: Register) -> None:
 
     ``factory(in_dim: int, stride: int, out_channels: int, image_size: int, **params)
     -> nn.Module`` with ``forward(features: Tensor[B, in_dim, H / stride, W / stride],
-    mask: BoolTensor[B, H, W] | None = None) -> Tensor[B, out_channels, H, W]``.
-    The output is a prediction of the normalised image.
+    mask: BoolTensor[B, H, W] | None = None) -> Tensor[B, out_channels, H, W]``:
+    a prediction of the run's target (``mimbench_register_targets``) on its grid. For the
+    default target (``pixels``) that is the normalised image: ``out_channels`` = C, ``stride`` =
+    the encoder's, ``image_size`` = the image's. For a target of D channels at stride s, the
+    decoder is built with ``out_channels`` = D, ``stride`` = encoder stride / s and
+    ``image_size`` = image size / s, and its ``mask`` is the mask on that grid.
     """
 
 
@@ -95,16 +99,53 @@ def mimbench_register_losses(register: Register) -> None:
     """Register reconstruction losses.
 
     ``factory(**params)`` returns a callable
-    ``loss(pred: Tensor[B, C, H, W], target: Tensor[B, C, H, W], mask: BoolTensor[B, H, W])
-    -> Tensor[]`` (a scalar to minimise). Built-ins take ``masked_only: bool = True``.
+    ``loss(pred: Tensor[B, D, h, w], target: Tensor[B, D, h, w], mask: BoolTensor[B, h, w])
+    -> Tensor[]`` (a scalar to minimise): the prediction and the run's target on the target's
+    grid (the image's for ``pixels``), ``mask`` True at hidden cells. Built-ins take
+    ``masked_only: bool = True``.
 
-    Optional: a loss that trains the decoder on a transformed target (MAE's
-    ``norm_pix``) sets an attribute ``prediction_to_image(pred, target) -> Tensor``
+    Optional: a loss that trains the decoder on a transformed target (the built-ins' ``norm_pix``
+    param, the same as ``target: norm_pix``, kept so that suites written before targets keep their
+    run ids; refused with any other target) sets an attribute ``prediction_to_image(pred, target) -> Tensor``
     that maps a prediction back to the normalised image, so reconstruction metrics
     stay in pixel space. If it needs the target's statistics (norm_pix does: each
     hidden patch's mean and std), the summary marks the run with
     ``recon_uses_target_stats`` true: its reconstruction numbers were given
     information the model did not have and are not comparable with other runs'.
+    """
+
+
+@hookspec
+def mimbench_register_targets(register: Register) -> None:
+    """Register prediction targets: what the decoder must predict at hidden positions.
+
+    ``factory(in_channels: int, image_size: int, **params)`` (and ``encoder: nn.Module`` if
+    declared: the run's encoder as built before training, e.g. to copy it as a teacher) returns a
+    target with int attributes ``channels`` (D) and ``stride`` (s, dividing the encoder's stride)
+    and ``__call__(images: Tensor[B, C, H, W]) -> Tensor[B, D, H / s, W / s]``: the images are the
+    normalised, augmented batch before masking, the call is made under ``torch.no_grad()``.
+
+    The core builds the decoder for that grid (``out_channels`` D, ``stride`` = encoder stride / s,
+    ``image_size`` = H / s), brings the mask to it (a cell is hidden when all its s x s pixels are:
+    the loss never asks for a cell whose pixels the encoder partly saw), and calls
+    ``loss(pred, target(images), mask_on_grid)``. A masker that hides no whole cell is refused
+    before training.
+
+    Optional:
+
+    - ``predicts_image = True``: the target is the normalised image itself (``pixels``); no
+      ``target_loss`` column is recorded (``recon_mse`` is that loss's measure);
+    - ``to_image(pred, images) -> Tensor[B, C, H, W]``: the image a prediction stands for, so that
+      ``recon_mse`` / ``recon_psnr`` are measured in pixel space; without it they are left empty and
+      ``target_loss`` (the loss on hidden cells of the test split, under the evaluation masks) is
+      the run's reconstruction measure. ``uses_target_stats = True`` when ``to_image`` needs the
+      target's own statistics (``norm_pix``): the run is marked ``recon_uses_target_stats``;
+    - a target that is an ``nn.Module`` moves to the run's device with the model, is saved with
+      the run (``target.pt``, its ``state_dict``) and may define
+      ``update(encoder: nn.Module, step: int, total_steps: int)``, called after every optimizer
+      step (``step`` from 1) with the encoder being trained (``ema_teacher``). Its parameters
+      must not require gradients: the core does not train them. Its forward pass is part of a
+      training step's FLOPs.
     """
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from mimbench import columns
 from mimbench.columns import MetricColumn
+from mimbench.contract import mask_on_grid
 from mimbench.errors import ConfigError
 from mimbench.executors import Executor
 from mimbench.expansion import expand, expand_baselines
@@ -154,21 +156,25 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
                           f"train split ({len(data.train)} images)")
     channels = data.train.channels
     images = torch.zeros(2, channels, data.train.image_size, data.train.image_size, device=data.normalize.mean.device)
-    # Each distinct component once (a sweep of thousands of runs has few of each); a decoder
-    # depends on its encoder's out_dim and stride. Only those are kept, not the modules.
-    encoders: dict[str, tuple[int, int]] = {}
+    # Each distinct component once (a sweep of thousands of runs has few of each); a target may
+    # depend on its encoder (a teacher copies it), a decoder on both (the target's grid).
+    encoders: dict[str, torch.nn.Module] = {}
+    targets: dict[str, SimpleNamespace] = {}
     built: set[str] = set()
     for run in runs:
         encoder_key = canonical_json([run.image_size, run.encoder.to_json()])
         if encoder_key not in encoders:
-            encoder = runtime.encoder(run, channels)
-            _check_probe_layers(encoder, run, images)
-            encoders[encoder_key] = (encoder.out_dim, encoder.stride)
-        out_dim, stride = encoders[encoder_key]
-        decoder_key = canonical_json(["decoder", run.image_size, run.decoder.to_json(), out_dim, stride])
+            encoders[encoder_key] = runtime.encoder(run, channels)
+            _check_probe_layers(encoders[encoder_key], run, images)
+        encoder = encoders[encoder_key]
+        target_key = canonical_json([encoder_key, run.target.to_json(), run.loss.to_json()])
+        if target_key not in targets:
+            target = runtime.target(run, encoder, channels)
+            targets[target_key] = SimpleNamespace(channels=target.channels, stride=target.stride)
+        target = targets[target_key]
+        decoder_key = canonical_json(["decoder", run.decoder.to_json(), encoder_key, vars(target)])
         if decoder_key not in built:
-            runtime.build("decoder", run.decoder, in_dim=out_dim, stride=stride, out_channels=channels,
-                          image_size=run.image_size)
+            runtime.decoder(run, encoder, target, channels)
             built.add(decoder_key)
         for kind, spec in (("masker", run.masker), ("loss", run.loss)):
             key = canonical_json([kind, spec.to_json()])
@@ -177,6 +183,10 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
                 if kind == "masker":
                     _try_masker(component, images, f"masker {spec.name!r}")
                 built.add(key)
+        cells_key = canonical_json(["cells", run.masker.to_json(), run.target.to_json(), target.stride])
+        if target.stride > 1 and cells_key not in built:
+            _check_hidden_cells(runtime.build("masker", run.masker), images, run, target.stride)
+            built.add(cells_key)
     reference = runs[0].eval.reference_masker if runs else None
     if reference is not None:
         _try_masker(runtime.build("masker", reference), images, f"eval.reference_masker {reference.name!r}")
@@ -197,6 +207,20 @@ def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Te
             check_block_index(layer, count, f"encoder {run.encoder.name!r}")
         except ValueError as exc:
             raise ConfigError(f"probe {name!r}: {exc}") from None
+
+
+def _check_hidden_cells(masker: Any, images: torch.Tensor, run: RunSpec, stride: int) -> None:
+    """A target of stride > 1 learns only from cells whose pixels are all hidden: a masker that
+    hides none (pixel masking at a 4-px cell) would train on nothing."""
+    try:
+        mask = masker(images, torch.Generator(device=images.device).manual_seed(run.seed))
+    except Exception:  # the masker's own failure is _try_masker's or its runs' to report
+        return
+    if isinstance(mask, torch.Tensor) and mask.shape == images[:, 0].shape and not mask_on_grid(mask, stride).any():
+        raise ConfigError(f"target {run.target.name!r} predicts {stride}x{stride} cells, and a cell counts as hidden "
+                          f"only when all its pixels are; masker {run.masker.text()} hid no whole cell: use a "
+                          f"masker that hides whole {stride}x{stride} squares (patch with mask_patch_size, or block or "
+                          f"random_token with patch_size, a multiple of {stride})")
 
 
 def _try_masker(masker, images: torch.Tensor, what: str) -> None:

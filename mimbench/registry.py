@@ -28,6 +28,7 @@ CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
     "encoder": ("in_channels", "image_size"),
     "decoder": ("in_dim", "stride", "out_channels", "image_size"),
     "loss": (),
+    "target": ("in_channels", "image_size", "encoder"),
     "dataset": ("split", "image_size"),
     "probe": (),
     "executor": ("suite_dir",),

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mimbench.contract import decoder_grid
 from mimbench.data import Images, Normalizer, load_images
 from mimbench.errors import ConfigError
 from mimbench.jobs import PluginSources
@@ -88,11 +89,27 @@ class Runtime:
         return self.registry.construct(kind, component.name, dict(component.params), **context)
 
     def components(self, run: RunSpec, channels: int) -> Components:
-        """A run's encoder, decoder, masker and loss (seed the RNG first for a fixed init)."""
+        """A run's encoder, target, decoder (for the target's grid), masker and loss (seed the RNG
+        first for a fixed init)."""
         encoder = self.encoder(run, channels)
-        decoder = self.build("decoder", run.decoder, in_dim=encoder.out_dim, stride=encoder.stride,
-                             out_channels=channels, image_size=run.image_size)
-        return Components(encoder, decoder, self.build("masker", run.masker), self.build("loss", run.loss))
+        target = self.target(run, encoder, channels)
+        decoder = self.decoder(run, encoder, target, channels)
+        return Components(encoder, decoder, self.build("masker", run.masker), self.build("loss", run.loss), target)
+
+    def target(self, run: RunSpec, encoder: torch.nn.Module, channels: int) -> Any:
+        """The run's target, built for its encoder (as it is before training). A loss that
+        normalises the target itself (``norm_pix: true``) works with the ``pixels`` target only."""
+        if run.loss.params.get("norm_pix") and run.target.name != "pixels":
+            raise ConfigError(f"loss {run.loss.name!r} with norm_pix: true normalises the target per patch, and "
+                              f"target {run.target.name!r} is not pixels: drop norm_pix from the loss (to use MAE's "
+                              f"normalised pixels, write target: norm_pix)")
+        return self.build("target", run.target, in_channels=channels, image_size=run.image_size, encoder=encoder)
+
+    def decoder(self, run: RunSpec, encoder: torch.nn.Module, target: Any, channels: int) -> torch.nn.Module:
+        """The run's decoder, predicting ``target``'s channels on its grid from the encoder's features."""
+        stride, size = decoder_grid(encoder.stride, target.stride, run.image_size, run.target.name)
+        return self.build("decoder", run.decoder, in_dim=encoder.out_dim, stride=stride, out_channels=target.channels,
+                          image_size=size)
 
     def encoder(self, job: Job, channels: int) -> torch.nn.Module:
         """The job's encoder as built before any training (a ``random-init`` baseline's too)."""

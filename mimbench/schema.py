@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mimbench.errors import cut, shown
 
-COMPONENT_AXES = ("encoder", "decoder", "masker", "loss")
+#: The grid's axes, in the order of a run's label; ``target`` is optional (default ``pixels``).
+COMPONENT_AXES = ("encoder", "decoder", "masker", "loss", "target")
 
 #: Limits stated in the schema. Images are resized to ``image_size`` and held as uint8 on the
 #: device: 1024 px is already 1 MiB per greyscale image.
@@ -169,8 +170,10 @@ class Grid(_Strict):
     decoder: list[ComponentSpec] = Field(min_length=1)
     masker: list[ComponentSpec] = Field(min_length=1)
     loss: list[ComponentSpec] = Field(min_length=1)
+    # what the decoder predicts (``mimbench plugins --kind target``): SimMIM's pixels by default
+    target: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="pixels")], min_length=1)
 
-    @field_validator("encoder", "decoder", "masker", "loss", mode="before")
+    @field_validator("encoder", "decoder", "masker", "loss", "target", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return value if isinstance(value, list) else [value]
@@ -270,7 +273,7 @@ class Suite(_Strict):
                     raise ValueError(f"sweep eval.labels_per_class: {shown(bad[0])} is not null or an int "
                                      f"in 1..{MAX_COUNT}")
             elif head not in (*COMPONENT_AXES, "train") or not param or "." in param:
-                raise ValueError(f"sweep key {shown(path)} must be <encoder|decoder|masker|loss|train>.<param> "
+                raise ValueError(f"sweep key {shown(path)} must be <encoder|decoder|masker|loss|target|train>.<param> "
                                  f"or eval.labels_per_class")
             if not values:
                 raise ValueError(f"sweep {shown(path)} has no values")

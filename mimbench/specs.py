@@ -77,6 +77,10 @@ class Component:
         return f"{self.name}({params})" if params else self.name
 
 
+#: The target of a run that names none, and of every run from before targets existed.
+DEFAULT_TARGET = Component("pixels")
+
+
 def _optional(component: Component | None) -> dict[str, Any] | None:
     return None if component is None else component.to_json()
 
@@ -124,7 +128,10 @@ def config_id(config: dict[str, Any]) -> str:
     """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
     to a finished suite runs on the saved encoders instead of starting the runs over), and keys
     added since, at their defaults, so that suites from before them keep their ids:
-    ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null."""
+    ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null,
+    ``target`` pixels."""
+    if config.get("target") == DEFAULT_TARGET.to_json():
+        config = {k: v for k, v in config.items() if k != "target"}
     if "eval" in config:
         evaluation = {k: v for k, v in config["eval"].items()
                       if k != "probes" and not (k == "labels_per_class" and v is None)}
@@ -167,6 +174,7 @@ class RunSpec(_Identified):
     masker: Component
     loss: Component
     data: DataSpec
+    target: Component = DEFAULT_TARGET  # what the decoder predicts; pixels unless the grid names another
     run_id: str = ""
 
     def config(self) -> dict[str, Any]:
@@ -227,8 +235,15 @@ def run_spec_from_config(config: dict[str, Any], data: DataSpec | None = None) -
     dataset = Component.from_json(config["dataset"])
     data = data or DataSpec(dataset, optional["dataset"], config["image_size"], None, 0, bool(eval_spec.probes))
     return RunSpec(dataset, config["image_size"], config["seed"], TrainConfig.model_validate(config["train"]),
-                   eval_spec, *(Component.from_json(config[axis]) for axis in COMPONENT_AXES), data=data,
+                   eval_spec, data=data, **{axis: Component.from_json(config[axis]) for axis in COMPONENT_AXES
+                                            if axis in config},
                    run_id=config.get("run_id", ""))
+
+
+def named_axes(runs: list[RunSpec]) -> tuple[str, ...]:
+    """The component axes a run is named by: the target only in suites where some run predicts
+    something other than pixels (so the names of suites from before targets stay as they were)."""
+    return COMPONENT_AXES if any(run.target != DEFAULT_TARGET for run in runs) else COMPONENT_AXES[:-1]
 
 
 def run_labels(jobs: list[Job]) -> dict[str, str]:
@@ -241,6 +256,7 @@ def run_labels(jobs: list[Job]) -> dict[str, str]:
     train_keys = [key for key in TrainConfig.model_fields
                   if len({canonical_json(getattr(run.train, key)) for run in runs}) > 1]
     several_counts = len({job.eval.labels_per_class for job in jobs}) > 1
+    axes = named_axes(runs)
 
     def component(axis: str, spec: Component) -> str:
         shown = [f"{key}={value}" for key, value in spec.params.items() if key in varying[(axis, spec.name)]]
@@ -254,7 +270,7 @@ def run_labels(jobs: list[Job]) -> dict[str, str]:
             encoder = f" {component('encoder', job.encoder)}" if job.encoder is not None else ""
             labels[job.run_id] = f"baseline {job.kind}{encoder}{labels_text} seed={job.seed}"
             continue
-        parts = "/".join(component(axis, spec) for axis, spec in job.components().items())
+        parts = "/".join(component(axis, getattr(job, axis)) for axis in axes)
         train = "".join(f" {key}={_value_text(getattr(job.train, key))}" for key in train_keys)
         labels[job.run_id] = f"{parts}{train}{labels_text} seed={job.seed}"
     return labels

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from mimbench.contract import check_features, check_mask, check_reconstruction, encode_visible
+from mimbench.contract import check_features, check_mask, check_reconstruction, check_target_output, encode_visible
 
 Factory = Callable[..., Any]
 
@@ -137,3 +137,71 @@ def check_loss(factory: Factory, params: dict[str, Any] | None = None, channels:
 def _assert_all_grads(module: torch.nn.Module, what: str) -> None:
     missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"no gradient reaches {what} parameters: {', '.join(missing)}"
+
+
+class _TinyEncoder(torch.nn.Module):
+    """A two-block encoder (stride 4, out_dim 8) for targets built from the run's encoder."""
+
+    out_dim, stride = 8, 4
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(in_channels, 8, kernel_size=4, stride=4)
+        self.block = torch.nn.Conv2d(8, 8, kernel_size=3, padding=1)
+
+    def blocks(self, images: torch.Tensor) -> list[torch.Tensor]:
+        first = self.embed(images)
+        return [first, first + self.block(first).relu()]
+
+    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.blocks(images)[-1]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:  # not `assert`: these checks must hold under python -O too
+        raise AssertionError(message)
+
+
+def check_target(factory: Factory, params: dict[str, Any] | None = None, in_channels: int = 3,
+                 image_size: int = 32, batch: int = 4, encoder: torch.nn.Module | None = None) -> None:
+    """A target has int ``channels`` and ``stride`` (dividing the image), maps images [B, C, S, S]
+    to a finite float [B, channels, S/stride, S/stride] the same way twice, without changing them,
+    and differently for other images; its parameters (if any) take no gradient; ``to_image`` (if
+    any) maps the target itself back to the images; ``update`` (if any) runs, and the state it
+    changes survives ``state_dict`` into a freshly built target. A factory that declares
+    ``encoder`` gets ``encoder`` (default: a small two-block encoder, stride 4)."""
+    torch.manual_seed(0)
+    kwargs = dict(in_channels=in_channels, image_size=image_size, **(params or {}))
+    if "encoder" in inspect.signature(factory).parameters:
+        kwargs["encoder"] = encoder if encoder is not None else _TinyEncoder(in_channels)
+    target = factory(**kwargs)
+    channels, stride = getattr(target, "channels", None), getattr(target, "stride", None)
+    _require(isinstance(channels, int) and channels >= 1, f"channels must be an int >= 1, got {channels!r}")
+    _require(isinstance(stride, int) and stride >= 1 and image_size % stride == 0,
+             f"stride must be an int >= 1 dividing the image size {image_size}, got {stride!r}")
+    images = torch.randn(batch, in_channels, image_size, image_size)
+    before = images.clone()
+    with torch.no_grad():
+        out = check_target_output(target(images), images, channels, stride)
+        _require(torch.equal(images, before), "the target changed its input images")
+        _require(torch.isfinite(out).all(), "non-finite target")
+        _require(torch.equal(out, target(images)), "the same images gave another target")
+        _require(not torch.allclose(out, target(torch.randn_like(images))), "other images gave the same target")
+        if callable(getattr(target, "to_image", None)):
+            back = target.to_image(out, images)
+            _require(tuple(back.shape) == tuple(images.shape), f"to_image gave {list(back.shape)}, expected "
+                     f"{list(images.shape)}")
+            _require(torch.allclose(back, images, atol=1e-4), "to_image(target(images), images) is not the images")
+    if isinstance(target, torch.nn.Module):
+        trained = [n for n, p in target.named_parameters() if p.requires_grad]
+        _require(not trained, f"the core does not train a target's parameters; requires_grad_(False) on: {trained}")
+        if callable(getattr(target, "update", None)):
+            student = kwargs["encoder"] if "encoder" in kwargs else _TinyEncoder(in_channels)
+            with torch.no_grad():
+                for p in student.parameters():
+                    p.add_(torch.randn_like(p))
+            target.update(student, 1, 10)
+            again = factory(**kwargs)
+            again.load_state_dict(target.state_dict())
+            with torch.no_grad():
+                _require(torch.equal(again(images), target(images)), "a target rebuilt from state_dict() differs")

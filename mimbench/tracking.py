@@ -162,7 +162,7 @@ def run_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:
     flat: dict[str, Any] = {}
     for key in ("run_id", "suite", "label", "seed", "image_size", "baseline", "pretrained_in"):
         flat[key] = config.get(key)
-    for kind in ("dataset", "encoder", "decoder", "masker", "loss"):
+    for kind in ("dataset", "encoder", "decoder", "masker", "loss", "target"):
         spec = config.get(kind)
         if isinstance(spec, dict):
             flat[kind] = spec.get("name")

@@ -2,7 +2,9 @@
 
 Read it top to bottom: data stays on the device as uint8 (or streams in, when too
 large); each step takes a shuffled batch and makes its mask (on CUDA a background thread makes
-the next one while the current step runs), hides those pixels, reconstructs and steps AdamW.
+the next one while the current step runs), hides those pixels, predicts the run's target (the
+image itself by default) at the hidden cells and steps AdamW; a target with state (an EMA
+teacher) is updated after the step.
 The loss is read back to the host only every ``log_every`` steps. ``train.compile`` runs the step's model through
 ``torch.compile``; under ``train.devices`` > 1 each process trains on its share of every batch
 (``Shard``) inside DistributedDataParallel.
@@ -21,22 +23,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mimbench.augment import random_resized_crop
-from mimbench.contract import check_mask, reconstruct
+from mimbench.contract import Components, check_mask, check_target_output, mask_on_grid, reconstruct
+from mimbench.errors import ContractError
 from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
 from mimbench.specs import Status
 from mimbench.schema import MAX_COUNT, AugmentConfig, TrainConfig
-
-
-@dataclass
-class Components:
-    """The four trainable/callable parts of one run (built by :meth:`mimbench.runtime.Runtime.components`)."""
-
-    encoder: nn.Module
-    decoder: nn.Module
-    masker: Callable[..., torch.Tensor]
-    loss: Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -49,6 +42,14 @@ class TrainResult:
     images_per_second: float = 0.0  # global batch images per second, the compiling step left out
     compile_seconds: float = 0.0  # the first compiled step, compilation included (0: not compiled)
     peak_memory_mb: float | None = None  # under DDP: the training process's own peak (mimbench.memory)
+
+
+def target_state(target: object) -> dict[str, torch.Tensor] | None:
+    """What a target saves with its run (``target.pt``): the state_dict of a target that is a module
+    and has one (ema_teacher's teacher); None for a stateless target."""
+    if not isinstance(target, nn.Module):
+        return None
+    return {name: value.detach().cpu() for name, value in target.state_dict().items()} or None
 
 
 def train_batch_size(train: TrainConfig, train_images: int) -> int:
@@ -97,19 +98,29 @@ class Shard:
 
 
 class MaskedModel(nn.Module):
-    """Encoder + decoder + loss as one module: what DDP wraps and ``torch.compile`` compiles.
+    """Encoder + decoder + target + loss as one module: what DDP wraps and ``torch.compile`` compiles.
 
-    forward(images float [B, C, H, W], mask bool [B, H, W]) -> scalar loss on the hidden pixels.
+    forward(images float [B, C, H, W], mask bool [B, H, W]) -> scalar loss on the hidden cells of
+    the target's grid (the hidden pixels for ``pixels``).
     """
 
     def __init__(self, parts: Components):
         super().__init__()
-        self.encoder, self.decoder, self.loss = parts.encoder, parts.decoder, parts.loss
+        self.encoder, self.decoder, self.loss, self.target = parts.encoder, parts.decoder, parts.loss, parts.target
+        self.channels, self.stride = parts.target.channels, parts.target.stride
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor, check: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.target(images)  # [B, D, H / s, W / s]; the teacher of ema_teacher sees every pixel
+        hidden = mask_on_grid(mask, self.stride)
+        if check:
+            check_target_output(target, images, self.channels, self.stride)
+            if not hidden.any():
+                raise ContractError(f"the target predicts {self.stride}x{self.stride} cells and a cell counts as "
+                                    f"hidden only when all its pixels are: the masker hid no whole cell")
         with autocast_for(images.device):
-            pred = reconstruct(self.encoder, self.decoder, images, mask, check=check)
-        return self.loss(pred.float(), images, mask)
+            pred = reconstruct(self.encoder, self.decoder, images, mask, check, self.channels, self.stride)
+        return self.loss(pred.float(), target.float(), hidden)
 
 
 def masked_batches(data: Images, batch_size: int, generator: torch.Generator, normalize: Normalizer,
@@ -198,6 +209,8 @@ class _Loop:
               flops_per_image: float | None) -> "_Loop":
         """The model (DDP-wrapped, compiled as asked), AdamW and its schedule, and the step plan."""
         encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
+        if isinstance(parts.target, nn.Module):
+            parts.target.to(device).train()
         model: nn.Module = MaskedModel(parts)
         if shard.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(
@@ -257,6 +270,9 @@ class _Loop:
         if compiling:
             self.result.compile_seconds = _synced_seconds_since(compile_start, self.device)
         self.step += 1
+        update = getattr(self.parts.target, "update", None)
+        if update is not None:  # a target with state (ema_teacher) follows the step
+            update(self.parts.encoder, self.step, self.total_steps)
         return loss.detach()
 
     def finish(self, start: float) -> TrainResult:

@@ -33,7 +33,7 @@ from mimbench.probing import ProbeContext, RawPixels
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, Status
 from mimbench.tracking import RunEvents
-from mimbench.train import Components, pretrain, train_batch_size
+from mimbench.train import Components, pretrain, target_state, train_batch_size
 from mimbench.version import __version__
 
 def run_task(task: Task) -> Outcome:
@@ -127,6 +127,9 @@ def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFold
                           flops_per_image=flops_per_image)
     record = training_record(result, flops_per_image, train_batch_size(job.train, len(data.train)))
     folder.save_encoder(parts.encoder)
+    state = target_state(parts.target)
+    if state is not None:  # a target with state (ema_teacher's teacher) is part of what the run learned
+        folder.save_target(state)
     if result.status == Status.DONE:
         record.update(evaluate_run(runtime, job, parts, data, folder))
     return record
@@ -162,22 +165,34 @@ def evaluate_run(runtime: Runtime, job: RunSpec, parts: Components, data: SuiteD
                  folder: RunFolder) -> dict[str, Any]:
     """A trained run's reconstruction metrics (own masker, reference masker), its picture, and its probes."""
     evaluation, device = job.eval, runtime.device
-    # A loss that trains on another target (norm_pix) says how to map predictions back.
-    to_image = getattr(parts.loss, "prediction_to_image", None)
-    own = reconstruction_metrics(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
-                                 evaluation.mask_seed, evaluation.batch_size, device, to_image)
-    record = {"recon_mse": own["mse"], "recon_psnr": own["psnr"], "mask_ratio_actual": own["mask_ratio"],
-              "mask_avgdist_px": own["mask_avgdist"], "recon_uses_target_stats": to_image is not None}
+    to_image, uses_target_stats = prediction_to_image(parts)
+    measure = lambda masker: reconstruction_metrics(parts, masker, data.test, data.normalize,  # noqa: E731
+                                                    evaluation.mask_seed, evaluation.batch_size, device, to_image)
+    own = measure(parts.masker)
+    record = {"recon_mse": own.get("mse"), "recon_psnr": own.get("psnr"), "mask_ratio_actual": own["mask_ratio"],
+              "mask_avgdist_px": own["mask_avgdist"], "recon_uses_target_stats": uses_target_stats}
+    if "target_loss" in own:
+        record["target_loss"] = own["target_loss"]
     if evaluation.reference_masker is not None:
-        masker = runtime.build("masker", evaluation.reference_masker)
-        reference = reconstruction_metrics(parts.encoder, parts.decoder, masker, data.test, data.normalize,
-                                           evaluation.mask_seed, evaluation.batch_size, device, to_image)
-        record.update(ref_mse=reference["mse"], ref_psnr=reference["psnr"])
-    grid = reconstruction_grid(parts.encoder, parts.decoder, parts.masker, data.test, data.normalize,
-                               evaluation.mask_seed, device, to_image=to_image)
-    folder.save_reconstructions(grid)
+        reference = measure(runtime.build("masker", evaluation.reference_masker))
+        record.update(ref_mse=reference.get("mse"), ref_psnr=reference.get("psnr"))
+        if "target_loss" in reference:
+            record["ref_target_loss"] = reference["target_loss"]
+    if to_image is not None:  # a prediction that is not an image has no picture
+        folder.save_reconstructions(reconstruction_grid(parts, parts.masker, data.test, data.normalize,
+                                                        evaluation.mask_seed, device, to_image))
     record.update(run_probes(runtime, job, evaluation.probes, parts.encoder, data))
     return record
+
+
+def prediction_to_image(parts: Components) -> tuple[Any, bool]:
+    """How a prediction maps to the normalised image (None: it does not), and whether that uses
+    the target's own statistics. A loss that trains on norm_pix (its ``norm_pix`` param) says so
+    itself; otherwise the target's ``to_image`` (``pixels``: the identity)."""
+    from_loss = getattr(parts.loss, "prediction_to_image", None)
+    if from_loss is not None:
+        return from_loss, True
+    return getattr(parts.target, "to_image", None), bool(getattr(parts.target, "uses_target_stats", False))
 
 
 def counted_flops(parts: Components, job: RunSpec, channels: int, device: torch.device) -> float | None:

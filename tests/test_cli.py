@@ -287,7 +287,7 @@ def test_suite_that_is_not_a_mapping(tmp_path):
         ({"grid": {**TINY["grid"], "masks": ["pixel"]}}, "grid.masks: unknown key"),
         ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1 (got 0)"),
         ({"seeds": []}, "seeds:"),
-        ({"sweep": {"masker": [0.5]}}, "sweep key 'masker' must be <encoder|decoder|masker|loss|train>.<param>"),
+        ({"sweep": {"masker": [0.5]}}, "sweep key 'masker' must be <encoder|decoder|masker|loss|target|train>.<param>"),
         ({"name": "../escape"}, "name: String should match pattern"),
     ],
     ids=["top-level-key", "train-key", "grid-key", "epochs-0", "no-seeds", "bad-sweep-key", "bad-name"],

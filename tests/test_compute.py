@@ -107,7 +107,8 @@ def test_counting_changes_no_parameter_statistic_gradient_or_random_state(runtim
     torch.manual_seed(0)
     encoder = NoisyEncoder()
     decoder = runtime.registry.build("decoder", "linear", {}, in_dim=8, stride=4, out_channels=3, image_size=16)
-    parts = Components(encoder, decoder, runtime.registry.build("masker", "pixel", {}), runtime.registry.build("loss", "l1", {}))
+    parts = Components(encoder, decoder, runtime.registry.build("masker", "pixel", {}), runtime.registry.build("loss", "l1", {}),
+                       runtime.registry.build("target", "pixels", {}, in_channels=3, image_size=16))
     before = {k: v.clone() for k, v in [*encoder.state_dict().items(), *decoder.state_dict().items()]}
     rng = torch.get_rng_state()
     images, mask = compute.counting_batch(parts.masker, 3, 16, seed=0, device=torch.device("cpu"))

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from mimbench import metrics
+from mimbench.contract import Components
 from mimbench.data import DeviceImages, Normalizer
 from mimbench.evaluate import reconstruction_metrics
+from mimbench_plugins.pixel_targets import PixelsTarget
 
 
 def test_masked_mse_counts_hidden_values_only():
@@ -54,12 +56,13 @@ def test_reconstruction_metrics_undo_normalisation_and_use_hidden_pixels():
     normalize = Normalizer(torch.tensor([0.3]), torch.tensor([0.2]))
     model = Zero()
     model.channels = 1
-    result = reconstruction_metrics(model, model, HalfMasker(), data, normalize, mask_seed=0, batch_size=4,
-                                    device=torch.device("cpu"))
+    parts = Components(model, model, HalfMasker(), None, PixelsTarget(1, 8))
+    result = reconstruction_metrics(parts, HalfMasker(), data, normalize, mask_seed=0, batch_size=4,
+                                    device=torch.device("cpu"), to_image=parts.target.to_image)
     # predicting normalised 0 is predicting the pixel value 0.3 (the mean), everywhere
     pixels = raw.double() / 255.0
     errors = (pixels[:, :, :4] - 0.3) ** 2  # the hidden top half only
     per_image = errors.flatten(1).mean(1)
     assert math.isclose(result["mse"], errors.mean().item(), rel_tol=1e-6)
     assert math.isclose(result["psnr"], (10 * torch.log10(1 / per_image)).mean().item(), rel_tol=1e-6)
-    assert result["mask_ratio"] == 0.5
+    assert result["mask_ratio"] == 0.5 and "target_loss" not in result  # the target is the image

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from mimbench.data import DeviceImages, Normalizer, StreamedImages, TensorImageDataset, load_images
+from mimbench.contract import Components
 from mimbench.evaluate import reconstruction_metrics
 from mimbench.plugins import load_plugins
 from mimbench.probing import ProbeContext
@@ -67,7 +68,9 @@ def test_normalisation_metrics_and_features_agree():
     encoder = registry.build("encoder", "cnn", {"hidden_dim": 8}, in_channels=1, image_size=12)
     decoder = registry.build("decoder", "linear", {}, in_dim=8, stride=4, out_channels=1, image_size=12)
     masker = registry.build("masker", "patch", {"ratio": 0.5, "mask_patch_size": 4})
-    metrics = [reconstruction_metrics(encoder, decoder, masker, data, b, 0, 32, CPU) for data in (streamed, held)]
+    target = registry.build("target", "pixels", {}, in_channels=1, image_size=12)
+    parts = Components(encoder, decoder, masker, registry.build("loss", "l1", {}), target)
+    metrics = [reconstruction_metrics(parts, masker, data, b, 0, 32, CPU, target.to_image) for data in (streamed, held)]
     assert metrics[0] == metrics[1]
     features = [ProbeContext(encoder, data, data, b, CPU, 0, 32).features("last") for data in (streamed, held)]
     assert torch.allclose(features[0].train, features[1].train) and torch.equal(features[0].train_labels, held.labels)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE, ERROR_FILE = "config.json", "metrics.json", "history.csv", "error.txt"
-ENCODER_FILE, RECONSTRUCTIONS_FILE = "encoder.pt", "reconstructions.png"
+ENCODER_FILE, RECONSTRUCTIONS_FILE, TARGET_FILE = "encoder.pt", "reconstructions.png", "target.pt"
 
 
 class RunFolder:
@@ -112,6 +112,24 @@ class RunFolder:
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
         write_atomic(self.path / ENCODER_FILE, buffer.getvalue())
+
+    def save_target(self, state: dict[str, "torch.Tensor"]) -> None:
+        """A target's state (ema_teacher's teacher, on the CPU) as ``target.pt``."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(self.path / TARGET_FILE, buffer.getvalue())
+
+    def target_state(self) -> dict[str, "torch.Tensor"] | None:
+        """``target.pt``'s state_dict on the CPU, or None for a run whose target has no state."""
+        import torch
+
+        if not (self.path / TARGET_FILE).is_file():
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(self.path / TARGET_FILE, map_location="cpu")
 
     def has_encoder(self) -> bool:
         return (self.path / ENCODER_FILE).is_file()

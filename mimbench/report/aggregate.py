@@ -29,9 +29,9 @@ from mimbench.folder import SuiteFolder
 from mimbench.specs import Status
 
 #: Component columns of the summary, in display order.
-COMPONENTS = ("encoder", "decoder", "masker", "loss")
+COMPONENTS = ("encoder", "decoder", "masker", "loss", "target")
 #: ``<prefix>.<param>`` columns that describe a configuration.
-PARAM_PREFIXES = ("dataset", "encoder", "decoder", "masker", "loss", "train", "eval")
+PARAM_PREFIXES = ("dataset", "encoder", "decoder", "masker", "loss", "target", "train", "eval")
 #: Statuses of runs that did not produce metrics.
 UNFINISHED = (Status.FAILED.value, Status.DIVERGED.value, Status.PENDING.value)
 #: Added columns: an id per configuration and readable labels.
@@ -63,6 +63,8 @@ def normalize_summary(summary: pd.DataFrame) -> pd.DataFrame:
         runs["pretrained"] = runs["pretrained"].map(to_bool).astype(bool)
     else:
         runs["pretrained"] = runs["baseline"] == ""
+    if "target" not in runs.columns:  # a summary from before targets: every run predicted pixels
+        runs["target"] = runs["pretrained"].map({True: "pixels", False: ""})
     for column in ("dataset", *COMPONENTS):
         if column not in runs.columns:
             runs[column] = ""

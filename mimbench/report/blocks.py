@@ -150,7 +150,7 @@ def _setup_blocks(suite: dict[str, Any]) -> list[render.Block]:
     evaluation = suite.get("eval") or {}
     items = [f"**dataset**: `{spec_text(suite.get('dataset'))}`, images resized to {suite.get('image_size')} px",
              f"**seeds**: {', '.join(str(s) for s in suite.get('seeds', []))}",
-             "**pre-training**: " + ", ".join(f"{k} {_yaml_value(v)}" for k, v in (suite.get("train") or {}).items())]
+             "**pre-training**: " + ", ".join(f"{k} {_yaml_value(v)}" for k, v in _train_settings(suite).items())]
     grids = suite.get("grid") if isinstance(suite.get("grid"), list) else [suite.get("grid") or {}]
     for i, grid in enumerate(grids):
         prefix = f"grid {i + 1}: " if len(grids) > 1 else ""
@@ -265,8 +265,21 @@ def _warning_blocks(report: Report) -> list[render.Block]:
     return [render.Heading("Report warnings"), render.Bullets(list(report.warnings))]
 
 
+def _train_settings(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite's ``train`` settings as the report lists them: without ``epochs`` when
+    ``budget_flops`` sets the steps instead (epochs are then unused)."""
+    train = dict(suite.get("train") or {})
+    if train.get("budget_flops") is not None:
+        train.pop("epochs", None)
+    return train
+
+
 def _yaml_value(value: Any) -> str:
-    """A setting as the suite's YAML writes it: ``null``, ``true``/``false``, numbers and text as they are."""
+    """A setting as the suite's YAML writes it: ``null``, ``true``/``false``, large floats in their
+    shortest exact form (``3.36517988352e+12``), other numbers and text as they are."""
     if value is None or isinstance(value, bool):
         return "null" if value is None else str(value).lower()
+    if isinstance(value, float) and abs(value) >= 1e6:
+        digits = next(d for d in range(17) if float(f"{value:.{d}e}") == value)
+        return f"{value:.{digits}e}"
     return str(value)

@@ -132,8 +132,10 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one row, whatever the labels
             if reconstruction and pair in compared:
                 continue
-            if metric.key in columns.OWN_MASKER_COLUMNS and not _same_masker(configs, config_id, counterpart):
+            if metric.key in columns.OWN_MASKER_COLUMNS and not _same(configs, config_id, counterpart, "masker"):
                 continue  # each scored on the masks of its own masker: no common ground
+            if metric.key in columns.OWN_TARGET_COLUMNS and not _same(configs, config_id, counterpart, "target"):
+                continue  # each in the units of its own target
             compared.add(pair)
             mine = done[done["config_id"] == config_id].set_index("seed")[metric.key].dropna()
             theirs = done[done["config_id"] == counterpart].set_index("seed")[metric.key].dropna()
@@ -209,9 +211,9 @@ def _choices(configs: pd.DataFrame) -> str:
     return "the configurations have " + "; ".join(shown)
 
 
-def _same_masker(configs: pd.DataFrame, first: str, second: str) -> bool:
-    """Whether two configurations mask alike: the same masker with the same params."""
-    keys = [c for c in configs.columns if c == "masker" or c.startswith("masker.")]
+def _same(configs: pd.DataFrame, first: str, second: str, axis: str) -> bool:
+    """Whether two configurations have the same component on ``axis`` (a masker, a target), params too."""
+    keys = [c for c in configs.columns if c == axis or c.startswith(axis + ".")]
     return [_plain(v) for v in configs.loc[first, keys]] == [_plain(v) for v in configs.loc[second, keys]]
 
 
