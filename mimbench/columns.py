@@ -16,8 +16,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-#: What a column measures. ``accuracy`` (a top-1 fraction of a probe) gets the gain over the
-#: random-init baseline and the probe figures; ``psnr`` the reconstruction figures.
+#: What a column measures. ``accuracy`` (a probe's score as a fraction, higher is better: top-1
+#: accuracy, mIoU) gets the gain over the random-init baseline and the probe figures; ``psnr`` the
+#: reconstruction figures.
 Kind = Literal["accuracy", "psnr", "mse", "count", "other"]
 
 

@@ -17,6 +17,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 
+#: The label of a pixel a segmentation mask leaves out (unlabelled, a boundary): no loss, no score.
+IGNORE_INDEX = 255
+
+
 class TensorImageDataset(Dataset):
     """A labelled image dataset kept in memory.
 
@@ -24,16 +28,27 @@ class TensorImageDataset(Dataset):
         images: uint8 Tensor[N, C, H, W], pixel values 0..255.
         labels: int64 Tensor[N].
         num_classes: number of label classes.
+        masks: optional uint8 Tensor[N, H, W], a segmentation class per pixel (0..mask_classes - 1,
+            ``IGNORE_INDEX`` = 255 for pixels without a label): a dataset with masks feeds dense probes.
+        mask_classes: the number of segmentation classes (needed with ``masks``).
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                 masks: torch.Tensor | None = None, mask_classes: int | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if masks is not None:
+            n, _, h, w = images.shape
+            if masks.dtype != torch.uint8 or tuple(masks.shape) != (n, h, w):
+                raise ValueError(f"masks must be uint8 [{n}, {h}, {w}], got {masks.dtype} {tuple(masks.shape)}")
+            if not mask_classes or mask_classes < 2 or mask_classes >= IGNORE_INDEX:
+                raise ValueError(f"mask_classes must be in 2..{IGNORE_INDEX - 1} with masks, got {mask_classes!r}")
         self.images = images
         self.labels = labels.long()
         self.num_classes = num_classes
+        self.masks, self.mask_classes = masks, mask_classes
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -48,12 +63,15 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class DeviceImages:
-    """One split held on the device: uint8 images [N, C, S, S] and labels [N]. Batches are
-    taken by indexing: no DataLoader, no host-to-device copy per step."""
+    """One split held on the device: uint8 images [N, C, S, S] and labels [N], and for a dataset
+    that has them, segmentation masks uint8 [N, S, S] of ``mask_classes`` classes (255: ignored).
+    Batches are taken by indexing: no DataLoader, no host-to-device copy per step."""
 
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
+    masks: torch.Tensor | None = None
+    mask_classes: int | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -87,7 +105,14 @@ class DeviceImages:
     def subset(self, indices: torch.Tensor) -> "DeviceImages":
         """The images at ``indices`` (int64 [K]), in that order."""
         indices = indices.to(self.images.device)
-        return DeviceImages(self.images[indices], self.labels[indices], self.num_classes)
+        masks = None if self.masks is None else self.masks[indices]
+        return DeviceImages(self.images[indices], self.labels[indices], self.num_classes, masks, self.mask_classes)
+
+    def mask_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Images uint8 [B, C, S, S] with their masks uint8 [B, S, S], in order; ValueError without masks."""
+        if self.masks is None:
+            raise ValueError("this split has no segmentation masks")
+        yield from zip(self.images.split(batch_size), self.masks.split(batch_size))
 
 
 class StreamedImages:
@@ -98,6 +123,7 @@ class StreamedImages:
     def __init__(self, dataset: Dataset, image_size: int, device: torch.device, workers: int):
         self.dataset, self.device, self.workers = dataset, device, workers
         self.num_classes = int(getattr(dataset, "num_classes"))
+        self.masks, self.mask_classes = None, None  # dense probes need the split held on the device
         self.channels = int(dataset[0][0].shape[0])
         self.image_size = image_size
 
@@ -215,6 +241,7 @@ def to_device_images(dataset: Dataset, image_size: int, device: torch.device) ->
     Images of another size are resized (bilinear, antialiased) once, here.
     """
     num_classes = int(getattr(dataset, "num_classes"))
+    masks, mask_classes = getattr(dataset, "masks", None), getattr(dataset, "mask_classes", None)
     if isinstance(dataset, TensorImageDataset):
         images, labels = dataset.images, dataset.labels
     else:
@@ -227,7 +254,11 @@ def to_device_images(dataset: Dataset, image_size: int, device: torch.device) ->
     images, labels = images.to(device), labels.to(device)
     if images.shape[-2:] != (image_size, image_size):
         images = resize_uint8(images, image_size)
-    return DeviceImages(images, labels, num_classes)
+    if masks is not None:
+        masks = masks.to(device)
+        if masks.shape[-2:] != (image_size, image_size):  # nearest: a class is never blended with another
+            masks = F.interpolate(masks[:, None].float(), size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8)
+    return DeviceImages(images, labels, num_classes, masks, mask_classes)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -160,6 +160,11 @@ def mimbench_register_datasets(register: Register) -> None:
     suite's ``image_size``; whatever comes back is resized to it. Returning a
     ``mimbench.plugin.TensorImageDataset`` (uint8 tensors in memory) lets the core
     move the data to the device once and batch it by indexing.
+
+    A dataset declares that it carries segmentation masks (for dense probes) with the attributes
+    ``masks`` (uint8 Tensor[N, H, W], a class per pixel, 255 = no label) and ``mask_classes``
+    (``TensorImageDataset(..., masks=..., mask_classes=...)``); masks are resized with the images
+    (nearest). Its int ``label`` per image still feeds the classification probes.
     """
 
 
@@ -179,6 +184,11 @@ def mimbench_register_probes(register: Register) -> None:
     scoring function into the ``layer`` param's columns (``<name>_acc@<block>``...).
     A probe must not change the encoder: train a copy (see ``finetune``). Baselines go
     through the same probes with an untrained encoder or ``RawPixels``.
+
+    A dense probe sets ``needs_masks = True`` (a suite whose probe datasets carry no masks exits 2
+    before training) and reads ``context.dense(split, layer)``: the feature grids of unmasked images
+    [N, D, h, w] with their masks [N, S, S], extracted once per run and shared (the pixels
+    baseline's grid is each 4 px square's raw pixels).
 
     The probe may declare the columns it returns with a method
     ``metric_columns() -> list[mimbench.plugin.MetricColumn]``: the report's headline table

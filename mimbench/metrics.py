@@ -69,3 +69,29 @@ def mask_avgdist(mask: torch.Tensor, max_elements: int = 1 << 22) -> torch.Tenso
     dist = d2.view(b, w, h).transpose(1, 2).sqrt()
     total = torch.where(hidden, dist, 0.0).double().flatten(1).sum(dim=1)
     return torch.where((counts > 0) & any_visible, total / counts, torch.nan)
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """int64 [classes, classes] counts, row = true class, column = predicted, over every pixel of
+    ``pred`` and ``target`` (int tensors of one shape) whose true class is not ``ignore_index``."""
+    keep = target != ignore_index
+    index = target[keep].long() * classes + pred[keep].long()
+    return torch.bincount(index, minlength=classes * classes).view(classes, classes)
+
+
+def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
+    """mIoU and pixel accuracy from a confusion matrix (rows true, columns predicted).
+
+    IoU of a class = TP / (TP + FP + FN). A class that is neither in the ground truth nor predicted
+    has no IoU and is left out of the mean; a class predicted but absent from the ground truth has
+    IoU 0 and counts (as in mmsegmentation and the Pascal VOC devkit). Pixel accuracy = correct /
+    labelled pixels. Returns ``miou``, ``pixel_acc`` and ``classes_scored`` (how many IoUs the mean has)."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    scored = union > 0
+    iou = tp[scored] / union[scored]
+    total = confusion.sum()
+    return {"miou": iou.mean().item() if scored.any() else float("nan"),
+            "pixel_acc": (tp.sum() / total).item() if total > 0 else float("nan"),
+            "classes_scored": int(scored.sum())}

@@ -191,7 +191,9 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
     if reference is not None:
         _try_masker(runtime.build("masker", reference), images, f"eval.reference_masker {reference.name!r}")
     for spec in runs[0].eval.probes if runs else ():
-        runtime.build("probe", spec)
+        probe = runtime.build("probe", spec)
+        if getattr(probe, "needs_masks", False):
+            _check_masks(spec.name, runs[0], data)
 
 
 def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor) -> None:
@@ -207,6 +209,20 @@ def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Te
             check_block_index(layer, count, f"encoder {run.encoder.name!r}")
         except ValueError as exc:
             raise ConfigError(f"probe {name!r}: {exc}") from None
+
+
+def _check_masks(probe: str, run: RunSpec, data: SuiteData) -> None:
+    """A dense probe needs a labelled split with segmentation masks, held on the device."""
+    split = data.probe_train
+    if split.masks is not None and data.probe_test.masks is not None:
+        return
+    where = "eval.dataset" if run.eval.dataset is not None else "dataset"
+    name = (run.eval.dataset or run.dataset).name
+    why = ("its splits stream from the host (raise data.in_memory_gb to hold them on the device)"
+           if getattr(split, "dataset", None) is not None and getattr(split.dataset, "masks", None) is not None
+           else "it has no segmentation masks")
+    raise ConfigError(f"probe {probe!r} is a dense probe, and {where} {name!r}: {why}; use a dataset with masks "
+                      f"(fashion-mosaic) as {where}, or drop {probe!r} from eval.probes")
 
 
 def _check_hidden_cells(masker: Any, images: torch.Tensor, run: RunSpec, stride: int) -> None:

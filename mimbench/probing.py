@@ -34,6 +34,17 @@ class RawPixels(nn.Module):
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return images.flatten(1)[:, :, None, None]
 
+    def dense_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """For dense probes: each ``DENSE_PIXEL_PATCH`` px square's raw pixels as its feature,
+        [B, C * p * p, H / p, W / p] (p = 1 when it does not divide the image)."""
+        p = DENSE_PIXEL_PATCH if images.shape[-1] % DENSE_PIXEL_PATCH == 0 else 1
+        return torch.nn.functional.pixel_unshuffle(images, p)
+
+
+#: The side of the squares whose raw pixels are the ``pixels`` baseline's feature grid for dense
+#: probes: the patch of the packaged ViTs, so that the baseline's grid is as fine as theirs.
+DENSE_PIXEL_PATCH = 4
+
 
 @dataclass
 class Features:
@@ -59,6 +70,9 @@ class ProbeContext:
     device: torch.device
     seed: int
     batch_size: int = 512
+    # save_picture(name, image float [3, H, W] in [0, 1]): a picture for the report, as the run's
+    # <name>.png (``segmentations``: the dense probes' figure); None where there is no run folder
+    save_picture: Callable[[str, torch.Tensor], None] | None = None
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
@@ -93,6 +107,26 @@ class ProbeContext:
         return self._cache["blocks"]  # type: ignore[return-value]
 
     @torch.no_grad()
+    def dense(self, split: str, layer: int | str = "last") -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature grids of a split's unmasked images, float [N, D, h, w], with its segmentation
+        masks uint8 [N, S, S] (255: ignored); ``layer``: ``"last"`` or a block index. Extracted once
+        per run and layer, shared by the dense probes. ValueError when the split has no masks."""
+        key = f"dense/{split}/{layer}"
+        if key not in self._cache:
+            data = self.train if split == "train" else self.test
+            if getattr(data, "masks", None) is None:
+                raise ValueError(f"the {split} split has no segmentation masks (a dense probe needs a dataset "
+                                 f"that carries them, e.g. fashion-mosaic, held on the device)")
+            self.encoder.eval()
+            grids, masks = [], []
+            for batch, batch_masks in data.mask_batches(self.batch_size):
+                with autocast_for(self.device):
+                    grids.append(dense_grid(self.encoder, self.normalize(batch), layer).float())
+                masks.append(batch_masks)
+            self._cache[key] = (torch.cat(grids), torch.cat(masks))
+        return self._cache[key]  # type: ignore[return-value]
+
+    @torch.no_grad()
     def _last_block_if_output(self) -> Features | None:
         """The last block's features when they are already extracted and the encoder's output
         equals its last block (checked on one batch), to save a pass over the data."""
@@ -119,6 +153,18 @@ class ProbeContext:
             splits.append([torch.cat(per_layer) for per_layer in zip(*chunks)])
             labels.append(torch.cat(label_chunks))
         return [Features(train, test, *labels) for train, test in zip(*splits)]
+
+
+def dense_grid(encoder: nn.Module, images: torch.Tensor, layer: int | str = "last") -> torch.Tensor:
+    """An encoder's feature grid for dense probes: its ``dense_grid`` when it has one (the pixels
+    baseline), else its output (``"last"``) or block ``layer``'s grid, [B, D, h, w]."""
+    if callable(getattr(encoder, "dense_grid", None)):
+        return encoder.dense_grid(images)
+    if layer == "last" or not callable(getattr(encoder, "blocks", None)):
+        return encoder(images)
+    blocks = encoder.blocks(images)
+    check_block_index(layer, len(blocks))
+    return blocks[layer]
 
 
 #: score(train_x [N, D], train_y [N], eval_x [M, D], eval_y [M], num_classes) -> (accuracy, extras)

@@ -91,7 +91,7 @@ def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEve
     on_epoch = lambda row: events.epoch(folder.path, row)  # noqa: E731
     with PeakMemory(runtime.device) as peak:
         if isinstance(job, BaselineSpec):
-            record = execute_baseline(runtime, job, data)
+            record = execute_baseline(runtime, job, data, folder)
         elif task.pretrained_in is not None:
             source = SuiteFolder(task.suite_dir).run(task.pretrained_in)
             record = execute_evaluation(runtime, job, data, folder, source, on_epoch)
@@ -181,7 +181,7 @@ def evaluate_run(runtime: Runtime, job: RunSpec, parts: Components, data: SuiteD
     if to_image is not None:  # a prediction that is not an image has no picture
         folder.save_reconstructions(reconstruction_grid(parts, parts.masker, data.test, data.normalize,
                                                         evaluation.mask_seed, device, to_image))
-    record.update(run_probes(runtime, job, evaluation.probes, parts.encoder, data))
+    record.update(run_probes(runtime, job, evaluation.probes, parts.encoder, data, folder))
     return record
 
 
@@ -222,14 +222,15 @@ def execute_evaluation(runtime: Runtime, job: RunSpec, data: SuiteData, folder: 
     if record.get("status") == Status.DONE:
         encoder = runtime.encoder(job, data.train.channels)
         encoder.load_state_dict(source.encoder_state())
-        record.update(run_probes(runtime, job, job.eval.probes, encoder, data))
+        record.update(run_probes(runtime, job, job.eval.probes, encoder, data, folder))
     return record
 
 
-def execute_baseline(runtime: Runtime, job: BaselineSpec, data: SuiteData) -> dict[str, Any]:
+def execute_baseline(runtime: Runtime, job: BaselineSpec, data: SuiteData,
+                     folder: RunFolder | None = None) -> dict[str, Any]:
     """The probes on an untrained encoder or on raw pixels; returns the metrics record."""
     encoder = baseline_encoder(runtime, job, data)
-    return {"status": Status.DONE.value, **run_probes(runtime, job, job.eval.probes, encoder, data)}
+    return {"status": Status.DONE.value, **run_probes(runtime, job, job.eval.probes, encoder, data, folder)}
 
 
 def baseline_encoder(runtime: Runtime, job: BaselineSpec, data: SuiteData) -> torch.nn.Module:
@@ -242,9 +243,10 @@ def baseline_encoder(runtime: Runtime, job: BaselineSpec, data: SuiteData) -> to
 
 
 def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[Component],
-               encoder: torch.nn.Module, data: SuiteData) -> dict[str, Any]:
+               encoder: torch.nn.Module, data: SuiteData, folder: RunFolder | None = None) -> dict[str, Any]:
     """Each of ``probes`` on the frozen ``encoder``, fit on the labelled train split (or its
-    ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once."""
+    ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once.
+    A probe's pictures (``context.save_picture``) go to the run's ``folder``."""
     started = time.perf_counter()
     # Probes that draw from torch's global generator (a fine-tuning head's init) must not depend
     # on what this process ran before: the same run gives the same numbers in any order, anywhere.
@@ -252,7 +254,8 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
     device = runtime.device
     train = probe_train_split(data, job.seed, job.eval.labels_per_class)
     context = ProbeContext(encoder.to(device).eval(), train, data.probe_test, data.normalize.to(device),
-                           device, job.seed, job.eval.batch_size)
+                           device, job.seed, job.eval.batch_size,
+                           save_picture=None if folder is None else folder.save_picture)
     columns: dict[str, Any] = {}
     for spec in probes:
         columns.update(runtime.build("probe", spec)(context))
@@ -285,7 +288,7 @@ def add_probes(runtime: Runtime, task: Task, folder: RunFolder) -> Outcome:
             source = SuiteFolder(task.suite_dir).run(folder.read_record().get("pretrained_in") or job.run_id)
             encoder = runtime.encoder(job, data.train.channels)
             encoder.load_state_dict(source.encoder_state())
-        columns = run_probes(runtime, job, probes, encoder, data)
+        columns = run_probes(runtime, job, probes, encoder, data, folder)
         record = folder.read_record()
         columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)
         record = {**record, **columns}

@@ -9,6 +9,7 @@ suite folder, never deleted.
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -148,11 +149,21 @@ class RunFolder:
 
     def save_reconstructions(self, image: "torch.Tensor") -> None:
         """``image`` float [3, H, W] in [0, 1] as ``reconstructions.png``."""
+        self.save_picture(RECONSTRUCTIONS_FILE.removesuffix(".png"), image)
+
+    def save_picture(self, name: str, image: "torch.Tensor") -> None:
+        """``image`` float [3, H, W] in [0, 1] as ``<name>.png`` (``name``: lower-case letters and _)."""
         from torchvision.utils import save_image
 
+        if not re.fullmatch(r"[a-z_]{1,40}", name):
+            raise ValueError(f"a picture's name must be 1-40 lower-case letters or _, got {name!r}")
         buffer = io.BytesIO()
         save_image(image, buffer, format="png")
-        write_atomic(self.path / RECONSTRUCTIONS_FILE, buffer.getvalue())
+        write_atomic(self.path / f"{name}.png", buffer.getvalue())
+
+    def picture(self, name: str) -> Path:
+        """Where ``<name>.png`` is (it may not exist)."""
+        return self.path / f"{name}.png"
 
     @property
     def reconstructions(self) -> Path:

@@ -112,8 +112,11 @@ def wrapped_title(ax, text: str) -> None:
 
 
 def metric_title(column: MetricColumn) -> str:
-    """How titles name a metric: "<probe name> accuracy", else its axis label."""
-    return f"{column.name} accuracy" if column.kind == "accuracy" else column.axis_label
+    """How titles name a metric: its axis label without the unit for a fraction-valued score
+    ("linear accuracy", "seg. linear mIoU"), else its axis label."""
+    if column.kind == "accuracy":
+        return column.axis_label.split(" (")[0] if column.axis else f"{column.name} accuracy"
+    return column.axis_label
 
 
 def rotate_ticks(ax, labels: Sequence[str]) -> None:

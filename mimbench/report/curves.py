@@ -146,11 +146,19 @@ def loss_curves_figure(histories: pd.DataFrame) -> Figure | None:
     return fig
 
 
+RECONSTRUCTIONS_CAPTION = ("Reconstructions on fixed test images. Rows in each panel: original; what the encoder saw "
+                           "(hidden pixels as a grey checkerboard); prediction; prediction pasted into the hidden pixels.")
+SEGMENTATIONS_CAPTION = ("Segmentations of fixed test images by the seg_linear probe. Rows in each panel: image; "
+                         "ground truth; prediction (a colour per class, background black, unlabelled white).")
+
+
 @styled
-def reconstruction_montage(images: Sequence[tuple[str, Path]], columns: int = 2, dpi: int = 150) -> Figure | None:
-    """The runs' ``reconstructions.png`` side by side, one panel per ``(label, path)``, titled
-    with its label (``ax.texts``); in each, rows: original, what the encoder saw (hidden pixels
-    as a grey checkerboard), the prediction, the prediction pasted into the hidden pixels.
+def reconstruction_montage(images: Sequence[tuple[str, Path]], columns: int = 2, dpi: int = 150,
+                           caption: str = RECONSTRUCTIONS_CAPTION) -> Figure | None:
+    """The runs' pictures (``reconstructions.png``, or ``segmentations.png`` with its ``caption``) side
+    by side, one panel per ``(label, path)``, titled with its label (``ax.texts``); in each
+    reconstruction, rows: original, what the encoder saw (hidden pixels as a grey checkerboard), the
+    prediction, the prediction pasted into the hidden pixels.
 
     The pictures are pasted at their own resolution into one image shown on one axes, and the
     figure is sized so that saving it at ``dpi`` maps one picture pixel to one image pixel."""
@@ -178,9 +186,7 @@ def reconstruction_montage(images: Sequence[tuple[str, Path]], columns: int = 2,
         ax.text(left + picture.shape[1] / 2, top - dpi * 0.02, text, ha="center", va="bottom", fontsize=9, linespacing=1.1)
     ax.imshow(canvas, interpolation="nearest")
     ax.text(canvas.shape[1] / 2, header * 0.45, "\n".join(textwrap.wrap(
-        "Reconstructions on fixed test images. Rows in each panel: original; what the encoder saw (hidden pixels "
-        "as a grey checkerboard); prediction; prediction pasted into the hidden pixels.",
-        max(40, int(canvas.shape[1] / (dpi * 0.09))))), ha="center", va="center", fontsize=11)
+        caption, max(40, int(canvas.shape[1] / (dpi * 0.09))))), ha="center", va="center", fontsize=11)
     return fig
 
 

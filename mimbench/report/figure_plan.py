@@ -69,6 +69,8 @@ def figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep:
     plan += _sweep_figures(table, sweep, declared, one_count)
     plan.append(_loss_figure(suite_dir, runs, one_count))
     plan.append(_montage_figure(suite_dir, runs, one_count))
+    if any(path.is_file() for _, path in montage_images(suite_dir, runs, "segmentations", baselines=True)):
+        plan.append(_segmentation_figure(suite_dir, runs, one_count))
     return plan
 
 
@@ -161,6 +163,16 @@ def _montage_figure(suite_dir: Path, runs: pd.DataFrame, one_count: str) -> Repo
                         + "), on the same test images and evaluation masks." + one_count,
                         lambda: curves.reconstruction_montage(montage_images(suite_dir, runs)),
                         ("png",))  # pictures: a PDF would only wrap the same pixels
+
+
+def _segmentation_figure(suite_dir: Path, runs: pd.DataFrame, one_count: str) -> ReportFigure:
+    pictures = [(label, path) for label, path in montage_images(suite_dir, runs, "segmentations", baselines=True)
+                if path.is_file()]
+    return ReportFigure("segmentations", "Segmentations",
+                        "Each run's `segmentations.png`, written by the seg_linear probe (the first finished seed "
+                        "of each configuration and baseline), on the same test images." + one_count,
+                        lambda: curves.reconstruction_montage(pictures, caption=curves.SEGMENTATIONS_CAPTION),
+                        ("png",))
 
 
 def draw_figures(plan: list[ReportFigure], folder: Path, report: Report) -> list[tuple[ReportFigure, Path]]:

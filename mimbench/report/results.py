@@ -131,10 +131,12 @@ def histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
                                                                                      "loss_name", "seed"])
 
 
-def montage_images(suite_dir: Path, runs: pd.DataFrame) -> list[tuple[str, Path]]:
-    """(label, reconstructions.png) of the first finished seed of each configuration, in suite order."""
-    done = runs[runs["pretrained"] & (runs["status"] == Status.DONE)]
+def montage_images(suite_dir: Path, runs: pd.DataFrame, picture: str = "reconstructions",
+                   baselines: bool = False) -> list[tuple[str, Path]]:
+    """(label, the run's ``<picture>.png``) of the first finished seed of each configuration (and of
+    each baseline with ``baselines``), in suite order."""
+    done = runs[(runs["pretrained"] | baselines) & (runs["status"] == Status.DONE)]
     first = done.sort_values("seed", kind="stable").drop_duplicates("config_id").set_index("config_id")
     return [(f"{first.at[c, 'label']} (seed {first.at[c, 'seed']})",
-             SuiteFolder(suite_dir).run(str(first.at[c, "run_id"])).reconstructions)
+             SuiteFolder(suite_dir).run(str(first.at[c, "run_id"])).picture(picture))
             for c in list(dict.fromkeys(done["config_id"]))[:MONTAGE_LIMIT]]
