@@ -10,6 +10,7 @@ import difflib
 import functools
 import gzip
 import inspect
+import math
 import types
 import typing
 import zlib
@@ -136,7 +137,8 @@ class Registry:
         close = difflib.get_close_matches(str(name)[:100], known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         failed = "".join(f" (plugin {f.name!r} failed to load: {cut(f.error, 120)})" for f in self.plugins.failures)
-        raise ConfigError(f"unknown {kind} {shown(name)}{hint} (known: {', '.join(known) or 'none'}){failed}")
+        missing = "" if close or failed else "; a plugin's component needs the plugin installed or --plugin FILE"
+        raise ConfigError(f"unknown {kind} {shown(name)}{hint} (known: {', '.join(known) or 'none'}){failed}{missing}")
 
     def resolve_params(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """Check ``params`` against the factory's signature; return them with defaults filled in."""
@@ -159,6 +161,8 @@ class Registry:
                 if not _conforms(value, annotation):
                     raise ConfigError(f"{where}: param {key!r} must be {_type_name(annotation)}, "
                                       f"got {type(value).__name__} {shown(value)}")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{where}: param {key!r} must be a finite number, got {value}")
                 resolved[key] = float(value) if annotation is float and isinstance(value, int) else value
             elif parameter.default is inspect.Parameter.empty:
                 raise ConfigError(f"{where}: missing required param {key!r} (allowed: {', '.join(allowed)})")

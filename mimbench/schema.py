@@ -234,6 +234,14 @@ class Suite(_Strict):
     grid: Grid | list[Grid]  # one grid, or a list of grids whose runs are joined
     report: ReportConfig = Field(default_factory=ReportConfig)  # how the report compares; no run id
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        twice = next((seed for seed in seeds if seeds.count(seed) > 1), None)
+        if twice is not None:
+            raise ValueError(f"seed {twice} is listed twice: the same runs would be planned twice")
+        return seeds
+
     @field_validator("trackers", mode="before")
     @classmethod
     def _tracker_list(cls, value: Any) -> Any:

@@ -25,6 +25,11 @@ from mimbench.contract import check_features, check_mask, check_reconstruction, 
 Factory = Callable[..., Any]
 
 
+def _require(condition: bool, message: str) -> None:
+    if not condition:  # not `assert`: these checks must hold under python -O too
+        raise AssertionError(message)
+
+
 def _generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -45,16 +50,16 @@ def check_masker(factory: Factory, params: dict[str, Any] | None = None, image_s
     masker = factory(**params)
     images = torch.randn(batch, channels, image_size, image_size, device=device)
     mask = check_mask(masker(images, _generator(0, device)), images)
-    assert torch.equal(mask, masker(images, _generator(0, device))), "same generator seed gave a different mask"
+    _require(torch.equal(mask, masker(images, _generator(0, device))), "same generator seed gave a different mask")
     if random:
-        assert not torch.equal(mask, masker(images, _generator(1, device))), "a different seed gave the same mask"
+        _require(not torch.equal(mask, masker(images, _generator(1, device))), "a different seed gave the same mask")
     check_mask(masker(images), images)
-    assert mask.any(), "the mask hides nothing"
-    assert not mask.all(), "the mask hides everything"
+    _require(mask.any(), "the mask hides nothing")
+    _require(not mask.all(), "the mask hides everything")
     ratio = params.get("ratio", _declared_default(factory, "ratio"))
     if ratio is not None:
         hidden = mask.float().mean().item()
-        assert abs(hidden - ratio) <= tolerance, f"hides {hidden:.3f} of the pixels, ratio is {ratio}"
+        _require(abs(hidden - ratio) <= tolerance, f"hides {hidden:.3f} of the pixels, ratio is {ratio}")
 
 
 def _grid_mask(batch: int, image_size: int, cell: int, seed: int) -> torch.Tensor:
@@ -75,21 +80,21 @@ def check_encoder(factory: Factory, params: dict[str, Any] | None = None, in_cha
     encoder = factory(in_channels=in_channels, image_size=image_size, **(params or {})).eval()
     images = torch.randn(batch, in_channels, image_size, image_size)
     stride = getattr(encoder, "stride", None)
-    assert isinstance(stride, int) and stride >= 1 and image_size % stride == 0, f"bad stride {stride!r}"
+    _require(isinstance(stride, int) and stride >= 1 and image_size % stride == 0, f"bad stride {stride!r}")
     mask = _grid_mask(batch, image_size, stride, seed=0)
 
     with torch.no_grad():
         plain = check_features(encoder(images), encoder, images)
-        assert torch.isfinite(plain).all(), "non-finite features"
+        _require(torch.isfinite(plain).all(), "non-finite features")
         seen = check_features(encode_visible(encoder, images, mask), encoder, images)
         other = torch.where(mask.unsqueeze(1), torch.randn_like(images) * 3, images)  # hidden pixels changed
-        assert torch.allclose(seen, encode_visible(encoder, other, mask), atol=1e-5), \
-            "features depend on hidden pixels"
+        _require(torch.allclose(seen, encode_visible(encoder, other, mask), atol=1e-5),
+                 "features depend on hidden pixels")
         moved = torch.where(mask.unsqueeze(1), images, images + 1.0)  # visible pixels changed
-        assert not torch.allclose(seen, encode_visible(encoder, moved, mask)), "features ignore visible pixels"
+        _require(not torch.allclose(seen, encode_visible(encoder, moved, mask)), "features ignore visible pixels")
         visible_all = torch.zeros_like(mask)
-        assert torch.allclose(plain, encoder(images, visible_all), atol=1e-5), \
-            "an all-visible mask gives other features than mask=None"
+        _require(torch.allclose(plain, encoder(images, visible_all), atol=1e-5),
+                 "an all-visible mask gives other features than mask=None")
 
     encoder.train()
     (encoder(images).square().mean() + encode_visible(encoder, images, mask).square().mean()).backward()
@@ -108,7 +113,7 @@ def check_decoder(factory: Factory, params: dict[str, Any] | None = None, in_dim
     mask = _grid_mask(batch, image_size, stride, seed=0)
     pred = check_reconstruction(decoder(features, mask), target)
     check_reconstruction(decoder(features), target)
-    assert torch.isfinite(pred).all(), "non-finite prediction"
+    _require(torch.isfinite(pred).all(), "non-finite prediction")
     pred.square().mean().backward()
     _assert_all_grads(decoder, "decoder")
 
@@ -123,20 +128,20 @@ def check_loss(factory: Factory, params: dict[str, Any] | None = None, channels:
     mask = _grid_mask(batch, image_size, 4, seed=0)
     pred = (target + torch.randn_like(target)).requires_grad_(True)
     value = loss(pred, target, mask)
-    assert isinstance(value, torch.Tensor) and value.ndim == 0, f"loss must be a 0-dim tensor, got {value!r}"
-    assert torch.isfinite(value), "non-finite loss"
+    _require(isinstance(value, torch.Tensor) and value.ndim == 0, f"loss must be a 0-dim tensor, got {value!r}")
+    _require(torch.isfinite(value), "non-finite loss")
     value.backward()
-    assert pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction"
+    _require(pred.grad is not None and pred.grad.abs().sum() > 0, "no gradient reaches the prediction")
     closer = target + 0.1 * (pred.detach() - target)
-    assert loss(closer, target, mask) < value.detach(), "a closer prediction does not lower the loss"
+    _require(loss(closer, target, mask) < value.detach(), "a closer prediction does not lower the loss")
     if params.get("masked_only", _declared_default(factory, "masked_only")):
         changed = torch.where(mask.unsqueeze(1), pred.detach(), pred.detach() + 5.0)
-        assert torch.allclose(loss(changed, target, mask), value.detach()), "masked_only loss sees visible pixels"
+        _require(torch.allclose(loss(changed, target, mask), value.detach()), "masked_only loss sees visible pixels")
 
 
 def _assert_all_grads(module: torch.nn.Module, what: str) -> None:
     missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not missing, f"no gradient reaches {what} parameters: {', '.join(missing)}"
+    _require(not missing, f"no gradient reaches {what} parameters: {', '.join(missing)}")
 
 
 class _TinyEncoder(torch.nn.Module):
@@ -155,11 +160,6 @@ class _TinyEncoder(torch.nn.Module):
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.blocks(images)[-1]
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:  # not `assert`: these checks must hold under python -O too
-        raise AssertionError(message)
 
 
 def check_target(factory: Factory, params: dict[str, Any] | None = None, in_channels: int = 3,

@@ -481,3 +481,17 @@ def test_a_packaged_suite_name_wins_over_a_results_folder_of_that_name(tmp_path,
     (tmp_path / "quick").mkdir()  # e.g. running inside results/
     result = invoke("run", "quick", "--dry-run")
     assert result.exit_code == 0 and "suite quick: 6 runs" in result.stdout
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"seeds": [0, 0]}, "seeds: seed 0 is listed twice"),
+    ({"eval": {"probes": [{"name": "linear", "params": {"weight_decay": float("nan")}}]}},
+     "probe 'linear': param 'weight_decay' must be a finite number, got nan"),
+    ({"grid": {**TINY["grid"], "masker": ["stripes"]}},
+     "unknown masker 'stripes'"),
+], ids=["duplicate-seeds", "nan-param", "unknown-component"])
+def test_inputs_the_schema_alone_cannot_refuse_are_one_line(tmp_path, changes, expected):
+    line = usage_error(invoke("run", str(write_suite(tmp_path, tiny(**changes))), "--dry-run"))
+    assert expected in line
+    if "unknown" in expected:
+        assert "needs the plugin installed or --plugin FILE" in line
