@@ -1,6 +1,6 @@
 """Wall time of a suite under each executor, and Ray's start-up cost, in one window.
 
-    python benchmarks/executors.py                    # quick: local, then ray with 1 CPU per run
+    python benchmarks/executors.py                    # quick: local, ray and submitit (local processes)
     python benchmarks/executors.py --repeats 2 --suite quick --old-tree /tmp/old
 
 Each measurement is a fresh ``mimbench run`` in a subprocess, into a temporary results folder.
@@ -66,7 +66,10 @@ def main(suite: str, repeats: int, old_tree: Path | None) -> None:
     setups = [("local (today)", [], None)]
     if old_tree is not None:
         setups.append((f"local ({old_tree})", [], old_tree_env(old_tree.resolve())))
-    setups.append(("ray, cpus_per_run 1", ["--executor", "ray", "--set", "execution.cpus_per_run=1"], None))
+    setups.append(("ray (default threads_per_run)", ["--executor", "ray"], None))
+    setups.append(("ray, threads_per_run 1", ["--executor", "ray", "--set", "execution.threads_per_run=1"], None))
+    setups.append(("submitit, cluster local (default max_parallel)",
+                   ["--executor", "submitit", "--set", "execution.cluster=local"], None))
     times: dict[str, list[float]] = {name: [] for name, _, _ in setups}
     startup = []
     for _ in range(repeats):

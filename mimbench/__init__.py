@@ -2,8 +2,9 @@
 
 Two front doors, one per audience:
 
-- users: ``mimbench.run``, ``mimbench.load``, ``mimbench.table``, ``mimbench.comparisons`` and
-  ``mimbench.plot`` (:mod:`mimbench.api`), imported on first use so that ``import mimbench`` stays light;
+- users: ``mimbench.run``, ``mimbench.load``, ``mimbench.table``, ``mimbench.comparisons``,
+  ``mimbench.plot`` and ``mimbench.load_encoder`` (:mod:`mimbench.api`), imported on first use so
+  that ``import mimbench`` stays light;
 - plugin authors: :mod:`mimbench.plugin` (``hookimpl``, the contracts and the helpers a component may use).
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 from mimbench.version import __version__
 
 #: The Python API, from :mod:`mimbench.api`.
-API = ("run", "load", "table", "comparisons", "plot")
+API = ("run", "load", "table", "comparisons", "plot", "load_encoder")
 
 __all__ = ["__version__", *API]
 

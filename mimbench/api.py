@@ -8,9 +8,10 @@ same functions::
     table = mimbench.table("results/quick")      # one row per configuration: mean, std, n over seeds
     diffs = mimbench.comparisons("results/quick", reference={"masker": "patch"})  # paired, with intervals
     fig = mimbench.plot("results/quick", "probe_accuracy")  # a matplotlib Figure
+    encoder = mimbench.load_encoder("results/quick/runs/<run_id>")  # a run's trained encoder
 
 ``import mimbench`` stays light: this module is imported on first use of one of these names, and
-torch only when a suite runs. Bad input raises :class:`mimbench.errors.ConfigError` (one line);
+torch only when a suite runs or an encoder is loaded. Bad input raises :class:`mimbench.errors.ConfigError` (one line);
 the machine refusing (no space left, no permission) raises the ``OSError``, naming the path.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -27,6 +28,7 @@ import pandas as pd
 from mimbench.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from matplotlib.figure import Figure
 
     from mimbench.executors import Executor
@@ -45,6 +47,8 @@ class Prepared:
     data: "SuiteData"
     out: Path
     device: str
+    # recipes that run but cannot be what the suite meant (mimbench.recipes), one line each
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def suite_dir(self) -> Path:
@@ -59,6 +63,7 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     ``trackers``, and check everything before anything trains (what ``--dry-run`` does)."""
     from mimbench.jobs import PluginSources
     from mimbench.planning import build_executor, check_device, check_plan, check_trackers, plan_suite
+    from mimbench.recipes import recipe_warnings
     from mimbench.runtime import registry_for, Runtime
     from mimbench.suite import load_suite, origin_of
 
@@ -70,12 +75,15 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     out = Path(out)
     if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
         raise ConfigError(f"--out {out}: not a folder (a file is in the way)")
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"--out {out}: a broken symbolic link (to {out.readlink()}); make its target "
+                          f"folder, or choose another --out")
     out = out.absolute()
     runner = build_executor(registry, spec, out / spec.name)
     check_trackers(plan, registry, out / spec.name)
     runtime = Runtime.for_process(sources, check_device(device, runner))
     data = check_plan(plan, runtime)
-    return Prepared(plan, runtime, runner, data, out, device)
+    return Prepared(plan, runtime, runner, data, out, device, recipe_warnings(plan, data, sources))
 
 
 def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:
@@ -87,24 +95,34 @@ def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(overrides)
 
 
-def execute(prepared: Prepared, fresh: bool = False) -> pd.DataFrame:
+def execute(prepared: Prepared, fresh: bool = False, rerun_changed: bool = False,
+            rerun: Sequence[str] = ()) -> pd.DataFrame:
     """Run every unfinished job of a prepared suite; returns the summary as written to
-    ``summary.csv``. Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
+    ``summary.csv``. A finished run whose components' code changed since is kept (with a note)
+    unless ``rerun_changed``; ``rerun`` (``["masker=diagonal"]``, ``--rerun``) runs the matching
+    finished runs again. Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
     from mimbench.driver import run_suite
+    from mimbench.reuse import ReusePolicy, parse_selectors
 
+    policy = ReusePolicy(rerun_changed, parse_selectors(rerun))
     prepared.out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission) is the machine's refusal
-    return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.runtime, prepared.device, fresh=fresh)
+    return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.runtime, prepared.device, fresh=fresh,
+                     reuse=policy)
 
 
 def run(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path = "results", *, device: str = "auto",
         executor: str | None = None, trackers: Sequence[str] = (), plugins: Sequence[str] = (),
-        overrides: Sequence[str] | Mapping[str, Any] = (), fresh: bool = False, report: bool = True) -> pd.DataFrame:
+        overrides: Sequence[str] | Mapping[str, Any] = (), fresh: bool = False, report: bool = True,
+        rerun_changed: bool = False, rerun: Sequence[str] = ()) -> pd.DataFrame:
     """Run a suite as ``mimbench run`` does (finished runs are skipped) and return its summary,
     typed as :func:`load` gives it. ``report``: write the tables, figures and report too (a
-    failure there is a warning). See :func:`prepare` for the arguments."""
+    failure there is a warning). See :func:`prepare` for the arguments, :func:`execute` for
+    ``rerun_changed`` and ``rerun``."""
     prepared = prepare(suite, out, device=device, executor=executor, trackers=trackers, plugins=plugins,
                        overrides=overrides)
-    execute(prepared, fresh=fresh)
+    for warning in prepared.warnings:
+        warnings.warn(warning, stacklevel=2)
+    execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun)
     if report:
         from mimbench.report import write_report
 
@@ -122,9 +140,9 @@ def load(results_dir: str | Path) -> pd.DataFrame:
     """A finished (or partly finished) suite's ``summary.csv``, one row per run and per baseline,
     with its column types (as in ``summary.parquet``): ``pretrained`` boolean, ``seed`` Int64,
     metrics Float64, names string. ``results_dir`` is the suite's folder, ``OUT/<suite name>``."""
-    from mimbench.report.aggregate import load_summary
+    from mimbench.report.results import typed_summary
 
-    return load_summary(Path(results_dir)).convert_dtypes()
+    return typed_summary(Path(results_dir))
 
 
 def table(results_dir: str | Path) -> pd.DataFrame:
@@ -163,3 +181,19 @@ def plot(results_dir: str | Path, figure: str = "probe_accuracy") -> "Figure":
     if drawn is None:
         raise ConfigError(f"figure {figure!r}: nothing to draw for {results_dir} (no finished run has what it shows)")
     return drawn
+
+
+def load_encoder(run_dir: str | Path, *, plugins: Sequence[str] = (), device: str = "cpu") -> "torch.nn.Module":
+    """A finished run's trained encoder (``run_dir`` is ``OUT/<suite>/runs/<run_id>``): built from the
+    run's ``config.json`` through the registry (``plugins`` as for :func:`run`: the encoder's plugin,
+    if not installed), with the weights of its ``encoder.pt``, on ``device`` (``auto``, ``cpu``,
+    ``cuda`` or ``cuda:N``), in eval mode. It maps images normalised with the run's
+    ``config.json["normalization"]`` to the feature grid [B, dim, h, w]. A folder without
+    ``encoder.pt`` (a baseline, a run that failed or has not finished) is a ConfigError."""
+    from mimbench.export import build_run_encoder
+    from mimbench.jobs import PluginSources
+    from mimbench.runtime import registry_for, resolve_device
+
+    target = resolve_device(device)  # a bad device is a ConfigError before anything is read
+    encoder, _ = build_run_encoder(Path(run_dir), registry_for(PluginSources.from_cli(tuple(plugins))))
+    return encoder.to(target).eval()

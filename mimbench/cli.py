@@ -2,21 +2,25 @@
 
 Exit codes: 0 all runs done; 1 some runs failed (the others still finished), or the machine
 refused (no space left, no permission: one line on stderr); 2 bad usage, suite, parameter,
-``--plugin`` or damaged input file (one line on stderr, no traceback).
+``--plugin`` or damaged input file (one line on stderr, no traceback); 130 Ctrl-C, 143 SIGTERM
+(``mimbench run`` handles it as Ctrl-C).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 import yaml
 
 from mimbench.version import __version__
-from mimbench.errors import ConfigError, cut, one_line, os_error_line
-from mimbench.plugins import load_plugins
+from mimbench.errors import ConfigError, Terminated, cut, one_line, os_error_line
+from mimbench.plugins import env_problem, load_plugins
 from mimbench.registry import KINDS, Registry
 from mimbench.specs import Status
 from mimbench.suite import packaged_suites
@@ -47,6 +51,44 @@ def _check_plugin_failures(registry: Registry, plugin_specs: tuple[str, ...]) ->
             raise ConfigError(f"--plugin {failure.name}: failed to load: {failure.error}")
     for failure in registry.plugins.failures:
         click.echo(f"warning: {cut(f'plugin {failure.name!r} failed to load: {failure.error}')}", err=True)
+    problem = env_problem()
+    if problem:
+        click.echo(f"warning: {cut(problem)}", err=True)
+
+
+#: SIGTERMs received by the command running now (Ray turns the Terminated it raises into a plain KeyboardInterrupt).
+_TERMINATED: list[int] = []
+
+
+def _interrupted(exc: KeyboardInterrupt, what: str) -> None:
+    """One line for Ctrl-C (exit 130) or SIGTERM (exit 143), saying what was stopped."""
+    terminated = isinstance(exc, Terminated) or bool(_TERMINATED)
+    signal_name, code = ("SIGTERM", 143) if terminated else ("Ctrl-C", 130)
+    click.echo(f"interrupted ({signal_name}): {what}", err=True)
+    sys.exit(code)
+
+
+def _sigterm_as_interrupt(command):
+    """Run ``command`` with SIGTERM raising :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread, so that it is handled as Ctrl-C; a second SIGTERM while the first is handled is ignored.
+    The previous handler is restored after."""
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return command(*args, **kwargs)
+        _TERMINATED.clear()
+
+        def terminate(signum, frame):
+            if not _TERMINATED:
+                _TERMINATED.append(signum)
+                raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            return command(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return wrapped
 
 
 class MimbenchGroup(click.Group):
@@ -68,7 +110,9 @@ class MimbenchGroup(click.Group):
         if getattr(self, "_plugin_commands_added", False):
             return
         self._plugin_commands_added = True
-        plugins = load_plugins()
+        # Commands come from third-party plugins only (the built-ins add none: tests/test_rough_edges.py
+        # checks it), so help and an unknown command's error do not import the built-ins, and torch.
+        plugins = load_plugins(builtins=False)
         plugins.hook.mimbench_register_commands(cli=self)
 
     def invoke(self, ctx: click.Context):
@@ -80,6 +124,8 @@ class MimbenchGroup(click.Group):
             _fail(os_error_line(exc), code=1)
         except EOFError as exc:  # click would print only "Aborted!", taking it for Ctrl-D
             _fail(f"a file ended before it should ({exc or 'EOFError'}): a damaged or truncated input file")
+        except KeyboardInterrupt as exc:  # click would print only "Aborted!" and exit 1
+            _interrupted(exc, "stopped before it finished; what was finished is kept: run the same command again")
 
 
 @click.group(cls=MimbenchGroup)
@@ -104,23 +150,36 @@ def cli() -> None:
               help="Override a suite field, e.g. --set train.epochs=1 (value parsed as YAML; repeatable).")
 @click.option("--fresh", is_flag=True, help="Delete OUT/<suite name>/ (every run in it) and start over; only a folder "
                    "that mimbench marked as this suite's (exit 2 otherwise, deleting nothing).")
+@click.option("--rerun-changed", is_flag=True,
+              help="Run again the finished runs whose components' code changed since they ran (an edited "
+                   "--plugin file, another version of a plugin); without it they are kept with a note.")
+@click.option("--rerun", "rerun", multiple=True, metavar="KEY=VALUE[,KEY=VALUE]",
+              help="Run again the finished runs that match, e.g. --rerun masker=diagonal or "
+                   "--rerun masker.ratio=0.6,seed=1 (repeatable); their earlier folders go to superseded/.")
 @click.option("--dry-run", is_flag=True, help="Validate everything and list the runs without training.")
+@_sigterm_as_interrupt
 def run(suite: str | None, out: Path, device: str, executor_name: str | None, tracker_names: tuple[str, ...],
-        plugin_specs: tuple[str, ...], overrides: tuple[str, ...], fresh: bool, dry_run: bool) -> None:
+        plugin_specs: tuple[str, ...], overrides: tuple[str, ...], fresh: bool, rerun_changed: bool,
+        rerun: tuple[str, ...], dry_run: bool) -> None:
     """Run SUITE (a YAML file or a packaged suite name; default: quick).
 
     Finished runs are skipped and failed ones retried, so running the same
-    command again completes an interrupted suite. Ctrl-C stops the runs in
-    flight and exits 130; nothing finished is lost.
+    command again completes an interrupted suite; a run killed mid-way
+    continues from its last checkpoint (train.checkpoint_every). Ctrl-C stops
+    the runs in flight and exits 130; nothing finished is lost.
     """
     from mimbench import api
     from mimbench.jobs import PluginSources
+    from mimbench.reuse import parse_selectors
     from mimbench.runtime import registry_for
 
+    parse_selectors(rerun)  # a malformed --rerun fails before anything loads
     _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # api.prepare's registry
     prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
                            plugins=plugin_specs, overrides=overrides)
     spec = prepared.plan.suite
+    for warning in prepared.warnings:  # before anything trains, and in the dry run too
+        click.echo(f"warning: {cut(warning)}", err=True)
     if dry_run:
         from mimbench.dryrun import dry_run_lines
         from mimbench.folder import SuiteFolder
@@ -129,16 +188,19 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
         click.echo("\n".join(dry_run_lines(prepared, out / spec.name)))
         return
     try:
-        table = api.execute(prepared, fresh=fresh)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: the runs in flight were stopped; finished runs are kept in {out / spec.name}. "
-                   f"Run the same command again to complete the suite.", err=True)
-        sys.exit(130)
+        table = api.execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc, f"the runs in flight were stopped; finished runs are kept in {out / spec.name}. "
+                          f"Run the same command again to complete the suite.")
+    from mimbench.driver import PROBES_NOT_ADDED
+
     counts = table.status.value_counts().to_dict()
+    not_added = table.attrs.get(PROBES_NOT_ADDED, [])
     click.echo(f"{len(table)} run{'s' if len(table) != 1 else ''}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+               + (f" ({len(not_added)} without the probes that could not be added)" if not_added else "")
                + f"; summary: {out / spec.name / 'summary.csv'}")
     _report_after_run(out / spec.name)
-    if counts.get(Status.FAILED.value, 0) or counts.get(Status.PENDING.value, 0):
+    if counts.get(Status.FAILED.value, 0) or counts.get(Status.PENDING.value, 0) or not_added:
         sys.exit(1)
 
 
@@ -172,8 +234,17 @@ def plugins(kind: str | None, as_json: bool, show_params: bool, plugin_specs: tu
 
 
 @cli.command()
-def suites() -> None:
+@click.option("--show", "show", metavar="NAME",
+              help="Print packaged suite NAME's YAML as shipped, to start your own from: "
+                   "mimbench suites --show quick > mine.yaml")
+def suites(show: str | None) -> None:
     """List the packaged suites (run one with `mimbench run NAME`)."""
+    if show is not None:
+        known = packaged_suites()
+        if show not in known:
+            raise ConfigError(f"suites --show {show!r}: not a packaged suite (packaged: {', '.join(sorted(known))})")
+        click.echo(known[show].read_text(), nl=False)
+        return
     for name, path in sorted(packaged_suites().items()):
         raw = yaml.safe_load(path.read_text()) or {}
         click.echo(f"{name:<20} {raw.get('description', '')}")

@@ -13,8 +13,10 @@ This module imports neither torch nor pandas: reading results stays light.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 #: What a column measures. ``accuracy`` (a probe's score as a fraction, higher is better: top-1
 #: accuracy, mIoU) gets the gain over the random-init baseline and the probe figures; ``psnr`` the
@@ -87,12 +89,23 @@ def merge(*groups: list[MetricColumn] | tuple[MetricColumn, ...]) -> list[Metric
     return list(seen.values())
 
 
-def dumps(columns: list[MetricColumn]) -> str:
-    return json.dumps({"columns": [c.to_json() for c in columns]}, indent=2) + "\n"
+def dumps(columns: list[MetricColumn], param_types: Mapping[str, "ColumnType"] | None = None) -> str:
+    """``columns.json``: the declared metric columns and, when known, the declared type of each
+    ``<kind>.<param>`` column of the summary (:func:`column_type`)."""
+    document: dict[str, Any] = {"columns": [c.to_json() for c in columns]}
+    if param_types:
+        document["types"] = dict(sorted(param_types.items()))
+    return json.dumps(document, indent=2) + "\n"
 
 
 def loads(text: str) -> list[MetricColumn]:
     return [MetricColumn.from_json(entry) for entry in json.loads(text)["columns"]]
+
+
+def loads_types(text: str) -> dict[str, "ColumnType"]:
+    """The param types of a ``columns.json`` (``{}`` for one written before they were recorded)."""
+    recorded = json.loads(text).get("types") or {}
+    return {key: kind for key, kind in recorded.items() if kind in DTYPES}
 
 
 def inferred(column_names: list[str]) -> list[MetricColumn]:
@@ -148,3 +161,58 @@ def is_measurement(key: str, value: Any) -> bool:
 def measured(record: dict[str, Any]) -> dict[str, float]:
     """The measurements of a summary row (:func:`is_measurement`) as floats, NaN left out."""
     return {key: float(value) for key, value in record.items() if is_measurement(key, value) and value == value}
+
+
+# -- column types ---------------------------------------------------------------------------------
+#: The type each summary column is declared with. ``summary.csv`` is written, and ``summary.parquet``
+#: and :func:`mimbench.load` typed, by declaration, never by a guess from the values (a float param
+#: whose values are 4.0 stays a float): pandas' nullable dtypes (:data:`DTYPES`), so that a missing
+#: cell is <NA> and changes no column's type.
+ColumnType = Literal["float", "int", "bool", "string"]
+DTYPES: dict[str, str] = {"float": "Float64", "int": "Int64", "bool": "boolean", "string": "string"}
+#: The types of the columns the core writes (every other column the core measures is a float).
+FIXED_TYPES: dict[str, ColumnType] = {
+    **dict.fromkeys(CORE_COLUMNS + TIMING_COLUMNS, "float"),  # the exceptions below override it
+    **dict.fromkeys(("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "target", "baseline",
+                     "error", "pretrained_in"), "string"),
+    "seed": "int", "pretrained": "bool", "recon_uses_target_stats": "bool",
+    **dict.fromkeys(("train_steps", "epochs_completed", "probe_train_images", "probe_labels_per_class"), "int"),
+}
+
+
+def column_type(annotation: Any) -> ColumnType | None:
+    """The summary column type of a param annotated ``annotation`` (a factory's signature, the
+    suite schema): ``float`` (also ``int | float``), ``int``, ``bool``, ``string`` (``str``, a
+    ``Literal`` of strings, and lists and mappings, which the summary holds as JSON text), ``None``
+    optional; None when the annotation does not say (``Any``, or a union of unlike types)."""
+    if annotation is Any or annotation is None:
+        return None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds = {column_type(a) for a in args if a is not type(None)}
+        if kinds == {"int", "float"}:
+            return "float"
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        return {str: "string", bool: "bool", int: "int", float: "float"}.get(kinds.pop()) if len(kinds) == 1 else None
+    if annotation in (list, tuple, dict) or origin in (list, tuple, dict, typing.Sequence, typing.Mapping):
+        return "string"
+    return {bool: "bool", int: "int", float: "float", str: "string"}.get(annotation)
+
+
+def column_types(names: Sequence[str], declared: Sequence[MetricColumn] = (),
+                 param_types: Mapping[str, ColumnType] | None = None) -> dict[str, ColumnType]:
+    """The declared type of each of ``names`` that has one: the core's columns
+    (:data:`FIXED_TYPES`), the params' (``param_types``, from ``columns.json``), a declared metric
+    column's (``int`` for kind ``count``, else ``float``) and its per-block ``<key>@<block>``
+    columns (floats). A column declared nowhere (a value a component returns without declaring
+    it) is left out: it keeps the type it was written with."""
+    metric = {c.key: "int" if c.kind == "count" else "float" for c in declared}
+    found: dict[str, ColumnType] = {}
+    for name in names:
+        kind = FIXED_TYPES.get(name) or (param_types or {}).get(name) or metric.get(name) \
+            or metric.get(name.split("@", 1)[0])
+        if kind is not None:
+            found[name] = kind
+    return found

@@ -6,8 +6,8 @@ task's plugin sources, builds the components from the run's seed (DDP also copie
 weights to the others), and runs :func:`mimbench.train.pretrain` with its :class:`Shard`:
 every rank draws the same global batches and masks from the run's seed and trains on its
 contiguous share; gradients are averaged, so the global batch and the lr are unchanged.
-Rank 0 sends each epoch's history back (the parent writes ``history.csv`` and calls the
-trackers, as for one process) and, at the end, the trained weights. Evaluation then runs
+Rank 0 sends each loss read-out and each epoch's history back (the parent writes ``history.csv``
+and calls the trackers, as for one process) and, at the end, the trained weights. Evaluation then runs
 once, in the parent, exactly as for a one-process run: the run folder has the same files.
 
 Backends: gloo on CPU (``torch.get_num_threads() // devices`` threads per process), NCCL on
@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from mimbench.folder.checkpoint import Checkpointing
 from mimbench.jobs import PluginSources
 from mimbench.memory import PeakMemory
 from mimbench.runtime import Runtime
@@ -36,9 +37,12 @@ from mimbench.train import Components, Shard, TrainResult, pretrain, target_stat
 
 def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components, device: torch.device,
                          on_epoch: Callable[[list[dict[str, float]]], None], desc: str = "train",
-                         show_progress: bool = True, flops_per_image: float | None = None) -> TrainResult:
+                         show_progress: bool = True, flops_per_image: float | None = None,
+                         checkpoint: Checkpointing | None = None,
+                         on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Pre-train ``parts`` (built from the run's seed) on ``job.train.devices`` processes, for the steps :func:`mimbench.train.planned_steps` gives (``flops_per_image``, counted
-    once by the caller, for ``train.budget_flops``: every rank plans the same steps); loads the
+    once by the caller, for ``train.budget_flops``: every rank plans the same steps; ``checkpoint``:
+    every rank continues from it, rank 0 saves it); loads the
     trained weights into ``parts`` and returns rank 0's result, with its own peak memory."""
     world = job.train.devices
     if device.type == "cuda" and torch.cuda.device_count() < world:
@@ -50,11 +54,11 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
     with tempfile.TemporaryDirectory(prefix="mimbench-ddp-") as scratch:
         weights = Path(scratch) / "weights.pt"
         args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), desc, show_progress,
-                flops_per_image)
+                flops_per_image, checkpoint)
         processes = mp.start_processes(_rank_main, args=args, nprocs=world, join=False, start_method="spawn")
         while not processes.join(timeout=0.05):  # raises ProcessRaisedException / ProcessExitedException
-            _forward(messages, on_epoch)
-        _forward(messages, on_epoch)
+            _forward(messages, on_epoch, on_log)
+        _forward(messages, on_epoch, on_log)
         saved = torch.load(weights, map_location="cpu")
     parts.encoder.load_state_dict(saved["encoder"])
     parts.decoder.load_state_dict(saved["decoder"])
@@ -65,19 +69,25 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
     return TrainResult(**{**saved["result"], "status": Status(saved["result"]["status"])})
 
 
-def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None]) -> None:
-    """Hand every history rank 0 sent so far to ``on_epoch``, in order."""
+def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None],
+             on_log: Callable[[int, dict[str, float]], None] | None = None) -> None:
+    """Hand every message rank 0 sent so far, in order: a history to ``on_epoch``, a loss
+    read-out (``("log", step, values)``) to ``on_log``."""
     while True:
         try:
-            history = messages.get_nowait()
+            message = messages.get_nowait()
         except queue.Empty:
             return
-        on_epoch(history)
+        if isinstance(message, tuple):
+            if on_log is not None:
+                on_log(message[1], message[2])
+        else:
+            on_epoch(message)
 
 
 def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSources, device_type: str,
                threads: int, messages: Any, weights: str, desc: str, show_progress: bool,
-               flops_per_image: float | None) -> None:
+               flops_per_image: float | None, checkpoint: Checkpointing | None) -> None:
     """One DDP process: join the group, build the run, pre-train on this rank's share."""
     torch.set_num_threads(threads)
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
@@ -93,8 +103,9 @@ def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSo
         with PeakMemory(device) as peak:
             result = pretrain(parts, data.train, data.normalize, job.train, job.seed, device,
                               on_epoch=lambda history: messages.put([dict(row) for row in history]),
+                              on_log=lambda step, values: messages.put(("log", step, dict(values))),
                               desc=desc, show_progress=show_progress, shard=Shard(rank, world),
-                              flops_per_image=flops_per_image)
+                              flops_per_image=flops_per_image, checkpoint=checkpoint)
         result.peak_memory_mb = peak.mb
         if rank == 0:
             torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),

@@ -23,45 +23,52 @@ from tqdm.auto import tqdm
 
 from mimbench.columns import MetricColumn
 from mimbench.executors import Executor
-from mimbench.folder import RunFolder, SuiteFolder
+from mimbench.folder import SUPERSEDED_DIR, RunFolder, SuiteFolder
 from mimbench.folder.ownership import what_runs
 from mimbench.jobs import Outcome, Task
-from mimbench.planning import Plan, declared_columns
+from mimbench.planning import Plan, declared_columns, param_types
 from mimbench.progress import SuiteProgress
+from mimbench.reuse import ReuseCheck, ReusePolicy, selected
 from mimbench.runtime import Runtime
 from mimbench.specs import BaselineSpec, Component, Job, Status
 from mimbench.schema import suite_to_yaml
 from mimbench.tracking import prepare_trackers
 
+#: The summary table's ``attrs`` key: the finished runs whose new probes could not be added.
+PROBES_NOT_ADDED = "probes_not_added"
 #: (job, run id of the folder holding its pre-trained encoder or None, probes to add) for each task.
 Scheduled = list[tuple[Job, "str | None", list[Component]]]
 
 
 def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, device: str = "auto",
-              fresh: bool = False) -> pd.DataFrame:
+              fresh: bool = False, reuse: ReusePolicy = ReusePolicy()) -> pd.DataFrame:
     """Run every unfinished job of ``plan`` into ``out/<suite name>`` on ``executor`` (tasks carry
     ``runtime``'s plugins and ``device``, resolved on each worker), holding the folder's lock;
-    returns the summary table. Ctrl-C cancels the tasks in flight, rewrites the summary and
-    re-raises KeyboardInterrupt."""
+    returns the summary table. A finished run is reused unless ``reuse`` says to run it again
+    (:mod:`mimbench.reuse`). Ctrl-C cancels the tasks in flight, rewrites the summary and
+    re-raises KeyboardInterrupt. The ids of finished runs whose new probes could not be added
+    (the run stays done without them) are in the table's ``attrs[PROBES_NOT_ADDED]``."""
     folder = SuiteFolder(Path(out) / plan.suite.name)
     folder.check_ownership(plan.identity(), fresh)  # before the lock writes into the folder
     with folder.lock():
         _take_folder(plan, folder, fresh)
         declared = declared_columns(runtime, plan.runs[0].eval.probes) if plan.runs else []
-        folder.write_columns(declared)
+        folder.write_columns(declared, param_types(plan, runtime.registry))
         progress = SuiteProgress(plan.suite.name, plan.labels, executor)
         set_aside_damaged(plan, folder, progress)
-        first, second = schedule(plan, folder, progress)
+        notes = review_finished(plan, folder, progress, ReuseCheck(runtime.registry, reuse))
+        first, second = schedule(plan, folder, progress, notes)
         if first or second:
             for warning in prepare_trackers(runtime.registry, plan.trackers, folder.path):
-                progress.write(f"warning: {warning}")
+                progress.warn(warning)
+        not_added: list[str] = []
         try:
             for phase in (first, second):
                 tasks = [task_for(job, folder, plan, source, missing, runtime, device, executor)
                          for job, source, missing in phase
                          if phase is first or _source_finished(folder, job, source, progress)]
                 if tasks:
-                    _run_tasks(tasks, executor, plan, folder, declared, progress)
+                    not_added += _run_tasks(tasks, executor, plan, folder, declared, progress)
         except KeyboardInterrupt:
             executor.cancel()
             folder.write_summary(plan.jobs, declared)
@@ -72,7 +79,9 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
             if callable(close):
                 close()
         progress.close()
-        return folder.write_summary(plan.jobs, declared)
+        table = folder.write_summary(plan.jobs, declared)
+        table.attrs[PROBES_NOT_ADDED] = not_added
+        return table
 
 
 def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
@@ -89,14 +98,19 @@ def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
 
 
 def _run_tasks(tasks: list[Task], executor: Executor, plan: Plan, folder: SuiteFolder,
-               declared: list[MetricColumn], progress: SuiteProgress) -> None:
-    """One phase: every task on the executor, the summary rewritten as each one ends."""
+               declared: list[MetricColumn], progress: SuiteProgress) -> list[str]:
+    """One phase: every task on the executor, the summary rewritten as each one ends; returns the
+    finished runs whose probe addition failed."""
+    not_added = []
     for task, outcome in executor.run(tasks):
+        if task.probes_to_add and outcome.status == Status.FAILED:
+            not_added.append(task.job.run_id)
         _record_failure(folder.run(task.job.run_id), task, outcome)
         folder.write_summary(plan.jobs, declared)
         progress.finished(task, outcome, declared)
         for warning in outcome.warnings:
-            progress.write(f"warning: {warning}")
+            progress.warn(warning)
+    return not_added
 
 
 def set_aside_damaged(plan: Plan, folder: SuiteFolder, progress: SuiteProgress) -> None:
@@ -111,11 +125,59 @@ def set_aside_damaged(plan: Plan, folder: SuiteFolder, progress: SuiteProgress) 
                        f"was moved to {moved.relative_to(folder.path)} and the run starts again")
 
 
-def schedule(plan: Plan, folder: SuiteFolder, progress: SuiteProgress) -> tuple[Scheduled, Scheduled]:
+def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, check: ReuseCheck) -> dict[str, str]:
+    """Move the finished runs to run again to ``superseded/`` (saying why); return the notes of
+    those kept (their code changed), by run id. Warns once when runs kept and runs to come would
+    have different CPU thread counts."""
+    notes: dict[str, str] = {}
+    kept_threads: set[int] = set()
+    unfinished = 0
+    for job in plan.jobs:
+        run = folder.run(job.run_id)
+        if run.finished_record() is None:
+            unfinished += 1
+            continue
+        verdict = check.verdict(job, run)
+        if verdict.again:
+            moved = folder.set_aside(job.run_id, into=SUPERSEDED_DIR)
+            progress.write(f"{progress.line_start(job)}  runs again ({verdict.note}); its earlier folder is in "
+                           f"{moved.relative_to(folder.path)}")
+            unfinished += 1
+            continue
+        if verdict.note:
+            progress.warn(f"run {job.run_id} ({plan.labels[job.run_id]}): {verdict.note}")
+            notes[job.run_id] = "its code changed since it ran (see the warning)"
+        threads = _cpu_threads(run)
+        if threads is not None:
+            kept_threads.add(threads)
+    for selector in check.policy.rerun:
+        if not any(selected(job, selector) for job in plan.jobs):
+            progress.warn(f"--rerun {', '.join(f'{k}={v}' for k, v in selector.items())}: no run of this suite matches")
+    other = sorted(kept_threads - {plan.threads})
+    if unfinished and other:
+        progress.warn(f"finished runs of this suite ran on the CPU with {', '.join(map(str, other))} torch thread(s), "
+                      f"the runs to come get {plan.threads} (execution.threads_per_run): CPU results are bit-identical "
+                      f"only at the same count; --set execution.threads_per_run={other[0]} matches them")
+    return notes
+
+
+def _cpu_threads(run: RunFolder) -> int | None:
+    """The torch threads a finished CPU run recorded (None: not on the CPU, or not recorded)."""
+    try:
+        config = run.read_config()
+    except (OSError, ValueError):
+        return None
+    threads = config.get("threads")
+    return threads if isinstance(threads, int) and str(config.get("device", "")).startswith("cpu") else None
+
+
+def schedule(plan: Plan, folder: SuiteFolder, progress: SuiteProgress,
+             notes: dict[str, str] | None = None) -> tuple[Scheduled, Scheduled]:
     """Split the unfinished jobs into two phases: first every baseline, every run that
     pre-trains (one per pre-training id) and every run whose encoder is already trained; then the
     runs that evaluate an encoder a first-phase run is training (same pre-training, another
-    ``eval.labels_per_class``). Finished jobs are skipped (or get their missing probes)."""
+    ``eval.labels_per_class``). Finished jobs are skipped (or get their missing probes), with
+    their ``notes``."""
     trained = _finished_pretraining(plan, folder)
     training_now: dict[str, str] = {}
     first: Scheduled = []
@@ -128,7 +190,7 @@ def schedule(plan: Plan, folder: SuiteFolder, progress: SuiteProgress) -> tuple[
             if missing:
                 first.append((job, None, missing))
             else:
-                progress.skipped(job)
+                progress.skipped(job, (notes or {}).get(job.run_id, ""))
         elif isinstance(job, BaselineSpec):
             first.append((job, None, []))
         elif job.pretraining_id in trained:
@@ -176,7 +238,7 @@ def _source_finished(folder: SuiteFolder, job: Job, source: str | None, progress
 def task_for(job: Job, folder: SuiteFolder, plan: Plan, source: str | None, missing: list[Component],
              runtime: Runtime, device: str, executor: Executor) -> Task:
     """The task an executor runs for ``job``: plain data, picklable."""
-    return Task(job, str(folder.path), runtime.plugins, device, executor.threads, executor.in_process,
+    return Task(job, str(folder.path), runtime.plugins, device, plan.threads, executor.in_process,
                 tuple(missing), plan.labels[job.run_id], source, plan.trackers)
 
 

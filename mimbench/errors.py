@@ -4,6 +4,7 @@
 - an ``OSError`` that reaches the command line: the machine refused (no space left, no
   permission); exit 1, described by :func:`os_error_line`.
 - :class:`ContractError`: a component broke its contract at run time; fails that run only.
+- :class:`Terminated`: SIGTERM during ``mimbench run``, a ``KeyboardInterrupt`` (exit 143).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ MAX_VALUE = 60
 
 class ConfigError(Exception):
     """Bad usage: a suite, a parameter or a plugin is wrong. One line; exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread while ``mimbench run`` runs: handled as Ctrl-C is (the
+    runs in flight stopped, the summary rewritten), but the command exits 143, not 130."""
 
 
 class ContractError(Exception):

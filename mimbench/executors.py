@@ -23,7 +23,7 @@ class Executor(Protocol):
 
     #: True when tasks run in the driver's own process (they share its data cache and its terminal).
     in_process: bool
-    #: torch threads each task sets on its worker (None: torch's default).
+    #: informative: the torch threads of each task (every task carries its own, ``task.threads``).
     threads: int | None
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mimbench.errors import ConfigError
+from mimbench.errors import ConfigError, cut, shown
 from mimbench.registry import Registry
 from mimbench.specs import BaselineSpec, Component, DataSpec, EvalSpec, RunSpec
 from mimbench.schema import COMPONENT_AXES, ComponentSpec, Suite, TrainConfig, validation_message
@@ -49,6 +49,7 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
               for combo in itertools.product(*(getattr(grid, axis) for axis in COMPONENT_AXES))]
     sweep_values = list(itertools.product(*suite.sweep.values()))
     resolve = _Resolver(registry)
+    check_duplicates(suite, resolve)
     evaluation = resolved_eval(suite, resolve)
     data = data_spec(suite, resolve("dataset", suite.dataset), evaluation.dataset)
     runs: dict[str, RunSpec] = {}
@@ -59,6 +60,43 @@ def expand(suite: Suite, registry: Registry) -> list[RunSpec]:
                            evaluation, data)
                 runs.setdefault(run.run_id, run)
     return list(runs.values())
+
+
+def check_duplicates(suite: Suite, resolve: "_Resolver") -> None:
+    """A ConfigError naming the first component listed twice on one axis of one grid (the same
+    once its defaults are filled in: ``pixel`` and ``{name: pixel, params: {ratio: 0.6}}``), or
+    the first sweep value listed twice: the same runs would be planned twice."""
+    grids = suite.grids()
+    for index, grid in enumerate(grids):
+        where = f"grid[{index}]" if len(grids) > 1 else "grid"
+        for axis in COMPONENT_AXES:
+            seen: dict[Component, ComponentSpec] = {}
+            for spec in getattr(grid, axis):
+                component = resolve(axis, spec)
+                if component in seen:
+                    first, again = _written(seen[component]), _written(spec)
+                    what = f"{first} is listed twice" if first == again else \
+                        f"{first} and {again} are the same {axis} once its defaults are filled in ({component.text()})"
+                    raise ConfigError(f"{where}.{axis}: {what}: the same runs would be planned twice")
+                seen[component] = spec
+    for path, values in suite.sweep.items():
+        twice = next((i for i, v in enumerate(values) if any(_same(v, w) for w in values[:i])), None)
+        if twice is not None:
+            value = "null" if values[twice] is None else shown(values[twice])
+            raise ConfigError(f"sweep {path}: {value} is listed twice: the same runs would be planned twice")
+
+
+def _written(spec: ComponentSpec) -> str:
+    """A component spec as the suite wrote it: ``pixel``, or ``{name: pixel, params: {ratio: 0.6}}``."""
+    if not spec.params:
+        return spec.name
+    params = ", ".join(f"{k}: {json.dumps(v, default=repr)}" for k, v in spec.params.items())
+    return cut(f"{{name: {spec.name}, params: {{{params}}}}}", 120)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal sweep values (1 and 1.0 are; True and 1 are not)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _run(suite: Suite, seed: int, combo: dict[str, ComponentSpec], swept: dict[str, Any], resolve: "_Resolver",

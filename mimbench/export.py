@@ -26,6 +26,7 @@ import torch
 from mimbench.errors import ConfigError, cut, first_line
 from mimbench.folder import CONFIG_FILE, ENCODER_FILE, DamagedFile, RunFolder, write_atomic
 from mimbench.registry import Registry
+from mimbench.specs import Status
 
 FORMAT = "mimbench-backbone/1"
 
@@ -69,31 +70,16 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
     its description (the same path with ``.json``); returns both paths. Bad input (not a run
     folder, no ``encoder.pt``, an encoder without ``backbone()``) is a ConfigError."""
     run_dir = Path(run_dir)
-    run = RunFolder(run_dir)
-    config = _read_config(run)
-    weights = run.encoder_path
-    if not run.has_encoder():
-        raise ConfigError(f"no {ENCODER_FILE} in {run_dir}: only pre-trained runs have one "
-                          f"(baselines do not; a run that failed before training ended has none)")
-    spec = config["encoder"]
-    params = dict(spec.get("params") or {})
-    if "pretrained" in params:  # the weights come from encoder.pt: nothing to download
-        params["pretrained"] = False
-    channels = len(config["normalization"]["mean"])
-    encoder = registry.build("encoder", spec["name"], params, in_channels=channels, image_size=config["image_size"])
+    encoder, config = build_run_encoder(run_dir, registry)
+    check_trained(RunFolder(run_dir), encoder)
+    name = config["encoder"]["name"]
     if not callable(getattr(encoder, "backbone", None)):
-        raise ConfigError(f"encoder {spec['name']!r} cannot be exported as a backbone (it has no backbone() "
-                          f"method); its state_dict is {weights}")
+        raise ConfigError(f"encoder {name!r} cannot be exported as a backbone (it has no backbone() "
+                          f"method); its state_dict is {RunFolder(run_dir).encoder_path}")
     try:
-        state = run.encoder_state()
-    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike
-        raise ConfigError(f"{weights}: damaged, not a state_dict torch can load ({type(exc).__name__}: "
-                          f"{cut(str(exc), 120)})") from None
-    try:
-        encoder.load_state_dict(state)
         backbone = encoder.backbone()
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"encoder {spec['name']!r} of {run_dir}: {first_line(exc)}") from None
+        raise ConfigError(f"encoder {name!r} of {run_dir}: {first_line(exc)}") from None
     out = Path(out) if out is not None else run_dir / "backbone.pt"
     description = out.with_suffix(".json")
     buffer = io.BytesIO()
@@ -101,6 +87,21 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
     write_atomic(out, buffer.getvalue())
     write_atomic(description, json.dumps(describe(config, backbone, out.name), indent=2) + "\n")
     return out, description
+
+
+def check_trained(run: RunFolder, encoder: torch.nn.Module) -> None:
+    """Raise a ConfigError unless ``encoder`` (``run``'s, loaded) is worth exporting: not from a run
+    that diverged, and no NaN or infinite weight."""
+    record = run.finished_record() or {}
+    if record.get("status") == Status.DIVERGED.value:
+        raise ConfigError(f"{run.path}: the run diverged (its loss became {record.get('diverged_loss', 'NaN')} after "
+                          f"{record.get('epochs_completed', '?')} finished epochs), so its encoder is no trained "
+                          f"backbone; nothing was written (export a run whose status is done)")
+    state = encoder.state_dict()
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise ConfigError(f"{run.encoder_path}: {len(broken)} of {len(state)} tensors hold NaN or infinite values "
+                          f"(e.g. {broken[0]!r}): no usable backbone; nothing was written")
 
 
 def describe(config: dict[str, Any], backbone: Backbone, weights: str) -> dict[str, Any]:
@@ -122,6 +123,33 @@ def describe(config: dict[str, Any], backbone: Backbone, weights: str) -> dict[s
         "suite": config.get("suite"),
         "label": config.get("label"),
     }
+
+
+def build_run_encoder(run_dir: Path, registry: Registry) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A finished run's trained encoder, built from its ``config.json`` through ``registry`` with
+    the weights of its ``encoder.pt`` (on the CPU, in training mode), and that config. Bad input
+    (not a run folder, a baseline, no or a damaged ``encoder.pt``) is a ConfigError."""
+    run = RunFolder(Path(run_dir))
+    config = _read_config(run)
+    if not run.has_encoder():
+        raise ConfigError(f"no {ENCODER_FILE} in {run.path}: only pre-trained runs have one "
+                          f"(baselines do not; a run still training, or that failed before training ended, has none)")
+    spec = config["encoder"]
+    params = dict(spec.get("params") or {})
+    if "pretrained" in params:  # the weights come from encoder.pt: nothing to download
+        params["pretrained"] = False
+    channels = len(config["normalization"]["mean"])
+    encoder = registry.build("encoder", spec["name"], params, in_channels=channels, image_size=config["image_size"])
+    try:
+        state = run.encoder_state()
+    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike
+        raise ConfigError(f"{run.encoder_path}: damaged, not a state_dict torch can load ({type(exc).__name__}: "
+                          f"{cut(str(exc), 120)})") from None
+    try:
+        encoder.load_state_dict(state)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"encoder {spec['name']!r} of {run.path}: {first_line(exc)}") from None
+    return encoder, config
 
 
 def _read_config(run: RunFolder) -> dict[str, Any]:

@@ -207,11 +207,13 @@ def mimbench_register_probes(register: Register) -> None:
 def mimbench_register_executors(register: Register) -> None:
     """Register executors: what runs a suite's tasks (``local``, ``ray``, ``submitit``...).
 
-    ``factory(suite_dir: str, **params)`` (``suite_dir`` only if declared: the suite folder,
-    e.g. for an engine's log files) returns an object with:
+    ``factory(suite_dir: str, threads_per_run: int, **params)`` (each only if declared:
+    ``suite_dir`` the suite folder, e.g. for an engine's log files; ``threads_per_run`` the torch
+    threads every task sets on its worker, ``execution.threads_per_run`` resolved, e.g. to ask the
+    engine for that many CPUs per run) returns an object with:
 
     - ``in_process: bool``: True when tasks run in the driver's own process;
-    - ``threads: int | None``: the torch threads each task sets on its worker;
+    - ``threads: int | None``: informative only (each task carries its threads: ``task.threads``);
     - ``run(tasks: list[mimbench.plugin.Task]) -> Iterator[tuple[Task, Outcome]]``: start every
       task and yield each with its outcome as it finishes, in any order. A task is plain,
       picklable data; a worker anywhere executes it with ``mimbench.plugin.run_task(task) ->
@@ -243,6 +245,11 @@ def mimbench_register_trackers(register: Register) -> None:
 
     - ``run_started(run_dir: Path, config: dict)``: ``config`` is the run's ``config.json``
       (resolved config, ``run_id``, ``suite``, ``label``, normalisation, versions);
+    - ``step_logged(run_dir: Path, step: int, values: dict)`` (optional: a tracker without
+      it gets no such calls) every ``train.log_every`` steps, when the trainer reads the loss
+      back anyway: ``step`` is the global optimizer step (from 1), ``values`` ``loss`` (the mean
+      over the steps since the previous read of this epoch) and ``lr`` (see
+      ``mimbench_step_logged``);
     - ``epoch_finished(run_dir: Path, row: dict)`` after each pre-training epoch: the
       ``history.csv`` row (``epoch``, ``loss``, ``lr``, ``images_per_second``, ``seconds``).
       A run that evaluates an encoder another run pre-trained reports that run's history;
@@ -266,7 +273,12 @@ def mimbench_register_trackers(register: Register) -> None:
 
 @hookspec
 def mimbench_register_commands(cli: "click.Group") -> None:
-    """Add commands to the ``mimbench`` command line (``cli.add_command(...)``)."""
+    """Add commands to the ``mimbench`` command line (``cli.add_command(...)``).
+
+    Called on the plugins of other distributions and those of ``$MIMBENCH_PLUGINS``, not on
+    mimbench's built-ins (which add none), when ``mimbench --help`` lists the commands or a name is
+    not a built-in command: so that help stays fast, a plugin that adds a command should import
+    only ``hookimpl`` (and click) at module level and anything heavy (torch) inside the command."""
 
 
 @hookspec
@@ -275,11 +287,11 @@ def mimbench_run_started(run_dir: Path, config: dict[str, Any]) -> None:
     and that config (see ``mimbench_register_trackers``). Baselines and runs that only evaluate
     an encoder another run pre-trained start too.
 
-    Like ``mimbench_epoch_finished`` and ``mimbench_run_finished``, it is called by the worker
-    that executes the run (:func:`mimbench.worker.execute`): in the driver's process with the
+    Like ``mimbench_step_logged``, ``mimbench_epoch_finished`` and ``mimbench_run_finished``, it is
+    called by the worker that executes the run (:func:`mimbench.worker.execute`): in the driver's process with the
     ``local`` executor, in a Ray task or a SLURM job otherwise, so a plugin that implements it
     must be installed (or passed with ``--plugin``) where the runs execute. An exception in any
-    of the three is a warning that names the plugin (its other calls for that run are skipped)
+    of the four is a warning that names the plugin (its other calls for that run are skipped)
     and does not change the run's result.
     """
 
@@ -291,6 +303,19 @@ def mimbench_epoch_finished(run_dir: Path, row: dict[str, Any]) -> None:
     ``images_per_second``, ``seconds``. A run that evaluates an encoder another run pre-trained
     (same pre-training, other ``eval.labels_per_class``) reports that run's history, copied with
     it. Called where the run executes (see ``mimbench_run_started``)."""
+
+
+@hookspec
+def mimbench_step_logged(run_dir: Path, step: int, values: dict[str, float]) -> None:
+    """Called every ``train.log_every`` optimizer steps of a pre-training, with the run's folder,
+    the global step (from 1, counted across epochs) and ``values``: ``loss`` (the mean loss of
+    the steps since the previous call in the same epoch, or since the epoch began) and ``lr``
+    (after the step). The loss is the one the trainer reads back to the host at that step anyway:
+    no other synchronisation is made for it. Under ``train.devices`` > 1 the loss is the mean
+    over the ranks, and only rank 0's values are sent, through the run's process. A run that
+    evaluates an encoder another run pre-trained, and a baseline, have no steps.
+    Called where the run executes (see ``mimbench_run_started``), before the epoch's
+    ``mimbench_epoch_finished``."""
 
 
 @hookspec

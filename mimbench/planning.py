@@ -8,6 +8,8 @@ them for bad input (exit 2) found now, not mid-suite::
 
 from __future__ import annotations
 
+import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +28,7 @@ from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, canonical_json, run_labels
-from mimbench.schema import Suite, suite_to_yaml
+from mimbench.schema import MAX_AUTO_THREADS, Suite, suite_to_yaml
 from mimbench.suite import MAPPING_ORIGIN
 from mimbench.tracking import build_trackers
 
@@ -51,6 +53,20 @@ class Plan:
         """What the plan's suite folder must belong to (see :mod:`mimbench.folder.ownership`)."""
         return SuiteIdentity(self.suite.name, self.origin, suite_to_yaml(self.suite))
 
+    @property
+    def threads(self) -> int:
+        """The torch threads of every run (``execution.threads_per_run``, ``auto`` resolved here)."""
+        return threads_per_run(self.suite.execution.threads_per_run)
+
+
+def threads_per_run(setting: int | str) -> int:
+    """``execution.threads_per_run``: the count given, or for ``auto`` the CPUs this process may
+    use, at most :data:`~mimbench.schema.MAX_AUTO_THREADS`."""
+    if setting != "auto":
+        return int(setting)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, MAX_AUTO_THREADS))
+
 
 def plan_suite(suite: Suite, registry: Registry, origin: str = MAPPING_ORIGIN) -> Plan:
     """``origin``: where the suite came from (:func:`mimbench.suite.origin_of`), recorded in
@@ -69,7 +85,8 @@ def check_trackers(plan: Plan, registry: Registry, suite_dir: Path) -> None:
 def build_executor(registry: Registry, suite: Suite, suite_dir: Path) -> Executor:
     """The suite's ``execution.executor`` with its params (a missing extra is a ConfigError)."""
     spec = suite.execution
-    return registry.build("executor", spec.executor, spec.params(), suite_dir=str(suite_dir))
+    return registry.build("executor", spec.executor, spec.params(), suite_dir=str(suite_dir),
+                          threads_per_run=threads_per_run(spec.threads_per_run))
 
 
 def declared_columns(runtime: Runtime, probes: tuple[Component, ...]) -> list[MetricColumn]:
@@ -80,6 +97,34 @@ def declared_columns(runtime: Runtime, probes: tuple[Component, ...]) -> list[Me
         if callable(declare):
             declared.append(list(declare()))
     return columns.merge(*declared)
+
+
+def param_types(plan: Plan, registry: Registry) -> dict[str, columns.ColumnType]:
+    """The declared type of each ``<kind>.<param>`` column of the plan's summary: a component's from
+    its factory's signature (the registry's params schema), ``train.*`` and ``eval.*`` from the
+    suite schema. Two components of one kind that declare a param differently leave it out (its
+    column keeps the type its values are written with)."""
+    found: dict[str, columns.ColumnType | None] = {}
+
+    def add(column: str, annotation: Any) -> None:
+        kind = columns.column_type(annotation)
+        if column in found and found[column] != kind:
+            kind = "float" if {found[column], kind} == {"int", "float"} else None
+        found[column] = kind
+
+    for job in plan.jobs:
+        parts = {"dataset": job.dataset, **({"encoder": job.encoder} if isinstance(job, BaselineSpec)
+                                           else job.components())}
+        for kind, spec in parts.items():
+            if spec is not None:
+                hints = registry.get(kind, spec.name).hints
+                for key in spec.params:
+                    add(f"{kind}.{key}", hints.get(key, Any))
+        if isinstance(job, RunSpec):
+            for key, field in type(job.train).model_fields.items():
+                add(f"train.{key}", field.annotation)
+        add("eval.labels_per_class", typing.get_type_hints(type(job.eval))["labels_per_class"])
+    return {column: kind for column, kind in found.items() if kind is not None}
 
 
 def check_plan(plan: Plan, runtime: Runtime) -> SuiteData:
@@ -151,9 +196,9 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
     masker does wrong (another exception, a mask of the wrong shape) fails its own runs
     later, with error.txt, and not the whole suite.
     """
-    if runs and runs[0].train.batch_size > len(data.train):
-        raise ConfigError(f"train.batch_size {runs[0].train.batch_size} is larger than the "
-                          f"train split ({len(data.train)} images)")
+    largest = max((run.train.batch_size for run in runs), default=0)  # a sweep may set it per run
+    if largest > len(data.train):
+        raise ConfigError(f"train.batch_size {largest} is larger than the train split ({len(data.train)} images)")
     channels = data.train.channels
     images = torch.zeros(2, channels, data.train.image_size, data.train.image_size, device=data.normalize.mean.device)
     # Each distinct component once (a sweep of thousands of runs has few of each); a target may

@@ -16,18 +16,35 @@ else (the built-in plugins import only this module too).
 - ``testing``: the conformance checks to run on a component in its own tests.
 """
 
-from mimbench import metrics, testing
-from mimbench.columns import MetricColumn, accuracy_columns
-from mimbench.data import TensorImageDataset
+from typing import Any
+
 from mimbench.errors import ConfigError, ContractError, first_line, missing_extra, one_line
-from mimbench.export import Backbone, renamed
-from mimbench.folder import RunFolder
 from mimbench.hookspecs import hookimpl
-from mimbench.jobs import Outcome, Task
-from mimbench.optim import autocast_for, param_groups, warmup_cosine
-from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
-from mimbench.tracking import final_metrics, run_params
-from mimbench.worker import run_task
+
+
+def __getattr__(name: str) -> Any:
+    """The rest of the door, imported on first use: a plugin that needs only ``hookimpl`` (one that
+    adds a command, say) does not import torch, so ``mimbench --help`` stays fast."""
+    if name not in __all__:
+        raise AttributeError(f"module 'mimbench.plugin' has no attribute {name!r}")
+    globals().update(_heavy())
+    return globals()[name]
+
+
+def _heavy() -> dict[str, Any]:
+    from mimbench import metrics, testing
+    from mimbench.columns import MetricColumn, accuracy_columns
+    from mimbench.data import TensorImageDataset
+    from mimbench.export import Backbone, renamed
+    from mimbench.folder import RunFolder
+    from mimbench.jobs import Outcome, Task
+    from mimbench.optim import autocast_for, param_groups, warmup_cosine
+    from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
+    from mimbench.tracking import final_metrics, run_params
+    from mimbench.worker import run_task
+
+    return dict(locals())
+
 
 __all__ = ["Backbone", "ConfigError", "ContractError", "Layer", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
            "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",

@@ -3,8 +3,9 @@
 Order: the built-ins (mimbench's own entry points), other installed distributions
 in entry-point group ``mimbench``, then each ``--plugin PATH_OR_MODULE`` and each
 entry of ``$MIMBENCH_PLUGINS`` (os.pathsep-separated). A plugin that fails to
-import, or that implements a misspelled hook, is recorded in
-``PluginSet.failures`` and left out; everything else still works.
+import (an exception, ``sys.exit`` or a ``KeyboardInterrupt`` raised by its code at import),
+or that implements a misspelled hook, is recorded in ``PluginSet.failures`` and left out;
+everything else still works. A Ctrl-C pressed while plugins load still stops mimbench.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +27,7 @@ from types import ModuleType
 import pluggy
 
 from mimbench import hookspecs
-from mimbench.errors import one_line
+from mimbench.errors import Terminated, one_line, shown
 
 ENTRY_POINT_GROUP = "mimbench"
 ENV_VAR = "MIMBENCH_PLUGINS"
@@ -69,8 +73,9 @@ class PluginSet:
         return callers
 
 
-def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) -> PluginSet:
-    """Discover and register every plugin; see the module docstring for the order."""
+def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True, builtins: bool = True) -> PluginSet:
+    """Discover and register every plugin; see the module docstring for the order. ``builtins=False``
+    leaves out mimbench's own (they import torch): what the command line's plugin commands need."""
     manager = pluggy.PluginManager("mimbench")
     manager.add_hookspecs(hookspecs)
     plugins = PluginSet(manager)
@@ -82,7 +87,7 @@ def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) 
     seen = set()
     for ep in entry_points:
         plugin_name = f"{_dist_name(ep)}:{ep.name}"
-        if plugin_name in seen:  # the same distribution visible twice on sys.path
+        if plugin_name in seen or not builtins and _dist_name(ep) == "mimbench":  # seen: visible twice on sys.path
             continue
         seen.add(plugin_name)
         provider = Provider(_dist_name(ep), ep.dist.version if ep.dist else "")
@@ -94,6 +99,16 @@ def load_plugins(extra: tuple[str, ...] | list[str] = (), use_env: bool = True) 
     for spec in dict.fromkeys(specs):  # the same plugin named twice is loaded once
         _register(plugins, spec, _local_provider(spec), lambda spec=spec: import_plugin(spec))
     return plugins
+
+
+def env_problem(value: str | None = None) -> str | None:
+    """Why ``$MIMBENCH_PLUGINS`` (``value``; read from the environment when None) is ignored: set
+    but naming no plugin (only separators or blanks, e.g. ``:::``); None when it is fine or unset."""
+    value = os.environ.get(ENV_VAR, "") if value is None else value
+    if not value or any(entry.strip() for entry in value.split(os.pathsep)):
+        return None
+    return (f"${ENV_VAR} is {shown(value)}, which names no plugin (expected .py files or module names "
+            f"separated by {os.pathsep!r}); it is ignored")
 
 
 def import_plugin(spec: str) -> ModuleType:
@@ -130,10 +145,13 @@ def import_plugin(spec: str) -> ModuleType:
 
 def _register(plugins: PluginSet, name: str, provider: Provider, load) -> None:
     try:
-        plugin = load()
+        with _user_interrupts() as interrupted:
+            plugin = load()
         plugins.manager.register(plugin, name=name)
-    except Exception as exc:  # a broken plugin must not take the CLI down
-        plugins.failures.append(PluginFailure(name, one_line(exc)))
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a broken plugin must not take the CLI down
+        if isinstance(exc, Terminated) or isinstance(exc, KeyboardInterrupt) and interrupted:
+            raise  # the user's Ctrl-C or SIGTERM, not the plugin's doing
+        plugins.failures.append(PluginFailure(name, _load_error(exc)))
         return
     try:
         plugins.manager.check_pending()
@@ -143,6 +161,39 @@ def _register(plugins: PluginSet, name: str, provider: Provider, load) -> None:
         plugins.failures.append(PluginFailure(name, message))
         return
     plugins.providers[name] = provider
+
+
+@contextmanager
+def _user_interrupts():
+    """While a plugin loads, tell a Ctrl-C the user pressed from a ``KeyboardInterrupt`` the plugin's
+    code raises: yields a list that SIGINT (then handled as before) appends to."""
+    interrupted: list[int] = []
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None:  # not the main thread (no handler runs here), or a handler set outside Python
+        yield interrupted
+        return
+
+    def note(signum, frame):
+        interrupted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _load_error(exc: BaseException) -> str:
+    """One line for a plugin that failed to import; exiting or interrupting at import is a failure too."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({shown(exc.code)}) at import"
+    if isinstance(exc, KeyboardInterrupt):
+        return "it raised KeyboardInterrupt at import"
+    return one_line(exc)
 
 
 def _unknown_hooks_message(manager: pluggy.PluginManager, plugin: object) -> str:

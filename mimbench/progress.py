@@ -3,12 +3,14 @@ one line per run everywhere, whatever executor runs them."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
 from mimbench.columns import MetricColumn
+from mimbench.errors import cut
 from mimbench.executors import Executor
 from mimbench.jobs import Outcome, Task
 from mimbench.specs import Job, Status
@@ -34,10 +36,14 @@ class SuiteProgress:
     def write(self, line: str) -> None:
         self.bar.write(line)
 
-    def skipped(self, job: Job) -> None:
+    def warn(self, text: str) -> None:
+        """``warning: TEXT`` on stderr, one line cut to :data:`mimbench.errors.MAX_LINE` characters."""
+        self.bar.write(f"warning: {cut(text)}", file=sys.stderr)
+
+    def skipped(self, job: Job, note: str = "") -> None:
         self.counts["skipped"] += 1
         self.bar.update(1)
-        self.write(f"{self.line_start(job)}  already finished, skipped")
+        self.write(f"{self.line_start(job)}  already finished, skipped" + (f"; {note}" if note else ""))
 
     def failed_before_start(self, job: Job, error: str) -> None:
         """A job that fails without being run (what it depends on did not finish)."""
@@ -57,7 +63,8 @@ class SuiteProgress:
         seconds = outcome.record.get("wall_seconds")
         timing = f"{seconds:6.1f}s" if isinstance(seconds, (int, float)) else "      -"
         text = f"FAILED: {outcome.record.get('error', '')}" if failed else outcome_text(outcome.record, declared)
-        self.write(f"{self.line_start(task.job)}  {timing}  {text}")
+        note = f"  ({outcome.note})" if outcome.note and not failed else ""
+        self.write(f"{self.line_start(task.job)}  {timing}  {text}{note}")
 
     def line_start(self, job: Job) -> str:
         return f"{job.run_id}  {self.labels[job.run_id]:<{self.width}}"

@@ -32,7 +32,7 @@ CONTEXT_PARAMS: dict[str, tuple[str, ...]] = {
     "target": ("in_channels", "image_size", "encoder"),
     "dataset": ("split", "image_size"),
     "probe": (),
-    "executor": ("suite_dir",),
+    "executor": ("suite_dir", "threads_per_run"),
     "tracker": ("suite_dir",),
 }
 KINDS = tuple(CONTEXT_PARAMS)
@@ -137,7 +137,9 @@ class Registry:
         close = difflib.get_close_matches(str(name)[:100], known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         failed = "".join(f" (plugin {f.name!r} failed to load: {cut(f.error, 120)})" for f in self.plugins.failures)
-        missing = "" if close or failed else "; a plugin's component needs the plugin installed or --plugin FILE"
+        loaded = ", ".join(sorted({p.name for p in self.plugins.providers.values()}))
+        missing = "" if close or failed else (f"; a plugin's component needs the plugin installed or --plugin FILE "
+                                              f"(plugins loaded: {cut(loaded, 160) or 'none'})")
         raise ConfigError(f"unknown {kind} {shown(name)}{hint} (known: {', '.join(known) or 'none'}){failed}{missing}")
 
     def resolve_params(self, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import typing
 from typing import Annotated, Any, Literal, Mapping
 
@@ -26,6 +27,8 @@ COMPONENT_AXES = ("encoder", "decoder", "masker", "loss", "target")
 #: Limits stated in the schema. Images are resized to ``image_size`` and held as uint8 on the
 #: device: 1024 px is already 1 MiB per greyscale image.
 MAX_IMAGE_SIZE = 1024
+#: The longest suite name: it is a folder's name (most file systems allow 255 bytes), in labels and paths.
+MAX_NAME = 100
 #: Seeds (``seeds``, ``eval.mask_seed``) are what torch's generators take and a summary's int64
 #: column holds: 0 .. 2**63 - 1.
 MAX_SEED = 2**63 - 1
@@ -33,6 +36,8 @@ MAX_SEED = 2**63 - 1
 MAX_COUNT = 2**31 - 1
 #: DataLoader worker processes: each is a process.
 MAX_WORKERS = 256
+#: ``execution.threads_per_run: auto`` gives each run the driver's CPUs, at most this many.
+MAX_AUTO_THREADS = 8
 #: A suite expanding to more runs than this is refused unless its ``max_runs`` is raised.
 DEFAULT_MAX_RUNS = 10_000
 
@@ -97,6 +102,18 @@ class TrainConfig(_Strict):
     # FLOPs of the whole pre-training (mimbench.compute): the run takes the number of optimizer
     # steps that comes nearest, the schedule follows them and `epochs` is unused; null: `epochs`
     budget_flops: float | None = Field(None, gt=0)
+    # how often a run saves its whole training state (checkpoint.pt in its folder), which a
+    # re-executed run continues from: an epoch count (1: every epoch) or a time ("90s", "10min",
+    # "1h": at the first epoch end after it); null: never. Neither it nor keep_checkpoint is
+    # part of the run id: they change when a run saves, not what it computes
+    checkpoint_every: int | str | None = "10min"
+    keep_checkpoint: bool = False  # keep checkpoint.pt once the run is finished (removed by default)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _interval(cls, value: int | str | None) -> int | str | None:
+        checkpoint_interval(value)
+        return value
 
     @model_validator(mode="after")
     def _batch_splits(self) -> "TrainConfig":
@@ -104,6 +121,24 @@ class TrainConfig(_Strict):
             raise ValueError(f"batch_size {self.batch_size} must be divisible by devices {self.devices}: "
                              "every process takes an equal share of each batch")
         return self
+
+
+_SECONDS = {"s": 1, "min": 60, "h": 3600}
+
+
+def checkpoint_interval(value: int | str | None) -> tuple[int | None, float | None]:
+    """``train.checkpoint_every`` as (epochs, seconds), one of them set, or (None, None) for never:
+    ``3`` -> (3, None), ``"10min"`` -> (None, 600.0). A ValueError says what is allowed."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+        raise ValueError(f"must be an epoch count >= 1, a time such as 90s, 10min or 1h, or null; got {value!r}")
+    if isinstance(value, int):
+        return value, None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|min|h)\s*", str(value))
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"must be an epoch count >= 1, a time such as 90s, 10min or 1h, or null; got {value!r}")
+    return None, float(match[1]) * _SECONDS[match[2]]
 
 
 class EvalConfig(_Strict):
@@ -158,6 +193,27 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     executor: str = "local"
+    # torch CPU threads of every run, set by the worker under every executor (ray and submitit
+    # ask for this many CPUs per run unless their cpus_per_run says otherwise): on the CPU a run's
+    # numbers are bit-identical only at the same thread count. auto: the CPUs this machine gives
+    # the driver, at most MAX_AUTO_THREADS. `threads`, the local executor's older param, is read as it
+    threads_per_run: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_threads_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "threads" in value:
+            if "threads_per_run" in value:
+                raise ValueError("give threads_per_run only (threads is its older name)")
+            value = {k: v for k, v in value.items() if k != "threads"} | {"threads_per_run": value["threads"] or "auto"}
+        return value
+
+    @field_validator("threads_per_run")
+    @classmethod
+    def _thread_count(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= value <= MAX_WORKERS:
+            raise ValueError(f"must be auto or 1..{MAX_WORKERS}, got {value}")
+        return value
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -219,7 +275,7 @@ class ReportConfig(_Strict):
 class Suite(_Strict):
     """A comparison suite, as written in YAML."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # results go to <out>/<name>/
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=MAX_NAME)  # results go to <out>/<name>/
     description: str = ""
     dataset: ComponentSpec
     image_size: int = Field(32, ge=4, le=MAX_IMAGE_SIZE)

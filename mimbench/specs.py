@@ -79,6 +79,8 @@ class Component:
 
 #: The target of a run that names none, and of every run from before targets existed.
 DEFAULT_TARGET = Component("pixels")
+#: ``train`` keys that say when a run saves its state, not what it computes: never in a run id.
+NOT_IN_RUN_ID = ("checkpoint_every", "keep_checkpoint")
 
 
 def _optional(component: Component | None) -> dict[str, Any] | None:
@@ -129,7 +131,7 @@ def config_id(config: dict[str, Any]) -> str:
     to a finished suite runs on the saved encoders instead of starting the runs over), and keys
     added since, at their defaults, so that suites from before them keep their ids:
     ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null,
-    ``target`` pixels."""
+    ``target`` pixels; and ``train.checkpoint_every`` / ``keep_checkpoint`` always."""
     if config.get("target") == DEFAULT_TARGET.to_json():
         config = {k: v for k, v in config.items() if k != "target"}
     if "eval" in config:
@@ -138,7 +140,8 @@ def config_id(config: dict[str, Any]) -> str:
         config = {**config, "eval": evaluation}
     if "train" in config:
         defaults = {"compile": False, "devices": 1, "budget_flops": None}
-        train = {k: v for k, v in config["train"].items() if not (k in defaults and v == defaults[k])}
+        train = {k: v for k, v in config["train"].items()
+                 if not (k in defaults and v == defaults[k]) and k not in NOT_IN_RUN_ID}
         config = {**config, "train": train}
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 

@@ -2,12 +2,12 @@
 
 :class:`RunEvents` is what :func:`mimbench.worker.execute` calls, in whatever process runs the
 task (the driver's with the ``local`` executor, a Ray or SLURM worker otherwise). Each event is
-one call of its hook (``mimbench_run_started``, ``mimbench_epoch_finished``,
+one call of its hook (``mimbench_run_started``, ``mimbench_step_logged``, ``mimbench_epoch_finished``,
 ``mimbench_run_finished``), made through pluggy for every observer on its own: each plugin that
 implements the hook, and each of the suite's trackers (``trackers:`` in the suite, ``--tracker
 NAME``), which is attached as a hook implementation (:class:`TrackerHooks`) built once per run.
 An observer that raises becomes one warning and is skipped for the rest of that run: a tracker
-never fails a run.
+never fails a run. A warning is one line, its error cut short (:data:`WARNING_ERROR`).
 
 :func:`build_trackers` and :func:`prepare_trackers` are what the driver calls once per suite (the
 first to fail on bad input before anything runs, the second before the first run starts).
@@ -24,16 +24,19 @@ from typing import Any, Sequence
 import pluggy
 
 from mimbench import columns, hookspecs
-from mimbench.errors import ConfigError, one_line
+from mimbench.errors import ConfigError, cut, one_line
 from mimbench.hookspecs import hookimpl
 from mimbench.registry import Registry
 from mimbench.specs import Component
 
 #: The run's events: the hook each one calls, and the tracker method that hook reaches.
-EVENT_HOOKS = {"mimbench_run_started": "run_started", "mimbench_epoch_finished": "epoch_finished",
-               "mimbench_run_finished": "run_finished"}
-#: The methods every tracker object has.
-TRACKER_METHODS = tuple(EVENT_HOOKS.values())
+EVENT_HOOKS = {"mimbench_run_started": "run_started", "mimbench_step_logged": "step_logged",
+               "mimbench_epoch_finished": "epoch_finished", "mimbench_run_finished": "run_finished"}
+#: The methods every tracker object has (``step_logged`` is optional).
+TRACKER_METHODS = ("run_started", "epoch_finished", "run_finished")
+#: The most characters of an observer's error a warning quotes (the whole line stays well under
+#: :data:`mimbench.errors.MAX_LINE`).
+WARNING_ERROR = 200
 
 
 def check_tracker(name: str, tracker: Any) -> None:
@@ -68,7 +71,7 @@ def prepare_trackers(registry: Registry, specs: Sequence[Component], suite_dir: 
             try:
                 prepare()
             except Exception as exc:
-                warnings.append(f"tracker {name!r} failed to prepare: {one_line(exc)}")
+                warnings.append(f"tracker {name!r} failed to prepare: {cut(one_line(exc), WARNING_ERROR)}")
     return warnings
 
 
@@ -81,6 +84,12 @@ class TrackerHooks:
     @hookimpl
     def mimbench_run_started(self, run_dir: Path, config: dict[str, Any]) -> None:
         self.tracker.run_started(Path(run_dir), config)
+
+    @hookimpl
+    def mimbench_step_logged(self, run_dir: Path, step: int, values: dict[str, float]) -> None:
+        step_logged = getattr(self.tracker, "step_logged", None)
+        if callable(step_logged):
+            step_logged(Path(run_dir), step, values)
 
     @hookimpl
     def mimbench_epoch_finished(self, run_dir: Path, row: dict[str, Any]) -> None:
@@ -129,6 +138,10 @@ class RunEvents:
         """The run's ``config.json`` is written and the run begins."""
         self._emit("mimbench_run_started", run_dir, config=config)
 
+    def step(self, run_dir: Path, step: int, values: dict[str, float]) -> None:
+        """The trainer read the loss back at global ``step`` (every ``train.log_every`` steps)."""
+        self._emit("mimbench_step_logged", run_dir, step=step, values=values)
+
     def epoch(self, run_dir: Path, row: dict[str, Any]) -> None:
         """A pre-training epoch ended; ``row`` is its ``history.csv`` row."""
         self._emit("mimbench_epoch_finished", run_dir, row=row)
@@ -151,7 +164,7 @@ class RunEvents:
     def _fail(self, who: str, what: str, exc: Exception, run: str) -> None:
         self._skipped.add(who)
         where = f" for run {run}" if run else ""
-        self.warnings.append(f"{who} failed in {what}{where} ({one_line(exc)}); its other calls for this run are skipped")
+        self.warnings.append(f"{who} failed in {what}{where} ({cut(one_line(exc), WARNING_ERROR)}); its other calls for this run are skipped")
 
 
 def run_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:

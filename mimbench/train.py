@@ -13,11 +13,13 @@ The loss is read back to the host only every ``log_every`` steps. ``train.compil
 from __future__ import annotations
 
 import math
+import random
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -26,6 +28,7 @@ from mimbench.augment import random_resized_crop
 from mimbench.contract import Components, check_mask, check_target_output, mask_on_grid, reconstruct
 from mimbench.errors import ContractError
 from mimbench.data import Images, Normalizer
+from mimbench.folder.checkpoint import Checkpointing
 from mimbench.optim import autocast_for, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
 from mimbench.specs import Status
@@ -42,6 +45,8 @@ class TrainResult:
     images_per_second: float = 0.0  # global batch images per second, the compiling step left out
     compile_seconds: float = 0.0  # the first compiled step, compilation included (0: not compiled)
     peak_memory_mb: float | None = None  # under DDP: the training process's own peak (mimbench.memory)
+    resumed_from_epoch: int | None = None  # continued from a checkpoint saved after this many epochs
+    checkpoint_note: str = ""  # why a checkpoint that was there was not continued from
 
 
 def target_state(target: object) -> dict[str, torch.Tensor] | None:
@@ -154,33 +159,50 @@ def compiled(model: nn.Module, setting: bool | str) -> nn.Module | None:
 def pretrain(parts: Components, data: Images, normalize: Normalizer, train: TrainConfig, seed: int,
              device: torch.device, on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
              desc: str = "train", show_progress: bool = True, shard: Shard = Shard(),
-             flops_per_image: float | None = None) -> TrainResult:
+             flops_per_image: float | None = None, checkpoint: Checkpointing | None = None,
+             on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)
     for :func:`planned_steps` steps (``flops_per_image``: needed with ``train.budget_flops``); the
     warm-up and cosine schedule follow those steps, and the last epoch may be partial.
+
+    With ``checkpoint``, the whole training state is saved at the epoch ends it says (rank 0), and
+    a run that finds its own checkpoint continues from it: every random draw comes from
+    generators saved with it, so the result is the one an uninterrupted run gets.
+
+    ``on_log(step, {"loss", "lr"})`` gets, at each ``log_every`` read-out, the global step and the
+    mean loss of the steps since the previous read-out of the epoch (rank 0; no extra host sync).
 
     Under DDP every rank runs this with its ``shard``: all ranks draw the same global batches
     and masks from ``seed`` and each trains on its share; DDP averages the gradients.
     """
     loop = _Loop.start(parts, len(data), train, device, shard, flops_per_image)
+    loop.on_log = on_log if shard.rank == 0 else None
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling, augmentation and masks
+    if checkpoint is not None:
+        loop.resume(checkpoint, generator)
+        if shard.rank == 0:  # the epochs before the checkpoint, for history.csv and the trackers
+            for epoch in range(len(loop.result.history)):
+                on_epoch(loop.result.history[:epoch + 1])
     start = time.perf_counter()
     # per-step bar on a terminal only; logs get the suite bar and one line per run
-    loop.bar = tqdm(total=loop.total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-                    disable=None if show_progress and shard.rank == 0 else True)
-    batches = training_batches(data, loop.batch_size, loop.epochs, generator, normalize, train.augment, parts.masker)
-    # On CUDA the next batch and its mask are made in a background thread while a step runs: their
-    # kernels queue behind the step's, and a masker's host syncs no longer stall it. On CPU the step
-    # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
-    stream = prefetched(batches) if device.type == "cuda" else batches
-    with closing(stream):
-        for epoch in range(loop.epochs):
+    loop.bar = tqdm(total=loop.total_steps, initial=loop.step, desc=desc, unit="step", leave=False,
+                    dynamic_ncols=True, disable=None if show_progress and shard.rank == 0 else True)
+    for epoch in range(len(loop.result.history), loop.epochs):
+        batches = masked_batches(data, loop.batch_size, generator, normalize, train.augment, parts.masker)
+        # On CUDA the next batch and its mask are made in a background thread while a step runs: their
+        # kernels queue behind the step's, and a masker's host syncs no longer stall it. On CPU the step
+        # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
+        # One stream per epoch: at its end every draw of the epoch, and no more, is made (a checkpoint's state).
+        stream = prefetched(batches) if device.type == "cuda" else batches
+        with closing(stream):
             loop.result.history.append(loop.epoch(stream, epoch))
-            if shard.rank == 0:
-                on_epoch(loop.result.history)
-            if not math.isfinite(loop.result.history[-1]["loss"]):
-                loop.result.status = Status.DIVERGED
-                break
+        if shard.rank == 0:
+            on_epoch(loop.result.history)
+        if not math.isfinite(loop.result.history[-1]["loss"]):
+            loop.result.status = Status.DIVERGED
+            break
+        if checkpoint is not None and shard.rank == 0 and epoch + 1 < loop.epochs and checkpoint.due(epoch + 1):
+            checkpoint.save(loop.state(generator, loop.prior_seconds + time.perf_counter() - start))
     return loop.finish(start)
 
 
@@ -203,6 +225,9 @@ class _Loop:
     result: TrainResult = field(default_factory=lambda: TrainResult(Status.DONE))
     bar: tqdm | None = None
     step: int = 0
+    first_step: int = 0  # the step this process started from (> 0: continued from a checkpoint)
+    prior_seconds: float = 0.0  # training time before the checkpoint this process continued from
+    on_log: Callable[[int, dict[str, float]], None] | None = None  # pretrain's on_log (rank 0)
 
     @classmethod
     def start(cls, parts: Components, images: int, train: TrainConfig, device: torch.device, shard: Shard,
@@ -222,7 +247,7 @@ class _Loop:
             raise ValueError(f"train.batch_size {batch_size} is not divisible by train.devices {shard.world}")
         steps_per_epoch = images // batch_size  # drop the ragged last batch
         total_steps = planned_steps(train, images, flops_per_image)
-        warmup_steps = round(train.warmup_epochs * steps_per_epoch)
+        warmup_steps = round(min(train.warmup_epochs * steps_per_epoch, 2.0**62))  # 1e308 epochs: never warm
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps))
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -233,20 +258,61 @@ class _Loop:
     def epochs(self) -> int:
         return -(-self.total_steps // self.steps_per_epoch)
 
+    def stateful(self) -> dict[str, nn.Module]:
+        """The run's components that are modules, by role: what a checkpoint saves of them."""
+        parts = self.parts
+        named = {"encoder": parts.encoder, "decoder": parts.decoder, "loss": parts.loss, "target": parts.target,
+                 "masker": parts.masker}
+        return {name: module for name, module in named.items() if isinstance(module, nn.Module)}
+
+    def state(self, generator: torch.Generator, seconds: float) -> dict:
+        """Everything needed to continue after the current epoch end (see :mod:`mimbench.folder.checkpoint`)."""
+        return {"step": self.step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+                "history": [dict(row) for row in self.result.history], "seconds": seconds,
+                "modules": {name: module.state_dict() for name, module in self.stateful().items()},
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "random": random_states(generator)}
+
+    def resume(self, checkpoint: Checkpointing, generator: torch.Generator) -> None:
+        """Continue from ``checkpoint`` when it holds this run's state; else say why not (the
+        result's ``checkpoint_note``) and start from step 0."""
+        state, why = checkpoint.load()
+        if state is not None and (state["total_steps"], state["steps_per_epoch"]) != (self.total_steps,
+                                                                                      self.steps_per_epoch):
+            state, why = None, "its checkpoint planned other steps; starting over"
+        if state is None:
+            self.result.checkpoint_note = why
+            return
+        for name, module in self.stateful().items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        restore_random_states(state["random"], generator)
+        self.step = self.first_step = state["step"]
+        self.prior_seconds = state["seconds"]
+        self.result.history = [dict(row) for row in state["history"]]
+        self.result.resumed_from_epoch = len(self.result.history)
+
     def epoch(self, stream: Iterator[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         """One epoch (the last may be partial); its ``history.csv`` row."""
         epoch_start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
+        logged = (0.0, 0)  # the epoch's loss sum and steps at the last on_log call
         for i, (images, mask) in zip(range(min(self.steps_per_epoch, self.total_steps - self.step)), stream):
             loss_sum += self.training_step(images, mask)
             self.bar.update(1)
             if self.step % self.train.log_every == 0:
-                running = self.shard.mean(loss_sum).item() / (i + 1)  # the only host sync inside an epoch
+                total = self.shard.mean(loss_sum).item()  # the only host sync inside an epoch
+                running = total / (i + 1)
                 self.bar.set_postfix(epoch=epoch + 1, loss=f"{running:.4f}")
+                if self.on_log is not None:  # the mean loss of the steps since the last call
+                    self.on_log(self.step, {"loss": (total - logged[0]) / (i + 1 - logged[1]),
+                                            "lr": self.optimizer.param_groups[0]["lr"]})
+                    logged = (total, i + 1)
                 if not math.isfinite(running):  # every rank sees the same mean: all stop together
                     break
         seconds = time.perf_counter() - epoch_start
-        compiling = self.result.compile_seconds if epoch == 0 else 0.0
+        compiling = self.result.compile_seconds if epoch == (self.result.resumed_from_epoch or 0) else 0.0
         return {"epoch": epoch + 1, "loss": self.shard.mean(loss_sum).item() / (i + 1),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "images_per_second": (i + 1 - (compiling > 0)) * self.batch_size / max(seconds - compiling, 1e-9),
@@ -256,7 +322,8 @@ class _Loop:
         """One optimizer step on this rank's share of a global batch; its loss (on the device)."""
         if self.step == 0:  # checked eagerly, before any compiled step
             check_mask(mask, images)
-        compiling = self.step == 1 and self.fast_model is not None  # the first compiled step, compilation included
+        # the first compiled step, compilation included (step 0 runs eagerly, to check)
+        compiling = self.fast_model is not None and self.step == self.first_step + (self.first_step == 0)
         compile_start = time.perf_counter()
         images, mask = self.shard.take(images), self.shard.take(mask)
         forward = self.model if self.step == 0 or self.fast_model is None else self.fast_model
@@ -279,12 +346,33 @@ class _Loop:
         """The result, with the run's steps, epochs and speed; the modules back in eval mode."""
         self.bar.close()
         result = self.result
-        result.seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start  # this process's share; images/s is measured on it
+        result.seconds = self.prior_seconds + seconds
         result.steps, result.epochs = self.step, self.step / self.steps_per_epoch
-        trained_steps = self.step - (1 if result.compile_seconds else 0)
-        result.images_per_second = trained_steps * self.batch_size / max(result.seconds - result.compile_seconds, 1e-9)
+        trained_steps = self.step - self.first_step - (1 if result.compile_seconds else 0)
+        result.images_per_second = trained_steps * self.batch_size / max(seconds - result.compile_seconds, 1e-9)
         self.parts.encoder.eval(), self.parts.decoder.eval()
         return result
+
+
+def random_states(generator: torch.Generator) -> dict:
+    """Every random generator a run may draw from: ``generator`` (the run's: shuffling,
+    augmentation, masks), torch's global one (and CUDA's, when initialised), Python's and NumPy's."""
+    states = {"run": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_random_states(states: dict, generator: torch.Generator) -> None:
+    """Put back what :func:`random_states` saved."""
+    generator.set_state(states["run"])
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _synced_seconds_since(start: float, device: torch.device) -> float:

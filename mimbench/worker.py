@@ -9,6 +9,7 @@ It writes nothing outside that folder.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import sys
@@ -20,16 +21,18 @@ from typing import Any, Callable
 import torch
 
 from mimbench.columns import PRETRAINING_COLUMNS
+from mimbench.folder.checkpoint import CHECKPOINT_FILE, Checkpointing
 from mimbench.compute import run_flops_per_image
 from mimbench.data import Images, class_balanced_indices
 from mimbench.distributed import is_distributed, pretrain_distributed
-from mimbench.errors import one_line
+from mimbench.errors import cut, one_line
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
-from mimbench.folder import RunFolder, SuiteFolder
+from mimbench.folder import DamagedFile, RunFolder, SuiteFolder
 from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
 from mimbench.probing import ProbeContext, RawPixels
+from mimbench.provenance import job_code
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, Status
 from mimbench.tracking import RunEvents
@@ -60,25 +63,33 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
     (``error.txt``, a failed outcome). Only the death of the process itself escapes.
 
     This is the one place where a run's events are sent (:class:`~mimbench.tracking.RunEvents`:
-    the ``mimbench_run_started``, ``mimbench_epoch_finished`` and ``mimbench_run_finished`` hooks,
-    to which the suite's trackers are attached), so they happen wherever the run executes."""
+    the ``mimbench_run_started``, ``mimbench_step_logged``, ``mimbench_epoch_finished`` and
+    ``mimbench_run_finished`` hooks, to which the suite's trackers are attached), so they happen
+    wherever the run executes."""
     folder = SuiteFolder(task.suite_dir).run(task.job.run_id)
     events = RunEvents(runtime.registry, task.trackers, task.suite_dir)
     if task.probes_to_add:
         outcome = add_probes(runtime, task, folder)
     else:
-        folder.reset()
+        folder.reset(keep=(CHECKPOINT_FILE,))  # a killed run continues from its checkpoint
         started = time.perf_counter()
         try:
             record = _execute_job(runtime, task, folder, events)
             record["wall_seconds"] = round(time.perf_counter() - started, 3)
             folder.write_metrics(record)  # last: marks the run as finished
-            outcome = Outcome(record)
+            if not (isinstance(task.job, RunSpec) and task.job.train.keep_checkpoint):
+                folder.remove_checkpoint()
+            outcome = Outcome(record, _resume_note(record))
         except Exception as exc:  # the run fails; the suite goes on
             folder.write_error(traceback.format_exc())
             outcome = Outcome.failed(one_line(exc))
     events.finished(folder.path, summary_row(task.job, folder))
     return Outcome(outcome.record, outcome.note, tuple(events.warnings))
+
+
+def _resume_note(record: dict[str, Any]) -> str:
+    epoch = record.get("resumed_from_epoch")
+    return f"continued from its checkpoint after epoch {epoch}" if epoch is not None else ""
 
 
 def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> dict[str, Any]:
@@ -96,7 +107,8 @@ def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEve
             source = SuiteFolder(task.suite_dir).run(task.pretrained_in)
             record = execute_evaluation(runtime, job, data, folder, source, on_epoch)
         else:
-            record = execute_run(runtime, job, data, folder, task.label, task.show_progress, on_epoch)
+            record = execute_run(runtime, job, data, folder, task.label, task.show_progress, on_epoch,
+                                 on_log=lambda step, values: events.step(folder.path, step, values))
     peaks = [mb for mb in (peak.mb, record.get("peak_memory_mb")) if mb is not None]  # DDP: the ranks' too
     if peaks:
         record["peak_memory_mb"] = max(peaks)
@@ -105,9 +117,11 @@ def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEve
 
 def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFolder, label: str = "train",
                 show_progress: bool = True,
-                on_epoch: Callable[[dict[str, float]], None] = lambda row: None) -> dict[str, Any]:
+                on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
+                on_log: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record.
-    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it.
+    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it; ``on_log``
+    each ``train.log_every`` loss read-out (:func:`~mimbench.train.pretrain`'s, rank 0's under DDP).
     With ``train.devices`` > 1 the pre-training runs on that many DDP processes."""
     torch.manual_seed(job.seed)
     parts = runtime.components(job, data.train.channels)
@@ -117,14 +131,16 @@ def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFold
         folder.write_history(history)
         on_epoch(history[-1])
 
+    checkpoint = Checkpointing.for_run(folder.path, job.train,
+                                       {"run_id": job.run_id, "code": job_code(runtime.registry, job)})
     if is_distributed(job):
         result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, epoch_finished,
                                       desc=label or "train", show_progress=show_progress,
-                                      flops_per_image=flops_per_image)
+                                      flops_per_image=flops_per_image, checkpoint=checkpoint, on_log=on_log)
     else:
         result = pretrain(parts, data.train, data.normalize, job.train, job.seed, runtime.device,
                           on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress,
-                          flops_per_image=flops_per_image)
+                          flops_per_image=flops_per_image, checkpoint=checkpoint, on_log=on_log)
     record = training_record(result, flops_per_image, train_batch_size(job.train, len(data.train)))
     folder.save_encoder(parts.encoder)
     state = target_state(parts.target)
@@ -158,6 +174,10 @@ def training_record(result: Any, flops_per_image: float | None, batch_size: int)
         record["compile_seconds"] = round(result.compile_seconds, 3)
     if result.status == Status.DIVERGED:
         record["diverged_loss"] = str(result.history[-1]["loss"])
+    if result.resumed_from_epoch is not None:  # train_seconds counts every attempt's training time
+        record["resumed_from_epoch"] = result.resumed_from_epoch
+    if result.checkpoint_note:
+        record["checkpoint_note"] = result.checkpoint_note
     return record
 
 
@@ -287,17 +307,26 @@ def add_probes(runtime: Runtime, task: Task, folder: RunFolder) -> Outcome:
         else:
             source = SuiteFolder(task.suite_dir).run(folder.read_record().get("pretrained_in") or job.run_id)
             encoder = runtime.encoder(job, data.train.channels)
-            encoder.load_state_dict(source.encoder_state())
+            encoder.load_state_dict(saved_encoder_state(source))
         columns = run_probes(runtime, job, probes, encoder, data, folder)
         record = folder.read_record()
         columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)
         record = {**record, **columns}
         folder.write_metrics(record)
         folder.add_probes_to_config([p.to_json() for p in probes])  # after the metrics: a crash in between reruns them
-    except Exception as exc:
-        record = folder.finished_record() or {"status": Status.DONE.value}
-        return Outcome(record, f"finished earlier; adding probes FAILED: {one_line(exc)}")
+    except Exception as exc:  # the run stays done without them; this task failed (exit 1), retried next time
+        error = cut(f"adding probes {names} FAILED: {str(exc) if isinstance(exc, DamagedFile) else one_line(exc)}", 300)
+        return Outcome(Outcome.failed(error).record, f"finished earlier; {error}")
     return Outcome(record, f"finished earlier; added probes {names}")
+
+
+def saved_encoder_state(source: RunFolder) -> dict[str, torch.Tensor]:
+    """``source``'s ``encoder.pt``; one that torch cannot load is a :class:`DamagedFile` in one line."""
+    try:
+        return source.encoder_state()
+    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike, in many lines
+        raise DamagedFile(f"{source.encoder_path} cannot be loaded ({type(exc).__name__}): a damaged file; "
+                          f"delete {source.path} to train that run again") from None
 
 
 def run_config_file(task: Task, data: SuiteData, runtime: Runtime) -> dict[str, Any]:
@@ -311,6 +340,9 @@ def run_config_file(task: Task, data: SuiteData, runtime: Runtime) -> dict[str, 
         "normalization": {"mean": data.normalize.mean.tolist(), "std": data.normalize.std.tolist()},
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),  # CPU results are bit-identical only at the same count
+        "code": job_code(runtime.registry, task.job),  # what made the run: compared before it is reused
         "versions": {
             "mimbench": __version__,
             "torch": torch.__version__,

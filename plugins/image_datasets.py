@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -260,7 +262,9 @@ def read_images(paths: Sequence[Path], image_size: int, channels: int) -> torch.
 
     Each image is converted to RGB (``channels`` 3) or greyscale (1, PIL's luma) and resized
     (bilinear, antialiased, aspect ratio not kept); images already that size are kept exactly.
-    Raises ``ValueError`` naming the file if one cannot be read.
+    Raises ``ValueError`` naming the file if one cannot be read, or if it is larger than PIL's
+    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` pixels): such a file is refused
+    before it is decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -268,11 +272,17 @@ def read_images(paths: Sequence[Path], image_size: int, channels: int) -> torch.
     images = torch.empty(len(paths), channels, image_size, image_size, dtype=torch.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                if image.size != (image_size, image_size):
-                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.uint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL would decode it anyway
+                with Image.open(path) as image:
+                    image = image.convert(mode)
+                    if image.size != (image_size, image_size):
+                        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                    pixels = np.asarray(image, dtype=np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            size = re.search(r"\((\d+) pixels\)", str(exc))
+            raise ValueError(f"{path}: refused, a possible decompression bomb: {size[1] if size else 'too many'} "
+                             f"pixels, over PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{path}: cannot read the image ({type(exc).__name__})") from exc
         images[i] = torch.from_numpy(pixels.reshape(image_size, image_size, channels).copy()).permute(2, 0, 1)

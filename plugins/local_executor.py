@@ -12,10 +12,8 @@ class LocalExecutor:
 
     in_process = True
 
-    def __init__(self, threads: int | None = None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.threads = threads  # torch threads of this process while it runs tasks; None: unchanged
+    def __init__(self, threads_per_run: int | None = None) -> None:
+        self.threads = threads_per_run  # execution.threads_per_run: each task sets them in this process
         self._running = 0
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:

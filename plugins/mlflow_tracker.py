@@ -2,8 +2,10 @@
 
 Each MLflow run is named by the run's label, tagged ``mimbench.run_id`` (and ``mimbench.suite``,
 ``mimbench.run_dir``, ``mimbench.status``), and holds the run's params (``encoder``,
-``encoder.dim``, ``train.lr``...), the per-epoch metrics ``train/loss``, ``train/lr`` and
-``train/images_per_second`` (step = epoch), every number of its summary row as a final metric
+``encoder.dim``, ``train.lr``...), ``train/loss`` and ``train/lr`` every ``train.log_every``
+steps (step = the global optimizer step; sent with the epoch's metrics, one request per epoch),
+the per-epoch metrics ``epoch/loss``, ``epoch/lr`` and ``epoch/images_per_second`` (step =
+epoch), every number of its summary row as a final metric
 (``linear_acc``, ``recon_psnr``...; ``@`` in a name becomes ``_``), and ``config.json`` and
 ``reconstructions.png`` as artifacts. A run executed again (retried, or ``--fresh`` on an outside
 server) replaces its MLflow run: the old one is deleted, so there is one MLflow run per mimbench run.
@@ -65,7 +67,7 @@ def metric_key(name: str) -> str:
 
 
 class MLflowTracker:
-    """One MLflow run per mimbench run: params, per-epoch metrics, final metrics, config.json and reconstructions.png."""
+    """One MLflow run per mimbench run: params, loss every log_every steps, per-epoch metrics, final metrics, config.json and reconstructions.png."""
 
     def __init__(self, suite_dir: str, tracking_uri: str | None = None, experiment: str | None = None):
         if importlib.util.find_spec("mlflow") is None:
@@ -82,6 +84,7 @@ class MLflowTracker:
         self.experiment = experiment or suite.name
         self.suite = suite.name
         self._run_id: str | None = None
+        self._pending: list[Any] = []  # the step metrics not sent yet (they go with the epoch's)
 
     def prepare(self) -> None:
         """Create the store and the experiment once, in the driver, before workers share them."""
@@ -128,15 +131,29 @@ class MLflowTracker:
             client.delete_run(old.info.run_id)
         self._run_id = self._new_run(experiment_id, Path(run_dir), config)
 
+    def step_logged(self, run_dir: Path, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        if self._run_id is None:
+            return
+        now = int(time.time() * 1000)
+        self._pending += [Metric(f"train/{key}", float(values[key]), now, int(step))
+                          for key in ("loss", "lr") if key in values]
+
     def epoch_finished(self, run_dir: Path, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         if self._run_id is None:
             return
         now, step = int(time.time() * 1000), int(row["epoch"])
-        metrics = [Metric(f"train/{key}", float(row[key]), now, step)
-                   for key in ("loss", "lr", "images_per_second") if key in row]
-        _client(self.tracking_uri).log_batch(self._run_id, metrics=metrics)
+        self._pending += [Metric(f"epoch/{key}", float(row[key]), now, step)
+                          for key in ("loss", "lr", "images_per_second") if key in row]
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        metrics, self._pending = self._pending, []
+        for start in range(0, len(metrics), MAX_METRICS):
+            _client(self.tracking_uri).log_batch(self._run_id, metrics=metrics[start:start + MAX_METRICS])
 
     def run_finished(self, run_dir: Path, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric
@@ -149,6 +166,7 @@ class MLflowTracker:
             earlier = self._runs_of(experiment_id, run_dir.name)
             self._run_id = earlier[0].info.run_id if earlier else self._new_run(
                 experiment_id, run_dir, _read_config(run_dir))
+        self._send_pending()  # a run that failed inside an epoch: its last loss points
         now = int(time.time() * 1000)
         metrics = [Metric(metric_key(key), value, now, 0) for key, value in final_metrics(record).items()]
         for start in range(0, len(metrics), MAX_METRICS):

@@ -19,8 +19,11 @@ import errno
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from typing import Iterator
 
 from mimbench.plugin import ConfigError, Outcome, Task, first_line, missing_extra, one_line, run_task
@@ -35,14 +38,17 @@ class RayExecutor:
 
     in_process = False
 
-    def __init__(self, address: str | None = None, gpus_per_run: float | None = None, cpus_per_run: float = 1.0,
-                 max_retries: int = 3, connect_timeout_s: float = 60.0):
+    def __init__(self, address: str | None = None, gpus_per_run: float | None = None,
+                 cpus_per_run: float | None = None, max_retries: int = 3, connect_timeout_s: float = 60.0,
+                 threads_per_run: int = 1):
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError(missing_extra("executor 'ray'", "Ray", "ray")) from None
         if gpus_per_run is not None and gpus_per_run < 0:
             raise ValueError(f"gpus_per_run must be >= 0 (fractions pack runs on one GPU), got {gpus_per_run}")
+        # execution.threads_per_run: each run's torch threads; its CPUs unless cpus_per_run says otherwise
+        cpus_per_run = threads_per_run if cpus_per_run is None else cpus_per_run
         if cpus_per_run <= 0:
             raise ValueError(f"cpus_per_run must be > 0, got {cpus_per_run}")
         if max_retries < 0:
@@ -54,7 +60,7 @@ class RayExecutor:
         self.connect_timeout_s = connect_timeout_s
         self.address, self.gpus_per_run, self.cpus_per_run = address, gpus_per_run, cpus_per_run
         self.max_retries = max_retries
-        self.threads = max(1, int(cpus_per_run))
+        self.threads = threads_per_run
         self._pending: dict = {}
         self._started_here = False
 
@@ -67,9 +73,10 @@ class RayExecutor:
             address = "local"  # a new instance, whatever Ray's address file or $RAY_ADDRESS say
             if self.address is not None:
                 address = wait_for_cluster(self.address, self.connect_timeout_s)
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False)
-            self._started_here = True
+            self._started_here = True  # before init: an interrupted start is shut down too (close)
+            with _sigterm_kept():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, configure_logging=False)
         try:
             gpus = self.gpus_per_run
             if gpus is None:
@@ -114,6 +121,20 @@ class RayExecutor:
 
             ray.shutdown()
             self._started_here = False
+
+
+@contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``, which replaces it with its own
+    (``sys.exit``, then a C handler that aborts): under ``mimbench run`` SIGTERM is handled as Ctrl-C
+    (runs cancelled, summary rewritten, this instance shut down)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def wait_for_cluster(address: str, timeout_s: float) -> str:

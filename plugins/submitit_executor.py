@@ -1,12 +1,16 @@
 """The ``submitit`` executor: a SLURM job array, one array task per run, through submitit.
 
 A preempted or timed-out task is requeued (the run starts again: its folder has no
-``metrics.json``). ``cluster: local`` runs the same array as local processes (submitit's
-local executor), which is how the tests exercise it without SLURM.
+``metrics.json``). ``cluster: local`` runs the same tasks as local processes (submitit's
+local executor), which is how the tests exercise it without SLURM: at most ``max_parallel``
+at a time (default: the CPUs this process may use over each run's torch threads), since
+submitit itself starts every local task at once.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -33,18 +37,27 @@ class SubmititExecutor:
     in_process = False
 
     def __init__(self, suite_dir: str, cluster: Literal["auto", "slurm", "local"] = "auto",
-                 partition: str | None = None, timeout_min: int = 240, gpus_per_run: int = 0, cpus_per_run: int = 4,
+                 partition: str | None = None, timeout_min: int = 240, gpus_per_run: int = 0, cpus_per_run: int | None = None,
                  mem_gb: float | None = None, max_parallel: int | None = None, slurm: dict[str, Any] | None = None,
-                 poll_seconds: float = 2.0):
+                 poll_seconds: float = 2.0, threads_per_run: int = 1):
         try:
             import submitit  # noqa: F401
         except ImportError:
             raise ConfigError(missing_extra("executor 'submitit'", "submitit", "slurm")) from None
+        # execution.threads_per_run: each run's torch threads; its CPUs unless cpus_per_run says otherwise
+        cpus_per_run = threads_per_run if cpus_per_run is None else cpus_per_run
         if timeout_min < 1 or gpus_per_run < 0 or cpus_per_run < 1:
             raise ValueError(f"need timeout_min >= 1, gpus_per_run >= 0, cpus_per_run >= 1; got {timeout_min}, "
                              f"{gpus_per_run}, {cpus_per_run}")
+        if max_parallel is not None and max_parallel < 1:
+            raise ValueError(f"max_parallel must be >= 1 (or null: all at once on SLURM, as many as the CPUs "
+                             f"allow under cluster: local), got {max_parallel}")
+        if cluster == "slurm" and shutil.which("sbatch") is None:
+            raise ConfigError("executor 'submitit': cluster 'slurm' needs SLURM, and there is no sbatch on PATH "
+                              "here; run the driver on a SLURM login node, or set execution.cluster=local to "
+                              "run the tasks as local processes")
         self.folder = Path(suite_dir) / ".submitit"
-        self.cluster, self.poll_seconds = cluster, poll_seconds
+        self.cluster, self.poll_seconds, self.max_parallel = cluster, poll_seconds, max_parallel
         self.parameters: dict[str, Any] = {"timeout_min": timeout_min, "gpus_per_node": gpus_per_run,
                                            "cpus_per_task": cpus_per_run, "tasks_per_node": 1, "nodes": 1,
                                            "name": f"mimbench-{Path(suite_dir).name}"}
@@ -56,36 +69,55 @@ class SubmititExecutor:
             self.parameters["slurm_array_parallelism"] = max_parallel
         if slurm:
             self.parameters["slurm_additional_parameters"] = dict(slurm)
-        self.threads = cpus_per_run
+        self.threads = threads_per_run
         self._pending: list = []
+        self._waiting: list[Task] = []  # local tasks not started yet (at most max_parallel run)
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
         import submitit
 
         if not tasks:
             return
-        executor = submitit.AutoExecutor(folder=self.folder / "%j",
-                                         cluster=None if self.cluster == "auto" else self.cluster)
+        cluster = submitit.AutoExecutor.which() if self.cluster == "auto" else self.cluster
+        local = cluster != "slurm"
+        # SLURM names each task's folder (%j); submitit's local executor would also create a
+        # literal "%j" folder, so its tasks share one folder per driver start (files named by pid)
+        folder = self.folder / (time.strftime("local-%Y%m%d-%H%M%S") if local else "%j")
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         executor.update_parameters(**self.parameters)
-        jobs = executor.map_array(_Checkpointable(), tasks)
-        self._pending = list(zip(jobs, tasks))
-        while self._pending:
-            still = []
-            for job, task in self._pending:
-                if job.done():
-                    yield task, _outcome(job)
-                else:
-                    still.append((job, task))
-            self._pending = still
-            if still:
+        limit = local_parallelism(self.max_parallel, tasks[0].threads or self.threads)
+        if local:
+            self._waiting = list(tasks)
+        else:
+            self._pending = list(zip(executor.map_array(_Checkpointable(), tasks), tasks))
+        while self._pending or self._waiting:
+            while self._waiting and len(self._pending) < limit:
+                task = self._waiting.pop(0)
+                self._pending.append((executor.submit(_Checkpointable(), task), task))
+            done = [job.done() for job, _ in self._pending]
+            finished = [pair for pair, ended in zip(self._pending, done) if ended]
+            self._pending = [pair for pair, ended in zip(self._pending, done) if not ended]
+            for job, task in finished:
+                yield task, _outcome(job)
+            if self._pending and not finished:
                 time.sleep(self.poll_seconds)
 
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._waiting)
 
     def cancel(self) -> None:
+        self._waiting = []
         for job, _ in self._pending:
             job.cancel(check=False)
+
+
+def local_parallelism(max_parallel: int | None, threads: int | None) -> int:
+    """How many local tasks run at once: ``max_parallel``, or the CPUs this process may use
+    over each task's torch threads, at least one."""
+    if max_parallel is not None:
+        return max_parallel
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, threads or 1))
 
 
 def _outcome(job) -> Outcome:

@@ -379,7 +379,7 @@ def test_set_of_an_unknown_key_names_it(tmp_path):
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
     assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
                     "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment, compile, "
-                    "devices, budget_flops)")
+                    "devices, budget_flops, checkpoint_every, keep_checkpoint)")
 
 
 def test_bad_device_name(tmp_path):
@@ -494,4 +494,4 @@ def test_inputs_the_schema_alone_cannot_refuse_are_one_line(tmp_path, changes, e
     line = usage_error(invoke("run", str(write_suite(tmp_path, tiny(**changes))), "--dry-run"))
     assert expected in line
     if "unknown" in expected:
-        assert "needs the plugin installed or --plugin FILE" in line
+        assert "needs the plugin installed or --plugin FILE (plugins loaded: mimbench)" in line

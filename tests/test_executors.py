@@ -54,18 +54,17 @@ def console(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def local_results(tmp_path_factory):
-    """The suite under the default executor, one torch thread (as each Ray worker below has)."""
+    """The suite under the default executor, with the default threads per run (as Ray and submitit below)."""
     tmp = tmp_path_factory.mktemp("local")
     out = tmp / "out"
-    result = run_cli("run", str(write_suite(tmp)), "--out", str(out), "--set", "execution.threads=1")
+    result = run_cli("run", str(write_suite(tmp)), "--out", str(out))
     assert result.exit_code == 0, result.output
     return summary(out)
 
 
 def test_ray_gives_the_same_numbers_as_local(ray_instance, local_results, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("run", str(write_suite(tmp_path)), "--out", str(out), "--executor", "ray",
-                     "--set", "execution.cpus_per_run=1")
+    result = run_cli("run", str(write_suite(tmp_path)), "--out", str(out), "--executor", "ray")
     assert result.exit_code == 0, result.output
     table = summary(out)
     assert list(table.index) == list(local_results.index) and len(table) == 8  # 4 runs, 4 baselines
@@ -79,8 +78,7 @@ def test_submitit_local_executor_runs_the_same_suite(local_results, tmp_path):
     pytest.importorskip("submitit", reason="the slurm extra is not installed (pip install -e '.[slurm]')")
     out = tmp_path / "out"
     result = run_cli("run", str(write_suite(tmp_path)), "--out", str(out), "--executor", "submitit",
-                     "--set", "execution.cluster=local", "--set", "execution.cpus_per_run=1",
-                     "--set", "execution.poll_seconds=0.2")
+                     "--set", "execution.cluster=local", "--set", "execution.poll_seconds=0.2")
     assert result.exit_code == 0, result.output
     table = summary(out)
     assert (table.status == "done").all()

@@ -39,7 +39,7 @@ TINY = {
     "dataset": {"name": "shapes", "params": {"num_images": 96}},
     "image_size": 16,
     "seeds": [0],
-    "train": {"epochs": 1, "batch_size": 32},
+    "train": {"epochs": 1, "batch_size": 32, "warmup_epochs": 0},  # no warm-up warning on stderr
     "eval": {"probes": []},
     "grid": {"encoder": [{"name": "cnn", "params": {"hidden_dim": 4}}], "decoder": ["linear"],
              "masker": ["pixel", {"name": "patch", "params": {"mask_patch_size": 4}}], "loss": ["l1"]},

@@ -24,7 +24,7 @@ name: tiny
 dataset: {name: shapes, params: {num_images: 64}}
 image_size: 16
 seeds: [0]
-train: {epochs: 1, batch_size: 32, log_every: 1}
+train: {epochs: 1, batch_size: 32, log_every: 1, warmup_epochs: 0}  # no warm-up warning
 eval: {batch_size: 32, probes: [], baselines: []}
 grid:
   encoder: [{name: cnn, params: {hidden_dim: 4}}]

@@ -249,24 +249,26 @@ def test_tensorboard_event_files_read_back_with_tensorboard(tmp_path):
     assert result.exit_code == 0, result.output
     table = summary(out).set_index("run_id")
     multiplexer = EventMultiplexer(size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    multiplexer.AddRunsFromDirectory(str(out / "tiny" / "runs"))  # what `tensorboard --logdir` reads
+    multiplexer.AddRunsFromDirectory(str(out / "tiny" / "tensorboard"))  # what `tensorboard --logdir` reads
     multiplexer.Reload()
-    assert set(multiplexer.Runs()) == set(table.index)  # one TensorBoard run per mimbench run, named by its id
+    names = {run_id: (out / "tiny" / "runs" / run_id / "config.json") for run_id in table.index}
+    names = {run_id: json.loads(path.read_text())["label"].replace("/", "+") for run_id, path in names.items()}
+    assert set(multiplexer.Runs()) == set(names.values())  # one TensorBoard run per mimbench run, named by its label
     for run_id, row in table.iterrows():
-        accumulator = multiplexer.GetAccumulator(run_id)
+        accumulator = multiplexer.GetAccumulator(names[run_id])
         scalars = accumulator.Tags()["scalars"]
         assert accumulator.Scalars("final/knn_acc")[0].value == pytest.approx(row.knn_acc)
         content = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         assert hparams["run_id"].string_value == run_id and hparams["status"].string_value == "done"
         if not row.pretrained:
-            assert hparams["baseline"].string_value == "pixels" and "train/loss" not in scalars
+            assert hparams["baseline"].string_value == "pixels" and "epoch/loss" not in scalars
             continue
         history = pd.read_csv(out / "tiny" / "runs" / run_id / "history.csv")
-        loss = accumulator.Scalars("train/loss")
+        loss = accumulator.Scalars("epoch/loss")
         assert [e.step for e in loss] == [1, 2] and [e.value for e in loss] == pytest.approx(list(history.loss))
-        assert [e.value for e in accumulator.Scalars("train/lr")] == pytest.approx(list(history.lr))
-        assert {"train/images_per_second", "final/recon_psnr", "final/train_seconds"} <= set(scalars)
+        assert [e.value for e in accumulator.Scalars("epoch/lr")] == pytest.approx(list(history.lr))
+        assert {"epoch/images_per_second", "final/recon_psnr", "final/train_seconds"} <= set(scalars)
         assert accumulator.Scalars("final/recon_psnr")[0].value == pytest.approx(row.recon_psnr)
         assert hparams["encoder"].string_value == "cnn" and hparams["encoder.hidden_dim"].number_value == 8
         assert hparams["masker"].string_value == row.masker and hparams["train.lr"].number_value == pytest.approx(1e-3)
@@ -301,7 +303,7 @@ def test_mlflow_one_run_per_mimbench_run_read_back_with_its_client(tmp_path, mon
         assert run.info.status == "FINISHED" and run.data.tags["mimbench.status"] == "done"
         assert run.info.run_name.startswith("cnn/linear/") and run.info.run_name.endswith("seed=0")
         history = pd.read_csv(out / "tiny" / "runs" / run_id / "history.csv")
-        loss = client.get_metric_history(run.info.run_id, "train/loss")
+        loss = client.get_metric_history(run.info.run_id, "epoch/loss")
         assert sorted((m.step, m.value) for m in loss) == [(1, pytest.approx(history.loss[0])),
                                                            (2, pytest.approx(history.loss[1]))]
         assert run.data.metrics["recon_psnr"] == pytest.approx(row.recon_psnr)

@@ -12,9 +12,9 @@ from mimbench.folder.lock import LOCK_FILE, SuiteLock
 from mimbench.folder.ownership import SuiteIdentity
 from mimbench.folder.run import (CONFIG_FILE, ENCODER_FILE, ERROR_FILE, HISTORY_FILE, METRICS_FILE,
                                  RECONSTRUCTIONS_FILE, RunFolder)
-from mimbench.folder.suite import COLUMNS_FILE, DAMAGED_DIR, RUNS_DIR, SUITE_FILE, SuiteFolder
+from mimbench.folder.suite import COLUMNS_FILE, DAMAGED_DIR, RUNS_DIR, SUITE_FILE, SUPERSEDED_DIR, SuiteFolder
 from mimbench.folder.summary import SUMMARY_FILE
 
 __all__ = ["COLUMNS_FILE", "CONFIG_FILE", "DAMAGED_DIR", "DamagedFile", "ENCODER_FILE", "ERROR_FILE", "HISTORY_FILE",
-           "LOCK_FILE", "METRICS_FILE", "RECONSTRUCTIONS_FILE", "RUNS_DIR", "RunFolder", "SUITE_FILE", "SUMMARY_FILE",
+           "LOCK_FILE", "METRICS_FILE", "RECONSTRUCTIONS_FILE", "RUNS_DIR", "RunFolder", "SUITE_FILE", "SUMMARY_FILE", "SUPERSEDED_DIR",
            "SuiteFolder", "SuiteIdentity", "SuiteLock", "write_atomic", "write_json"]

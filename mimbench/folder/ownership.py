@@ -80,7 +80,9 @@ def check_ownership(suite_dir: Path, identity: SuiteIdentity, fresh: bool = Fals
         return None
     if not suite_dir.is_dir():
         raise ConfigError(f"{suite_dir} is a file, not a suite folder; {action}: {remedy}")
-    entries = sorted(p.name for p in suite_dir.iterdir() if p.name != LOCK_FILE)
+    # the lock, and a file another driver is writing (write_atomic's temporary: .<name>.<random>.tmp)
+    entries = sorted(p.name for p in suite_dir.iterdir()
+                     if p.name != LOCK_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")))
     if not entries:
         return None
     marker = read_marker(suite_dir)

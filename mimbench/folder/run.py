@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE, ERROR_FILE = "config.json", "metrics.json", "history.csv", "error.txt"
 ENCODER_FILE, RECONSTRUCTIONS_FILE, TARGET_FILE = "encoder.pt", "reconstructions.png", "target.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # written and read by mimbench.folder.checkpoint
 
 
 class RunFolder:
@@ -209,8 +210,22 @@ class RunFolder:
             reasons.append(f"{CONFIG_FILE} is missing")
         return reasons
 
-    def reset(self) -> None:
-        """Empty a folder whose run did not finish, so that it starts clean."""
-        if self.path.exists():
+    def remove_checkpoint(self) -> None:
+        """Delete the mid-run checkpoint (:mod:`mimbench.folder.checkpoint`) of a finished run."""
+        (self.path / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    def reset(self, keep: tuple[str, ...] = ()) -> None:
+        """Empty a folder whose run did not finish, so that it starts clean, but for the files
+        named in ``keep`` (a mid-run checkpoint to continue from)."""
+        if self.path.is_dir() and not self.path.is_symlink():
+            for entry in self.path.iterdir():
+                if entry.name in keep and entry.is_file() and not entry.is_symlink():
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            return
+        if self.path.exists() or self.path.is_symlink():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from mimbench import columns
 from mimbench.columns import MetricColumn
+from mimbench.errors import ConfigError
 from mimbench.folder.ownership import check_inside, check_ownership, claim, empty_folder
 from mimbench.folder.files import write_atomic
 from mimbench.folder.lock import SuiteLock
@@ -27,7 +28,19 @@ from mimbench.specs import Job
 
 SUITE_FILE, COLUMNS_FILE = "suite.yaml", "columns.json"
 #: Where damaged run folders are set aside, inside the suite folder.
-DAMAGED_DIR, RUNS_DIR = "damaged", "runs"
+DAMAGED_DIR, RUNS_DIR, SUPERSEDED_DIR = "damaged", "runs", "superseded"
+
+
+def _check_linked_run(run: RunFolder) -> None:
+    """A run folder that is a link inside the suite folder may stay while its run is finished (or
+    damaged: then it is set aside, link and all); an unfinished run starts in an emptied folder,
+    which mimbench never does through a link: a ConfigError saying so."""
+    if run.unreadable() or run.finished_record() is not None:
+        return
+    missing = "" if run.path.exists() else ", which does not exist"
+    raise ConfigError(f"{run.path} is a symbolic link (to {os.readlink(run.path)}{missing}) and its run has not "
+                      f"finished: mimbench empties an unfinished run's folder before running it, never through a "
+                      f"link; nothing was run: replace the link with the folder it points to, or remove it")
 
 
 class SuiteFolder:
@@ -68,13 +81,14 @@ class SuiteFolder:
 
     def check_run_folders(self, run_ids: Sequence[str]) -> None:
         """No folder a run writes, moves or deletes leads out of the suite folder through a link."""
-        for name in (RUNS_DIR, DAMAGED_DIR):
+        for name in (RUNS_DIR, DAMAGED_DIR, SUPERSEDED_DIR):
             check_inside(self.path, self.path / name)
         if (self.path / RUNS_DIR).is_dir():
             for run_id in run_ids:
                 folder = self.run(run_id).path
                 if folder.is_symlink():
                     check_inside(self.path, folder)
+                    _check_linked_run(self.run(run_id))
 
     # -- suite.yaml and columns.json -------------------------------------------------------------------
     def previous_suite_yaml(self) -> str | None:
@@ -96,8 +110,22 @@ class SuiteFolder:
             return {}
         return suite if isinstance(suite, dict) else {}
 
-    def write_columns(self, declared: Sequence[MetricColumn]) -> None:
-        write_atomic(self.path / COLUMNS_FILE, columns.dumps(list(declared)))
+    def write_columns(self, declared: Sequence[MetricColumn],
+                      param_types: Mapping[str, columns.ColumnType] | None = None) -> None:
+        """``columns.json``: the declared metric columns, and the declared type of each param column."""
+        write_atomic(self.path / COLUMNS_FILE, columns.dumps(list(declared), param_types))
+
+    def read_param_types(self) -> dict[str, columns.ColumnType]:
+        """The declared type of each ``<kind>.<param>`` column (``columns.json``); ``{}`` when unknown."""
+        try:
+            return columns.loads_types((self.path / COLUMNS_FILE).read_text())
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def summary_types(self, summary_columns: Sequence[str]) -> dict[str, columns.ColumnType]:
+        """The declared type of each summary column that has one (:func:`mimbench.columns.column_types`)."""
+        names = list(summary_columns)
+        return columns.column_types(names, self.read_columns(names), self.read_param_types())
 
     def read_columns(self, summary_columns: Sequence[str]) -> list[MetricColumn]:
         """The suite's declared metric columns (``columns.json``), keeping those the summary has;
@@ -112,7 +140,8 @@ class SuiteFolder:
     # -- summary.csv -----------------------------------------------------------------------------------
     def write_summary(self, jobs: Sequence[Job], declared: Sequence[MetricColumn] = ()) -> pd.DataFrame:
         """Rebuild ``summary.csv`` from the run folders of ``jobs``; returns it as a DataFrame."""
-        table = summary_table([summary_row(job, self.run(job.run_id)) for job in jobs], declared)
+        table = summary_table([summary_row(job, self.run(job.run_id)) for job in jobs], declared,
+                              self.read_param_types())
         write_atomic(self.path / SUMMARY_FILE, table.to_csv(index=False))
         return table
 
@@ -129,10 +158,11 @@ class SuiteFolder:
         return dt.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
 
     # -- damaged run folders and the report's files -----------------------------------------------------
-    def set_aside(self, run_id: str) -> Path:
-        """Move ``runs/<run_id>`` (a damaged run folder) to ``damaged/<run_id>`` (``.2``, ``.3``... when
-        taken), keeping every file; returns where it went. The run then starts again."""
-        target = self.path / DAMAGED_DIR / str(run_id)
+    def set_aside(self, run_id: str, into: str = DAMAGED_DIR) -> Path:
+        """Move ``runs/<run_id>`` (a damaged run folder, or with ``into="superseded"`` one run again
+        on request) to ``<into>/<run_id>`` (``.2``, ``.3``... when taken), keeping every file;
+        returns where it went. The run then starts again."""
+        target = self.path / into / str(run_id)
         number = 1
         while target.exists() or target.is_symlink():
             number += 1

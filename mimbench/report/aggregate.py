@@ -26,6 +26,7 @@ import pandas as pd
 from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.folder import SuiteFolder
+from mimbench.report.config_ids import readable_ids
 from mimbench.specs import Status
 
 #: Component columns of the summary, in display order.
@@ -174,7 +175,9 @@ def _per_block_of(column: str) -> str | None:
 def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
     """A copy of ``runs`` with ``config_id`` and readable labels.
 
-    A component is named with the params that vary between the configurations using it,
+    ``config_id`` is unique per configuration: its full label and a short hash
+    (:mod:`mimbench.report.config_ids`). A component is named with the params that vary between
+    the configurations using it,
     e.g. ``patch(ratio=0.4)``; ``train.`` and ``eval.`` params that vary are added as
     ``name=value`` (``labels_per_class=10``; baselines carry the ``eval.`` ones too:
     ``cnn (random-init, labels_per_class=10)``); ``hide`` lists param columns to leave out of the
@@ -183,8 +186,8 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
     """
     runs = runs.copy()
     configs = config_columns(runs)
-    runs["config_id"] = [json.dumps([_plain(v) for v in row], default=str)
-                         for row in runs[configs].itertuples(index=False)]
+    keys = [json.dumps([_plain(v) for v in row], default=str) for row in runs[configs].itertuples(index=False)]
+    runs["config_id"] = keys  # made readable once the labels are known
     params = param_columns(runs)
     pretrained = runs[runs["pretrained"]]
     varying = {kind: [p for p in params if p.startswith(kind + ".") and p not in hide
@@ -200,6 +203,7 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
             labels[key].append(value)
     for key, values in labels.items():
         runs[key] = values
+    runs["config_id"] = readable_ids(keys, runs["label"] if not hide else label_runs(runs)["label"])
     return runs
 
 

@@ -95,9 +95,11 @@ def _headline_figures(runs: pd.DataFrame, labelled: pd.DataFrame, declared: Sequ
                      "Horizontal lines: the baselines (dashed: the same encoder with random weights; dotted grey: raw "
                      "pixels)." + one_count, lambda: plots.probe_accuracy_figure(runs, declared)),
         ReportFigure("psnr", "Reconstruction PSNR per masker",
-                     "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images, then mean ± 1 std over "
-                     "seeds. Under its own masker each run hides different pixels; the reference masker scores every "
-                     f"run on the same masks.{reference_text} The y axis does not start at 0." + one_count,
+                     "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images; per configuration the "
+                     "mean over finished seeds with its 95% bootstrap interval (BCa), and each seed as a dot. Under "
+                     "its own masker each run hides different pixels; the reference masker scores every run on the "
+                     f"same masks.{reference_text} The y axis is zoomed to the data and does not start at 0, so the "
+                     "values are drawn as points, not bars." + one_count,
                      lambda: plots.psnr_figure(runs, declared)),
         ReportFigure("compute", "Accuracy against compute",
                      "One point per pre-trained configuration: its pre-training FLOPs (`train_flops`: matrix products, "
@@ -108,7 +110,10 @@ def _headline_figures(runs: pd.DataFrame, labelled: pd.DataFrame, declared: Sequ
                      lambda: interval_plots.compute_figure(runs, declared)),
         ReportFigure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
                      "One point per pre-trained configuration, error bars ± 1 std over seeds. Spearman's ρ is over "
-                     "the configurations' means." + one_count,
+                     "the configurations' means, with its 95% interval (Fisher's z, Bonett-Wright standard error), its "
+                     "permutation p-value (exact up to 8 configurations) and n; with fewer than 5 configurations no "
+                     "correlation is claimed. Configurations are not independent samples of anything: read ρ as a "
+                     "description of this suite." + one_count,
                      lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
     ]
 

@@ -78,12 +78,42 @@ def probe_accuracy_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] |
     return fig
 
 
+def _points(ax, data: pd.DataFrame, metric: MetricColumn, palette: dict[str, tuple]) -> list[Line2D]:
+    """Per setup (x) and encoder (hue, side by side): the mean of ``metric`` over finished seeds
+    with its 95% bootstrap interval (:func:`mimbench.stats.bootstrap_interval`; none with one
+    seed), and each seed as a small dot. Points, not bars: the axis need not start at 0."""
+    from mimbench import stats
+
+    order = list(dict.fromkeys(data["setup_label"]))
+    hue_order = list(dict.fromkeys(data["encoder_label"]))
+    width = 0.6 / len(hue_order)
+    for i, setup in enumerate(order):
+        for j, hue in enumerate(hue_order):
+            values = data.loc[(data["setup_label"] == setup) & (data["encoder_label"] == hue), metric.key]
+            values = values.dropna().to_numpy(float)
+            if not len(values):
+                continue
+            x = i + (j - (len(hue_order) - 1) / 2) * width
+            mean = values.mean()
+            low, high = stats.bootstrap_interval(values) if len(values) > 1 else (mean, mean)
+            ax.plot([x] * len(values), values, linestyle="", marker=".", markersize=4, color=palette[hue], alpha=0.5)
+            ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", markersize=7, capsize=4,
+                        color=palette[hue], label=f"_{hue}: {setup}")  # "_": not in the legend
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_xlabel("masker" if all("/" not in s for s in order) else "pre-training setup")
+    ax.set_ylabel(metric.axis_label)
+    rotate_ticks(ax, order)
+    return [Line2D([], [], color=palette[h], marker="o", linestyle="", label=h) for h in hue_order]
+
+
 @styled
 def psnr_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
     """Reconstruction PSNR per masker: one panel per declared PSNR column (the core's: the run's
-    own masker, and the suite's reference masker, the same masks for every run); bars as in
-    :func:`probe_accuracy_figure`. The y axis starts near the lowest bar, not at 0, so that
-    differences of a few tenths of a dB show."""
+    own masker, and the suite's reference masker, the same masks for every run); per pre-training
+    setup and encoder, the mean over finished seeds with its 95% bootstrap interval and the seeds
+    as dots (:func:`_points`). The y axis is zoomed to the data, so that differences of a few tenths
+    of a dB show; points rather than bars, whose lengths would then exaggerate them."""
     pretrained = runs[(runs["status"] == Status.DONE) & runs["pretrained"]]
     metrics = psnr_columns(runs, declared)
     if not metrics:
@@ -93,12 +123,9 @@ def psnr_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = No
     titles = {"recon_psnr": "Reconstruction PSNR under each run's own masker",
               REFERENCE_PSNR: "Reconstruction PSNR under the reference masker (the same masks for every run)"}
     for ax, metric in zip(axes, metrics):
-        handles = _bars(ax, pretrained, metric, palette)
-        stats = pretrained.groupby(["setup_label", "encoder_label"])[metric.key].agg(["mean", "std"]).fillna(0)
-        low, high = (stats["mean"] - stats["std"]).min(), (stats["mean"] + stats["std"]).max()
-        margin = max(0.5, 0.3 * (high - low))
-        ax.set_ylim(max(0.0, math.floor(low - margin)), high + margin)
-        wrapped_title(ax, titles.get(metric.key, metric.axis_label) + ", mean ± 1 std over seeds")
+        handles = _points(ax, pretrained, metric, palette)
+        wrapped_title(ax, f"{titles.get(metric.key, metric.axis_label)}, mean and 95% interval over seeds "
+                          "(dots: seeds)")
         legend_outside(ax, "encoder", handles)
     return fig
 
@@ -108,7 +135,8 @@ def psnr_vs_accuracy_figure(table: pd.DataFrame, declared: Sequence[MetricColumn
     """Does better reconstruction mean better features? One point per pre-trained configuration:
     PSNR (under the reference masker when there is one) against each declared accuracy
     (:func:`probe_columns`), error bars ± 1 std over seeds; colour = encoder, marker = masker;
-    Spearman's rho over configurations in the title."""
+    in the title, Spearman's rho over the configurations with its 95% interval, p-value and n, or,
+    with fewer than 5 configurations, that no correlation is claimed (:func:`correlation_text`)."""
     pretrained = table[table["pretrained"] & (table["n_done"] > 0)]
     x = next(iter(reference_first(psnr_columns(table, declared))), None)
     probes = probe_columns(table, declared)
@@ -123,9 +151,7 @@ def psnr_vs_accuracy_figure(table: pd.DataFrame, declared: Sequence[MetricColumn
                         fmt=markers[row["masker_label"]], color=palette[row["encoder_label"]], markersize=7,
                         capsize=2, elinewidth=1, label=row["label"])
         pair = pretrained[[f"{x.key}_mean", f"{probe.key}_mean"]].dropna()
-        rho = pair.corr(method="spearman").iloc[0, 1] if len(pair) >= 3 else float("nan")
-        wrapped_title(ax, f"{metric_title(probe)} vs PSNR"
-               + (f" (Spearman ρ = {rho:.2f} over {len(pair)} configurations)" if not math.isnan(rho) else ""))
+        wrapped_title(ax, f"{metric_title(probe)} vs PSNR ({correlation_text(pair.iloc[:, 0], pair.iloc[:, 1])})")
         ax.set_xlabel(x.axis_label)
         ax.set_ylabel(probe.axis_label)
     handles = [Line2D([], [], color=c, marker="o", linestyle="", label=e) for e, c in palette.items()]
@@ -133,6 +159,18 @@ def psnr_vs_accuracy_figure(table: pd.DataFrame, declared: Sequence[MetricColumn
     axes[-1].legend(handles=handles, title="encoder · masker", loc="upper left", bbox_to_anchor=(1.01, 1.0),
                     frameon=False)
     return fig
+
+
+def correlation_text(x: Sequence[float], y: Sequence[float]) -> str:
+    """Spearman's rho with its uncertainty (:func:`mimbench.stats.spearman`), or why none is claimed."""
+    from mimbench import stats
+
+    found = stats.spearman(x, y)
+    if found is not None:
+        return f"{found.text()} configurations"
+    if len(x) < stats.MIN_POINTS_FOR_CORRELATION:
+        return f"no correlation claimed: n = {len(x)} configurations, fewer than {stats.MIN_POINTS_FOR_CORRELATION}"
+    return f"n = {len(x)} configurations; no correlation: one variable is constant"
 
 
 def _std(row: pd.Series, metric: str) -> float | None:

@@ -17,7 +17,8 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
 from mimbench.report import comparisons
-from mimbench.report.aggregate import aggregate, label_runs, load_summary, varying_eval_columns
+from mimbench.folder.summary import typed, written_type
+from mimbench.report.aggregate import aggregate, label_runs, load_summary, normalize_summary, varying_eval_columns
 from mimbench.specs import FINISHED, Status
 
 #: At most this many configurations in the reconstruction montage (the first seed of each).
@@ -41,6 +42,17 @@ class SuiteResults:
     table: pd.DataFrame
     comparisons: pd.DataFrame  # see mimbench.report.comparisons.compare
     reference: dict[str, Any] | None = None
+
+
+def typed_summary(suite_dir: Path) -> pd.DataFrame:
+    """The suite's summary as :func:`mimbench.load` gives it and ``summary.parquet`` holds it:
+    normalised (:func:`~mimbench.report.aggregate.normalize_summary`), each column of its declared
+    type (:meth:`~mimbench.folder.SuiteFolder.summary_types`), else of the type it was written
+    with in ``summary.csv`` (a float written as 4.0 stays a float)."""
+    folder = SuiteFolder(suite_dir)
+    written = folder.read_summary()
+    types = {column: written_type(written[column]) for column in written.columns}
+    return typed(normalize_summary(written), {**types, **folder.summary_types(list(written.columns))})
 
 
 def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> SuiteResults:

@@ -20,6 +20,7 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text, to_bool
 from mimbench.folder import write_atomic
+from mimbench.report.results import typed_summary
 
 #: The note that goes with every rendering of the table.
 TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-seed values (pandas `std`, "
@@ -283,7 +284,7 @@ def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep
     warnings = []
     try:
         buffer = io.BytesIO()
-        summary.convert_dtypes().to_parquet(buffer, index=False)
+        typed_summary(folder).to_parquet(buffer, index=False)  # what mimbench.load() returns
         write_atomic(folder / "summary.parquet", buffer.getvalue())
         written["summary.parquet"] = folder / "summary.parquet"
     except ImportError as exc:

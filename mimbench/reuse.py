@@ -1,0 +1,112 @@
+"""Whether a finished run is reused or run again: the code that made it, the runs the user asked
+to re-run, and the thread count it ran with.
+
+A finished run is reused when its recorded code (:mod:`mimbench.provenance`) is the code loaded
+now. When a component's code changed, the run is kept with a one-line note naming the component,
+or run again with ``--rerun-changed``; ``--rerun KEY=VALUE`` runs again the runs that match. A run
+run again has its old folder moved to ``superseded/`` (nothing is deleted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from mimbench.errors import ConfigError, shown
+from mimbench.folder import RunFolder
+from mimbench.provenance import CodeCache, changed_components, job_code
+from mimbench.registry import Registry
+from mimbench.schema import REFERENCE_AXES
+from mimbench.specs import Component, Job
+
+#: What ``--rerun`` may select on, besides the axes and their params (``masker.ratio``, ``train.lr``).
+SELECTOR_KEYS = (*REFERENCE_AXES, "seed", "run_id")
+
+
+@dataclass(frozen=True)
+class ReusePolicy:
+    """``rerun_changed``: run again the finished runs whose components' code changed (else keep
+    them, saying so); ``rerun``: selectors (``{"masker": "diagonal"}``): a finished run matching
+    every item of one of them runs again."""
+
+    rerun_changed: bool = False
+    rerun: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass
+class Verdict:
+    """What to do with one finished run: run it again or not, and the note that says why."""
+
+    again: bool
+    note: str = ""
+
+
+@dataclass
+class ReuseCheck:
+    """Decides, for each finished run of a suite, whether it is run again (one cache of the code
+    loaded now for the whole suite)."""
+
+    registry: Registry
+    policy: ReusePolicy = ReusePolicy()
+    cache: CodeCache = field(default_factory=dict)
+
+    def verdict(self, job: Job, run: RunFolder) -> Verdict:
+        if any(selected(job, selector) for selector in self.policy.rerun):
+            return Verdict(True, "selected by --rerun")
+        try:
+            recorded = run.read_config().get("code")
+        except (OSError, ValueError):
+            recorded = None
+        changes = changed_components(recorded, job_code(self.registry, job, self.cache))
+        if not changes:
+            return Verdict(False)
+        what = "; ".join(changes)
+        if self.policy.rerun_changed:
+            return Verdict(True, f"code changed since it ran: {what}")
+        return Verdict(False, f"kept, but its code changed since it ran: {what}; --rerun-changed runs it again")
+
+
+def selected(job: Job, selector: Mapping[str, Any]) -> bool:
+    """Whether ``job`` has every value of ``selector`` (``{"masker": "patch", "masker.ratio": 0.6,
+    "seed": 1}``); a param not set explicitly is compared at its resolved default."""
+    for key, value in selector.items():
+        if key == "run_id":
+            actual: Any = job.run_id
+        elif key == "seed":
+            actual = job.seed
+        else:
+            axis, _, param = key.partition(".")
+            owner = getattr(job, axis, None)
+            if axis == "train":
+                actual = getattr(owner, param, None)
+            elif isinstance(owner, Component):
+                actual = owner.params.get(param) if param else owner.name
+            else:
+                return False
+        if actual != value:
+            return False
+    return True
+
+
+def parse_selectors(items: Sequence[str], option: str = "--rerun") -> tuple[dict[str, Any], ...]:
+    """``["masker=diagonal", "masker=patch,seed=1"]`` -> one selector per item (its comma-separated
+    ``KEY=VALUE`` pairs must all match), values read as YAML; a malformed item is a ConfigError."""
+    import yaml
+
+    selectors = []
+    for item in items:
+        selector: dict[str, Any] = {}
+        for pair in item.split(","):
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            head = key.split(".", 1)[0]
+            if not sep or not key or (key not in SELECTOR_KEYS and not ("." in key and head in (*REFERENCE_AXES, "train"))):
+                raise ConfigError(f"{option} {shown(item)}: expected KEY=VALUE pairs (comma-separated), KEY one of "
+                                  f"{', '.join(SELECTOR_KEYS)} or <axis>.<param>, e.g. masker=diagonal or "
+                                  f"masker.ratio=0.6,seed=1")
+            try:
+                selector[key] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ConfigError(f"{option} {shown(item)}: the value of {key} is not valid YAML") from None
+        selectors.append(selector)
+    return tuple(selectors)
