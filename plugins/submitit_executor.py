@@ -1,7 +1,7 @@
 """The ``submitit`` executor: a SLURM job array, one array task per run, through submitit.
 
-A preempted or timed-out task is requeued (the run starts again: its folder has no
-``metrics.json``). ``cluster: local`` runs the same tasks as local processes (submitit's
+A preempted or timed-out task is requeued and the run continues from its last checkpoint
+(``train.checkpoint_every``; its folder has no ``metrics.json`` yet). ``cluster: local`` runs the same tasks as local processes (submitit's
 local executor), which is how the tests exercise it without SLURM: at most ``max_parallel``
 at a time (default: the CPUs this process may use over each run's torch threads), since
 submitit itself starts every local task at once.
