@@ -45,7 +45,9 @@ def run_task(task: Task) -> Outcome:
     if not suite_dir.is_dir():
         return Outcome.failed(f"the worker on {socket.gethostname()} cannot see the suite folder {suite_dir}: "
                               f"the results folder must be on storage every node sees")
-    if task.threads is not None:
+    # Only when it changes the count: setting torch's own default again made training ~25% slower
+    # on a 2-core CPU (benchmarks/README.md), for the same numbers.
+    if task.threads is not None and task.threads != torch.get_num_threads():
         torch.set_num_threads(task.threads)
     try:
         runtime = Runtime.for_process(task.plugins, task.device)
