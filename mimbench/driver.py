@@ -137,7 +137,8 @@ def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, ch
         if run.finished_record() is None:
             unfinished += 1
             continue
-        verdict = check.verdict(job, run)
+        config = _config(run)
+        verdict = check.verdict(job, config.get("code"))
         if verdict.again:
             moved = folder.set_aside(job.run_id, into=SUPERSEDED_DIR)
             progress.write(f"{progress.line_start(job)}  runs again ({verdict.note}); its earlier folder is in "
@@ -147,8 +148,8 @@ def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, ch
         if verdict.note:
             progress.warn(f"run {job.run_id} ({plan.labels[job.run_id]}): {verdict.note}")
             notes[job.run_id] = "its code changed since it ran (see the warning)"
-        threads = _cpu_threads(run)
-        if threads is not None:
+        threads = config.get("threads")
+        if isinstance(threads, int) and str(config.get("device", "")).startswith("cpu"):
             kept_threads.add(threads)
     for selector in check.policy.rerun:
         if not any(selected(job, selector) for job in plan.jobs):
@@ -161,14 +162,12 @@ def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, ch
     return notes
 
 
-def _cpu_threads(run: RunFolder) -> int | None:
-    """The torch threads a finished CPU run recorded (None: not on the CPU, or not recorded)."""
+def _config(run: RunFolder) -> dict[str, Any]:
+    """A finished run's ``config.json`` ({} when it cannot be read: nothing recorded to compare)."""
     try:
-        config = run.read_config()
+        return run.read_config()
     except (OSError, ValueError):
-        return None
-    threads = config.get("threads")
-    return threads if isinstance(threads, int) and str(config.get("device", "")).startswith("cpu") else None
+        return {}
 
 
 def schedule(plan: Plan, folder: SuiteFolder, progress: SuiteProgress,

@@ -26,6 +26,7 @@ from mimbench.expansion import expand, expand_baselines
 from mimbench.folder import SuiteIdentity
 from mimbench.probing import check_block_index
 from mimbench.registry import Registry
+from mimbench.reuse import selected
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, canonical_json, run_labels
 from mimbench.schema import MAX_AUTO_THREADS, Suite, suite_to_yaml
@@ -154,26 +155,11 @@ def check_device(device: str, executor: Executor) -> str:
 def check_reference(plan: Plan) -> None:
     """The suite's ``report.reference`` must name the values of at least one of its runs."""
     reference = plan.suite.report.reference
-    if not reference or any(_has_values(job, reference) for job in plan.runs):
+    if not reference or any(selected(job, reference) for job in plan.runs):
         return
     named = ", ".join(f"{k}: {v}" for k, v in reference.items())
     raise ConfigError(f"report.reference {{{named}}}: no run of this suite has it (the report compares every "
                       f"configuration with the one that does)")
-
-
-def _has_values(run: RunSpec, reference: dict[str, Any]) -> bool:
-    for key, value in reference.items():
-        axis, _, param = key.partition(".")
-        if axis == "train":
-            actual = getattr(run.train, param, None)
-        else:
-            spec = getattr(run, axis, None)
-            if not isinstance(spec, Component):
-                return False
-            actual = spec.params.get(param) if param else spec.name
-        if actual != value:
-            return False
-    return True
 
 
 def _check_label_counts(plan: Plan, data: SuiteData) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from mimbench.errors import ConfigError, shown
-from mimbench.folder import RunFolder
 from mimbench.provenance import CodeCache, changed_components, job_code
 from mimbench.registry import Registry
 from mimbench.schema import REFERENCE_AXES
@@ -50,13 +49,10 @@ class ReuseCheck:
     policy: ReusePolicy = ReusePolicy()
     cache: CodeCache = field(default_factory=dict)
 
-    def verdict(self, job: Job, run: RunFolder) -> Verdict:
+    def verdict(self, job: Job, recorded: Any) -> Verdict:
+        """For a finished ``job`` whose ``config.json`` recorded ``code`` as ``recorded``."""
         if any(selected(job, selector) for selector in self.policy.rerun):
             return Verdict(True, "selected by --rerun")
-        try:
-            recorded = run.read_config().get("code")
-        except (OSError, ValueError):
-            recorded = None
         changes = changed_components(recorded, job_code(self.registry, job, self.cache))
         if not changes:
             return Verdict(False)

@@ -110,7 +110,8 @@ def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEve
             record = execute_evaluation(runtime, job, data, folder, source, on_epoch)
         else:
             record = execute_run(runtime, job, data, folder, task.label, task.show_progress, on_epoch,
-                                 on_log=lambda step, values: events.step(folder.path, step, values))
+                                 on_log=lambda step, values: events.step(folder.path, step, values),
+                                 code=config["code"])
     peaks = [mb for mb in (peak.mb, record.get("peak_memory_mb")) if mb is not None]  # DDP: the ranks' too
     if peaks:
         record["peak_memory_mb"] = max(peaks)
@@ -120,8 +121,10 @@ def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEve
 def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFolder, label: str = "train",
                 show_progress: bool = True,
                 on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-                on_log: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+                on_log: Callable[[int, dict[str, float]], None] | None = None,
+                code: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record.
+    ``code``: the run's :func:`~mimbench.provenance.job_code` when the caller has it (else hashed here).
     ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it; ``on_log``
     each ``train.log_every`` loss read-out (:func:`~mimbench.train.pretrain`'s, rank 0's under DDP).
     With ``train.devices`` > 1 the pre-training runs on that many DDP processes."""
@@ -134,7 +137,7 @@ def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFold
         on_epoch(history[-1])
 
     checkpoint = Checkpointing.for_run(folder.path, job.train,
-                                       {"run_id": job.run_id, "code": job_code(runtime.registry, job)})
+                                       {"run_id": job.run_id, "code": code or job_code(runtime.registry, job)})
     if is_distributed(job):
         result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, epoch_finished,
                                       desc=label or "train", show_progress=show_progress,
