@@ -5,7 +5,7 @@
 
 Each measurement is a fresh ``mimbench run`` in a subprocess, into a temporary results folder.
 ``--old-tree`` also times another checkout's ``mimbench`` (``python -S -m mimbench`` with that
-checkout's ``mimbench/`` and ``plugins/`` first on PYTHONPATH, then this environment's
+checkout's ``mimbench/`` and ``mimbench_plugins/`` (``plugins/`` before 0.1.0's packaging) first on PYTHONPATH, then this environment's
 site-packages, so that the editable install of today's tree is not used), alternated with
 today's, to compare the local executor with an earlier version in the same window.
 """
@@ -51,7 +51,8 @@ def old_tree_env(tree: Path) -> dict[str, str]:
     """PYTHONPATH that imports ``mimbench`` and ``mimbench_plugins`` from another checkout."""
     shim = Path(tempfile.mkdtemp(prefix="mimbench-old-"))
     (shim / "mimbench").symlink_to(tree / "mimbench")
-    (shim / "mimbench_plugins").symlink_to(tree / "plugins")
+    builtins = tree / "mimbench_plugins"
+    (shim / "mimbench_plugins").symlink_to(builtins if builtins.is_dir() else tree / "plugins")
     import site
 
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(shim), *site.getsitepackages()])}

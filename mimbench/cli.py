@@ -180,13 +180,15 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     spec = prepared.plan.suite
     for warning in prepared.warnings:  # before anything trains, and in the dry run too
         click.echo(f"warning: {cut(warning)}", err=True)
+    from mimbench.dryrun import dry_run_lines, suite_header
+
     if dry_run:
-        from mimbench.dryrun import dry_run_lines
         from mimbench.folder import SuiteFolder
 
         SuiteFolder(prepared.suite_dir).check_ownership(prepared.plan.identity(), fresh)
         click.echo("\n".join(dry_run_lines(prepared, out / spec.name)))
         return
+    click.echo(suite_header(prepared, out / spec.name))  # before anything trains, on a terminal or in a log
     try:
         table = api.execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun)
     except KeyboardInterrupt as exc:

@@ -16,12 +16,8 @@ if TYPE_CHECKING:
 def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
     """The dry run's lines: the suite (its results going to ``results_dir``, as the user gave it),
     then its runs (with :func:`planned_compute`), then its baselines."""
-    plan, suite, data = prepared.plan, prepared.plan.suite, prepared.data
-    trackers = f", trackers {', '.join(t.name for t in plan.trackers)}" if plan.trackers else ""
-    device = data.normalize.mean.device if prepared.executor.in_process else prepared.device
-    lines = [f"suite {suite.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
-             f"{suite.dataset.name} ({len(data.train)} train / {len(data.test)} test images, {suite.image_size}px), "
-             f"device {device}, executor {suite.execution.executor}{trackers}, results in {results_dir}"]
+    plan = prepared.plan
+    lines = [suite_header(prepared, results_dir)]
     from mimbench.specs import named_axes
 
     compute = planned_compute(prepared)
@@ -33,6 +29,18 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
                      + f"  {compute[job.run_id]}")
     lines += [f"  {job.run_id}  {plan.labels[job.run_id]}" for job in plan.baselines]
     return lines
+
+
+def suite_header(prepared: "Prepared", results_dir: Path) -> str:
+    """The suite in one line, as ``mimbench run`` and the dry run start: ``suite quick: 6 runs and 4
+    baselines on fashion-mnist-mini (5000 train / 1000 test images, 28px), device cpu, executor
+    local, results in results/quick``."""
+    plan, suite, data = prepared.plan, prepared.plan.suite, prepared.data
+    trackers = f", trackers {', '.join(t.name for t in plan.trackers)}" if plan.trackers else ""
+    device = data.normalize.mean.device if prepared.executor.in_process else prepared.device
+    return (f"suite {suite.name}: {len(plan.runs)} runs and {len(plan.baselines)} baselines on "
+            f"{suite.dataset.name} ({len(data.train)} train / {len(data.test)} test images, {suite.image_size}px), "
+            f"device {device}, executor {suite.execution.executor}{trackers}, results in {results_dir}")
 
 
 def planned_compute(prepared: "Prepared") -> dict[str, str]:

@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"),
                         help="folder with the full Fashion-MNIST IDX files (default: the Debian package's)")
-    parser.add_argument("--out", type=Path, default=REPO / "plugins" / "data" / "fashion-mnist-mini",
+    parser.add_argument("--out", type=Path, default=REPO / "mimbench_plugins" / "data" / "fashion-mnist-mini",
                         help="where to write the subset (default: %(default)s)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

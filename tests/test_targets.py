@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from mimbench_plugins.vit import ViTEncoder
 from helpers import run_cli, write_suite_file
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-EMBEDDED = Path(__file__).parents[1] / "plugins" / "data"
+EMBEDDED = Path(__file__).parents[1] / "mimbench_plugins" / "data"
 
 
 def real_images(count: int = 40) -> np.ndarray:
@@ -279,15 +278,12 @@ def test_targets_that_cannot_work_exit_2_before_training(tmp_path, change, messa
     assert len(result.output.strip().splitlines()) == 1
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
 def readme_target(folder: Path) -> Path:
-    """The README's example target, as the file a user would save."""
-    text = README.read_text()
-    block = re.compile(r"```python\n(.*?)```", re.S).search(text, text.index("<!-- example-target"))
+    """The docs' example target (docs/plugins.md), as the file a user would save."""
+    from docs_examples import plugin_file
+
     path = folder / "my_targets.py"
-    path.write_text(block.group(1))
+    path.write_text(plugin_file("my_targets.py"))
     return path
 
 
