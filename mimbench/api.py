@@ -96,18 +96,19 @@ def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def execute(prepared: Prepared, fresh: bool = False, rerun_changed: bool = False,
-            rerun: Sequence[str] = ()) -> pd.DataFrame:
+            rerun: Sequence[str] = (), header: str = "") -> pd.DataFrame:
     """Run every unfinished job of a prepared suite; returns the summary as written to
     ``summary.csv``. A finished run whose components' code changed since is kept (with a note)
     unless ``rerun_changed``; ``rerun`` (``["masker=diagonal"]``, ``--rerun``) runs the matching
-    finished runs again. Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
+    finished runs again. ``header`` is printed once the suite's folder is taken, before anything
+    trains (``mimbench run``'s first line). Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
     from mimbench.driver import run_suite
     from mimbench.reuse import ReusePolicy, parse_selectors
 
     policy = ReusePolicy(rerun_changed, parse_selectors(rerun))
     prepared.out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission) is the machine's refusal
     return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.runtime, prepared.device, fresh=fresh,
-                     reuse=policy)
+                     reuse=policy, header=header)
 
 
 def run(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path = "results", *, device: str = "auto",

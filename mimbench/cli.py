@@ -140,8 +140,9 @@ def cli() -> None:
               help="Results folder; the suite's results go to OUT/<suite name>/.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--executor", "executor_name", metavar="NAME",
-              help="Where the runs execute: local (default), ray, submitit, or a plugin's; same as "
-                   "--set execution.executor=NAME. Tune it with --set execution.<param>=VALUE.")
+              help="Where the runs execute: local (default), ray, submitit, or a plugin's; exactly "
+                   "--set execution.executor=NAME (the suite's other execution settings are kept). Tune it "
+                   "with --set execution.<param>=VALUE.")
 @click.option("--tracker", "tracker_names", multiple=True, metavar="NAME",
               help="Send every run to this experiment tracker too: tensorboard, mlflow, or a plugin's "
                    "(repeatable; added to the suite's trackers).")
@@ -188,9 +189,9 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
         SuiteFolder(prepared.suite_dir).check_ownership(prepared.plan.identity(), fresh)
         click.echo("\n".join(dry_run_lines(prepared, out / spec.name)))
         return
-    click.echo(suite_header(prepared, out / spec.name))  # before anything trains, on a terminal or in a log
-    try:
-        table = api.execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun)
+    try:  # the header is the first line, once the folder is ours, on a terminal or in a log
+        table = api.execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun,
+                            header=suite_header(prepared, out / spec.name))
     except KeyboardInterrupt as exc:
         _interrupted(exc, f"the runs in flight were stopped; finished runs are kept in {out / spec.name}. "
                           f"Run the same command again to complete the suite.")

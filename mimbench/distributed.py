@@ -59,7 +59,7 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
         while not processes.join(timeout=0.05):  # raises ProcessRaisedException / ProcessExitedException
             _forward(messages, on_epoch, on_log)
         _forward(messages, on_epoch, on_log)
-        saved = torch.load(weights, map_location="cpu")
+        saved = torch.load(weights, map_location="cpu", weights_only=True)
     parts.encoder.load_state_dict(saved["encoder"])
     parts.decoder.load_state_dict(saved["decoder"])
     if saved["target"] is not None:  # a target with state (ema_teacher) as rank 0 left it

@@ -15,6 +15,7 @@ the driver only prepares the trackers once per suite and prints the warnings wor
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,22 @@ Scheduled = list[tuple[Job, "str | None", list[Component]]]
 
 
 def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, device: str = "auto",
-              fresh: bool = False, reuse: ReusePolicy = ReusePolicy()) -> pd.DataFrame:
+              fresh: bool = False, reuse: ReusePolicy = ReusePolicy(), header: str = "") -> pd.DataFrame:
     """Run every unfinished job of ``plan`` into ``out/<suite name>`` on ``executor`` (tasks carry
     ``runtime``'s plugins and ``device``, resolved on each worker), holding the folder's lock;
     returns the summary table. A finished run is reused unless ``reuse`` says to run it again
     (:mod:`mimbench.reuse`). Ctrl-C cancels the tasks in flight, rewrites the summary and
     re-raises KeyboardInterrupt. The ids of finished runs whose new probes could not be added
-    (the run stays done without them) are in the table's ``attrs[PROBES_NOT_ADDED]``."""
+    (the run stays done without them) are in the table's ``attrs[PROBES_NOT_ADDED]``. ``header``
+    is printed (flushed, for a log) once the folder is taken: a driver refused the folder prints
+    only why."""
     folder = SuiteFolder(Path(out) / plan.suite.name)
     folder.check_ownership(plan.identity(), fresh)  # before the lock writes into the folder
     with folder.lock():
         _take_folder(plan, folder, fresh)
+        if header:
+            tqdm.write(header, file=sys.stdout)
+            sys.stdout.flush()
         declared = declared_columns(runtime, plan.runs[0].eval.probes) if plan.runs else []
         folder.write_columns(declared, param_types(plan, runtime.registry))
         progress = SuiteProgress(plan.suite.name, plan.labels, executor)

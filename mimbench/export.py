@@ -106,7 +106,7 @@ def check_trained(run: RunFolder, encoder: torch.nn.Module) -> None:
 
 def describe(config: dict[str, Any], backbone: Backbone, weights: str) -> dict[str, Any]:
     """The JSON written next to the weights: where they come from and how to use them."""
-    load = f"model.load_state_dict(torch.load({weights!r}, map_location='cpu'), strict=True)"
+    load = f"model.load_state_dict(torch.load({weights!r}, map_location='cpu', weights_only=True), strict=True)"
     return {
         "format": FORMAT,
         "weights": weights,

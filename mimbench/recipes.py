@@ -5,7 +5,9 @@ on stderr, one line each, also with ``--dry-run``): a warm-up (``train.warmup_ep
 as the run or longer, measured in the optimizer steps the run will take (``train.epochs``, or
 the steps of ``train.budget_flops``): the learning rate then never decays, and never reaches
 ``train.lr`` when the warm-up is longer. A batch larger than its split is an error instead
-(:func:`mimbench.planning.validate`).
+(:func:`mimbench.planning.validate`), and so is a ``train.budget_flops`` that cannot be planned
+(more steps than a count holds, or a model whose steps count no FLOPs): refused here, by
+``--dry-run`` as by ``run``, rather than failing every run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
+from mimbench.errors import ConfigError
 from mimbench.schema import TrainConfig
 from mimbench.specs import RunSpec, canonical_json
 from mimbench.train import planned_steps, train_batch_size
@@ -51,12 +54,12 @@ def run_warnings(runs: list[RunSpec], labels: dict[str, str], train_images: int,
     found: dict[str, list[str]] = {}
     for run in runs:
         flops = flops_per_image(run) if run.train.budget_flops is not None else None
-        if run.train.budget_flops is not None and not flops:
-            continue  # not countable: the dry run says so, and the run fails with that reason
+        if run.train.budget_flops is not None and flops is None:
+            continue  # the count itself failed: the dry run says why, and the run fails the same way
         try:
             warning = warmup_warning(run.train, train_images, flops)
-        except ValueError:  # steps not planned: the run fails with that reason
-            continue
+        except ValueError as exc:  # the budget's steps cannot be planned
+            raise ConfigError(f"run {run.run_id} ({labels[run.run_id]}): {exc}") from None
         if warning:
             found.setdefault(warning, []).append(run.run_id)
     return [warning if len(ids) == len(runs) else f"{warning} ({len(ids)} of {len(runs)} runs, e.g. {labels[ids[0]]})"

@@ -63,9 +63,11 @@ def load_suite(source: str | Path | Mapping[str, Any] | None = None, overrides: 
     """Read a suite from a YAML path, a packaged name (default ``quick``) or a mapping (as YAML
     would give it), apply ``--set`` overrides.
 
-    ``executor`` (``--executor``) names where the runs execute; the suite's own execution
-    params are dropped when it names another executor than the suite's. ``trackers``
-    (``--tracker``) are added to the suite's ``trackers`` unless it already lists them."""
+    ``executor`` (``--executor``) names where the runs execute, exactly as the override
+    ``execution.executor=NAME`` would: the rest of the suite's ``execution`` mapping is kept
+    (``threads_per_run``, which changes a CPU run's numbers, and the executor's params, which the
+    executor then checks). ``trackers`` (``--tracker``) are added to the suite's ``trackers``
+    unless it already lists them."""
     if isinstance(source, Mapping):
         where, raw = "suite", dict(source)
         _check_size(raw, where)
@@ -75,8 +77,7 @@ def load_suite(source: str | Path | Mapping[str, Any] | None = None, overrides: 
         where, raw = str(path), _read_yaml(path)
     if executor is not None:
         execution = raw.get("execution")
-        if not isinstance(execution, dict) or execution.get("executor", "local") != executor:
-            raw["execution"] = {"executor": executor}
+        raw["execution"] = {**execution, "executor": executor} if isinstance(execution, dict) else {"executor": executor}
     for override in overrides:
         _apply_override(raw, override)
     if overrides:

@@ -12,23 +12,22 @@ The loss is read back to the host only every ``log_every`` steps. ``train.compil
 
 from __future__ import annotations
 
+import copy
 import math
-import random
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mimbench.augment import random_resized_crop
 from mimbench.contract import Components, check_mask, check_target_output, mask_on_grid, reconstruct
-from mimbench.errors import ContractError
+from mimbench.errors import ContractError, one_line
 from mimbench.data import Images, Normalizer
-from mimbench.folder.checkpoint import Checkpointing
+from mimbench.folder.checkpoint import Checkpointing, implausible, random_states, restore_random_states
 from mimbench.optim import autocast_for, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
 from mimbench.specs import Status
@@ -274,24 +273,42 @@ class _Loop:
                 "random": random_states(generator)}
 
     def resume(self, checkpoint: Checkpointing, generator: torch.Generator) -> None:
-        """Continue from ``checkpoint`` when it holds this run's state; else say why not (the
-        result's ``checkpoint_note``) and start from step 0."""
+        """Continue from ``checkpoint`` when it holds this run's state; else set it aside, say why
+        (the result's ``checkpoint_note``) and start from step 0, from the state it would have had."""
         state, why = checkpoint.load()
-        if state is not None and (state["total_steps"], state["steps_per_epoch"]) != (self.total_steps,
-                                                                                      self.steps_per_epoch):
-            state, why = None, "its checkpoint planned other steps; starting over"
-        if state is None:
-            self.result.checkpoint_note = why
+        if state is not None:
+            why = implausible(state, self.total_steps, self.steps_per_epoch) or self.apply(state, generator)
+        if state is None and not why:  # no checkpoint: the run starts at step 0
             return
+        if why:
+            moved = checkpoint.set_aside()
+            self.result.checkpoint_note = why.replace("; starting over", f"; set aside as {moved}, starting over"
+                                                      if moved else "; starting over")
+            return
+        self.step = self.first_step = state["step"]
+        self.prior_seconds = state["seconds"]
+        self.result.history = [dict(row) for row in state["history"]]
+        self.result.resumed_from_epoch = len(self.result.history)
+
+    def apply(self, state: dict, generator: torch.Generator) -> str:
+        """Load ``state``'s modules, AdamW, schedule and generators; ``""``, or why it could not be
+        applied (a key missing, a tensor of another shape...), everything then put back as it was."""
+        fresh = {"modules": {name: copy.deepcopy(module.state_dict()) for name, module in self.stateful().items()},
+                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                 "schedule": copy.deepcopy(self.schedule.state_dict()), "random": random_states(generator)}
+        try:
+            self._load(state, generator)
+        except Exception as exc:  # whatever the state holds, the run starts over from its own start
+            self._load(fresh, generator)
+            return f"its checkpoint could not be applied ({one_line(exc)}); starting over"
+        return ""
+
+    def _load(self, state: dict, generator: torch.Generator) -> None:
         for name, module in self.stateful().items():
             module.load_state_dict(state["modules"][name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         restore_random_states(state["random"], generator)
-        self.step = self.first_step = state["step"]
-        self.prior_seconds = state["seconds"]
-        self.result.history = [dict(row) for row in state["history"]]
-        self.result.resumed_from_epoch = len(self.result.history)
 
     def epoch(self, stream: Iterator[tuple[torch.Tensor, torch.Tensor]], epoch: int) -> dict[str, float]:
         """One epoch (the last may be partial); its ``history.csv`` row."""
@@ -353,26 +370,6 @@ class _Loop:
         result.images_per_second = trained_steps * self.batch_size / max(seconds - result.compile_seconds, 1e-9)
         self.parts.encoder.eval(), self.parts.decoder.eval()
         return result
-
-
-def random_states(generator: torch.Generator) -> dict:
-    """Every random generator a run may draw from: ``generator`` (the run's: shuffling,
-    augmentation, masks), torch's global one (and CUDA's, when initialised), Python's and NumPy's."""
-    states = {"run": generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate(),
-              "numpy": np.random.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_random_states(states: dict, generator: torch.Generator) -> None:
-    """Put back what :func:`random_states` saved."""
-    generator.set_state(states["run"])
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _synced_seconds_since(start: float, device: torch.device) -> float:

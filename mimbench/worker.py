@@ -90,8 +90,9 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
 
 
 def _resume_note(record: dict[str, Any]) -> str:
+    """What the run's console line says of its checkpoint: continued from, or set aside and why."""
     epoch = record.get("resumed_from_epoch")
-    return f"continued from its checkpoint after epoch {epoch}" if epoch is not None else ""
+    return f"continued from its checkpoint after epoch {epoch}" if epoch is not None else record.get("checkpoint_note", "")
 
 
 def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> dict[str, Any]:

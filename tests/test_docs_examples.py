@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from docs_examples import KINDS, README, ROOT, Example, examples, merged, of_kind, plugin_file
+from docs_examples import KINDS, PAGES, README, ROOT, Example, examples, merged, of_kind, plugin_file
 from mimbench import testing
 from mimbench.cli import cli
 from mimbench.registry import HOOKS
@@ -62,6 +62,12 @@ def test_every_code_block_says_how_it_is_tested():
         if example.kind in ("plugin", "uses", "pyproject"):
             assert example.argument in {e.argument for e in of_kind("plugin")}, example.where
     assert {e.argument for e in of_kind("plugin")} >= {"my_masks.py", "my_targets.py", "my_probes.py"}
+
+
+def test_every_code_fence_of_a_page_is_closed():
+    for page in PAGES:
+        fences = [line for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
+        assert len(fences) % 2 == 0, f"{page.relative_to(ROOT)}: a ``` fence is not closed"
 
 
 def test_a_plugin_file_reads_the_same_wherever_it_is_shown():

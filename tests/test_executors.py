@@ -86,6 +86,42 @@ def test_submitit_local_executor_runs_the_same_suite(local_results, tmp_path):
     assert list((out / "tiny" / ".submitit").iterdir())  # submitit's own logs, one folder per array task
 
 
+
+def test_the_executor_shortcut_is_exactly_its_set_override():
+    from mimbench.suite import load_suite
+
+    raw = {"name": "s", "dataset": "shapes", "grid": {"encoder": "cnn", "decoder": "linear", "masker": "pixel",
+                                                       "loss": "l1"},
+           "execution": {"executor": "submitit", "threads_per_run": 1, "cluster": "local"}}
+    by_flag = load_suite(raw, executor="ray").execution.model_dump()
+    by_set = load_suite(raw, ["execution.executor=ray"]).execution.model_dump()
+    assert by_flag == by_set == {"executor": "ray", "threads_per_run": 1, "cluster": "local"}
+    bare = {key: value for key, value in raw.items() if key != "execution"}
+    assert load_suite(bare, executor="ray").execution.model_dump() == {"executor": "ray", "threads_per_run": "auto"}
+
+
+def test_a_pinned_thread_count_holds_under_every_executor_shortcut(ray_instance, tmp_path):
+    """threads_per_run: 1 in the suite: the same numbers and the same recorded threads whether the
+    executor comes from the suite, --executor or --set (the shortcut once dropped the whole block)."""
+    pytest.importorskip("submitit", reason="the slurm extra is not installed (pip install -e '.[slurm]')")
+    text = SUITE.replace("seeds: [0, 1]", "seeds: [0]") + "execution: {threads_per_run: 1}\n"
+    suite = str(write_suite(tmp_path, text))
+    ways = {"local": [], "--executor ray": ["--executor", "ray"],
+            "--set execution.executor=ray": ["--set", "execution.executor=ray"],
+            "--executor submitit": ["--executor", "submitit", "--set", "execution.cluster=local",
+                                    "--set", "execution.poll_seconds=0.2"]}
+    tables = {}
+    for way, args in ways.items():
+        out = tmp_path / way.replace(" ", "_")
+        result = run_cli("run", suite, "--out", str(out), *args)
+        assert result.exit_code == 0, (way, result.output)
+        tables[way] = summary(out)
+        threads = {json.loads(p.read_text())["threads"] for p in (out / "tiny" / "runs").glob("*/config.json")}
+        assert threads == {1}, (way, threads)
+    for way, table in tables.items():
+        pd.testing.assert_frame_equal(table[METRICS], tables["local"][METRICS], obj=way)
+
+
 STALL_ONCE = '''
 import os
 import time

@@ -104,7 +104,7 @@ def test_export_to_another_file_and_the_cli_prints_how_to_load_it(tmp_path):
     result = run_cli("export", str(run_dir), "--out", str(target))
     assert result.exit_code == 0, result.output
     assert target.exists() and (tmp_path / "exported" / "cnn-backbone.json").exists()
-    assert "model.load_state_dict(torch.load('cnn-backbone.pt', map_location='cpu'), strict=True)" in result.output
+    assert "model.load_state_dict(torch.load('cnn-backbone.pt', map_location='cpu', weights_only=True), strict=True)" in result.output
     assert not (run_dir / "backbone.pt").exists()
 
 

@@ -355,3 +355,26 @@ def test_a_driver_stopped_mid_run_leaves_no_ray_process_behind(tmp_path, ray_tem
     left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in started if alive(pid)}
     assert not left, left
     assert (tmp_path / "results" / "tiny" / "summary.csv").read_text().count(",pending,") == 2
+
+
+@pytest.mark.parametrize("override, says", [
+    ("train.checkpoint_every=true", "train.checkpoint_every: true/false is not allowed here"),
+    ("train.budget_flops=true", "train.budget_flops: true/false is not allowed here"),
+    ("train.epochs=false", "train.epochs: true/false is not allowed here"),
+    ("train.grad_clip=false", "train.grad_clip: true/false is not allowed here"),
+    ("execution.threads_per_run=true", "execution.threads_per_run: true/false is not allowed here"),
+    ("seeds=[0, true]", "seeds.1: true/false is not allowed here"),
+    ("eval.labels_per_class=true", "eval.labels_per_class: true/false is not allowed here"),
+    ("train.budget_flops=1e30", "steps of"),
+])
+def test_a_boolean_for_a_number_and_a_budget_that_cannot_be_planned_are_refused_before_compute(override, says):
+    """true is never read as 1 (a checkpoint every epoch, a budget of 1 FLOP), and a budget of more
+    steps than a count holds is refused by the dry run, not by every run failing later."""
+    line = one_error(CliRunner().invoke(cli, ["run", "--dry-run", "--set", override]))
+    assert says in line, line
+
+
+def test_booleans_stay_allowed_where_a_key_takes_one():
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--set", "train.keep_checkpoint=true",
+                                      "--set", "train.augment={flip: false}", "--set", "seeds=[0]"])
+    assert result.exit_code == 0, result.output

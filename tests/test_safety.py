@@ -41,8 +41,12 @@ def files_under(folder: Path) -> dict[str, bytes]:
 
 
 def one_error_line(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    """The one line on stderr; stdout holds at most the suite's header (a failure after the folder
+    was taken, such as a Ray address that does not answer, comes after it)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    printed = [line for line in result.stdout.splitlines() if line.strip()]
+    assert all(line.startswith("suite ") for line in printed) and len(printed) <= 1, result.output
     return lines[0]
 
 

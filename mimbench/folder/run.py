@@ -131,7 +131,7 @@ class RunFolder:
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(self.path / TARGET_FILE, map_location="cpu")
+            return torch.load(self.path / TARGET_FILE, map_location="cpu", weights_only=True)  # data, never code
 
     def has_encoder(self) -> bool:
         return (self.path / ENCODER_FILE).is_file()
@@ -146,7 +146,7 @@ class RunFolder:
 
         with warnings.catch_warnings():  # a garbled file's pickle-protocol warning would be a second line
             warnings.simplefilter("ignore")
-            return torch.load(self.path / ENCODER_FILE, map_location="cpu")
+            return torch.load(self.path / ENCODER_FILE, map_location="cpu", weights_only=True)  # data, never code
 
     def save_reconstructions(self, image: "torch.Tensor") -> None:
         """``image`` float [3, H, W] in [0, 1] as ``reconstructions.png``."""

@@ -7,9 +7,10 @@ suite itself, and how a mistake becomes one line, are in :mod:`mimbench.schema`.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mimbench.errors import shown
 
@@ -33,10 +34,36 @@ MAX_AUTO_THREADS = 8
 #: A suite expanding to more runs than this is refused unless its ``max_runs`` is raised.
 DEFAULT_MAX_RUNS = 10_000
 
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
-class _Strict(BaseModel):
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field of type ``annotation`` may hold true/false (``bool``, ``Any``, a union or a
+    Literal with one), so that a boolean is never read as the number 1 or 0 elsewhere."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(arg is True or arg is False or _takes_bool(arg) for arg in typing.get_args(annotation))
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("true/false is not allowed here: it would be read as the number 1 or 0")
+    return value
+
+
+class _NoBoolAsNumber:
+    """Refuses true/false for a field that does not take a boolean: pydantic would read it as 1 or 0."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")  # type: ignore[attr-defined]
+        return value if field is None or _takes_bool(field.annotation) else _not_a_bool(value)
+
+
+Seed = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=0, le=MAX_SEED)]
+
+
+class _Strict(_NoBoolAsNumber, BaseModel):
     # use_attribute_docstrings: the string under each field is its description, which the
     # documentation's suite reference shows (scripts/docs_reference.py)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
@@ -222,7 +249,7 @@ class DataConfig(_Strict):
     it; at most 256."""
 
 
-class ExecutionConfig(BaseModel):
+class ExecutionConfig(_NoBoolAsNumber, BaseModel):
     """Where the runs execute: an executor by name (``mimbench plugins --kind executor``) and its
     params. Not part of any run id.
 
