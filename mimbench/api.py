@@ -103,9 +103,10 @@ def execute(prepared: Prepared, fresh: bool = False, rerun_changed: bool = False
     finished runs again. ``header`` is printed once the suite's folder is taken, before anything
     trains (``mimbench run``'s first line). Ctrl-C stops the runs in flight and raises KeyboardInterrupt."""
     from mimbench.driver import run_suite
-    from mimbench.reuse import ReusePolicy, parse_selectors
+    from mimbench.reuse import ReusePolicy, check_selectors, parse_selectors
 
     policy = ReusePolicy(rerun_changed, parse_selectors(rerun))
+    check_selectors(policy.rerun, prepared.plan.jobs)
     prepared.out.mkdir(parents=True, exist_ok=True)  # an OSError (no permission) is the machine's refusal
     return run_suite(prepared.plan, prepared.out, prepared.executor, prepared.runtime, prepared.device, fresh=fresh,
                      reuse=policy, header=header)

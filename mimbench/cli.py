@@ -1,9 +1,10 @@
 """The ``mimbench`` command line.
 
-Exit codes: 0 all runs done; 1 some runs failed (the others still finished), or the machine
-refused (no space left, no permission: one line on stderr); 2 bad usage, suite, parameter,
-``--plugin`` or damaged input file (one line on stderr, no traceback); 130 Ctrl-C, 143 SIGTERM
-(``mimbench run`` handles it as Ctrl-C).
+Exit codes: 0 all runs finished (done, or diverged: a non-finite loss is a result, not a crash);
+1 some runs failed (the others still finished), or the machine refused (no space left, no
+permission: one line on stderr); 2 bad usage, suite, parameter, ``--plugin`` or damaged input file
+(one line on stderr, no traceback); 130 Ctrl-C, 143 SIGTERM (``mimbench run`` handles it as
+Ctrl-C). The details are in the documentation's command-line reference.
 """
 
 from __future__ import annotations
@@ -174,20 +175,23 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     from mimbench.reuse import parse_selectors
     from mimbench.runtime import registry_for
 
-    parse_selectors(rerun)  # a malformed --rerun fails before anything loads
+    selectors = parse_selectors(rerun)  # a malformed --rerun fails before anything loads
     _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # api.prepare's registry
     prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
                            plugins=plugin_specs, overrides=overrides)
     spec = prepared.plan.suite
     for warning in prepared.warnings:  # before anything trains, and in the dry run too
         click.echo(f"warning: {cut(warning)}", err=True)
-    from mimbench.dryrun import dry_run_lines, suite_header
+    from mimbench.dryrun import dry_run_lines, reuse_lines, suite_header
+    from mimbench.reuse import check_selectors
 
+    check_selectors(selectors, prepared.plan.jobs)
     if dry_run:
         from mimbench.folder import SuiteFolder
 
         SuiteFolder(prepared.suite_dir).check_ownership(prepared.plan.identity(), fresh)
-        click.echo("\n".join(dry_run_lines(prepared, out / spec.name)))
+        reuse = [] if fresh else reuse_lines(prepared, selectors, rerun_changed)
+        click.echo("\n".join(dry_run_lines(prepared, out / spec.name) + reuse))
         return
     try:  # the header is the first line, once the folder is ours, on a terminal or in a log
         table = api.execute(prepared, fresh=fresh, rerun_changed=rerun_changed, rerun=rerun,
@@ -248,9 +252,11 @@ def suites(show: str | None) -> None:
             raise ConfigError(f"suites --show {show!r}: not a packaged suite (packaged: {', '.join(sorted(known))})")
         click.echo(known[show].read_text(), nl=False)
         return
-    for name, path in sorted(packaged_suites().items()):
+    known = sorted(packaged_suites().items())
+    width = max((len(name) for name, _ in known), default=0)
+    for name, path in known:
         raw = yaml.safe_load(path.read_text()) or {}
-        click.echo(f"{name:<20} {raw.get('description', '')}")
+        click.echo(f"{name:<{width}}  {raw.get('description', '')}")
 
 
 @cli.command()

@@ -31,6 +31,36 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
     return lines
 
 
+def reuse_lines(prepared: "Prepared", rerun: tuple[dict, ...] = (), rerun_changed: bool = False) -> list[str]:
+    """What ``mimbench run`` would do with the runs already finished in the suite's folder, decided
+    as the run decides it (:class:`mimbench.reuse.ReuseCheck`): a line for each one that would run
+    again (``--rerun``, ``--rerun-changed``) or be kept with a note, then the counts."""
+    from mimbench.folder import SuiteFolder
+    from mimbench.reuse import ReuseCheck, ReusePolicy
+
+    folder = SuiteFolder(prepared.suite_dir)
+    check = ReuseCheck(prepared.runtime.registry, ReusePolicy(rerun_changed, rerun))
+    lines, finished, again = [], 0, 0
+    for job in prepared.plan.jobs:
+        run = folder.run(job.run_id)
+        if run.finished_record() is None:
+            continue
+        finished += 1
+        try:
+            recorded = run.read_config().get("code")
+        except (OSError, ValueError):
+            recorded = None
+        verdict = check.verdict(job, recorded)
+        again += verdict.again
+        if verdict.again or verdict.note:
+            what = "runs again" if verdict.again else "kept"
+            lines.append(f"  {job.run_id}  {prepared.plan.labels[job.run_id]}  finished, {what}: {verdict.note}")
+    if not finished:
+        return []
+    return [*lines, f"{finished} of these runs are finished in {folder.path}: {finished - again} would be kept, "
+                    f"{again} would run again"]
+
+
 def suite_header(prepared: "Prepared", results_dir: Path) -> str:
     """The suite in one line, as ``mimbench run`` and the dry run start: ``suite quick: 6 runs and 4
     baselines on fashion-mnist-mini (5000 train / 1000 test images, 28px), device cpu, executor

@@ -7,10 +7,16 @@ compares it with the code loaded now (:func:`changed_components`), so that an ed
 yields "already finished" without saying what changed. The source is hashed for every provider
 (an installed release, an editable install, a file), so the record holds even where a version
 string does not change.
+
+What is hashed is each file's syntax tree (``ast.dump`` without positions), with docstrings left
+out: comments, blank lines, layout and documentation do not count as a change, any change to
+what the code does does. ``source`` is that hash (``ast:`` + 16 hex digits); ``source_bytes`` is
+the hash of the files' bytes, which runs recorded before mimbench hashed trees are compared with.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 from pathlib import Path
@@ -47,16 +53,55 @@ def job_components(job: Job) -> list[tuple[str, Component]]:
 
 
 def component_code(registry: Registry, kind: str, name: str) -> dict[str, str]:
-    """One component's record: its provider's name and version, and ``source``, the first 16 hex
-    digits of the SHA-256 of its factory's file and its plugin's file ("" when neither is a file)."""
+    """One component's record: its provider's name and version, ``source`` (the hash of the syntax
+    trees of its factory's file and its plugin's file, see the module) and ``source_bytes`` (of
+    their bytes); both ``""`` when neither is a file."""
     component = registry.get(kind, name)
     plugin = registry.plugins.manager.get_plugin(component.plugin)
     files = sorted({path for path in (_source_file(component.factory), _source_file(plugin)) if path})
-    digest = hashlib.sha256()
+    trees, raw = hashlib.sha256(), hashlib.sha256()
     for path in files:
-        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+        data = Path(path).read_bytes()
+        raw.update(Path(path).name.encode() + b"\0" + data + b"\0")
+        trees.update(Path(path).name.encode() + b"\0" + _tree(data) + b"\0")
     return {"provider": component.provider.name, "version": component.provider.version,
-            "source": digest.hexdigest()[:16] if files else ""}
+            "source": f"{TREE_PREFIX}{trees.hexdigest()[:16]}" if files else "",
+            "source_bytes": raw.hexdigest()[:16] if files else ""}
+
+
+#: Marks ``source`` as a hash of syntax trees (a run recorded before has a hash of bytes there).
+TREE_PREFIX = "ast:"
+
+
+def _tree(source: bytes) -> bytes:
+    """The code of a Python file without what does not change what it does: its syntax tree,
+    positions and docstrings left out (the bytes themselves when it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
+def tree_hashes(code: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """``code`` without the byte hashes: what a checkpoint's fingerprint holds, so that a comment
+    edited between a kill and the resume does not make the run start over."""
+    return {key: {k: v for k, v in record.items() if k != "source_bytes"} for key, record in code.items()}
+
+
+def same_code(then: dict[str, Any], now: dict[str, str]) -> bool:
+    """Whether a recorded component (``then``) is the code loaded now: same provider and version,
+    and the same tree hash (or, for a run recorded before trees were hashed, the same bytes)."""
+    if (then.get("provider"), then.get("version")) != (now["provider"], now["version"]):
+        return False
+    source = str(then.get("source", ""))
+    return source == now["source"] if source.startswith(TREE_PREFIX) or not source else source == now["source_bytes"]
 
 
 def changed_components(recorded: Any, current: dict[str, dict[str, str]]) -> list[str]:
@@ -68,7 +113,7 @@ def changed_components(recorded: Any, current: dict[str, dict[str, str]]) -> lis
     changes = []
     for key, now in current.items():
         then = recorded.get(key)
-        if not isinstance(then, dict) or then == now:
+        if not isinstance(then, dict) or same_code(then, now):
             continue
         kind, _, name = key.partition(" ")
         if then.get("version") != now["version"]:

@@ -32,7 +32,7 @@ from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
 from mimbench.probing import ProbeContext, RawPixels
-from mimbench.provenance import job_code
+from mimbench.provenance import job_code, tree_hashes
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, Status
 from mimbench.tracking import RunEvents
@@ -138,7 +138,7 @@ def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFold
         on_epoch(history[-1])
 
     checkpoint = Checkpointing.for_run(folder.path, job.train,
-                                       {"run_id": job.run_id, "code": code or job_code(runtime.registry, job)})
+                                       {"run_id": job.run_id, "code": tree_hashes(code or job_code(runtime.registry, job))})
     if is_distributed(job):
         result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, epoch_finished,
                                       desc=label or "train", show_progress=show_progress,

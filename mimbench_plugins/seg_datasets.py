@@ -11,7 +11,7 @@ from typing import Iterable, Literal
 import numpy as np
 import torch
 
-from mimbench.plugin import TensorImageDataset, hookimpl
+from mimbench.plugin import TensorImageDataset, hookimpl, one_line
 
 from mimbench_plugins.datasets import check_split
 
@@ -84,7 +84,6 @@ def segmentation_folder(split: str, root: str, classes: int, image_size: int = 6
     ``<root>/<split>/masks/<name>.png``, a one-channel PNG whose values are classes 0..``classes``-1
     (``ignore_index``: no label). Resized to ``image_size``; ``channels`` 3 (RGB) or 1."""
     check_split(split)
-    from PIL import Image
 
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -98,8 +97,21 @@ def segmentation_folder(split: str, root: str, classes: int, image_size: int = 6
     if missing:
         raise FileNotFoundError(f"{masks_dir / (Path(missing[0]).stem + '.png')} not found: every image needs a "
                                 f"label map of the same name ({len(missing)} missing)")
-    pairs = ((Image.open(p), Image.open(masks_dir / f"{p.stem}.png"), str(p)) for p in files)
+    pairs = ((_open(p, "image"), _open(masks_dir / f"{p.stem}.png", "label map"), str(p)) for p in files)
     return _as_dataset(pairs, image_size, channels, classes, ignore_index)
+
+
+def _open(path: Path, what: str):
+    """``path`` opened with PIL and decoded; a file PIL cannot read (not an image, truncated) is a
+    ValueError that names it and says why (exit 2), not PIL's bare exception."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: cannot read the {what} ({type(exc).__name__}: {one_line(exc)[:160]})") from None
 
 
 @hookimpl

@@ -44,6 +44,8 @@ if str(ROOT) not in sys.path:
 RESULTS_DIR = ROOT / "results"
 #: Where the published results go in the site.
 PUBLISHED_DIR = "published"
+#: Headings of the components page, per kind (``loss`` is not ``losss``).
+PLURALS = {"loss": "losses"}
 #: Pages of docs/ that are only included in others (pymdownx.snippets), not pages of their own.
 SNIPPET_FILES = ("cli-details.md",)
 
@@ -300,7 +302,7 @@ def _key_entry(key: SuiteKey, level: str) -> list[str]:
     lines = [f"{level} {_escape_html(key.path)} {{#{_anchor(key.path)}}}", "", " · ".join(facts), ""]
     if key.description:
         lines += [_escape_html(_one_paragraph(key.description)), ""]
-    if key.model is not None and key.model.__doc__:
+    elif key.model is not None and key.model.__doc__:  # a mapping the field itself does not describe
         lines += [rest_to_markdown(key.model.__doc__).split("\n\n")[0].strip(), ""]
     return lines
 
@@ -467,7 +469,7 @@ def components_markdown() -> str:
     lines = []
     for kind in KINDS:
         of_kind = [c for c in components if c.kind == kind]
-        lines += [f"## {kind.capitalize()}s {{#{kind}}}", "",
+        lines += [f"## {PLURALS.get(kind, kind + 's').capitalize()} {{#{kind}}}", "",
                   f"Registered with [`{HOOKS[kind]}`](hooks.md#{HOOKS[kind]}): "
                   + ", ".join(f"[`{c.name}`](#{kind}-{c.name})" for c in of_kind) + ".", ""]
         for component in of_kind:

@@ -307,6 +307,39 @@ def test_an_edited_plugin_is_never_silently_reused(tmp_path):
     assert bad.exit_code == 2 and bad.output.startswith("error: --rerun 'colour=red'") and len(bad.output.splitlines()) == 1
 
 
+
+def test_comments_layout_and_docstrings_of_a_plugin_are_not_a_change_of_its_code(tmp_path):
+    """The source hash is of the syntax tree: a comment, blank lines, another layout or a docstring
+    edited flag nothing; a run recorded before trees were hashed (a hash of bytes) is compared
+    with the bytes, so an upgrade of mimbench flags nothing either."""
+    plugin, suite, out = tmp_path / "stripes.py", write_suite_file(tmp_path, SMALL), tmp_path / "out"
+    plugin.write_text(PLUGIN)
+    command = ("run", str(suite), "--out", str(out), "--plugin", str(plugin))
+    assert run_cli(*command).exit_code == 0
+    configs = sorted((out / "code" / "runs").glob("*/config.json"))
+    for path in configs:  # as a run recorded before: the byte hash under "source", no "source_bytes"
+        config = json.loads(path.read_text())
+        for record in config["code"].values():
+            assert record["source"].startswith("ast:") or record["source"] == ""
+            record["source"] = record.pop("source_bytes")
+        path.write_text(json.dumps(config))
+    assert "changed" not in run_cli(*command).output, "an old record of the same bytes is the same code"
+    for path in configs:
+        config = json.loads(path.read_text())
+        for record in config["code"].values():
+            record["source_bytes"], record["source"] = record["source"], "ast:" + "0" * 16
+        path.write_text(json.dumps(config))
+    assert "source edited" in run_cli(*command).output, "a tree hash that differs is a change"
+    assert run_cli(*command, "--rerun-changed").exit_code == 0
+
+    edited = PLUGIN.replace("class Stripes:", "# a comment\n\n\nclass Stripes:  # another", 1).replace(
+        "Hide every other row, plus random pixels (a test masker).", "Edited: what it does, said otherwise.")
+    plugin.write_text(edited.replace("rows[::2] = True", "rows[::2] = (True)   # same code"))
+    kept = run_cli(*command)
+    assert kept.exit_code == 0 and "changed" not in kept.output, kept.output
+    plugin.write_text(edited.replace("rows[::2] = True", "rows[::3] = True"))
+    assert "masker 'stripes' (source edited)" in run_cli(*command).output
+
 # -- threads ------------------------------------------------------------------------------------------
 
 def test_threads_per_run_is_recorded_and_a_mixed_suite_is_warned_about(tmp_path):
@@ -325,3 +358,67 @@ def test_threads_per_run_is_recorded_and_a_mixed_suite_is_warned_about(tmp_path)
     both = run_cli("run", str(suite), "--out", str(tmp_path / "o2"), "--set", "execution.threads=1",
                    "--set", "execution.threads_per_run=1", "--dry-run")
     assert both.exit_code == 2 and "threads_per_run" in both.output
+
+
+RERUN_SUITE = """
+name: reruns
+dataset: {name: shapes, params: {num_images: 64}}
+image_size: 16
+seeds: [0, 1]
+train: {epochs: 1, batch_size: 32, lr: 2.0e-3, warmup_epochs: 0.2}
+eval: {probes: [linear], baselines: []}
+grid:
+  encoder: [{name: cnn, params: {hidden_dim: 8}}]
+  decoder: [linear]
+  masker: [pixel, {name: patch, params: {mask_patch_size: 4}}]
+  loss: [l1]
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_reruns(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("reruns")
+    suite, out = write_suite_file(tmp, RERUN_SUITE), tmp / "out"
+    assert run_cli("run", str(suite), "--out", str(out)).exit_code == 0
+    return suite, out
+
+
+def rerun_dry(finished_reruns, *selectors: str):
+    suite, out = finished_reruns
+    return run_cli("run", str(suite), "--out", str(out), "--dry-run", *(a for s in selectors for a in ("--rerun", s)))
+
+
+@pytest.mark.parametrize("selector, says", [
+    ("masker.nope=null", "error: --rerun 'masker.nope': no run of this suite has that param"),
+    ("masker.mask_patch_sise=4", "did you mean masker.mask_patch_size?"),
+    ("train.lrr=2e-3", "did you mean train.lr?"),
+    ("masker=patch,masker=pixel", "masker is given twice"),
+])
+def test_a_rerun_selector_that_cannot_mean_what_it_says_is_one_line(finished_reruns, selector, says):
+    result = rerun_dry(finished_reruns, selector)
+    assert result.exit_code == 2 and says in result.output and len(result.output.splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("selector, again", [
+    ("train.lr=2e-3", 4),  # read as --set reads it: 2e-3 is the number 0.002
+    ("masker.mask_patch_size=4", 2),  # only the runs whose masker has that param
+    ("eval.labels_per_class=null", 4),  # every sweepable key is selectable
+    ("seed=1", 2),
+])
+def test_a_dry_run_says_which_finished_runs_a_rerun_runs_again(finished_reruns, selector, again):
+    result = rerun_dry(finished_reruns, selector)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("finished, runs again: selected by --rerun") == again
+    assert f"4 of these runs are finished in " in result.output and f"{4 - again} would be kept, {again} would run " \
+                                                                     f"again" in result.output
+
+
+def test_a_run_id_selector_is_text_even_when_it_is_all_digits(finished_reruns):
+    suite, out = finished_reruns
+    run_id = sorted(p.name for p in (out / "reruns" / "runs").iterdir())[0]
+    from mimbench.reuse import parse_selectors
+
+    assert parse_selectors([f"run_id={run_id}", "run_id=123456789012"]) == ({"run_id": run_id},
+                                                                           {"run_id": "123456789012"})
+    result = rerun_dry(finished_reruns, f"run_id={run_id}")
+    assert result.output.count("finished, runs again") == 1 and run_id in result.output

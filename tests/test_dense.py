@@ -7,6 +7,7 @@ import hashlib
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -212,6 +213,22 @@ def test_a_segmentation_folder_pairs_images_with_label_maps_of_the_same_name(tmp
         (tmp_path / "train" / "images" / "y.png").unlink()
         segmentation_folder("train", str(tmp_path), classes=2)
 
+
+
+def test_a_garbage_image_in_a_segmentation_folder_is_one_line_naming_it(tmp_path):
+    """Not PIL's bare ``UnidentifiedImageError``: the file and the reason, exit 2."""
+    from mimbench.cli import cli
+
+    write_pair(tmp_path / "train" / "images", tmp_path / "train" / "masks", "x", 0)
+    write_pair(tmp_path / "test" / "images", tmp_path / "test" / "masks", "y", 1)
+    (tmp_path / "test" / "images" / "y.png").write_bytes(b"not a png at all")
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--set", f"dataset={{name: segmentation-folder, params: "
+                                      f"{{root: {tmp_path}, classes: 3}}}}", "--set", "image_size=16",
+                                      "--set", "eval.probes=[seg_linear]"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert str(tmp_path / "test" / "images" / "y.png") in lines[0] and "cannot read the image" in lines[0]
+    assert "UnidentifiedImageError" in lines[0] and "Traceback" not in result.output
 
 def test_dense_probes_score_every_block_with_layer_all():
     from mimbench_plugins.vit import ViTEncoder

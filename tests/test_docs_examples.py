@@ -214,7 +214,7 @@ def test_the_readme_test_command_is_what_ci_runs_with_every_extra():
 
 
 def test_the_first_command_of_the_readme_is_the_one_of_getting_started():
-    commands = re.findall(r"```bash\n(#[^\n]*\n)?(python3 -m venv[^\n]*)\n```", README.read_text())
+    commands = re.findall(r"```bash\n((?:#[^\n]*\n)*)(python3 -m venv[^\n]*)\n```", README.read_text())
     assert len(commands) == 2
     started = (ROOT / "docs" / "index.md").read_text() + (ROOT / "docs" / "getting-started.md").read_text()
     for _, command in commands:

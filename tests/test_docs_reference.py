@@ -93,7 +93,7 @@ def test_cli_page_names_every_command_and_option(docs):
                 assert f"`{opt}" in page, (name, opt)
     for option in ("--rerun-changed", "--dry-run", "--version", "--reference", "--params"):
         assert f"`{option}" in page
-    assert "Exit codes: 0 all runs done" in page
+    assert "Exit codes: 0 all runs finished (done, or diverged" in page
 
 
 def test_hooks_page_names_every_hookspec(docs):

@@ -108,9 +108,9 @@ class AugmentConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Pre-training: AdamW with linear warm-up then cosine decay to zero, per step. Frozen: a
-    run's spec holds one."""
+    """Pre-training: AdamW with linear warm-up then cosine decay to zero, stepped per batch."""
 
+    # frozen: a run's spec holds one
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True)
 
     epochs: int = Field(20, ge=1, le=MAX_COUNT)
