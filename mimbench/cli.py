@@ -3,8 +3,8 @@
 Exit codes: 0 all runs finished (done, or diverged: a non-finite loss is a result, not a crash);
 1 some runs failed (the others still finished), or the machine refused (no space left, no
 permission: one line on stderr); 2 bad usage, suite, parameter, ``--plugin`` or damaged input file
-(one line on stderr, no traceback); 130 Ctrl-C, 143 SIGTERM (``mimbench run`` handles it as
-Ctrl-C). The details are in the documentation's command-line reference.
+(one line on stderr, no traceback); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (``mimbench run`` handles
+both as Ctrl-C). The details are in the documentation's command-line reference.
 """
 
 from __future__ import annotations
@@ -62,17 +62,23 @@ _TERMINATED: list[int] = []
 
 
 def _interrupted(exc: KeyboardInterrupt, what: str) -> None:
-    """One line for Ctrl-C (exit 130) or SIGTERM (exit 143), saying what was stopped."""
-    terminated = isinstance(exc, Terminated) or bool(_TERMINATED)
-    signal_name, code = ("SIGTERM", 143) if terminated else ("Ctrl-C", 130)
+    """One line for Ctrl-C (exit 130), SIGTERM (exit 143) or SIGHUP (exit 129), saying what was stopped."""
+    hangup = getattr(signal, "SIGHUP", None)
+    if _TERMINATED and _TERMINATED[0] == hangup:
+        signal_name, code = "SIGHUP", 129
+    elif isinstance(exc, Terminated) or _TERMINATED:
+        signal_name, code = "SIGTERM", 143
+    else:
+        signal_name, code = "Ctrl-C", 130
     click.echo(f"interrupted ({signal_name}): {what}", err=True)
     sys.exit(code)
 
 
 def _sigterm_as_interrupt(command):
-    """Run ``command`` with SIGTERM raising :class:`Terminated` (a KeyboardInterrupt) in the main
-    thread, so that it is handled as Ctrl-C; a second SIGTERM while the first is handled is ignored.
-    The previous handler is restored after."""
+    """Run ``command`` with SIGTERM and SIGHUP (a closed terminal, an ended SSH session) raising
+    :class:`Terminated` (a KeyboardInterrupt) in the main thread, so that they are handled as
+    Ctrl-C: the summary rewritten, the lock released; a second signal while the first is handled
+    is ignored. The previous handlers are restored after."""
     @functools.wraps(command)
     def wrapped(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
@@ -84,11 +90,13 @@ def _sigterm_as_interrupt(command):
                 _TERMINATED.append(signum)
                 raise Terminated()
 
-        previous = signal.signal(signal.SIGTERM, terminate)
+        handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+        previous = {s: signal.signal(s, terminate) for s in handled}
         try:
             return command(*args, **kwargs)
         finally:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            for s, handler in previous.items():
+                signal.signal(s, handler if handler is not None else signal.SIG_DFL)
     return wrapped
 
 

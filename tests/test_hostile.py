@@ -318,8 +318,10 @@ def stop_mid_run(tmp_path: Path, sig: int, *extra: str, env: dict[str, str] | No
     return process, stderr, started
 
 
-@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C"),
+                                                   (signal.SIGHUP, 129, "SIGHUP")])
 def test_sigterm_is_handled_as_ctrl_c_locally(tmp_path, sig, code, name):
+    """And SIGHUP (a closed terminal or SSH session): its default would end the driver with no summary."""
     process, stderr, _ = stop_mid_run(tmp_path, sig)
     assert process.returncode == code, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
