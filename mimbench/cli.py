@@ -191,11 +191,12 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     for warning in prepared.warnings:  # before anything trains, and in the dry run too
         click.echo(f"warning: {cut(warning)}", err=True)
     from mimbench.dryrun import dry_run_lines, reuse_lines, suite_header
-    from mimbench.reuse import check_selectors
 
-    check_selectors(selectors, prepared.plan.jobs)
     if dry_run:
         from mimbench.folder import SuiteFolder
+        from mimbench.reuse import check_selectors
+
+        check_selectors(selectors, prepared.plan.jobs)  # api.execute checks them for a real run
 
         SuiteFolder(prepared.suite_dir).check_ownership(prepared.plan.identity(), fresh)
         reuse = [] if fresh else reuse_lines(prepared, selectors, rerun_changed)

@@ -15,7 +15,6 @@ the driver only prepares the trackers once per suite and prints the warnings wor
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +54,11 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
     folder.check_ownership(plan.identity(), fresh)  # before the lock writes into the folder
     with folder.lock():
         _take_folder(plan, folder, fresh)
-        if header:
-            tqdm.write(header, file=sys.stdout)
-            sys.stdout.flush()
         declared = declared_columns(runtime, plan.runs[0].eval.probes) if plan.runs else []
         folder.write_columns(declared, param_types(plan, runtime.registry))
         progress = SuiteProgress(plan.suite.name, plan.labels, executor)
+        if header:
+            progress.write(header)
         set_aside_damaged(plan, folder, progress)
         notes = review_finished(plan, folder, progress, ReuseCheck(runtime.registry, reuse))
         first, second = schedule(plan, folder, progress, notes)
@@ -143,7 +141,7 @@ def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, ch
         if run.finished_record() is None:
             unfinished += 1
             continue
-        config = _config(run)
+        config = finished_config(run)
         verdict = check.verdict(job, config.get("code"))
         if verdict.again:
             moved = folder.set_aside(job.run_id, into=SUPERSEDED_DIR)
@@ -168,7 +166,7 @@ def review_finished(plan: Plan, folder: SuiteFolder, progress: SuiteProgress, ch
     return notes
 
 
-def _config(run: RunFolder) -> dict[str, Any]:
+def finished_config(run: RunFolder) -> dict[str, Any]:
     """A finished run's ``config.json`` ({} when it cannot be read: nothing recorded to compare)."""
     try:
         return run.read_config()

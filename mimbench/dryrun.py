@@ -35,6 +35,7 @@ def reuse_lines(prepared: "Prepared", rerun: tuple[dict, ...] = (), rerun_change
     """What ``mimbench run`` would do with the runs already finished in the suite's folder, decided
     as the run decides it (:class:`mimbench.reuse.ReuseCheck`): a line for each one that would run
     again (``--rerun``, ``--rerun-changed``) or be kept with a note, then the counts."""
+    from mimbench.driver import finished_config
     from mimbench.folder import SuiteFolder
     from mimbench.reuse import ReuseCheck, ReusePolicy
 
@@ -46,11 +47,7 @@ def reuse_lines(prepared: "Prepared", rerun: tuple[dict, ...] = (), rerun_change
         if run.finished_record() is None:
             continue
         finished += 1
-        try:
-            recorded = run.read_config().get("code")
-        except (OSError, ValueError):
-            recorded = None
-        verdict = check.verdict(job, recorded)
+        verdict = check.verdict(job, finished_config(run).get("code"))
         again += verdict.again
         if verdict.again or verdict.note:
             what = "runs again" if verdict.again else "kept"

@@ -282,8 +282,8 @@ class _Loop:
             return
         if why:
             moved = checkpoint.set_aside()
-            self.result.checkpoint_note = why.replace("; starting over", f"; set aside as {moved}, starting over"
-                                                      if moved else "; starting over")
+            aside = f"; set aside as {moved}," if moved else ";"
+            self.result.checkpoint_note = f"{why}{aside} starting over"
             return
         self.step = self.first_step = state["step"]
         self.prior_seconds = state["seconds"]
@@ -300,7 +300,7 @@ class _Loop:
             self._load(state, generator)
         except Exception as exc:  # whatever the state holds, the run starts over from its own start
             self._load(fresh, generator)
-            return f"its checkpoint could not be applied ({one_line(exc)}); starting over"
+            return f"its checkpoint could not be applied ({one_line(exc)})"
         return ""
 
     def _load(self, state: dict, generator: torch.Generator) -> None:

@@ -90,14 +90,14 @@ class Checkpointing:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:  # weights_only refused what is not tensors and plain data
             return None, (f"its checkpoint could not be read as tensors and plain data, so mimbench did not write "
-                          f"it and did not load it ({_refusal(exc)}); starting over")
+                          f"it and did not load it ({_refusal(exc)})")
         except Exception as exc:
-            return None, f"its checkpoint could not be read ({one_line(exc)}); starting over"
+            return None, f"its checkpoint could not be read ({one_line(exc)})"
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
-            return None, "its checkpoint was made by other code or another configuration; starting over"
+            return None, "its checkpoint was made by other code or another configuration"
         if state.get("layout") != LAYOUT:
             return None, (f"its checkpoint was written by another version of mimbench (layout "
-                          f"{state.get('layout', 1)}, this one reads {LAYOUT}); starting over")
+                          f"{state.get('layout', 1)}, this one reads {LAYOUT})")
         return state, ""
 
     def set_aside(self) -> str:
@@ -123,14 +123,14 @@ def implausible(state: dict[str, Any], total_steps: int, steps_per_epoch: int) -
     steps planned; a step, or a history of epochs, that do not fit them), or ``""``: a checkpoint
     saved at the end of epoch k holds k rows of history and the steps of those k epochs."""
     if (state.get("total_steps"), state.get("steps_per_epoch")) != (total_steps, steps_per_epoch):
-        return "its checkpoint planned other steps; starting over"
+        return "its checkpoint planned other steps"
     step, history = state.get("step"), state.get("history")
     epochs = len(history) if isinstance(history, list) else -1
     if (not isinstance(step, int) or isinstance(step, bool) or not 0 < step <= total_steps
             or epochs != -(-step // steps_per_epoch)
             or any(not isinstance(row, dict) or row.get("epoch") != k for k, row in enumerate(history, 1))):
         return (f"its checkpoint's step ({str(step)[:20]}) and history ({epochs} epochs) cannot belong to this "
-                f"run of {total_steps} steps, {steps_per_epoch} per epoch; starting over")
+                f"run of {total_steps} steps, {steps_per_epoch} per epoch")
     return ""
 
 
