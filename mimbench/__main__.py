@@ -1,3 +1,37 @@
-from mimbench.cli import main
+"""The ``mimbench`` console script and ``python -m mimbench``.
 
-main()
+SIGTERM and SIGHUP are caught from this module's first lines, before the CLI and its imports
+load: one that comes while they load stops mimbench with one line and the signal's exit code
+(143, 129), not the interpreter's silent death; :func:`mimbench.cli.main` takes over from there.
+"""
+
+import signal
+import sys
+
+_CAUGHT = {signal.SIGTERM: ("SIGTERM", 143), **({signal.SIGHUP: ("SIGHUP", 129)} if hasattr(signal, "SIGHUP") else {})}
+
+
+class _StoppedWhileLoading(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_loading(signum, frame):
+    raise _StoppedWhileLoading(signum)
+
+
+def main() -> None:
+    for signum in _CAUGHT:
+        signal.signal(signum, _stop_loading)
+    try:
+        from mimbench.cli import main as cli_main
+    except _StoppedWhileLoading as stopped:
+        name, code = _CAUGHT[stopped.signum]
+        sys.stderr.write(f"interrupted ({name}): stopped while starting, before anything was done\n")
+        sys.exit(code)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -74,6 +75,19 @@ def _interrupted(exc: KeyboardInterrupt, what: str) -> None:
     sys.exit(code)
 
 
+def _terminate_once(signum, frame) -> None:
+    """Raise :class:`Terminated` (a KeyboardInterrupt) for the first SIGTERM or SIGHUP; ignore more."""
+    if not _TERMINATED:
+        _TERMINATED.append(signum)
+        raise Terminated()
+
+
+def _exit_now(signum, frame) -> None:
+    name = "SIGHUP" if signum == getattr(signal, "SIGHUP", None) else "SIGTERM"
+    click.echo(f"interrupted ({name}) while exiting: the command had finished", err=True)
+    os._exit(128 + signum)
+
+
 def _sigterm_as_interrupt(command):
     """Run ``command`` with SIGTERM and SIGHUP (a closed terminal, an ended SSH session) raising
     :class:`Terminated` (a KeyboardInterrupt) in the main thread, so that they are handled as
@@ -84,14 +98,8 @@ def _sigterm_as_interrupt(command):
         if threading.current_thread() is not threading.main_thread():
             return command(*args, **kwargs)
         _TERMINATED.clear()
-
-        def terminate(signum, frame):
-            if not _TERMINATED:
-                _TERMINATED.append(signum)
-                raise Terminated()
-
         handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-        previous = {s: signal.signal(s, terminate) for s in handled}
+        previous = {s: signal.signal(s, _terminate_once) for s in handled}
         try:
             return command(*args, **kwargs)
         finally:
@@ -224,7 +232,7 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind of component.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print JSON instead of a table: {"components": [...], "failed_plugins": [...]}.')
-@click.option("--params", "show_params", is_flag=True, help="Also list each component's params with types and defaults.")
+@click.option("--params", "show_params", is_flag=True, help="Also list each component's params with types, declared ranges and defaults.")
 @click.option("--plugin", "plugin_specs", multiple=True, metavar="PATH_OR_MODULE", help=PLUGIN_OPTION_HELP)
 def plugins(kind: str | None, as_json: bool, show_params: bool, plugin_specs: tuple[str, ...]) -> None:
     """List every component: kind, name, provider, version, description (and params)."""
@@ -244,7 +252,8 @@ def plugins(kind: str | None, as_json: bool, show_params: bool, plugin_specs: tu
     for row in rows:
         click.echo("  ".join(str(row[h]).ljust(widths.get(h, 0)) for h in headers).rstrip())
         if show_params and row["params"]:
-            params = ", ".join(f"{name}: {p['type']}" + (f" = {p['default']!r}" if "default" in p else " (required)")
+            params = ", ".join(f"{name}: {p['type']}" + (f" ({p['range']})" if "range" in p else "")
+                               + (f" = {p['default']!r}" if "default" in p else " (required)")
                                for name, p in row["params"].items())
             click.echo(f"{'':{widths['kind']}}  params: {params}")
 
@@ -335,4 +344,14 @@ def _report_after_run(suite_dir: Path) -> None:
 
 
 def main() -> None:
-    cli()
+    """The console script. From its first line SIGTERM and SIGHUP stop a command as Ctrl-C does (one
+    line, exit 143 or 129); once the command is over, one that comes while the process exits (Ray
+    and torch shutting down) ends it at once with the signal's code: everything was already written."""
+    handled = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    for s in handled:
+        signal.signal(s, _terminate_once)
+    try:
+        cli()
+    finally:
+        for s in handled:
+            signal.signal(s, _exit_now)

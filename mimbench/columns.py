@@ -184,10 +184,13 @@ def column_type(annotation: Any) -> ColumnType | None:
     """The summary column type of a param annotated ``annotation`` (a factory's signature, the
     suite schema): ``float`` (also ``int | float``), ``int``, ``bool``, ``string`` (``str``, a
     ``Literal`` of strings, and lists and mappings, which the summary holds as JSON text), ``None``
-    optional; None when the annotation does not say (``Any``, or a union of unlike types)."""
+    optional, ``Annotated`` for its first argument; None when the annotation does not say (``Any``, or a
+    union of unlike types)."""
     if annotation is Any or annotation is None:
         return None
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # a declared range (Interval) does not change the type
+        return column_type(args[0])
     if origin in (typing.Union, types.UnionType):
         kinds = {column_type(a) for a in args if a is not type(None)}
         if kinds == {"int", "float"}:

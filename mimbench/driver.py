@@ -52,7 +52,7 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
     only why."""
     folder = SuiteFolder(Path(out) / plan.suite.name)
     folder.check_ownership(plan.identity(), fresh)  # before the lock writes into the folder
-    with folder.lock():
+    with folder.lock() as lock:
         _take_folder(plan, folder, fresh)
         declared = declared_columns(runtime, plan.runs[0].eval.probes) if plan.runs else []
         folder.write_columns(declared, param_types(plan, runtime.registry))
@@ -68,7 +68,7 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
         not_added: list[str] = []
         try:
             for phase in (first, second):
-                tasks = [task_for(job, folder, plan, source, missing, runtime, device, executor)
+                tasks = [task_for(job, folder, plan, source, missing, runtime, device, executor, lock.token)
                          for job, source, missing in phase
                          if phase is first or _source_finished(folder, job, source, progress)]
                 if tasks:
@@ -239,10 +239,11 @@ def _source_finished(folder: SuiteFolder, job: Job, source: str | None, progress
 
 
 def task_for(job: Job, folder: SuiteFolder, plan: Plan, source: str | None, missing: list[Component],
-             runtime: Runtime, device: str, executor: Executor) -> Task:
-    """The task an executor runs for ``job``: plain data, picklable."""
+             runtime: Runtime, device: str, executor: Executor, lock_token: str = "") -> Task:
+    """The task an executor runs for ``job``: plain data, picklable; ``lock_token``: the driver's
+    (:attr:`~mimbench.folder.SuiteLock.token`), which its worker checks before each write."""
     return Task(job, str(folder.path), runtime.plugins, device, plan.threads, executor.in_process,
-                tuple(missing), plan.labels[job.run_id], source, plan.trackers)
+                tuple(missing), plan.labels[job.run_id], source, plan.trackers, lock_token)
 
 
 def _write_suite_file(folder: SuiteFolder, plan: Plan, noted: bool = False) -> None:

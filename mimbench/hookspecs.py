@@ -11,6 +11,15 @@ registered twice (by any two plugins) is an error that names both providers.
 
 Factories are classes or functions with type-annotated keyword parameters; a
 suite's ``params`` are validated against that signature before anything runs.
+A param that sizes memory or time declares its range on its annotation, with
+``Interval`` from ``mimbench.plugin`` (annotated-types)::
+
+    bins: Annotated[int, Interval(ge=2, le=360)] = 9
+
+and a value outside it is refused by ``--dry-run`` and ``run`` (one line, exit 2).
+Encoders and decoders are also built once on the meta device before they are built
+for real, and refused when their training state cannot fit the device's memory
+(see ``mimbench.preflight``).
 Parameters that the core supplies (``in_channels``, ``image_size``, ``split``...)
 are listed per kind below and cannot be set from a suite.
 """

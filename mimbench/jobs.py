@@ -56,6 +56,9 @@ class Task:
     # other labels_per_class): that run's id; the task only evaluates
     pretrained_in: str | None = None
     trackers: tuple[Component, ...] = ()  # the suite's trackers, resolved
+    # the driver's lock token (mimbench.folder.lock): the worker checks that the driver still holds
+    # the suite folder before each write, and stops without writing once it does not; "": unchecked
+    lock_token: str = ""
 
 
 

@@ -20,10 +20,12 @@ import torch
 from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.contract import mask_on_grid
+from mimbench.data import IGNORE_INDEX
 from mimbench.errors import ConfigError
 from mimbench.executors import Executor
 from mimbench.expansion import expand, expand_baselines
 from mimbench.folder import SuiteIdentity
+from mimbench.preflight import check_fits
 from mimbench.probing import check_block_index
 from mimbench.registry import Registry
 from mimbench.reuse import selected
@@ -195,6 +197,7 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
     for run in runs:
         encoder_key = canonical_json([run.image_size, run.encoder.to_json()])
         if encoder_key not in encoders:
+            check_fits(f"encoder {run.encoder.text()}", lambda: runtime.encoder(run, channels), images.device)
             encoders[encoder_key] = runtime.encoder(run, channels)
             _check_probe_layers(encoders[encoder_key], run, images)
         encoder = encoders[encoder_key]
@@ -205,6 +208,8 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
         target = targets[target_key]
         decoder_key = canonical_json(["decoder", run.decoder.to_json(), encoder_key, vars(target)])
         if decoder_key not in built:
+            check_fits(f"decoder {run.decoder.text()}", lambda: runtime.decoder(run, encoder, target, channels),
+                       images.device)
             runtime.decoder(run, encoder, target, channels)
             built.add(decoder_key)
         for kind, spec in (("masker", run.masker), ("loss", run.loss)):
@@ -245,10 +250,16 @@ def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Te
 def _check_masks(probe: str, run: RunSpec, data: SuiteData) -> None:
     """A dense probe needs a labelled split with segmentation masks, held on the device."""
     split = data.probe_train
-    if split.masks is not None and data.probe_test.masks is not None:
-        return
     where = "eval.dataset" if run.eval.dataset is not None else "dataset"
     name = (run.eval.dataset or run.dataset).name
+    if split.masks is not None and data.probe_test.masks is not None:
+        for part, labelled in (("train", split), ("test", data.probe_test)):
+            if not bool((labelled.masks != IGNORE_INDEX).any()):
+                raise ConfigError(f"probe {probe!r}: the {part} split of {where} {name!r} has no labelled pixel (every "
+                                  f"mask pixel is {IGNORE_INDEX}, no label): "
+                                  + ("there is nothing to fit" if part == "train" else "its mIoU would be undefined")
+                                  + "; check the label maps and the dataset's ignore_index")
+        return
     why = ("its splits stream from the host (raise data.in_memory_gb to hold them on the device)"
            if getattr(split, "dataset", None) is not None and getattr(split.dataset, "masks", None) is not None
            else "it has no segmentation masks")

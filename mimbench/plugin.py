@@ -2,6 +2,8 @@
 else (the built-in plugins import only this module too).
 
 - ``hookimpl``: decorate the hooks of :mod:`mimbench.hookspecs` (``mimbench_register_maskers``...);
+- ``Interval``: a param's declared range, ``Annotated[int, Interval(ge=2, le=360)]`` (annotated-types;
+  its ``Ge``, ``Gt``, ``Le``, ``Lt`` work too): a suite value outside it is refused before anything runs;
 - the contracts a component is checked against at run time: ``ConfigError`` (bad input, exit 2),
   ``ContractError``, ``missing_extra`` (the one-line error for a missing optional dependency),
   ``one_line`` and ``first_line`` (how an exception is named in one line);
@@ -17,6 +19,8 @@ else (the built-in plugins import only this module too).
 """
 
 from typing import Any
+
+from annotated_types import Interval
 
 from mimbench.errors import ConfigError, ContractError, first_line, missing_extra, one_line
 from mimbench.hookspecs import hookimpl
@@ -46,7 +50,7 @@ def _heavy() -> dict[str, Any]:
     return dict(locals())
 
 
-__all__ = ["Backbone", "ConfigError", "ContractError", "Layer", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
+__all__ = ["Backbone", "ConfigError", "ContractError", "Interval", "Layer", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
            "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
            "run_params", "run_task", "testing", "warmup_cosine"]

@@ -8,7 +8,9 @@ probe asks for them, and shared by every probe of the run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable
+
+from annotated_types import Interval
 
 import torch
 from torch import nn
@@ -17,7 +19,8 @@ from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for
 
 #: Which features a probe reads: the encoder's output, one block (0-based) or every block.
-Layer = int | str
+#: A probe's ``layer`` param: a block index (0..1023, checked against the encoder before training), ``"last"`` or ``"all"``.
+Layer = Annotated[int, Interval(ge=0, le=1023)] | str
 
 
 class RawPixels(nn.Module):

@@ -1,7 +1,10 @@
 """Components by kind and name, collected from the plugins' register hooks.
 
 Also the one place where a suite's ``params`` are checked against a factory's
-annotated signature, so that every mistake is reported the same way.
+annotated signature, so that every mistake is reported the same way. A param's declared range is
+``annotated-types`` metadata on its annotation (``Annotated[int, Interval(ge=2, le=360)]``; ``Ge``,
+``Gt``, ``Le``, ``Lt`` alike), also inside a list or an optional type (``list[Annotated[int, ...]]``,
+``Annotated[int, ...] | None``): a value outside it is refused before anything is built.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import types
 import typing
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
+
+import annotated_types
 
 from mimbench.errors import ConfigError, cut, first_line, one_line, shown
 from mimbench.plugins import PluginSet, Provider
@@ -76,7 +81,11 @@ class Component:
         hints = self.hints
         summary = {}
         for name, p in self.user_params().items():
-            entry: dict[str, Any] = {"type": _type_name(hints.get(name, Any))}
+            annotation = hints.get(name, Any)
+            entry: dict[str, Any] = {"type": _type_name(annotation)}
+            declared = range_text(annotation)
+            if declared:
+                entry["range"] = declared
             if p.default is not inspect.Parameter.empty:
                 entry["default"] = p.default
             summary[name] = entry
@@ -165,6 +174,9 @@ class Registry:
                                       f"got {type(value).__name__} {shown(value)}")
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ConfigError(f"{where}: param {key!r} must be a finite number, got {value}")
+                outside = _out_of_range(value, annotation)
+                if outside:
+                    raise ConfigError(f"{where}: param {key!r} {outside} (the range its plugin declares)")
                 resolved[key] = float(value) if annotation is float and isinstance(value, int) else value
             elif parameter.default is inspect.Parameter.empty:
                 raise ConfigError(f"{where}: missing required param {key!r} (allowed: {', '.join(allowed)})")
@@ -207,7 +219,7 @@ def _first_doc_line(factory: Callable[..., Any]) -> str:
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable annotations: accept any value rather than guess
         return {}
 
@@ -216,6 +228,8 @@ def _conforms(value: Any, annotation: Any) -> bool:
     """Whether a YAML value fits a parameter annotation (the subset suites use)."""
     if annotation is Any or annotation is inspect.Parameter.empty:
         return True
+    if typing.get_origin(annotation) is Annotated:
+        return _conforms(value, annotation.__origin__)
     if annotation is None or annotation is type(None):
         return value is None
     origin = typing.get_origin(annotation)
@@ -244,7 +258,80 @@ def _conforms(value: Any, annotation: Any) -> bool:
     return True
 
 
+def _bounds(annotation: Any) -> list[Any]:
+    """The ``annotated_types`` bounds (Ge, Gt, Le, Lt) an ``Annotated`` type declares, Intervals unpacked."""
+    bounds = []
+    for meta in getattr(annotation, "__metadata__", ()):
+        parts = list(meta) if isinstance(meta, annotated_types.GroupedMetadata) else [meta]
+        bounds += [m for m in parts if isinstance(m, (annotated_types.Ge, annotated_types.Gt,
+                                                       annotated_types.Le, annotated_types.Lt))]
+    return bounds
+
+
+_BOUND_TEXT = {annotated_types.Ge: (">=", "ge"), annotated_types.Gt: (">", "gt"),
+               annotated_types.Le: ("<=", "le"), annotated_types.Lt: ("<", "lt")}
+
+
+def _bound_text(bound: Any) -> str:
+    symbol, field = _BOUND_TEXT[type(bound)]
+    return f"{symbol} {getattr(bound, field)}"
+
+
+def range_text(annotation: Any) -> str:
+    """The declared range of a param, as the docs and ``mimbench plugins --params`` show it
+    (``>= 2, <= 360``; ``each >= 1, <= 64`` for a list's items); empty where none is declared."""
+    if typing.get_origin(annotation) is Annotated:
+        return ", ".join(_bound_text(b) for b in _bounds(annotation))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return "; ".join(t for t in (range_text(a) for a in args) if t)
+    if origin in (list, tuple, typing.Sequence) and args:
+        inner = range_text(args[0])
+        return f"each {inner}" if inner else ""
+    return ""
+
+
+def _out_of_range(value: Any, annotation: Any) -> str | None:
+    """Why ``value`` (which conforms to ``annotation``) is outside the range declared on it, or None."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        below = [b for b in _bounds(annotation) if not _within(value, b)]
+        if below:
+            return f"must be {range_text(annotation)}, got {shown(value)}"
+        return _out_of_range(value, annotation.__origin__)
+    if origin in (Union, types.UnionType):
+        arm = next((a for a in args if _conforms(value, a)), None)
+        return None if arm is None else _out_of_range(value, arm)
+    if origin in (list, tuple, typing.Sequence) and args and isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            outside = _out_of_range(item, args[0] if len(args) == 1 or args[1] is Ellipsis else args[index])
+            if outside:
+                return f"item {index} {outside}"
+    return None
+
+
+def _within(value: Any, bound: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return True  # a bound on a number says nothing about another type (a Union's other arm)
+    if isinstance(bound, annotated_types.Ge):
+        return value >= bound.ge
+    if isinstance(bound, annotated_types.Gt):
+        return value > bound.gt
+    if isinstance(bound, annotated_types.Le):
+        return value <= bound.le
+    return value < bound.lt
+
+
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Annotated:
+        return _type_name(annotation.__origin__)
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type):
         return annotation.__name__
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin in (list, tuple, dict) and args:
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
     return str(annotation).replace("typing.", "")

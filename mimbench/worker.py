@@ -22,6 +22,7 @@ import torch
 
 from mimbench.columns import PRETRAINING_COLUMNS
 from mimbench.folder.checkpoint import CHECKPOINT_FILE, Checkpointing
+from mimbench.folder.lock import LockLost
 from mimbench.compute import run_flops_per_image
 from mimbench.data import Images, class_balanced_indices
 from mimbench.distributed import is_distributed, pretrain_distributed
@@ -52,10 +53,13 @@ def run_task(task: Task) -> Outcome:
     try:
         runtime = Runtime.for_process(task.plugins, task.device)
     except Exception as exc:  # no such device here, a plugin that fails to load: this run fails
-        folder = SuiteFolder(suite_dir).run(task.job.run_id)
-        if not task.probes_to_add:
-            folder.reset()
-            folder.write_error(traceback.format_exc())
+        folder = SuiteFolder(suite_dir).run(task.job.run_id, task.lock_token)
+        try:
+            if not task.probes_to_add:
+                folder.reset()
+                folder.write_error(traceback.format_exc())
+        except LockLost as lost:
+            return Outcome.failed(str(lost))
         return Outcome.failed(one_line(exc))
     return execute(runtime, task)
 
@@ -68,25 +72,37 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
     the ``mimbench_run_started``, ``mimbench_step_logged``, ``mimbench_epoch_finished`` and
     ``mimbench_run_finished`` hooks, to which the suite's trackers are attached), so they happen
     wherever the run executes."""
-    folder = SuiteFolder(task.suite_dir).run(task.job.run_id)
+    folder = SuiteFolder(task.suite_dir).run(task.job.run_id, task.lock_token)
     events = RunEvents(runtime.registry, task.trackers, task.suite_dir)
-    if task.probes_to_add:
-        outcome = add_probes(runtime, task, folder)
-    else:
-        folder.reset(keep=(CHECKPOINT_FILE,))  # a killed run continues from its checkpoint
-        started = time.perf_counter()
-        try:
-            record = _execute_job(runtime, task, folder, events)
-            record["wall_seconds"] = round(time.perf_counter() - started, 3)
-            folder.write_metrics(record)  # last: marks the run as finished
-            if not (isinstance(task.job, RunSpec) and task.job.train.keep_checkpoint):
-                folder.remove_checkpoint()
-            outcome = Outcome(record, _resume_note(record))
-        except Exception as exc:  # the run fails; the suite goes on
-            folder.write_error(traceback.format_exc())
-            outcome = Outcome.failed(one_line(exc))
+    try:
+        outcome = add_probes(runtime, task, folder) if task.probes_to_add else _execute_and_record(runtime, task, folder,
+                                                                                                  events)
+    except LockLost as exc:  # the driver is gone: the folder may be another driver's now
+        return Outcome.failed(str(exc))
     events.finished(folder.path, summary_row(task.job, folder))
     return Outcome(outcome.record, outcome.note, tuple(events.warnings))
+
+
+def _execute_and_record(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> Outcome:
+    """Run ``task``'s job (not a probe addition) into ``folder``: ``metrics.json`` when it ends,
+    ``error.txt`` when it raises."""
+    folder.reset(keep=(CHECKPOINT_FILE,))  # a killed run continues from its checkpoint
+    started = time.perf_counter()
+    try:
+        record = _execute_job(runtime, task, folder, events)
+        record["wall_seconds"] = round(time.perf_counter() - started, 3)
+        folder.write_metrics(record)  # last: marks the run as finished
+        if not (isinstance(task.job, RunSpec) and task.job.train.keep_checkpoint):
+            folder.remove_checkpoint()
+        return Outcome(record, _resume_note(record))
+    except LockLost:
+        raise
+    except Exception as exc:  # the run fails; the suite goes on
+        try:
+            folder.write_error(traceback.format_exc())
+        except OSError as unwritable:  # a full disk: the file that failed first is the one to name
+            raise (exc if isinstance(exc, OSError) else unwritable) from None
+        return Outcome.failed(one_line(exc))
 
 
 def _resume_note(record: dict[str, Any]) -> str:
@@ -138,7 +154,8 @@ def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFold
         on_epoch(history[-1])
 
     checkpoint = Checkpointing.for_run(folder.path, job.train,
-                                       {"run_id": job.run_id, "code": tree_hashes(code or job_code(runtime.registry, job))})
+                                       {"run_id": job.run_id, "code": tree_hashes(code or job_code(runtime.registry, job))},
+                                       before_save=folder.writable)
     if is_distributed(job):
         result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, epoch_finished,
                                       desc=label or "train", show_progress=show_progress,

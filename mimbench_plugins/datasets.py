@@ -14,12 +14,17 @@ import struct
 import zlib
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 
-from mimbench.plugin import TensorImageDataset, hookimpl
+from mimbench.plugin import Interval, TensorImageDataset, hookimpl
+
+#: A generated split's image count (bounds the memory it takes and the time to draw it).
+ImageCount = Annotated[int, Interval(ge=1, le=1_000_000)]
+#: A generator's seed.
+Seed = Annotated[int, Interval(ge=0, le=2**63 - 1)]
 
 if TYPE_CHECKING:  # annotation only; its module moved in Python 3.11
     from importlib.resources.abc import Traversable
@@ -141,7 +146,8 @@ def _search(dirs: list[Path], split: str) -> Path | None:
 
 
 def fashion_mnist(split: str, root: str | None = None, download: bool = False,
-                  train_images: int | None = None, test_images: int | None = None) -> TensorImageDataset:
+                  train_images: Annotated[int, Interval(ge=1, le=60_000)] | None = None,
+                  test_images: Annotated[int, Interval(ge=1, le=10_000)] | None = None) -> TensorImageDataset:
     """Zalando's Fashion-MNIST: 28x28 greyscale clothes, 10 classes, 60000 train / 10000 test images.
 
     Looks in ``root`` if given, else in ``$MIMBENCH_DATA``, ``~/.cache/mimbench`` and
@@ -182,7 +188,7 @@ def fashion_mnist_mini(split: str) -> TensorImageDataset:
     """Embedded Fashion-MNIST subset: 500 train / 100 test images per class, no download needed.
 
     The first images of each class, in file order, of the real dataset (see
-    plugins/data/fashion-mnist-mini/README.md). Returns uint8 images [N, 1, 28, 28] and labels [N]:
+    mimbench_plugins/data/fashion-mnist-mini/README.md). Returns uint8 images [N, 1, 28, 28] and labels [N]:
     N = 5000 (train) or 1000 (test).
     """
     check_split(split)
@@ -220,7 +226,7 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
 
-def shapes(split: str, image_size: int = 32, num_images: int | None = None, seed: int = 0) -> TensorImageDataset:
+def shapes(split: str, image_size: int = 32, num_images: ImageCount | None = None, seed: Seed = 0) -> TensorImageDataset:
     """Generated colour shapes (circle, square, triangle, diamond, ring, cross) on striped backgrounds.
 
     Each image holds one shape of random position, size and colour on oriented sinusoidal

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mimbench.plugin import hookimpl
+from mimbench_plugins.vit import Width
 
 
 def _to_pixels(in_dim: int, stride: int, out_channels: int) -> list[nn.Module]:
@@ -33,7 +34,7 @@ class LinearDecoder(nn.Module):
 class MLPDecoder(nn.Module):
     """Per-location MLP head: 1x1 conv to hidden_dim, GELU, 1x1 conv to stride^2 * C, PixelShuffle."""
 
-    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: int = 256):
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: Width = 256):
         super().__init__()
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
@@ -48,7 +49,7 @@ class MLPDecoder(nn.Module):
 class UpsampleDecoder(nn.Module):
     """Conv + nearest-upsample (x2) stages back to full size, then a 3x3 conv to the image channels."""
 
-    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: int = 64):
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, hidden_dim: Width = 64):
         super().__init__()
         stages = int(round(math.log2(stride))) if stride >= 1 else -1
         if stages < 0 or 2**stages != stride:

@@ -10,12 +10,13 @@ momentum m rising linearly from 0.999 to 0.9999 (data2vec's vision values) and c
 from __future__ import annotations
 
 import copy
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench.plugin import autocast_for
+from mimbench.plugin import Interval, autocast_for
 
 
 class EMATeacher(nn.Module):
@@ -28,7 +29,8 @@ class EMATeacher(nn.Module):
     The teacher's weights are saved with the run (``target.pt``).
     """
 
-    def __init__(self, in_channels: int, image_size: int, encoder: nn.Module, top_k: int = 2,
+    def __init__(self, in_channels: int, image_size: int, encoder: nn.Module,
+                 top_k: Annotated[int, Interval(ge=1, le=256)] = 2,
                  momentum: float = 0.999, momentum_end: float = 0.9999, anneal_share: float = 1.0):
         super().__init__()
         for name, value in (("momentum", momentum), ("momentum_end", momentum_end)):

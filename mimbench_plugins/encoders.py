@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
 from torchvision.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
-from mimbench.plugin import Backbone, hookimpl, renamed
+from mimbench.plugin import Backbone, Interval, hookimpl, renamed
+from mimbench_plugins.vit import Depth, Heads, MlpRatio, PatchSize, Width
 
 
 def _require_positive(**values: float) -> None:
@@ -29,7 +30,7 @@ class ConvEncoder(nn.Module):
 
     stride = 4
 
-    def __init__(self, in_channels: int, image_size: int, hidden_dim: int = 64):
+    def __init__(self, in_channels: int, image_size: int, hidden_dim: Width = 64):
         super().__init__()
         if hidden_dim < 1:
             raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
@@ -81,9 +82,10 @@ class SwinEncoder(nn.Module):
     depths=[2, 2, 6, 2], heads=[3, 6, 12, 24]`` (Swin-T).
     """
 
-    def __init__(self, in_channels: int, image_size: int, patch_size: int = 2, embed_dim: int = 48,
-                 depths: list[int] = [2, 2], heads: list[int] = [3, 6], window_size: int = 4,
-                 mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, in_channels: int, image_size: int, patch_size: PatchSize = 2, embed_dim: Width = 48,
+                 depths: list[Depth] = [2, 2], heads: list[Heads] = [3, 6],
+                 window_size: Annotated[int, Interval(ge=1, le=1024)] = 4, mlp_ratio: MlpRatio = 4.0,
+                 drop_path: float = 0.0):
         super().__init__()
         _require_positive(patch_size=patch_size, embed_dim=embed_dim, window_size=window_size, mlp_ratio=mlp_ratio)
         if not depths or len(depths) != len(heads):

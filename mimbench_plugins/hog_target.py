@@ -10,11 +10,14 @@ L2-normalised. At 28-32 px the same recipe at 1/8 the scale has 4-px cells and a
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mimbench.plugin import Interval
+
 
 #: Gradient kernels along the columns (x); the row kernel is the transpose. Central differences are
 #: scikit-image's ``hog``; Sobel is MaskFeat's.
@@ -41,8 +44,9 @@ class HOGTarget(nn.Module):
     channel c * bins + bin.
     """
 
-    def __init__(self, in_channels: int, image_size: int, cell_size: int = 4, bins: int = 9,
-                 gaussian_window: int = 4, gradient: Literal["sobel", "central"] = "sobel"):
+    def __init__(self, in_channels: int, image_size: int, cell_size: Annotated[int, Interval(ge=1, le=1024)] = 4,
+                 bins: Annotated[int, Interval(ge=2, le=360)] = 9, gaussian_window: Annotated[int, Interval(ge=0, le=1024)] = 4,
+                 gradient: Literal["sobel", "central"] = "sobel"):
         super().__init__()
         if cell_size < 1 or image_size % cell_size:
             raise ValueError(f"cell_size must be >= 1 and divide the image size {image_size}, got {cell_size}")

@@ -6,10 +6,14 @@ mean and divides by its std), ``mask`` is True where a pixel was hidden.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
-from mimbench.plugin import hookimpl, metrics
+from mimbench.plugin import Interval, hookimpl, metrics
+
+PatchSize = Annotated[int, Interval(ge=1, le=1024)]
 
 NORM_PIX_EPS = 1e-6  # MAE's
 
@@ -73,7 +77,7 @@ class _PixelLoss:
     so the decoder learns per-patch normalised pixels rather than the image itself.
     """
 
-    def __init__(self, masked_only: bool = True, norm_pix: bool = False, norm_pix_patch_size: int = 4):
+    def __init__(self, masked_only: bool = True, norm_pix: bool = False, norm_pix_patch_size: PatchSize = 4):
         if norm_pix_patch_size < 1:
             raise ValueError(f"norm_pix_patch_size must be >= 1, got {norm_pix_patch_size}")
         self.masked_only = masked_only
@@ -116,7 +120,7 @@ class SmoothL1Loss(_PixelLoss):
     """Smooth L1 (Huber / beta): 0.5 e^2 / beta where |e| < beta, else |e| - 0.5 beta; over hidden pixels."""
 
     def __init__(self, beta: float = 1.0, masked_only: bool = True, norm_pix: bool = False,
-                 norm_pix_patch_size: int = 4):
+                 norm_pix_patch_size: PatchSize = 4):
         super().__init__(masked_only, norm_pix, norm_pix_patch_size)
         if not beta > 0:
             raise ValueError(f"beta must be > 0 (beta 0 is the l1 loss), got {beta}")

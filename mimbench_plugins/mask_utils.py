@@ -3,8 +3,17 @@ grid of an image, the k smallest of per-cell noise, and patch-grid masks as pixe
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
+
+from mimbench.plugin import Interval
+
+#: A patch's side in pixels (a count that sizes masks and loops: declared, see mimbench.plugin).
+PatchSize = Annotated[int, Interval(ge=1, le=1024)]
+#: A count of patches.
+PatchCount = Annotated[int, Interval(ge=1, le=2**20)]
 
 
 def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

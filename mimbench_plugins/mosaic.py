@@ -9,15 +9,17 @@ share no source image. Deterministic from ``seed``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 
-from mimbench.plugin import TensorImageDataset, hookimpl
+from mimbench.plugin import Interval, TensorImageDataset, hookimpl
 
-from mimbench_plugins.datasets import _seed, check_split, fashion_mnist, fashion_mnist_mini
+from mimbench_plugins.datasets import ImageCount, Seed, _seed, check_split, fashion_mnist, fashion_mnist_mini
 
+#: Items on a canvas (a 56-px canvas holds about 11 at the smallest scale).
+Items = Annotated[int, Interval(ge=1, le=16)]
 #: Canvases per split when ``num_images`` is null.
 DEFAULT_CANVASES = {"train": 4000, "test": 1000}
 #: Segmentation classes: background and the 10 Fashion-MNIST classes.
@@ -26,8 +28,9 @@ MOSAIC_CLASSES = ("background", "t-shirt/top", "trouser", "pullover", "dress", "
 
 
 def fashion_mosaic(split: str, image_size: int = 56, source: Literal["mini", "full"] = "mini",
-                   root: str | None = None, num_images: int | None = None, min_items: int = 2, max_items: int = 4,
-                   min_scale: float = 0.3, max_scale: float = 0.6, ink: int = 40, seed: int = 0
+                   root: str | None = None, num_images: ImageCount | None = None,
+                   min_items: Items = 2, max_items: Items = 4,
+                   min_scale: float = 0.3, max_scale: float = 0.6, ink: Annotated[int, Interval(ge=0, le=255)] = 40, seed: Seed = 0
                    ) -> TensorImageDataset:
     """Fashion-MNIST items on canvases, every pixel labelled (11 classes: background + 10 items).
 

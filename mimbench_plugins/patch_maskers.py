@@ -5,16 +5,19 @@ random tokens (``random_token``) and MAE's regular grid (``grid``). Each maps im
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
-from mimbench_plugins.mask_utils import check_positive, check_ratio, patch_count, patch_grid, rand, smallest, to_pixels
+from mimbench.plugin import Interval
+
+from mimbench_plugins.mask_utils import PatchSize, check_positive, check_ratio, patch_count, patch_grid, rand, smallest, to_pixels
 
 
 class PatchMasker:
     """SimMIM random patch masking: hide ceil(cells * ratio) of the mask_patch_size grid cells per image."""
 
-    def __init__(self, ratio: float = 0.6, mask_patch_size: int = 4):
+    def __init__(self, ratio: float = 0.6, mask_patch_size: PatchSize = 4):
         check_ratio(ratio)
         check_positive("mask_patch_size", mask_patch_size)
         self.ratio = ratio
@@ -37,7 +40,7 @@ class PatchMasker:
 class RandomTokenMasker:
     """MAE random masking: hide round(L * ratio) of the L patches of each image, chosen uniformly."""
 
-    def __init__(self, ratio: float = 0.75, patch_size: int = 4):
+    def __init__(self, ratio: float = 0.75, patch_size: PatchSize = 4):
         check_ratio(ratio)
         check_positive("patch_size", patch_size)
         self.ratio, self.patch_size = ratio, patch_size
@@ -56,7 +59,7 @@ class GridMasker:
 
     deterministic = True  # the same mask for every image and seed
 
-    def __init__(self, patch_size: int = 4, keep_every: int = 2):
+    def __init__(self, patch_size: PatchSize = 4, keep_every: Annotated[int, Interval(ge=2, le=1024)] = 2):
         check_positive("patch_size", patch_size)
         if keep_every < 2:
             raise ValueError(f"keep_every must be >= 2, got {keep_every}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from mimbench_plugins.losses import norm_pix_target, norm_pix_to_image
+from mimbench_plugins.losses import PatchSize, norm_pix_target, norm_pix_to_image
 
 
 def _require_divisible(image_size: int, size: int, name: str) -> None:
@@ -42,7 +42,7 @@ class NormPixTarget:
 
     uses_target_stats = True
 
-    def __init__(self, in_channels: int, image_size: int, patch_size: int = 4):
+    def __init__(self, in_channels: int, image_size: int, patch_size: PatchSize = 4):
         _require_divisible(image_size, patch_size, "patch_size")
         if in_channels * patch_size * patch_size < 2:
             raise ValueError(f"patch_size {patch_size} leaves one value per patch: nothing to normalise")
@@ -68,7 +68,7 @@ class FourierTarget:
     frequencies differently (Parseval: the half spectrum counts each conjugate pair once).
     """
 
-    def __init__(self, in_channels: int, image_size: int, patch_size: int = 4):
+    def __init__(self, in_channels: int, image_size: int, patch_size: PatchSize = 4):
         _require_divisible(image_size, patch_size, "patch_size")
         self.in_channels, self.patch_size, self.stride = in_channels, patch_size, patch_size
         self.channels = in_channels * patch_size * (patch_size // 2 + 1) * 2

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench.plugin import (Layer, MetricColumn, ProbeContext, accuracy_columns, autocast_for, check_layer, hookimpl,
-                             layerwise, param_groups, warmup_cosine)
+from mimbench.plugin import (Interval, Layer, MetricColumn, ProbeContext, accuracy_columns, autocast_for, check_layer,
+                             hookimpl, layerwise, param_groups, warmup_cosine)
+
+BatchSize = Annotated[int, Interval(ge=1, le=65_536)]
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -67,7 +70,8 @@ class LinearProbe:
     (the encoder output), a block index, or ``all`` (see ``mimbench.probing.layerwise``).
     """
 
-    def __init__(self, layer: Layer = "last", weight_decay: float = 1e-3, max_steps: int = 1000):
+    def __init__(self, layer: Layer = "last", weight_decay: float = 1e-3,
+                 max_steps: Annotated[int, Interval(ge=1, le=10_000_000)] = 1000):
         check_layer(layer)
         if weight_decay < 0 or max_steps < 1:
             raise ValueError(f"weight_decay must be >= 0 and max_steps >= 1, got {weight_decay}, {max_steps}")
@@ -115,7 +119,8 @@ class KNNProbe:
     ``layer`` as for ``linear``.
     """
 
-    def __init__(self, layer: Layer = "last", k: int = 20, temperature: float = 0.07):
+    def __init__(self, layer: Layer = "last", k: Annotated[int, Interval(ge=1, le=100_000)] = 20,
+                 temperature: float = 0.07):
         check_layer(layer)
         if k < 1 or temperature <= 0:
             raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
@@ -163,8 +168,9 @@ class FineTuneProbe:
     are skipped.
     """
 
-    def __init__(self, epochs: int = 5, lr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
-                 batch_size: int = 128, warmup_epochs: float = 1.0, flip: bool = True, min_steps: int = 0):
+    def __init__(self, epochs: Annotated[int, Interval(ge=1, le=10_000)] = 5, lr: float = 1e-3, layer_decay: float = 0.75,
+                 weight_decay: float = 0.05, batch_size: BatchSize = 128, warmup_epochs: float = 1.0, flip: bool = True,
+                 min_steps: Annotated[int, Interval(ge=0, le=10_000_000)] = 0):
         if epochs < 1 or lr <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0 or min_steps < 0:
             raise ValueError("finetune needs epochs >= 1, lr > 0, 0 < layer_decay <= 1, batch_size >= 1, "
                              "warmup_epochs >= 0, min_steps >= 0")

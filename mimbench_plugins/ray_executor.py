@@ -21,12 +21,14 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Annotated, Iterator
 
-from mimbench.plugin import ConfigError, Outcome, Task, first_line, missing_extra, one_line, run_task
+from mimbench.plugin import ConfigError, Interval, Outcome, Task, first_line, missing_extra, one_line, run_task
 
 
 def _execute(task: Task) -> Outcome:
@@ -38,9 +40,18 @@ class RayExecutor:
 
     in_process = False
 
-    def __init__(self, address: str | None = None, gpus_per_run: float | None = None,
-                 cpus_per_run: float | None = None, max_retries: int = 3, connect_timeout_s: float = 60.0,
+    def __init__(self, address: str | None = None,
+                 gpus_per_run: Annotated[float, Interval(ge=0, le=1024)] | None = None,
+                 cpus_per_run: Annotated[float, Interval(gt=0, le=4096)] | None = None,
+                 max_retries: Annotated[int, Interval(ge=0, le=100)] = 3,
+                 connect_timeout_s: Annotated[float, Interval(gt=0, le=86_400)] = 60.0,
                  threads_per_run: int = 1):
+        if "ray" not in sys.modules:
+            # Ray's C++ failure signal handler, if Ray installs it in this process (it reads this
+            # variable once, on import), takes SIGTERM: a stack dump and an abort (exit -6) instead of
+            # mimbench's one line and exit 143, and ray.shutdown leaves SIGTERM at its default. The
+            # processes Ray starts inherit the setting: a crash there is reported without a C++ trace.
+            os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -74,7 +85,7 @@ class RayExecutor:
             if self.address is not None:
                 address = wait_for_cluster(self.address, self.connect_timeout_s)
             self._started_here = True  # before init: an interrupted start is shut down too (close)
-            with _sigterm_kept():
+            with _signals_held():
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING, configure_logging=False)
         try:
@@ -100,7 +111,7 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:  # the task itself raised (never retried): say what
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            return Outcome.failed(f"the Ray task raised {_plain(one_line(cause))}")
+            return Outcome.failed(import_failure(_plain(str(exc))) or f"the Ray task raised {_plain(one_line(cause))}")
         except ray.exceptions.RayError as exc:  # the worker or its node died, after every retry
             return Outcome.failed(f"{type(exc).__name__} (after {self.max_retries} retries): {_plain(first_line(exc))}")
 
@@ -115,26 +126,92 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
     def close(self) -> None:
-        """Stop the Ray instance this executor started (never one it found running)."""
+        """Stop the Ray instance this executor started (never one it found running), and every Ray
+        process it started (agents ``ray.shutdown`` may not wait for), within 2 seconds."""
         if self._started_here:
             import ray
 
-            ray.shutdown()
+            started = ray_processes_below(os.getpid())
             self._started_here = False
+            try:
+                with _signals_held():
+                    ray.shutdown()
+            finally:
+                stop_processes(started | ray_processes_below(os.getpid()))
 
 
 @contextmanager
-def _sigterm_kept() -> Iterator[None]:
-    """Keep this process's SIGTERM handler across ``ray.init``, which replaces it with its own
-    (``sys.exit``, then a C handler that aborts): under ``mimbench run`` SIGTERM is handled as Ctrl-C
-    (runs cancelled, summary rewritten, this instance shut down)."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
+def _signals_held() -> Iterator[None]:
+    """Run ``ray.init`` or ``ray.shutdown`` whole: a SIGTERM, SIGHUP or Ctrl-C that comes meanwhile
+    is held and raised again once it returns, to this process's own handler (under ``mimbench run``:
+    handled as Ctrl-C, runs cancelled, summary rewritten, this instance shut down). Interrupted
+    half-way, Ray's start can leave agents running or crash the process; and ``ray.init`` would
+    replace the SIGTERM handler with its own (``sys.exit``, or its node's clean-up and exit 1)."""
+    import ray._private.utils as ray_utils
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    replace = getattr(ray_utils, "set_sigterm_handler", None)
+    if replace is not None:  # how ray.init and its node set theirs (Ray 2.9 to 2.60 at least)
+        ray_utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if replace is not None:
+            ray_utils.set_sigterm_handler = replace
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(held[0])
+
+
+def ray_processes_below(pid: int) -> set[int]:
+    """The Ray processes (``ray::`` workers and agents, Ray's own binaries and scripts) below ``pid``
+    now, read from /proc (an empty set without it)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    below, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return {p for p in below if _is_ray_process(p)}
+
+
+def _is_ray_process(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return command.startswith("ray::") or f"{os.sep}ray{os.sep}" in command
+
+
+def stop_processes(pids: set[int], grace_s: float = 2.0) -> None:
+    """Give ``pids`` ``grace_s`` seconds to end on their own, then kill those still running."""
+    deadline = time.monotonic() + grace_s
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def wait_for_cluster(address: str, timeout_s: float) -> str:
@@ -173,6 +250,19 @@ def resolve_address(address: str) -> str:
         raise ConnectionError(errno.EHOSTUNREACH, "execution.address 'auto': no running Ray cluster was found "
                                                   "(leave address out to start a new instance on this machine)")
     return found
+
+
+def import_failure(text: str) -> str | None:
+    """Why a Ray worker could not import mimbench's task, from Ray's error text (which names the
+    cause on its last ``...Error: ...`` line), with what to do; None for another error."""
+    if "failed to import on the worker" not in text:
+        return None
+    causes = re.findall(r"^(\w+(?:Error|Exception): .*)$", text, flags=re.MULTILINE)
+    cause = causes[-1].strip() if causes else "no cause given"
+    return (f"a Ray worker could not import mimbench's task ({cause}): workers import mimbench and the "
+            f"plugins from their own Python environment, with the driver's working folder ({os.getcwd()}) "
+            f"first on their sys.path; install the same mimbench where the workers run, and start mimbench "
+            f"from a folder that holds no other copy of it or of a plugin")
 
 
 def _plain(text: str) -> str:

@@ -8,11 +8,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+from typing import Annotated
 
 import numpy as np
 import torch
 
-from mimbench_plugins.mask_utils import check_positive, check_ratio, patch_count, patch_grid, rand, to_pixels
+from mimbench.plugin import Interval
+
+from mimbench_plugins.mask_utils import PatchCount, PatchSize, check_positive, check_ratio, patch_count, patch_grid, rand, to_pixels
 
 
 @functools.cache
@@ -67,7 +70,8 @@ class _Rects:
 class RegionMasker:
     """BEiT-style block-wise masking: random rectangles added until `ratio` of the pixels are hidden."""
 
-    def __init__(self, ratio: float = 0.6, min_area: float = 0.02, aspect: float = 0.3, max_rounds: int = 256):
+    def __init__(self, ratio: float = 0.6, min_area: float = 0.02, aspect: float = 0.3,
+                 max_rounds: Annotated[int, Interval(ge=1, le=100_000)] = 256):
         """Args:
             ratio: fraction of pixels to hide (reached exactly unless max_rounds runs out).
             min_area: smallest rectangle, as a fraction of the image area (BEiT: 4 of 196 patches).
@@ -165,8 +169,8 @@ class BlockMasker:
     ATTEMPTS = 10  # candidate blocks per block, as BEiT
     ROUNDS_PER_SYNC = 4
 
-    def __init__(self, patch_size: int = 4, ratio: float = 0.4, num_masking_patches: int | None = None,
-                 min_num_patches: int = 4, max_num_patches: int | None = None, min_aspect: float = 0.3,
+    def __init__(self, patch_size: PatchSize = 4, ratio: float = 0.4, num_masking_patches: PatchCount | None = None,
+                 min_num_patches: PatchCount = 4, max_num_patches: PatchCount | None = None, min_aspect: float = 0.3,
                  max_aspect: float | None = None):
         """Args:
             patch_size: pixels per side of a patch; blocks are made of whole patches.

@@ -6,12 +6,12 @@ folder of images with same-named PNG label maps. Both are resized to the suite's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Annotated, Iterable, Literal
 
 import numpy as np
 import torch
 
-from mimbench.plugin import TensorImageDataset, hookimpl, one_line
+from mimbench.plugin import Interval, TensorImageDataset, hookimpl, one_line
 
 from mimbench_plugins.datasets import check_split
 
@@ -78,8 +78,8 @@ def voc_segmentation(split: str, image_size: int = 128, root: str | None = None,
     return _as_dataset(pairs, image_size, 3, len(VOC_CLASSES), IGNORE, background=0)
 
 
-def segmentation_folder(split: str, root: str, classes: int, image_size: int = 64, channels: int = 3,
-                        ignore_index: int = 255) -> TensorImageDataset:
+def segmentation_folder(split: str, root: str, classes: Annotated[int, Interval(ge=2, le=254)], image_size: int = 64,
+                        channels: Literal[1, 3] = 3, ignore_index: Annotated[int, Interval(ge=0, le=255)] = 255) -> TensorImageDataset:
     """Your own segmentation data: ``<root>/<split>/images/<name>.<png|jpg|...>`` and, for each,
     ``<root>/<split>/masks/<name>.png``, a one-channel PNG whose values are classes 0..``classes``-1
     (``ignore_index``: no label). Resized to ``image_size``; ``channels`` 3 (RGB) or 1."""

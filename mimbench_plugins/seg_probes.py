@@ -16,12 +16,13 @@ test split: mIoU and pixel accuracy (``mimbench.plugin.metrics.segmentation_scor
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench.plugin import Layer, MetricColumn, ProbeContext, check_layer, hookimpl, metrics
+from mimbench.plugin import Interval, Layer, MetricColumn, ProbeContext, check_layer, hookimpl, metrics
 
 IGNORE = 255
 
@@ -80,8 +81,8 @@ class SegLinearProbe:
 
     needs_masks = True
 
-    def __init__(self, layer: Layer = "last", steps: int = 500, lr: float = 1e-2, weight_decay: float = 1e-4,
-                 batch_size: int = 64):
+    def __init__(self, layer: Layer = "last", steps: Annotated[int, Interval(ge=1, le=10_000_000)] = 500, lr: float = 1e-2,
+                 weight_decay: float = 1e-4, batch_size: Annotated[int, Interval(ge=1, le=65_536)] = 64):
         check_layer(layer)
         if steps < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0:
             raise ValueError(f"need steps >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; got {steps}, "
@@ -142,7 +143,8 @@ class SegKNNProbe:
 
     needs_masks = True
 
-    def __init__(self, layer: Layer = "last", k: int = 30, temperature: float = 0.02, memory_size: int = 20_000):
+    def __init__(self, layer: Layer = "last", k: Annotated[int, Interval(ge=1, le=10_000)] = 30, temperature: float = 0.02,
+                 memory_size: Annotated[int, Interval(ge=1, le=1_000_000)] = 20_000):
         check_layer(layer)
         if k < 1 or memory_size < 1 or not temperature > 0:
             raise ValueError(f"need k >= 1, memory_size >= 1, temperature > 0; got {k}, {memory_size}, {temperature}")

@@ -13,9 +13,9 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
-from mimbench.plugin import ConfigError, Outcome, Task, missing_extra, run_task
+from mimbench.plugin import ConfigError, Interval, Outcome, Task, missing_extra, run_task
 
 
 class _Checkpointable:
@@ -37,9 +37,12 @@ class SubmititExecutor:
     in_process = False
 
     def __init__(self, suite_dir: str, cluster: Literal["auto", "slurm", "local"] = "auto",
-                 partition: str | None = None, timeout_min: int = 240, gpus_per_run: int = 0, cpus_per_run: int | None = None,
-                 mem_gb: float | None = None, max_parallel: int | None = None, slurm: dict[str, Any] | None = None,
-                 poll_seconds: float = 2.0, threads_per_run: int = 1):
+                 partition: str | None = None, timeout_min: Annotated[int, Interval(ge=1, le=525_600)] = 240,
+                 gpus_per_run: Annotated[int, Interval(ge=0, le=64)] = 0,
+                 cpus_per_run: Annotated[int, Interval(ge=1, le=4096)] | None = None,
+                 mem_gb: Annotated[float, Interval(gt=0, le=65_536)] | None = None,
+                 max_parallel: Annotated[int, Interval(ge=1, le=100_000)] | None = None, slurm: dict[str, Any] | None = None,
+                 poll_seconds: Annotated[float, Interval(gt=0, le=3600)] = 2.0, threads_per_run: int = 1):
         try:
             import submitit  # noqa: F401
         except ImportError:

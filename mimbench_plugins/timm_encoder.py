@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mimbench.plugin import Backbone, ConfigError, hookimpl, missing_extra, one_line
-from mimbench_plugins.vit import fully_hidden, token_init
+from mimbench_plugins.vit import PatchSize, fully_hidden, token_init
 
 #: Parameters of the timm model that the feature grid does not go through (pooling and head).
 HEAD_MODULES = ("fc_norm", "attn_pool", "head")
@@ -33,7 +33,7 @@ class TimmViTEncoder(nn.Module):
     """Any timm Vision Transformer (by model name) with SimMIM's mask token on fully hidden patches."""
 
     def __init__(self, in_channels: int, image_size: int, model: str = "vit_tiny_patch16_224",
-                 patch_size: int | None = None, pretrained: bool = False, model_args: dict[str, Any] | None = None):
+                 patch_size: PatchSize | None = None, pretrained: bool = False, model_args: dict[str, Any] | None = None):
         super().__init__()
         if importlib.util.find_spec("timm") is None:
             raise ConfigError(missing_extra("encoder 'timm'", "timm", "timm"))

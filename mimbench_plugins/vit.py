@@ -12,13 +12,20 @@ N = h * w tokens, D model width.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench.plugin import Backbone, hookimpl, renamed
+from mimbench.plugin import Backbone, Interval, hookimpl, renamed
+
+#: Declared ranges of the sizes (they bound memory and time before anything is built).
+PatchSize = Annotated[int, Interval(ge=1, le=1024)]
+Width = Annotated[int, Interval(ge=1, le=8192)]
+Depth = Annotated[int, Interval(ge=1, le=256)]
+Heads = Annotated[int, Interval(ge=1, le=256)]
+MlpRatio = Annotated[float, Interval(gt=0, le=64)]
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -155,8 +162,8 @@ class _ViTBackbone(nn.Module):
 
     uses_mask_token = False
 
-    def __init__(self, in_channels: int, image_size: int, patch_size: int = 4, dim: int = 128, depth: int = 4,
-                 heads: int = 4, mlp_ratio: float = 4.0, pos_embed: Literal["sincos", "learned"] = "sincos"):
+    def __init__(self, in_channels: int, image_size: int, patch_size: PatchSize = 4, dim: Width = 128, depth: Depth = 4,
+                 heads: Heads = 4, mlp_ratio: MlpRatio = 4.0, pos_embed: Literal["sincos", "learned"] = "sincos"):
         super().__init__()
         if pos_embed not in ("sincos", "learned"):
             raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}")
@@ -275,8 +282,8 @@ class MAEEncoder(_ViTBackbone):
 class MAEDecoder(nn.Module):
     """MAE's lightweight decoder: project tokens, mask token at hidden patches, transformer, linear to pixels."""
 
-    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, dim: int = 128,
-                 depth: int = 2, heads: int = 4, mlp_ratio: float = 4.0):
+    def __init__(self, in_dim: int, stride: int, out_channels: int, image_size: int, dim: Width = 128,
+                 depth: Depth = 2, heads: Heads = 4, mlp_ratio: MlpRatio = 4.0):
         super().__init__()
         check_sizes(image_size, stride, dim, depth, heads, mlp_ratio, sincos=True, patch_name="stride")
         self.stride, self.grid = stride, image_size // stride

@@ -485,8 +485,8 @@ def _component_entry(component: Any) -> list[str]:
              rest_to_markdown(inspect.getdoc(component.factory) or component.description), ""]
     params = component.params_summary()
     if params:
-        lines += ["| param | type | default |", "|---|---|---|"]
-        lines += [f"| {_code(name)} | {_code(p['type'])} "
+        lines += ["| param | type | range | default |", "|---|---|---|---|"]
+        lines += [f"| {_code(name)} | {_code(p['type'])} | {_code(p['range']) if 'range' in p else ''} "
                   f"| {_code(yaml_value(p['default'])) if 'default' in p else 'required'} |"
                   for name, p in params.items()]
     else:

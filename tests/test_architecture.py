@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [
     ["version", "errors", "columns", "stats", "metrics", "augment", "prefetch", "memory", "data", "optim",
      "hookspecs"],
-    ["contract", "schema", "plugins"],
+    ["contract", "preflight", "schema", "plugins"],
     ["suite", "specs", "registry", "testing"],
     ["jobs", "folder", "tracking", "provenance"],
     ["train", "evaluate", "probing", "executors", "expansion", "report", "reuse"],

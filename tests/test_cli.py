@@ -164,9 +164,10 @@ def test_plugins_json():
     assert by_key["encoder", "cnn"] == {
         "kind": "encoder", "name": "cnn", "provider": "mimbench", "version": mimbench.__version__,
         "description": "Small conv net: two stages of 3x3 conv + ReLU + 2x2 max-pool (stride 4).",
-        "params": {"hidden_dim": {"type": "int", "default": 64}},
+        "params": {"hidden_dim": {"type": "int", "range": ">= 1, <= 8192", "default": 64}},
     }
-    assert by_key["masker", "block"]["params"]["num_masking_patches"] == {"type": "int | None", "default": None}
+    assert by_key["masker", "block"]["params"]["num_masking_patches"] == {"type": "int | None", "default": None,
+                                                                          "range": ">= 1, <= 1048576"}
     masker_rows = json.loads(invoke("plugins", "--json", "--kind", "masker").stdout)["components"]
     assert masker_rows == [row for row in components if row["kind"] == "masker"]
 

@@ -286,3 +286,18 @@ def test_two_processes_train_the_budget_one_process_plans(budget_runs, tmp_path)
     one = next(r for r in records(suite_dir).values() if r.get("train_steps") == 60)
     assert two["train_steps"] == 60 and two["train_flops"] == one["train_flops"]
     assert two["peak_memory_mb"] >= 0
+
+
+def test_the_preflight_counts_a_model_on_the_meta_device_as_built_for_real():
+    """The pre-flight estimate builds on ``meta`` (nothing allocated) and counts what a real build has."""
+    from mimbench.preflight import BYTES_PER_TRAINED_PARAM, check_fits, meta_parameter_count
+    from mimbench_plugins.vit import ViTEncoder
+
+    def build():
+        return ViTEncoder(in_channels=1, image_size=28, dim=64, depth=2, heads=4)
+
+    real = sum(p.numel() for p in build().parameters())
+    assert meta_parameter_count(build) == real > 0
+    check_fits("vit", build, torch.device("cpu"))  # fits: no error
+    assert meta_parameter_count(lambda: (_ for _ in ()).throw(RuntimeError("reads a file"))) is None
+    assert BYTES_PER_TRAINED_PARAM == 16  # float32 weights, gradients, AdamW's two moments

@@ -241,3 +241,21 @@ def test_dense_probes_score_every_block_with_layer_all():
     assert one_block.keys() == {"seg_miou", "seg_pixel_acc", "seg_train_loss", "seg_miou@1", "seg_pixel_acc@1",
                                 "seg_train_loss@1"}
     assert one_block["seg_miou"] == one_block["seg_miou@1"]
+
+
+def test_a_dense_split_whose_every_pixel_is_ignored_is_refused_before_training(tmp_path):
+    """Not a silent mIoU of nan: the split, why, and what to check, exit 2."""
+    from PIL import Image
+
+    from mimbench.cli import cli
+
+    write_pair(tmp_path / "train" / "images", tmp_path / "train" / "masks", "x", 0)
+    write_pair(tmp_path / "test" / "images", tmp_path / "test" / "masks", "y", 1)
+    Image.fromarray(torch.full((20, 30), 7, dtype=torch.uint8).numpy()).save(tmp_path / "test" / "masks" / "y.png")
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--set", f"dataset={{name: segmentation-folder, params: "
+                                      f"{{root: {tmp_path}, classes: 3, ignore_index: 7}}}}", "--set", "image_size=16",
+                                      "--set", "eval.probes=[seg_linear]", "--set", "train.batch_size=1"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "probe 'seg_linear': the test split of dataset 'segmentation-folder' has no labelled pixel" in lines[0]
+    assert "mIoU would be undefined" in lines[0]

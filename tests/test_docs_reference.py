@@ -123,7 +123,8 @@ def test_components_page_names_every_builtin_component_and_default(docs):
         entry = page.split(f"{{#{component.kind}-{component.name}}}", 1)[1].split("\n### ", 1)[0]
         for name, param in component.params_summary().items():
             default = f"`{docs.yaml_value(param['default'])}`" if "default" in param else "required"
-            assert f"| `{name}` | `{param['type']}` | {default} |" in entry, (component.kind, component.name, name)
+            declared = f"`{param['range']}`" if "range" in param else ""
+            assert f"| `{name}` | `{param['type']}` | {declared} | {default} |" in entry, (component.kind, component.name, name)
 
 
 def test_rest_to_markdown(docs):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -327,7 +329,7 @@ def test_executor_params_are_checked_like_any_component(tmp_path):
     assert typo.exit_code == 2 and "unknown executor 'rya'; did you mean 'ray'?" in typo.output
     pytest.importorskip("ray")
     bad = run_cli("run", suite, "--dry-run", "--executor", "ray", "--set", "execution.gpus_per_run=-1")
-    assert bad.exit_code == 2 and "gpus_per_run must be >= 0" in bad.output
+    assert bad.exit_code == 2 and "param 'gpus_per_run' must be >= 0" in bad.output
     listed = run_cli("plugins", "--kind", "executor")
     assert [line.split()[1] for line in listed.output.splitlines()[1:]] == ["local", "ray", "submitit"]
 
@@ -396,3 +398,87 @@ def test_a_third_party_probe_reaches_the_console_line_through_its_declared_colum
     declared = json.loads((out / "tiny" / "columns.json").read_text())["columns"]
     assert [c["key"] for c in declared][-1] == "centroid_acc"
     assert "centroid" in (out / "tiny" / "table.md").read_text()
+
+
+def _tiny_task(tmp_path: Path, lock_token: str, *overrides: str) -> Task:
+    from mimbench.planning import plan_suite
+    from mimbench.runtime import registry_for
+    from mimbench.suite import load_suite
+
+    suite = load_suite(str(write_suite(tmp_path)), ["seeds=[0]", "eval.probes=[knn]", *overrides])
+    plan = plan_suite(suite, registry_for(PluginSources()))
+    return Task(plan.runs[0], str(tmp_path / "out" / "tiny"), PluginSources(), "cpu", threads=1,
+                show_progress=False, lock_token=lock_token)
+
+
+def test_a_worker_writes_only_while_its_driver_holds_the_folder(tmp_path):
+    """A task carries its driver's lock token: with it held the run is written; once the lock is
+    released (the driver died) or taken by another driver, the worker writes nothing at all."""
+    from mimbench.worker import run_task
+
+    suite_dir = tmp_path / "out" / "tiny"
+    with SuiteLock(suite_dir) as lock:
+        held = _tiny_task(tmp_path, lock.token)
+        assert run_task(held).status == "done"  # the local executor: the same process holds the lock
+    run_dir = suite_dir / "runs" / held.job.run_id
+    shutil.rmtree(run_dir)
+    outcome = run_task(held)  # the driver is gone
+    assert outcome.status == "failed" and "no longer holds" in outcome.record["error"], outcome.record
+    assert "it stopped" in outcome.record["error"] and not run_dir.exists()
+    with SuiteLock(suite_dir):  # another driver now
+        outcome = run_task(held)
+    assert "another driver took it" in outcome.record["error"] and not run_dir.exists()
+
+
+def test_an_orphaned_worker_stops_at_its_next_write_once_its_driver_is_gone(tmp_path):
+    """A worker mid-training (a Ray worker whose driver was killed) stops at its next epoch end: no
+    checkpoint, no metrics.json, no error.txt after the lock is gone, so a new driver never overlaps it."""
+    import pickle
+
+    suite_dir = tmp_path / "out" / "tiny"
+    lock = SuiteLock(suite_dir).__enter__()
+    task = _tiny_task(tmp_path, lock.token, "train.epochs=200", "train.checkpoint_every=1")
+    (tmp_path / "task.pkl").write_bytes(pickle.dumps(task))
+    code = ("import pickle, sys; from mimbench.plugin import run_task; "
+            "outcome = run_task(pickle.load(open(sys.argv[1], 'rb'))); print(outcome.record.get('error'))")
+    worker = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "task.pkl")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    run_dir = suite_dir / "runs" / task.job.run_id
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoint.pt").exists():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+        time.sleep(0.1)
+    lock.__exit__(None, None, None)  # the driver dies (a kill -9 releases its flock the same way)
+    stdout, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 0, stderr
+    assert "no longer holds" in stdout and "it stopped" in stdout, stdout
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "error.txt").exists()
+    assert len((run_dir / "history.csv").read_text().splitlines()) < 150  # stopped early, not after 200 epochs
+
+
+def test_ray_runs_from_a_folder_that_holds_a_mimbench_folder(tmp_path):
+    """Ray puts the driver's working folder first on its workers' sys.path: started from the parent of
+    a clone (a folder named mimbench beside the suite), the workers still import the installed mimbench."""
+    pytest.importorskip("ray")
+    (tmp_path / "mimbench" / "docs").mkdir(parents=True)  # a clone's root: no __init__.py, a namespace package
+    suite = write_suite(tmp_path, SUITE.replace("seeds: [0, 1]", "seeds: [0]"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with tempfile.TemporaryDirectory(prefix="mbray", dir="/tmp") as ray_dir:  # short: Ray's socket paths
+        env["RAY_TMPDIR"] = ray_dir
+        result = subprocess.run([console("mimbench"), "run", suite.name, "--out", "out", "--executor", "ray"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(summary(tmp_path / "out").status) == {"done"}
+
+
+def test_a_worker_that_cannot_import_mimbench_is_told_why():
+    from mimbench_plugins.ray_executor import import_failure
+
+    ray_text = ("ray::_execute() (pid=1, ip=192.0.2.2)\nRuntimeError: The remote function failed to import on the "
+                "worker. This may be because needed library dependencies are not installed in the worker "
+                "environment or cannot be found from sys.path ['/home/me']:\n\nray::_execute()\n"
+                "ModuleNotFoundError: No module named 'mimbench.plugin'")
+    line = import_failure(ray_text)
+    assert line.startswith("a Ray worker could not import mimbench's task (ModuleNotFoundError: No module named "
+                           "'mimbench.plugin')") and os.getcwd() in line and "\n" not in line
+    assert import_failure("ValueError: something else") is None

@@ -311,6 +311,7 @@ def test_a_full_disk_mid_run_is_one_line(finished, monkeypatch):
     result = invoke("run", str(finished / "tiny.yaml"), "--out", str(finished / "results"), "--set", "seeds=[0, 1]")
     line = one_line(result, 1)
     assert "No space left on device" in line
+    assert "config.json" in line and "error.txt" not in line, line  # the file that failed first
     assert {k: v for k, v in checksums(suite_dir).items() if k.startswith("runs/") and k in before} == before
 
 

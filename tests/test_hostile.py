@@ -380,3 +380,116 @@ def test_booleans_stay_allowed_where_a_key_takes_one():
     result = CliRunner().invoke(cli, ["run", "--dry-run", "--set", "train.keep_checkpoint=true",
                                       "--set", "train.augment={flip: false}", "--set", "seeds=[0]"])
     assert result.exit_code == 0, result.output
+
+
+# --- sizes: declared ranges and the pre-flight estimate --------------------------------------------
+
+@pytest.mark.parametrize("override, says", [
+    ("grid.target=[{name: hog, params: {bins: 100000000}}]",
+     "target 'hog': param 'bins' must be >= 2, <= 360, got 100000000 (the range its plugin declares)"),
+    ("dataset={name: fashion-mosaic, params: {max_items: 1000000}}",
+     "dataset 'fashion-mosaic': param 'max_items' must be >= 1, <= 16, got 1000000"),
+    ("grid.encoder=[{name: swin, params: {depths: [2, 1000], heads: [3, 6]}}]",
+     "encoder 'swin': param 'depths' item 1 must be >= 1, <= 256, got 1000"),
+    ("dataset={name: fashion-mnist, params: {train_images: 70000}}",
+     "dataset 'fashion-mnist': param 'train_images' must be >= 1, <= 60000, got 70000"),
+    ("eval.probes=[{name: knn, params: {layer: 5000}}]", "probe 'knn': param 'layer' must be >= 0, <= 1023"),
+    ("grid.encoder=[{name: vit, params: {dim: 8192, depth: 256, heads: 8}}]",
+     "206.2 billion parameters need at least 3.0 TiB to train"),
+])
+def test_a_size_out_of_its_declared_range_or_beyond_the_machine_is_refused_before_compute(override, says):
+    """A param that sizes memory or time is refused outside the range its component declares (also
+    an item of a list, an optional param); a model whose training state cannot fit is refused from
+    its shapes on the meta device, before anything is allocated."""
+    line = one_error(CliRunner().invoke(cli, ["run", "--dry-run", "--set", override]))
+    assert says in line, line
+
+
+def test_every_int_param_of_a_builtin_declares_a_finite_range():
+    """The built-ins' counts and sizes all declare their range (the rule a plugin author can follow)."""
+    from mimbench.registry import Registry
+
+    unbounded = [f"{c.kind} {c.name}: {name}" for c in Registry(load_plugins(use_env=False)).all()
+                 for name, p in c.params_summary().items()
+                 if "int" in p["type"].split(" | ") and ("<" not in p.get("range", "") or ">" not in p.get("range", ""))]
+    assert not unbounded, unbounded
+
+
+RANGED_PLUGIN = '''
+from typing import Annotated
+import torch
+from mimbench.plugin import Interval, hookimpl
+
+class Bands:
+    """Hide bands of rows."""
+    def __init__(self, band: Annotated[int, Interval(ge=1, le=64)] = 4):
+        self.band = band
+    def __call__(self, images, generator=None):
+        b, _, h, w = images.shape
+        return (torch.arange(h, device=images.device) // self.band % 2 == 0)[None, :, None].expand(b, h, w)
+
+@hookimpl
+def mimbench_register_maskers(register):
+    register("bands", Bands)
+'''
+
+
+def test_a_plugin_declares_the_range_of_its_own_param(tmp_path):
+    plugin = tmp_path / "bands.py"
+    plugin.write_text(RANGED_PLUGIN)
+    listed = CliRunner().invoke(cli, ["plugins", "--plugin", str(plugin), "--kind", "masker", "--params"])
+    assert "band: int (>= 1, <= 64) = 4" in listed.output, listed.output
+    line = one_error(CliRunner().invoke(cli, ["run", "--dry-run", "--plugin", str(plugin),
+                                              "--set", "grid.masker=[{name: bands, params: {band: 65}}]"]))
+    assert "masker 'bands': param 'band' must be >= 1, <= 64, got 65" in line, line
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--plugin", str(plugin),
+                                      "--set", "grid.masker=[{name: bands, params: {band: 64}}]"])
+    assert result.exit_code == 0, result.output
+
+
+def _sigterm_caught(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM now (its SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+def _ray_started(pid: int) -> bool:
+    return any(b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes() for p in descendants(pid) if alive(p))
+
+
+@pytest.mark.parametrize("moment", ["loading", "ray-start", "report"])
+def test_sigterm_at_any_moment_under_ray_exits_143_leaving_no_ray_process(tmp_path, ray_temp_dir, moment):
+    """While the CLI loads, while Ray starts (ray.init is held whole, then the signal handled), and
+    once the runs are done (Ray shutting down, the report): one line, exit 143, the lock released,
+    and no process the driver started still running 10 s later."""
+    text = LONG if moment != "report" else SUITE.replace("seeds: [0]", "seeds: [0, 1]")
+    suite = write_suite_file(tmp_path, text)
+    out = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = str(ray_temp_dir)
+    process = subprocess.Popen([sys.executable, "-m", "mimbench", "run", str(suite), "--out", str(out),
+                                "--executor", "ray"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ready = {"loading": lambda: _sigterm_caught(process.pid),
+             "ray-start": lambda: _ray_started(process.pid),
+             "report": lambda: (out / "tiny" / "summary.csv").is_file()
+             and (out / "tiny" / "summary.csv").read_text().count(",done,") == 2}[moment]
+    started, deadline = set(), time.monotonic() + 240
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        started |= descendants(process.pid)
+        time.sleep(0.01)
+    started |= descendants(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    lines = [line for line in stderr.splitlines() if line.strip() and "Token authentication" not in line]
+    assert process.returncode == 143, stderr[-2000:]
+    assert lines and lines[-1].startswith("interrupted (SIGTERM)") and "Traceback" not in stderr, stderr[-2000:]
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in started if alive(pid)]
+    if (out / "tiny").is_dir():
+        with SuiteLock(out / "tiny"):
+            pass

@@ -99,7 +99,7 @@ def test_the_wheel_metadata_is_what_an_index_shows(built):
     assert metadata["Requires-Python"] == ">=3.10"
     classifiers = metadata.get_all("Classifier")
     assert "Intended Audience :: Science/Research" in classifiers and "Typing :: Typed" in classifiers
-    assert "mimbench = mimbench.cli:main" in entry_points
+    assert "mimbench = mimbench.__main__:main" in entry_points
     for module in sorted((ROOT / "mimbench_plugins").glob("*.py")):
         text = module.read_text()
         if "@hookimpl" in text:  # every built-in plugin module is registered as a plugin

@@ -103,7 +103,7 @@ def test_max_parallel_below_one_is_refused(tmp_path):
                      "--set", "execution.max_parallel=0")
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "max_parallel must be >= 1" in lines[0], result.output
+    assert len(lines) == 1 and "param 'max_parallel' must be >= 1" in lines[0], result.output
 
 
 def test_cluster_slurm_without_slurm_is_one_line_exit_2(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from mimbench.errors import one_line
 from mimbench.folder.files import write_atomic
@@ -51,11 +51,14 @@ class Checkpointing:
     every_seconds: float | None
     fingerprint: dict[str, Any]
     last_save: float = field(default_factory=time.monotonic)
+    # called before each save; raises to refuse it (the run folder's lock check, RunFolder.writable)
+    before_save: Callable[[], None] | None = None
 
     @classmethod
-    def for_run(cls, folder: str | Path, train: TrainConfig, fingerprint: dict[str, Any]) -> "Checkpointing":
+    def for_run(cls, folder: str | Path, train: TrainConfig, fingerprint: dict[str, Any],
+                before_save: Callable[[], None] | None = None) -> "Checkpointing":
         epochs, seconds = checkpoint_interval(train.checkpoint_every)
-        return cls(str(Path(folder) / CHECKPOINT_FILE), epochs, seconds, fingerprint)
+        return cls(str(Path(folder) / CHECKPOINT_FILE), epochs, seconds, fingerprint, before_save=before_save)
 
     def due(self, epochs_done: int) -> bool:
         """Whether to save after ``epochs_done`` epochs (counted from the start of the run)."""
@@ -67,6 +70,8 @@ class Checkpointing:
         """Write ``state`` (tensors anywhere; saved as they are) with the fingerprint, atomically."""
         import torch
 
+        if self.before_save is not None:
+            self.before_save()
         buffer = io.BytesIO()
         torch.save({"fingerprint": self.fingerprint, "layout": LAYOUT, **state}, buffer)
         write_atomic(Path(self.path), buffer.getvalue())

@@ -4,6 +4,9 @@
 unfinished run, which runs again; one with ``error.txt`` failed and is retried. A folder whose
 ``metrics.json`` or ``config.json`` cannot be read is :meth:`RunFolder.damage`-d and set aside by the
 suite folder, never deleted.
+
+A worker's folder carries its driver's :class:`~mimbench.folder.lock.LockToken`: every write checks it
+first and raises :class:`~mimbench.folder.lock.LockLost` once the driver is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mimbench.errors import shown
+from mimbench.folder.lock import LockToken
 from mimbench.folder.files import (DamagedFile, read_csv_rows, read_json_object, read_text_lossy, write_atomic,
                                    write_csv, write_json)
 from mimbench.specs import FINISHED
@@ -33,8 +37,15 @@ class RunFolder:
     there" is an answer (:meth:`finished_record`, :meth:`history`); a damaged file is a
     :class:`DamagedFile` naming it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, lock: LockToken | None = None):
         self.path = Path(path)
+        self.lock = lock  # the driver's lock token, checked before each write
+
+    def writable(self) -> None:
+        """Raise :class:`~mimbench.folder.lock.LockLost` when the driver this folder was opened for
+        no longer holds the suite folder (nothing to check without a token)."""
+        if self.lock is not None:
+            self.lock.check()
 
     @property
     def run_id(self) -> str:
@@ -45,6 +56,7 @@ class RunFolder:
 
     # -- config.json: the resolved config the run was made with --------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
+        self.writable()
         write_json(self.path / CONFIG_FILE, config)
 
     def read_config(self) -> dict[str, Any]:
@@ -79,6 +91,7 @@ class RunFolder:
 
     # -- metrics.json: written last, the run is finished ---------------------------------------------
     def write_metrics(self, record: dict[str, Any]) -> None:
+        self.writable()
         write_json(self.path / METRICS_FILE, record)
 
     def read_record(self) -> dict[str, Any]:
@@ -101,6 +114,7 @@ class RunFolder:
 
     # -- history.csv: one row per pre-training epoch ---------------------------------------------------
     def write_history(self, rows: list[dict[str, float]]) -> None:
+        self.writable()
         write_csv(self.path / HISTORY_FILE, rows)
 
     def history(self) -> list[dict[str, float]]:
@@ -110,6 +124,7 @@ class RunFolder:
     # -- encoder.pt and reconstructions.png ------------------------------------------------------------
     def save_encoder(self, module: "torch.nn.Module") -> None:
         import torch  # here, so that reading results (mimbench report) does not import torch
+        self.writable()
 
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
@@ -117,6 +132,7 @@ class RunFolder:
 
     def save_target(self, state: dict[str, "torch.Tensor"]) -> None:
         """A target's state (ema_teacher's teacher, on the CPU) as ``target.pt``."""
+        self.writable()
         import torch
 
         buffer = io.BytesIO()
@@ -154,6 +170,7 @@ class RunFolder:
 
     def save_picture(self, name: str, image: "torch.Tensor") -> None:
         """``image`` float [3, H, W] in [0, 1] as ``<name>.png`` (``name``: lower-case letters and _)."""
+        self.writable()
         from torchvision.utils import save_image
 
         if not re.fullmatch(r"[a-z_]{1,40}", name):
@@ -172,12 +189,14 @@ class RunFolder:
 
     def copy_pretraining_from(self, source: "RunFolder") -> None:
         """Copy the history and the picture of the run that pre-trained this run's encoder."""
+        self.writable()
         for name in (HISTORY_FILE, RECONSTRUCTIONS_FILE):
             if (source.path / name).exists():
                 write_atomic(self.path / name, (source.path / name).read_bytes())
 
     # -- error.txt: the run failed ---------------------------------------------------------------------
     def write_error(self, text: str) -> None:
+        self.writable()
         write_atomic(self.path / ERROR_FILE, text if text.endswith("\n") else text + "\n")
 
     def has_error(self) -> bool:
@@ -212,11 +231,13 @@ class RunFolder:
 
     def remove_checkpoint(self) -> None:
         """Delete the mid-run checkpoint (:mod:`mimbench.folder.checkpoint`) of a finished run."""
+        self.writable()
         (self.path / CHECKPOINT_FILE).unlink(missing_ok=True)
 
     def reset(self, keep: tuple[str, ...] = ()) -> None:
         """Empty a folder whose run did not finish, so that it starts clean, but for the files
         named in ``keep`` (a mid-run checkpoint to continue from)."""
+        self.writable()
         if self.path.is_dir() and not self.path.is_symlink():
             for entry in self.path.iterdir():
                 if entry.name in keep and entry.is_file() and not entry.is_symlink():

@@ -20,7 +20,7 @@ from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.folder.ownership import check_inside, check_ownership, claim, empty_folder
 from mimbench.folder.files import write_atomic
-from mimbench.folder.lock import SuiteLock
+from mimbench.folder.lock import LockToken, SuiteLock
 from mimbench.folder.ownership import SuiteIdentity
 from mimbench.folder.run import RunFolder
 from mimbench.folder.summary import SUMMARY_FILE, read_summary_csv, summary_row, summary_table
@@ -56,9 +56,10 @@ class SuiteFolder:
     def name(self) -> str:
         return self.path.name
 
-    def run(self, run_id: str) -> RunFolder:
-        """``runs/<run_id>``."""
-        return RunFolder(self.path / RUNS_DIR / str(run_id))
+    def run(self, run_id: str, lock_token: str = "") -> RunFolder:
+        """``runs/<run_id>``; with ``lock_token`` (its driver's :attr:`SuiteLock.token`) checked before each write."""
+        token = LockToken(str(self.path), lock_token) if lock_token else None
+        return RunFolder(self.path / RUNS_DIR / str(run_id), token)
 
     def exists(self) -> bool:
         return self.path.is_dir()
