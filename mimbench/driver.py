@@ -25,6 +25,7 @@ from mimbench.columns import MetricColumn
 from mimbench.executors import Executor
 from mimbench.folder import SUPERSEDED_DIR, RunFolder, SuiteFolder
 from mimbench.folder.ownership import what_runs
+from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.planning import Plan, declared_columns, param_types
 from mimbench.progress import SuiteProgress
@@ -90,7 +91,7 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
 
 def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
     """Under the lock: check the folder again (another driver may have been first), empty it for
-    ``--fresh``, mark it as the suite's and write ``suite.yaml``."""
+    ``--fresh``, mark it as the suite's and write ``suite.yaml`` and ``design.json``."""
     shared = folder.check_ownership(plan.identity(), fresh)
     if shared:
         tqdm.write(f"note: {shared}")
@@ -99,18 +100,23 @@ def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
     folder.check_run_folders([job.run_id for job in plan.jobs])
     folder.claim(plan.identity())
     _write_suite_file(folder, plan, noted=bool(shared))
+    folder.write_design(plan.design())
 
 
 def _run_tasks(tasks: list[Task], executor: Executor, plan: Plan, folder: SuiteFolder,
                declared: list[MetricColumn], progress: SuiteProgress) -> list[str]:
-    """One phase: every task on the executor, the summary rewritten as each one ends; returns the
-    finished runs whose probe addition failed."""
+    """One phase: every task on the executor, the summary rewritten as each one ends (from the
+    rows read at the phase's start, each task's re-read from its folder); returns the finished
+    runs whose probe addition failed."""
     not_added = []
+    rows = folder.summary_rows(plan.jobs)
     for task, outcome in executor.run(tasks):
         if task.probes_to_add and outcome.status == Status.FAILED:
             not_added.append(task.job.run_id)
-        _record_failure(folder.run(task.job.run_id), task, outcome)
-        folder.write_summary(plan.jobs, declared)
+        run = folder.run(task.job.run_id)
+        _record_failure(run, task, outcome)
+        rows[task.job.run_id] = summary_row(task.job, run)
+        folder.write_summary(plan.jobs, declared, rows)
         progress.finished(task, outcome, declared)
         for warning in outcome.warnings:
             progress.warn(warning)

@@ -20,6 +20,7 @@ import torch
 from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.contract import mask_on_grid
+from mimbench.design import design
 from mimbench.data import IGNORE_INDEX
 from mimbench.errors import ConfigError
 from mimbench.executors import Executor
@@ -55,6 +56,10 @@ class Plan:
     def identity(self) -> SuiteIdentity:
         """What the plan's suite folder must belong to (see :mod:`mimbench.folder.ownership`)."""
         return SuiteIdentity(self.suite.name, self.origin, suite_to_yaml(self.suite))
+
+    def design(self) -> dict[str, Any]:
+        """What ``design.json`` holds: every configuration and run, labels and partners (:mod:`mimbench.design`)."""
+        return design(self.jobs, self.labels)
 
     @property
     def threads(self) -> int:

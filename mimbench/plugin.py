@@ -2,6 +2,9 @@
 else (the built-in plugins import only this module too).
 
 - ``hookimpl``: decorate the hooks of :mod:`mimbench.hookspecs` (``mimbench_register_maskers``...);
+- the contract of each kind (:mod:`mimbench.protocols`): ``Masker``, ``Encoder``, ``Decoder``, ``Loss``,
+  ``Target``, ``Dataset``, ``Probe``, ``Executor``, ``Tracker``, each with its optional capabilities
+  and their defaults (a component conforms without inheriting; checked when it is built);
 - ``Interval``: a param's declared range, ``Annotated[int, Interval(ge=2, le=360)]`` (annotated-types;
   its ``Ge``, ``Gt``, ``Le``, ``Lt`` work too): a suite value outside it is refused before anything runs;
 - the contracts a component is checked against at run time: ``ConfigError`` (bad input, exit 2),
@@ -24,6 +27,7 @@ from annotated_types import Interval
 
 from mimbench.errors import ConfigError, ContractError, first_line, missing_extra, one_line
 from mimbench.hookspecs import hookimpl
+from mimbench.protocols import Dataset, Decoder, Encoder, Executor, Loss, Masker, Probe, Target, Tracker
 
 
 def __getattr__(name: str) -> Any:
@@ -50,7 +54,8 @@ def _heavy() -> dict[str, Any]:
     return dict(locals())
 
 
-__all__ = ["Backbone", "ConfigError", "ContractError", "Interval", "Layer", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
+__all__ = ["Backbone", "ConfigError", "ContractError", "Dataset", "Decoder", "Encoder", "Executor", "Interval", "Layer",
+           "Loss", "Masker", "Probe", "Target", "Tracker", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
            "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
            "run_params", "run_task", "testing", "warmup_cosine"]

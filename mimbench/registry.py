@@ -24,6 +24,7 @@ import annotated_types
 
 from mimbench.errors import ConfigError, cut, first_line, one_line, shown
 from mimbench.plugins import PluginSet, Provider
+from mimbench.protocols import CONTRACTS, missing
 
 #: What a damaged compressed or truncated file raises when read (``gzip``, ``zlib``, ``pickle``).
 DAMAGED_FILE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
@@ -46,7 +47,7 @@ HOOKS = {kind: f"mimbench_register_{kind}s" for kind in KINDS} | {"loss": "mimbe
 
 
 @dataclass(frozen=True)
-class Component:
+class Registration:
     """One registered factory."""
 
     kind: str
@@ -96,11 +97,11 @@ class Component:
 
 
 class Registry:
-    """``kind -> name -> Component`` for every plugin in a ``PluginSet``."""
+    """``kind -> name -> Registration`` for every plugin in a ``PluginSet``."""
 
     def __init__(self, plugins: PluginSet):
         self.plugins = plugins
-        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self._components: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         for kind in KINDS:
             self._collect(kind)
 
@@ -111,7 +112,7 @@ class Registry:
 
             def register(name: str, factory: Callable[..., Any], description: str | None = None,
                          _plugin=plugin_name, _provider=provider) -> None:
-                self._add(Component(kind, name, factory, description or _first_doc_line(factory), _provider, _plugin))
+                self._add(Registration(kind, name, factory, description or _first_doc_line(factory), _provider, _plugin))
 
             try:
                 caller(register=register)
@@ -120,7 +121,7 @@ class Registry:
             except Exception as exc:
                 raise ConfigError(f"plugin {plugin_name!r} failed in {HOOKS[kind]}: {one_line(exc)}") from exc
 
-    def _add(self, component: Component) -> None:
+    def _add(self, component: Registration) -> None:
         existing = self._components[component.kind].get(component.name)
         if existing is not None:
             raise ConfigError(
@@ -134,10 +135,10 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self._components[kind])
 
-    def all(self) -> list[Component]:
+    def all(self) -> list[Registration]:
         return [c for kind in KINDS for _, c in sorted(self._components[kind].items())]
 
-    def get(self, kind: str, name: str) -> Component:
+    def get(self, kind: str, name: str) -> Registration:
         try:
             return self._components[kind][name]
         except KeyError:
@@ -191,21 +192,28 @@ class Registry:
     def construct(self, kind: str, name: str, resolved: dict[str, Any], **context: Any) -> Any:
         """Call the factory with ``resolved`` params (checked and filled in before, by
         :meth:`resolve_params`: not checked again) and the ``context`` params it declares; a
-        ValueError from it becomes a ConfigError."""
+        ValueError from it becomes a ConfigError, and so does a component that lacks what its
+        kind's contract requires (:mod:`mimbench.protocols`)."""
         component = self.get(kind, name)
         accepted = component.signature().parameters
         context = {k: v for k, v in context.items() if k in accepted}
         try:
-            return component.factory(**context, **resolved)
+            built = component.factory(**context, **resolved)
         except (ValueError, TypeError, FileNotFoundError, OverflowError, RuntimeError) as exc:
             # RuntimeError, OverflowError: torch refusing a size built from a param (10**25 images)
             raise ConfigError(f"{kind} {name!r}: {cut(first_line(exc), 240)}") from exc
         except DAMAGED_FILE_ERRORS as exc:  # raised by a file reader that does not name the file
             raise ConfigError(f"{kind} {name!r}: a file it reads is damaged ({type(exc).__name__}: "
                               f"{cut(first_line(exc), 160)}); replace it with a good copy") from exc
+        lacks = missing(kind, built)
+        if lacks:
+            raise ConfigError(f"{kind} {name!r} from {_describe(component)}: its factory returned a "
+                              f"{type(built).__name__} without {', '.join(lacks)} (the {kind} contract: "
+                              f"mimbench.plugin.{CONTRACTS[kind].__name__})")
+        return built
 
 
-def _describe(component: Component) -> str:
+def _describe(component: Registration) -> str:
     version = f" {component.provider.version}" if component.provider.version else ""
     return f"{component.provider.name}{version} (plugin {component.plugin})"
 

@@ -441,10 +441,20 @@ def hooks_markdown() -> str:
     """The hook reference: the module docstring, then each hookspec's signature and docstring."""
     import mimbench.hookspecs as module
 
+    from mimbench.protocols import CONTRACTS, REQUIRED
+    from mimbench.registry import HOOKS
+
+    kinds = {hook: kind for kind, hook in HOOKS.items()}
     lines = [rest_to_markdown(module.__doc__ or ""), ""]
     for spec in hookspecs():
         lines += [f"## {spec.__name__} {{#{spec.__name__}}}", "", "```python", signature_text(spec), "```", "",
                   rest_to_markdown(spec.__doc__ or ""), ""]
+        kind = kinds.get(spec.__name__)
+        if kind is not None:
+            contract = CONTRACTS[kind]
+            lines += [f"### The contract: `{contract.__name__}`", "",
+                      f"Required: {', '.join(f'`{name}`' for name in REQUIRED[kind])}.", "",
+                      rest_to_markdown(inspect.getdoc(contract) or ""), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

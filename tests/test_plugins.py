@@ -671,3 +671,47 @@ def test_plugin_file_does_not_shadow_an_imported_module(tmp_path, monkeypatch):
     plugins = load_plugins([str(path)], use_env=False)
     assert "colour" in Registry(plugins).names("masker")
     assert sys.modules["colorsys"] is colorsys
+
+
+NO_STRIDE = '''
+import torch
+from torch import nn
+from mimbench.plugin import hookimpl
+
+
+class Flat(nn.Module):
+    """An encoder that forgot its stride."""
+    def __init__(self, in_channels, image_size):
+        super().__init__()
+        self.out_dim = 4
+        self.conv = nn.Conv2d(in_channels, 4, 1)
+
+    def forward(self, images, mask=None):
+        return self.conv(images)
+
+
+@hookimpl
+def mimbench_register_encoders(register):
+    register("flat", Flat)
+'''
+
+
+def test_a_component_lacking_what_its_kind_requires_is_refused_when_built(tmp_path):
+    """The contract classes are exported, and checked once, when the dry run builds the component."""
+    from click.testing import CliRunner
+
+    from mimbench.cli import cli
+    from mimbench.plugin import Dataset, Decoder, Encoder, Executor, Loss, Masker, Probe, Target, Tracker
+    from mimbench.protocols import missing
+
+    assert Masker.deterministic is False and Target.predicts_image is False and Probe.needs_masks is False
+    assert {c.__name__ for c in (Dataset, Decoder, Encoder, Executor, Loss, Masker, Probe, Target, Tracker)} == {
+        "Dataset", "Decoder", "Encoder", "Executor", "Loss", "Masker", "Probe", "Target", "Tracker"}
+    assert missing("masker", object()) == ["__call__"] and missing("loss", lambda p, t, m: p) == []
+    plugin = tmp_path / "flat.py"
+    plugin.write_text(NO_STRIDE)
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--plugin", str(plugin), "--set", "grid.encoder=[flat]"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: encoder 'flat' from "), lines[0]
+    assert "returned a Flat without stride (the encoder contract: mimbench.plugin.Encoder)" in lines[0], lines[0]

@@ -270,6 +270,32 @@ def test_probes_and_baselines_land_in_the_summary(tmp_path):
     pixels = baselines[baselines.baseline == "pixels"]
     assert pixels.linear_acc.nunique() == 1 and pixels.knn_acc.nunique() == 1
     assert "baseline random-init cnn seed=1" in result.output
+    check_design(out / "tiny", table)
+
+
+def check_design(suite_dir: Path, table: pd.DataFrame) -> None:
+    """design.json names every run of the summary with the label of its config.json, its configuration
+    (the seeds of one share it) and, for a trained run, its baselines of the same seed by kind."""
+    design = json.loads((suite_dir / "design.json").read_text())
+    runs = design["runs"]
+    assert set(runs) == set(table.run_id) and design["version"] == 1
+    for run_id, run in runs.items():
+        config = json.loads((suite_dir / "runs" / run_id / "config.json").read_text())
+        assert run["label"] == config["label"] and run["seed"] == config["seed"]
+        configuration = design["configurations"][run["configuration"]]
+        assert run["label"] == f"{configuration['label']} seed={run['seed']}" and run["seed"] in configuration["seeds"]
+        row = table.set_index("run_id").loc[run_id]
+        assert run["kind"] == ("run" if row.pretrained else row.baseline)
+        if run["kind"] != "run":
+            assert run["partners"] == {}
+            continue
+        assert set(run["partners"]) == {"random-init", "pixels"}
+        for kind, partner in run["partners"].items():
+            assert runs[partner]["kind"] == kind and runs[partner]["seed"] == run["seed"]
+        assert json.loads((suite_dir / "runs" / run["partners"]["random-init"] / "config.json").read_text())[
+            "encoder"] == config["encoder"]
+    trained = [r for r in runs.values() if r["kind"] == "run"]
+    assert len({r["configuration"] for r in trained}) == len(trained) // 2  # two seeds per configuration
 
 
 def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):

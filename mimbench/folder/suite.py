@@ -19,14 +19,14 @@ from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.folder.ownership import check_inside, check_ownership, claim, empty_folder
-from mimbench.folder.files import write_atomic
+from mimbench.folder.files import read_json_object, write_atomic, write_json
 from mimbench.folder.lock import LockToken, SuiteLock
 from mimbench.folder.ownership import SuiteIdentity
 from mimbench.folder.run import RunFolder
 from mimbench.folder.summary import SUMMARY_FILE, read_summary_csv, summary_row, summary_table
 from mimbench.specs import Job
 
-SUITE_FILE, COLUMNS_FILE = "suite.yaml", "columns.json"
+SUITE_FILE, COLUMNS_FILE, DESIGN_FILE = "suite.yaml", "columns.json", "design.json"
 #: Where damaged run folders are set aside, inside the suite folder.
 DAMAGED_DIR, RUNS_DIR, SUPERSEDED_DIR = "damaged", "runs", "superseded"
 
@@ -111,6 +111,15 @@ class SuiteFolder:
             return {}
         return suite if isinstance(suite, dict) else {}
 
+    def write_design(self, design: dict[str, Any]) -> None:
+        """``design.json``: the plan's configurations and runs (see :mod:`mimbench.design`)."""
+        write_json(self.path / DESIGN_FILE, design)
+
+    def read_design(self) -> dict[str, Any]:
+        """``design.json`` as written by :meth:`write_design`; FileNotFoundError for a suite folder from
+        before it, :class:`~mimbench.folder.DamagedFile` for one that cannot be read."""
+        return read_json_object(self.path / DESIGN_FILE)
+
     def write_columns(self, declared: Sequence[MetricColumn],
                       param_types: Mapping[str, columns.ColumnType] | None = None) -> None:
         """``columns.json``: the declared metric columns, and the declared type of each param column."""
@@ -139,10 +148,17 @@ class SuiteFolder:
         return [c for c in declared if c.key in present]
 
     # -- summary.csv -----------------------------------------------------------------------------------
-    def write_summary(self, jobs: Sequence[Job], declared: Sequence[MetricColumn] = ()) -> pd.DataFrame:
-        """Rebuild ``summary.csv`` from the run folders of ``jobs``; returns it as a DataFrame."""
-        table = summary_table([summary_row(job, self.run(job.run_id)) for job in jobs], declared,
-                              self.read_param_types())
+    def summary_rows(self, jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
+        """Each job's summary row, read from its run folder, by run id."""
+        return {job.run_id: summary_row(job, self.run(job.run_id)) for job in jobs}
+
+    def write_summary(self, jobs: Sequence[Job], declared: Sequence[MetricColumn] = (),
+                      rows: Mapping[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+        """Rebuild ``summary.csv`` for ``jobs`` from ``rows`` (:meth:`summary_rows`, kept up to date by
+        the caller: a suite of N runs then reads N folders, not N per finished run), or from the run
+        folders where not given; returns it as a DataFrame."""
+        rows = rows if rows is not None else self.summary_rows(jobs)
+        table = summary_table([rows[job.run_id] for job in jobs], declared, self.read_param_types())
         write_atomic(self.path / SUMMARY_FILE, table.to_csv(index=False))
         return table
 

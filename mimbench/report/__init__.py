@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from mimbench.report.aggregate import aggregate, baseline_gains, failures, label_runs, load_summary
 
 if TYPE_CHECKING:
-    from mimbench.report.page import Report, write_report
+    from mimbench.report.page import write_report
+    from mimbench.report.written import Report
 
 __all__ = ["Report", "aggregate", "baseline_gains", "failures", "label_runs", "load_summary", "write_report"]
 

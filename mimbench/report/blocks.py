@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -17,11 +17,9 @@ from mimbench.report.aggregate import LABELS_PER_CLASS, config_columns, failures
 from mimbench.report.figure_plan import ReportFigure
 from mimbench.report.results import spec_text
 from mimbench.report.tables import Value, headline_columns, table_note, to_markdown
+from mimbench.report.written import Report
 from mimbench.version import __version__
 from mimbench.specs import Status
-
-if TYPE_CHECKING:
-    from mimbench.report.page import Report
 
 #: Every paired comparison of the report, with its statistics.
 COMPARISONS_FILE = "comparisons.csv"

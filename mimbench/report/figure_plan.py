@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -18,10 +18,8 @@ from mimbench.report import canvas, curves, interval_plots, plots
 from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, aggregate, at_label_count, label_counts,
                                        label_runs, param_text)
 from mimbench.report.results import MONTAGE_LIMIT, histories, montage_images, read_results, spec_text
+from mimbench.report.written import Report
 from mimbench.specs import Status
-
-if TYPE_CHECKING:
-    from mimbench.report.page import Report
 
 
 @dataclass

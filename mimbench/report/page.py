@@ -12,7 +12,6 @@ report's sections written in :mod:`~mimbench.report.blocks`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,9 @@ from mimbench.report.blocks import COMPARISONS_FILE, comparison_blocks, page_blo
 from mimbench.report.figure_plan import draw_figures, figure_plan
 from mimbench.report.results import read_configs, read_results, unreadable_runs
 from mimbench.report.tables import write_tables
+from mimbench.report.written import Report
 
-
-@dataclass
-class Report:
-    """What :func:`write_report` wrote: the paths by name, and the warnings it met."""
-
-    folder: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def markdown(self) -> Path:
-        return self.files["report.md"]
-
-    @property
-    def html(self) -> Path:
-        return self.files["report.html"]
+__all__ = ["Report", "write_report"]
 
 
 def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Report:
