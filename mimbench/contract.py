@@ -8,6 +8,8 @@ stride s is predicted on its own grid: :func:`mask_on_grid` says which of its ce
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -122,3 +124,25 @@ def reconstruct(encoder: nn.Module, decoder: nn.Module, images: torch.Tensor, ma
     if check:
         check_reconstruction(pred, images, shape=target_shape(images, channels or images.shape[1], stride))
     return pred
+
+
+def check_probe_output(out: object, declared: list, name: str = "probe") -> dict[str, Any]:
+    """Raise ContractError unless a probe's ``out`` is ``{column: number or None}`` whose declared
+    columns (``declared``: its ``metric_columns()``) hold what their kind says: an ``accuracy`` a
+    fraction in [0, 1] (NaN allowed: nothing to score), a ``count`` a whole number. A declared
+    column the probe did not return is allowed (a best block where there are no blocks)."""
+    if not isinstance(out, dict):
+        raise ContractError(f"{name} returned {type(out).__name__}, expected a dict of column -> number")
+    for key, value in out.items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, numbers.Real)):
+            raise ContractError(f"{name} returned {key!r}: {type(value).__name__}; expected str keys and numbers")
+    kinds = {column.key: column.kind for column in declared}
+    for key, value in out.items():
+        kind = kinds.get(key)
+        if value is None or kind is None:
+            continue
+        if kind == "accuracy" and not (math.isnan(value) or 0.0 <= value <= 1.0):
+            raise ContractError(f"{name} returned {key} = {value}, declared an accuracy: a fraction in [0, 1]")
+        if kind == "count" and not float(value).is_integer():
+            raise ContractError(f"{name} returned {key} = {value}, declared a count: a whole number")
+    return out

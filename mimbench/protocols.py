@@ -172,7 +172,9 @@ class Dataset(Protocol):
 
 class Probe(Protocol):
     """A downstream evaluation: ``probe(context: mimbench.plugin.ProbeContext) -> dict[str, float]``,
-    whose keys become summary columns (e.g. ``{"linear_acc": 0.87}``).
+    whose keys become summary columns (e.g. ``{"linear_acc": 0.87}``). What it returns is checked
+    (:func:`mimbench.contract.check_probe_output`): numbers or None by column name, a declared
+    ``accuracy`` a fraction in [0, 1], a declared ``count`` a whole number; a break fails its run.
 
     The context holds the frozen ``encoder`` (eval mode, on ``device``), the labelled ``train`` and
     ``test`` splits (uint8 batches on the device: ``batches(batch_size, generator=None)``),

@@ -24,6 +24,7 @@ from mimbench.columns import PRETRAINING_COLUMNS
 from mimbench.folder.checkpoint import CHECKPOINT_FILE, Checkpointing
 from mimbench.folder.lock import LockLost
 from mimbench.compute import run_flops_per_image
+from mimbench.contract import check_probe_output
 from mimbench.data import Images, class_balanced_indices
 from mimbench.distributed import is_distributed, pretrain_distributed
 from mimbench.errors import cut, one_line
@@ -301,7 +302,9 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
                            save_picture=None if folder is None else folder.save_picture)
     columns: dict[str, Any] = {}
     for spec in probes:
-        columns.update(runtime.build("probe", spec)(context))
+        probe = runtime.build("probe", spec)
+        declared = probe.metric_columns() if callable(getattr(probe, "metric_columns", None)) else []
+        columns.update(check_probe_output(probe(context), declared, f"probe {spec.name!r}"))
     classes = max(1, len(train.all_labels().unique()))
     return {**columns, "probe_train_images": len(train), "probe_labels_per_class": round(len(train) / classes),
             "probe_seconds": round(time.perf_counter() - started, 3)}

@@ -221,7 +221,8 @@ def _shape_mask(label: int, dx: torch.Tensor, dy: torch.Tensor, radius: torch.Te
     return ((dx.abs() <= arm) & (dy.abs() <= 1.0)) | ((dy.abs() <= arm) & (dx.abs() <= 1.0))  # cross
 
 
-def _seed(*parts: object) -> int:
+def stream_seed(*parts: object) -> int:
+    """A seed for one named stream of generated data (a dataset and its split), the same on every machine."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
@@ -248,7 +249,7 @@ def shapes(split: str, image_size: int = 32, num_images: ImageCount | None = Non
 
 def draw_shapes(split: str, image_size: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The work behind ``shapes``: uint8 images [n, 3, S, S], labels [n] and the shapes' bool masks [n, S, S]."""
-    g = torch.Generator().manual_seed(_seed("mimbench-shapes", split, seed))
+    g = torch.Generator().manual_seed(stream_seed("mimbench-shapes", split, seed))
     s = image_size
 
     labels = torch.arange(n) % len(SHAPE_CLASSES)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from mimbench.plugin import Interval, TensorImageDataset, hookimpl
 
-from mimbench_plugins.datasets import ImageCount, Seed, _seed, check_split, fashion_mnist, fashion_mnist_mini
+from mimbench_plugins.datasets import ImageCount, Seed, stream_seed, check_split, fashion_mnist, fashion_mnist_mini
 
 #: Items on a canvas (a 56-px canvas holds about 11 at the smallest scale).
 Items = Annotated[int, Interval(ge=1, le=16)]
@@ -56,7 +56,7 @@ def fashion_mosaic(split: str, image_size: int = 56, source: Literal["mini", "fu
     count = DEFAULT_CANVASES[split] if num_images is None else num_images
     if count < 1:
         raise ValueError(f"num_images must be >= 1, got {count}")
-    generator = torch.Generator().manual_seed(_seed("fashion-mosaic", seed, split))
+    generator = torch.Generator().manual_seed(stream_seed("fashion-mosaic", seed, split))
     images, masks, sources = _paint(items, count, image_size, (min_items, max_items), (min_scale, max_scale), ink,
                                     generator)
     per_class = F.one_hot(masks.long().flatten(1), len(MOSAIC_CLASSES))[:, :, 1:].sum(1)  # [N, 10] pixels per item class

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -715,3 +716,20 @@ def test_a_component_lacking_what_its_kind_requires_is_refused_when_built(tmp_pa
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0].startswith("error: encoder 'flat' from "), lines[0]
     assert "returned a Flat without stride (the encoder contract: mimbench.plugin.Encoder)" in lines[0], lines[0]
+
+
+def test_a_probe_output_is_checked_against_the_columns_it_declared():
+    from mimbench.columns import MetricColumn
+    from mimbench.contract import check_probe_output
+    from mimbench.errors import ContractError
+
+    declared = [MetricColumn("toy_acc", "toy", kind="accuracy"), MetricColumn("toy_steps", "steps", kind="count")]
+    assert check_probe_output({"toy_acc": 0.5, "toy_steps": 10, "extra": 3.2}, declared) == {
+        "toy_acc": 0.5, "toy_steps": 10, "extra": 3.2}
+    assert check_probe_output({"toy_acc": float("nan")}, declared)  # nothing to score; a declared column left out
+    for bad, says in [({"toy_acc": 87.0}, "declared an accuracy: a fraction in [0, 1]"),
+                      ({"toy_steps": 2.5}, "declared a count: a whole number"),
+                      ({"toy_acc": "high"}, "expected str keys and numbers"),
+                      ([0.5], "expected a dict of column -> number")]:
+        with pytest.raises(ContractError, match=re.escape(says)):
+            check_probe_output(bad, declared, "probe 'toy'")

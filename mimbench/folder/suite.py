@@ -193,3 +193,7 @@ class SuiteFolder:
         path = self.path / name
         write_atomic(path, data)
         return path
+
+    def read(self, name: str) -> bytes:
+        """A file of the report (``figures/x.png``...) as written by :meth:`write`."""
+        return (self.path / name).read_bytes()

@@ -101,7 +101,7 @@ def eval_columns(runs: pd.DataFrame) -> list[str]:
 def varying_eval_columns(runs: pd.DataFrame) -> list[str]:
     """The ``eval.<param>`` columns that take several values (empty counts as one: for
     ``eval.labels_per_class`` it means all labels), in summary order."""
-    return [c for c in eval_columns(runs) if runs[c].map(_plain).nunique(dropna=False) > 1]
+    return [c for c in eval_columns(runs) if runs[c].map(cell_value).nunique(dropna=False) > 1]
 
 
 def label_counts(runs: pd.DataFrame) -> list[int | None]:
@@ -109,7 +109,7 @@ def label_counts(runs: pd.DataFrame) -> list[int | None]:
     last; ``[]`` without the column."""
     if LABELS_PER_CLASS not in runs.columns:
         return []
-    values = {_plain(v) for v in runs[LABELS_PER_CLASS]}
+    values = {cell_value(v) for v in runs[LABELS_PER_CLASS]}
     return sorted(v for v in values if v is not None) + ([None] if None in values else [])
 
 
@@ -118,12 +118,12 @@ def at_label_count(runs: pd.DataFrame, count: int | None) -> pd.DataFrame:
     (None: all labels); all rows without the column."""
     if LABELS_PER_CLASS not in runs.columns:
         return runs
-    return runs[[_plain(v) == count for v in runs[LABELS_PER_CLASS]]]
+    return runs[[cell_value(v) == count for v in runs[LABELS_PER_CLASS]]]
 
 
 def param_text(column: str, value: Any) -> str:
     """A param's value as labels and tables show it: ``all`` for an empty ``eval.labels_per_class``."""
-    if column == LABELS_PER_CLASS and _plain(value) is None:
+    if column == LABELS_PER_CLASS and cell_value(value) is None:
         return ALL_LABELS
     return _text(value)
 
@@ -186,7 +186,7 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
     """
     runs = runs.copy()
     configs = config_columns(runs)
-    keys = [json.dumps([_plain(v) for v in row], default=str) for row in runs[configs].itertuples(index=False)]
+    keys = [json.dumps([cell_value(v) for v in row], default=str) for row in runs[configs].itertuples(index=False)]
     runs["config_id"] = keys  # made readable once the labels are known
     params = param_columns(runs)
     pretrained = runs[runs["pretrained"]]
@@ -195,7 +195,7 @@ def label_runs(runs: pd.DataFrame, hide: tuple[str, ...] = ()) -> pd.DataFrame:
     shown_axes = [axis for axis in COMPONENTS[1:] if axis == "masker" or pretrained[axis].nunique() > 1
                   or any(varying[axis])]
     train_varying = [p for p in params if p.startswith("train.") and p not in hide
-                     and pretrained[p].map(_plain).nunique(dropna=False) > 1]
+                     and pretrained[p].map(cell_value).nunique(dropna=False) > 1]
     eval_varying = [p for p in varying_eval_columns(runs) if p not in hide]
     labels: dict[str, list[str]] = {column: [] for column in LABEL_COLUMNS[1:]}
     for _, row in runs.iterrows():
@@ -229,18 +229,18 @@ def _row_labels(row: pd.Series, varying: dict[str, list[str]], shown_axes: list[
 def _varies_within_names(runs: pd.DataFrame, kind: str, column: str) -> bool:
     """True when ``column`` takes several values among the runs sharing a ``kind`` name."""
     if kind not in runs.columns:
-        return runs[column].map(_plain).nunique(dropna=True) > 1
+        return runs[column].map(cell_value).nunique(dropna=True) > 1
     having = runs[runs[column].notna()]
-    return bool((having.groupby(kind)[column].agg(lambda s: s.map(_plain).nunique()) > 1).any())
+    return bool((having.groupby(kind)[column].agg(lambda s: s.map(cell_value).nunique()) > 1).any())
 
 
 def _component_label(row: pd.Series, kind: str, varying: list[str]) -> str:
     name = row[kind] if kind in row.index else ""
-    shown = [f"{p.split('.', 1)[1]}={_text(row[p])}" for p in varying if _plain(row[p]) is not None]
+    shown = [f"{p.split('.', 1)[1]}={_text(row[p])}" for p in varying if cell_value(row[p]) is not None]
     return f"{name}({','.join(shown)})" if shown else str(name)
 
 
-def _plain(value: Any) -> Any:
+def cell_value(value: Any) -> Any:
     """A hashable, JSON-able form of a cell: None for missing, ints for whole floats."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -254,7 +254,7 @@ def _plain(value: Any) -> Any:
 def _text(value: Any) -> str:
     """A param's value in a label: large numbers in their short form (``1.2132e+12``), floats
     without trailing zeros, the rest as they are."""
-    value = _plain(value)
+    value = cell_value(value)
     if value is None or isinstance(value, bool):
         return "null" if value is None else str(value).lower()  # as the suite's YAML writes it
     if isinstance(value, (int, float)) and abs(value) >= 1e6:
@@ -328,7 +328,7 @@ def random_init_pairs(runs: pd.DataFrame, metrics: list[str], kind: str = "rando
     key_columns = [*paired_on, *[c for c in param_columns(runs) if c.split(".", 1)[0] in paired_on],
                    *eval_columns(runs)]
     done = runs[runs["status"] == Status.DONE].copy()
-    done["_encoder_key"] = [json.dumps([_plain(v) for v in row], default=str)
+    done["_encoder_key"] = [json.dumps([cell_value(v) for v in row], default=str)
                             for row in done[key_columns].itertuples(index=False)]
     metrics = [m for m in metrics if m in done.columns]
     baselines = done[done["baseline"] == kind]
@@ -373,9 +373,9 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
 def _reason(row: pd.Series) -> str:
     if row["status"] == Status.FAILED:
         error = row.get("error")
-        return str(error) if _plain(error) is not None else "failed (no error recorded)"
+        return str(error) if cell_value(error) is not None else "failed (no error recorded)"
     if row["status"] == Status.DIVERGED:
-        epochs, loss = _plain(row.get("epochs_completed")), _plain(row.get("final_loss"))
+        epochs, loss = cell_value(row.get("epochs_completed")), cell_value(row.get("final_loss"))
         if isinstance(epochs, int) and epochs > 0 and loss is None:
             epochs -= 1  # older records counted the epoch that diverged (its loss NaN)
         parts = ["training loss became non-finite"]

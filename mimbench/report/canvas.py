@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import io
 import textwrap
-from pathlib import Path
 from typing import Callable, Sequence
 
 import matplotlib as mpl
@@ -21,7 +20,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mimbench.columns import MetricColumn
-from mimbench.folder import write_atomic
 from mimbench.report.aggregate import declared_or_inferred
 from mimbench.specs import Status
 
@@ -50,19 +48,18 @@ def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw
     return fig, axes.ravel()
 
 
-def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
-    """Write ``fig`` as ``<stem>.png`` and ``<stem>.pdf`` (or ``formats``), atomically; returns
-    the paths. The figure's layout is frozen after the first format."""
-    paths = []
+def figure_files(fig: Figure, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> dict[str, bytes]:
+    """``fig`` rendered in each of ``formats`` (``{"png": bytes, "pdf": bytes}``), without a date, so
+    that the same results give the same files; the suite folder writes them. The figure's layout is
+    frozen after the first format."""
+    files = {}
     for fmt in formats:
         buffer = io.BytesIO()
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None} if fmt == "png" else None
         fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
         fig.set_layout_engine("none")  # laid out once: the next format reuses the positions (2x faster)
-        path = Path(f"{stem}.{fmt}")
-        write_atomic(path, buffer.getvalue())
-        paths.append(path)
-    return paths
+        files[fmt] = buffer.getvalue()
+    return files
 
 
 def encoder_palette(labels: Sequence[str]) -> dict[str, tuple]:

@@ -33,7 +33,7 @@ from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.schema import REFERENCE_AXES, reference_error
 from mimbench.specs import Status
-from mimbench.report.aggregate import (ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, _plain, config_columns,
+from mimbench.report.aggregate import (ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, config_columns,
                                        eval_columns, label_runs, random_init_pairs)
 
 #: The columns of ``comparisons.csv``, in this order.
@@ -87,7 +87,7 @@ def _labels(row: pd.Series) -> Any:
     """The ``labels_per_class`` cell: the count, ``all``, or empty when the suite does not use it."""
     if LABELS_PER_CLASS not in row.index:
         return None
-    value = _plain(row[LABELS_PER_CLASS])
+    value = cell_value(row[LABELS_PER_CLASS])
     return ALL_LABELS if value is None else value
 
 
@@ -153,7 +153,7 @@ def matches(row: pd.Series, reference: Mapping[str, Any]) -> bool:
     """Whether a run (a summary row) has every value the reference names: ``masker: patch`` (a
     component's name) or ``masker.ratio: 0.6`` (a param's value)."""
     for key, value in reference.items():
-        if key not in row.index or _plain(row[key]) != _plain(value):
+        if key not in row.index or cell_value(row[key]) != cell_value(value):
             return False
     return True
 
@@ -165,13 +165,13 @@ def _counterpart(configs: pd.DataFrame, config_id: str, matching: list[str],
     governed = {c for c in config_columns(configs) for key in reference
                 if c == key or (key in REFERENCE_AXES and c.startswith(f"{key}."))}
     free = [c for c in config_columns(configs) if c not in governed]
-    mine = [_plain(v) for v in configs.loc[config_id, free]]
+    mine = [cell_value(v) for v in configs.loc[config_id, free]]
     for candidate in matching:
-        if [_plain(v) for v in configs.loc[candidate, free]] == mine:
+        if [cell_value(v) for v in configs.loc[candidate, free]] == mine:
             return candidate
     settings = eval_columns(configs)
-    same_eval = [c for c in matching if [_plain(v) for v in configs.loc[c, settings]] ==
-                 [_plain(v) for v in configs.loc[config_id, settings]]]
+    same_eval = [c for c in matching if [cell_value(v) for v in configs.loc[c, settings]] ==
+                 [cell_value(v) for v in configs.loc[config_id, settings]]]
     return same_eval[0] if len(same_eval) == 1 else None
 
 
@@ -214,7 +214,7 @@ def _choices(configs: pd.DataFrame) -> str:
 def _same(configs: pd.DataFrame, first: str, second: str, axis: str) -> bool:
     """Whether two configurations have the same component on ``axis`` (a masker, a target), params too."""
     keys = [c for c in configs.columns if c == axis or c.startswith(axis + ".")]
-    return [_plain(v) for v in configs.loc[first, keys]] == [_plain(v) for v in configs.loc[second, keys]]
+    return [cell_value(v) for v in configs.loc[first, keys]] == [cell_value(v) for v in configs.loc[second, keys]]
 
 
 def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[str, str]:
@@ -279,7 +279,7 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
     table = table.copy()
     settings = [c for c in eval_columns(table) if c in runs.columns]
     done = runs[runs["status"] == Status.DONE]
-    setting = pd.Series([repr([_plain(v) for v in row]) for row in table[settings].itertuples(index=False)],
+    setting = pd.Series([repr([cell_value(v) for v in row]) for row in table[settings].itertuples(index=False)],
                         index=table.index)
     groups = table.groupby(setting, sort=False).groups
     for metric in (c for c in declared if c.headline and f"{c.key}_mean" in table.columns):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from mimbench.columns import MetricColumn
-from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE
+from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE, SuiteFolder
 from mimbench.report import canvas, curves, interval_plots, plots
 from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, aggregate, at_label_count, label_counts,
                                        label_runs, param_text)
@@ -188,7 +188,9 @@ def draw_figures(plan: list[ReportFigure], folder: Path, report: Report) -> list
             fig = figure.draw()
             if fig is None:
                 continue
-            paths = canvas.save_figure(fig, folder / figure.name, figure.formats)
+            rendered = canvas.figure_files(fig, figure.formats)
+            paths = [SuiteFolder(folder.parent).write(f"{folder.name}/{figure.name}.{fmt}", data)
+                     for fmt, data in rendered.items()]
         except Exception as exc:  # one broken figure must not cost the report
             report.warnings.append(f"figure {figure.name!r} not drawn: {type(exc).__name__}: {exc}")
             continue

@@ -2,7 +2,7 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` (or None when the suite has
 nothing to draw for it), so tests and notebooks can inspect axes, labels, bars and lines;
-:func:`~mimbench.report.canvas.save_figure` writes it as PNG and PDF. Figures are built without pyplot: no global
+:func:`~mimbench.report.canvas.figure_files` renders it as PNG and PDF. Figures are built without pyplot: no global
 state, nothing left open. Inputs come from :mod:`mimbench.report`: ``runs`` is a labelled
 per-run frame (:func:`~mimbench.report.label_runs`), ``table`` an aggregated one
 (:func:`~mimbench.report.aggregate`). The metrics drawn, their names and axis labels come from

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mimbench.folder import SuiteFolder
+
 
 @dataclass(frozen=True)
 class Heading:
@@ -105,7 +107,7 @@ def to_html(blocks: list[Block], title: str, folder: Path) -> str:
         elif isinstance(block, Table):
             body.append(_html_table(block))
         elif isinstance(block, Image):
-            data = base64.b64encode((folder / block.path).read_bytes()).decode("ascii")
+            data = base64.b64encode(SuiteFolder(folder).read(str(block.path))).decode("ascii")
             caption = f"<figcaption>{_inline(block.caption)}</figcaption>" if block.caption else ""
             body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">'
                         f"{caption}</figure>")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text, to_bool
-from mimbench.folder import write_atomic
+from mimbench.folder import SuiteFolder
 from mimbench.report.results import typed_summary
 
 #: The note that goes with every rendering of the table.
@@ -277,16 +277,13 @@ def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep
         "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset, sweep), f"tab:{_tex_label(suite_name)}",
                               declared),
     }
-    written = {}
-    for name, text in files.items():
-        write_atomic(folder / name, text)
-        written[name] = folder / name
+    suite = SuiteFolder(folder)
+    written = {name: suite.write(name, text) for name, text in files.items()}
     warnings = []
     try:
         buffer = io.BytesIO()
         typed_summary(folder).to_parquet(buffer, index=False)  # what mimbench.load() returns
-        write_atomic(folder / "summary.parquet", buffer.getvalue())
-        written["summary.parquet"] = folder / "summary.parquet"
+        written["summary.parquet"] = suite.write("summary.parquet", buffer.getvalue())
     except ImportError as exc:
         warnings.append(f"summary.parquet not written: no parquet engine ({exc}); `pip install pyarrow` adds one")
     return written, warnings

@@ -24,7 +24,7 @@ from mimbench.errors import cut, shown
 from mimbench.schema.sections import (COMPONENT_AXES, DEFAULT_MAX_RUNS, MAX_AUTO_THREADS, MAX_COUNT, MAX_IMAGE_SIZE,
                                       MAX_NAME, MAX_SEED, MAX_WORKERS, REFERENCE_AXES, AugmentConfig, ComponentSpec,
                                       DataConfig, EvalConfig, ExecutionConfig, Grid, ReportConfig, Seed, TrainConfig,
-                                      _Strict, checkpoint_interval, reference_error)
+                                      Strict, checkpoint_interval, reference_error)
 
 __all__ = ["COMPONENT_AXES", "DEFAULT_MAX_RUNS", "MAX_AUTO_THREADS", "MAX_COUNT", "MAX_IMAGE_SIZE", "MAX_NAME",
            "MAX_SEED", "MAX_WORKERS", "REFERENCE_AXES", "AugmentConfig", "ComponentSpec", "DataConfig", "EvalConfig",
@@ -32,7 +32,7 @@ __all__ = ["COMPONENT_AXES", "DEFAULT_MAX_RUNS", "MAX_AUTO_THREADS", "MAX_COUNT"
            "reference_error", "suite_to_yaml", "validation_message"]
 
 
-class Suite(_Strict):
+class Suite(Strict):
     """A comparison suite, as written in YAML."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=MAX_NAME)

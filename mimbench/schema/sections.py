@@ -63,13 +63,13 @@ class _NoBoolAsNumber:
 Seed = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=0, le=MAX_SEED)]
 
 
-class _Strict(_NoBoolAsNumber, BaseModel):
+class Strict(_NoBoolAsNumber, BaseModel):
     # use_attribute_docstrings: the string under each field is its description, which the
     # documentation's suite reference shows (scripts/docs_reference.py)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 
 
-class ComponentSpec(_Strict):
+class ComponentSpec(Strict):
     """A component by name, with params; a bare string means ``{name: <string>}``."""
 
     name: str
@@ -85,7 +85,7 @@ class ComponentSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
 
-class AugmentConfig(_Strict):
+class AugmentConfig(Strict):
     """Random-resized-crop and flip on the device (``mimbench.augment``); SimMIM's defaults."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, use_attribute_docstrings=True)
@@ -107,7 +107,7 @@ class AugmentConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """Pre-training: AdamW with linear warm-up then cosine decay to zero, stepped per batch."""
 
     # frozen: a run's spec holds one
@@ -191,7 +191,7 @@ def checkpoint_interval(value: int | str | None) -> tuple[int | None, float | No
     return None, float(match[1]) * _SECONDS[match[2]]
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     """Evaluation of each trained run on the test split."""
 
     mask_seed: Seed = 0
@@ -236,7 +236,7 @@ class EvalConfig(_Strict):
         return list(dict.fromkeys(baselines))
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """How splits are held: on the device when they fit, else streamed through a DataLoader."""
 
     in_memory_gb: float | None = Field(None, ge=0)
@@ -291,7 +291,7 @@ class ExecutionConfig(_NoBoolAsNumber, BaseModel):
         return dict(self.model_extra or {})
 
 
-class Grid(_Strict):
+class Grid(Strict):
     """The components to cross; each axis takes one spec or a list of them."""
 
     encoder: list[ComponentSpec] = Field(min_length=1)
@@ -330,7 +330,7 @@ def reference_error(reference: Mapping[str, Any]) -> str | None:
     return None
 
 
-class ReportConfig(_Strict):
+class ReportConfig(Strict):
     """How the report compares configurations (not part of any run id)."""
 
     reference: dict[str, Any] | None = None
