@@ -1,8 +1,9 @@
 """The ``mimbench`` console script and ``python -m mimbench``.
 
 SIGTERM and SIGHUP are caught from this module's first lines, before the CLI and its imports
-load: one that comes while they load stops mimbench with one line and the signal's exit code
-(143, 129), not the interpreter's silent death; :func:`mimbench.cli.main` takes over from there.
+load: one that comes while they load (or a Ctrl-C) stops mimbench with one line and the signal's
+exit code (143, 129, 130), not the interpreter's silent death or a traceback;
+:func:`mimbench.cli.main` takes over from there.
 """
 
 import signal
@@ -26,8 +27,8 @@ def main() -> None:
         signal.signal(signum, _stop_loading)
     try:
         from mimbench.cli import main as cli_main
-    except _StoppedWhileLoading as stopped:
-        name, code = _CAUGHT[stopped.signum]
+    except KeyboardInterrupt as stopped:  # Ctrl-C too (Python's own KeyboardInterrupt)
+        name, code = _CAUGHT[stopped.signum] if isinstance(stopped, _StoppedWhileLoading) else ("Ctrl-C", 130)
         sys.stderr.write(f"interrupted ({name}): stopped while starting, before anything was done\n")
         sys.exit(code)
     cli_main()

@@ -204,7 +204,7 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
         if encoder_key not in encoders:
             check_fits(f"encoder {run.encoder.text()}", lambda: runtime.encoder(run, channels), images.device)
             encoders[encoder_key] = runtime.encoder(run, channels)
-            _check_probe_layers(encoders[encoder_key], run, images)
+            _check_probe_layers(encoders[encoder_key], run, images, runtime)
         encoder = encoders[encoder_key]
         target_key = canonical_json([encoder_key, run.target.to_json(), run.loss.to_json()])
         if target_key not in targets:
@@ -237,10 +237,11 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
             _check_masks(spec.name, runs[0], data)
 
 
-def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor) -> None:
-    """A probe's block index must exist in every encoder it will read (checked before training)."""
-    indices = [(spec.name, spec.params["layer"]) for spec in run.eval.probes
-               if isinstance(spec.params.get("layer"), int)]
+def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor, runtime: Runtime) -> None:
+    """The block a probe declares it reads (its ``layer`` attribute, see :class:`mimbench.protocols.Probe`)
+    must exist in every encoder it will read (checked before training)."""
+    layers = [(spec.name, getattr(runtime.build("probe", spec), "layer", None)) for spec in run.eval.probes]
+    indices = [(name, layer) for name, layer in layers if isinstance(layer, int) and not isinstance(layer, bool)]
     if not indices or not callable(getattr(encoder, "blocks", None)):
         return
     with torch.no_grad():

@@ -188,6 +188,8 @@ class Probe(Protocol):
 
     Optional:
 
+    - ``layer``: the block it reads, an int block index (checked against every encoder's blocks
+      before training), or ``"last"`` / ``"all"`` (default None: it says nothing);
     - ``needs_masks = True``: a dense probe (a suite whose probe datasets carry no masks exits 2
       before training); it reads ``context.dense(split, layer)``: the feature grids of unmasked
       images [N, D, h, w] with their masks [N, S, S], extracted once per run and shared (the pixels
@@ -204,6 +206,7 @@ class Probe(Protocol):
     """
 
     needs_masks: ClassVar[bool] = False
+    layer: ClassVar[int | str | None] = None
 
     def __call__(self, context: ProbeContext) -> dict[str, float]: ...
 

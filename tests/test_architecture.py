@@ -198,3 +198,20 @@ def test_no_private_name_is_imported_from_another_module():
                 found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert not found, "\n".join(found)
+
+
+def test_the_run_path_takes_specs_not_config_dicts():
+    """The modules that plan, train and evaluate take a run's settings as a typed spec; a config dict
+    exists only at the JSON boundary (specs, the folder, trackers' events, the report, export)."""
+    run_path = {"train", "evaluate", "probing", "worker", "runtime", "planning", "driver", "compute", "distributed",
+                "expansion", "reuse", "design", "recipes", "dryrun", "api"}
+    found = []
+    for path in core_files():
+        if module_name(path).split(".")[-1] not in run_path:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{path.relative_to(ROOT)}:{node.name}({arg.arg})"
+                          for arg in node.args.args + node.args.kwonlyargs
+                          if "config" in arg.arg and arg.annotation is not None and "dict" in ast.unparse(arg.annotation)]
+    assert not found, "\n".join(found)
