@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mimbench.folder.checkpoint import Checkpointing
+from mimbench.optim import gpu_numerics
 from mimbench.jobs import PluginSources
 from mimbench.memory import PeakMemory
 from mimbench.runtime import Runtime
@@ -100,7 +101,7 @@ def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSo
         data = runtime.data(job.data)
         torch.manual_seed(job.seed)
         parts = runtime.components(job, data.train.channels)
-        with PeakMemory(device) as peak:
+        with PeakMemory(device) as peak, gpu_numerics(device):
             result = pretrain(parts, data.train, data.normalize, job.train, job.seed, device,
                               on_epoch=lambda history: messages.put([dict(row) for row in history]),
                               on_log=lambda step, values: messages.put(("log", step, dict(values))),

@@ -4,11 +4,26 @@ bf16 autocast on CUDA, AdamW's parameter groups, the warm-up + cosine learning r
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
-from typing import Any
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+
+
+@contextmanager
+def gpu_numerics(device: torch.device) -> Iterator[None]:
+    """The numeric settings every run on a GPU trains and is evaluated with: TF32 matmuls and
+    convolutions (torch's process-wide flags, restored on exit); nothing on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def autocast_for(device: torch.device):

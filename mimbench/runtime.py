@@ -1,5 +1,6 @@
 """What a process needs to execute jobs, built once per process: the plugins (a registry), the
-device, the data cache and the numeric settings.
+device and the data cache (the numeric settings a run on a GPU uses are
+:func:`mimbench.optim.gpu_numerics`, set for each task and restored after it).
 
 :func:`Runtime.for_process` gives the process's runtime for a set of plugin sources and a device;
 the driver (its checks), the worker (every task), DDP's processes, the API and the benchmarks all
@@ -69,9 +70,6 @@ class Runtime:
         self.plugins, self.device = plugins, device
         self.registry = registry_for(plugins)
         self._data: tuple[DataSpec, SuiteData] | None = None  # the last suite's data, kept for its next job
-        if device.type == "cuda":  # the numeric settings every run on a GPU trains with
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
     @classmethod
     def for_process(cls, plugins: PluginSources = PluginSources(), device: str | torch.device = "auto") -> "Runtime":

@@ -28,7 +28,7 @@ from mimbench.contract import Components, check_mask, check_target_output, mask_
 from mimbench.errors import ContractError, one_line
 from mimbench.data import Images, Normalizer
 from mimbench.folder.checkpoint import Checkpointing, implausible, random_states, restore_random_states
-from mimbench.optim import autocast_for, param_groups, warmup_cosine
+from mimbench.optim import autocast_for, gpu_numerics, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
 from mimbench.specs import Status
 from mimbench.schema import MAX_COUNT, AugmentConfig, TrainConfig
@@ -193,7 +193,7 @@ def pretrain(parts: Components, data: Images, normalize: Normalizer, train: Trai
         # already keeps every core busy and a second thread only competes with it (benchmarks/README.md).
         # One stream per epoch: at its end every draw of the epoch, and no more, is made (a checkpoint's state).
         stream = prefetched(batches) if device.type == "cuda" else batches
-        with closing(stream):
+        with closing(stream), gpu_numerics(device):  # TF32 on a GPU, also where pretrain is called directly
             loop.result.history.append(loop.epoch(stream, epoch))
         if shard.rank == 0:
             on_epoch(loop.result.history)

@@ -33,6 +33,7 @@ from mimbench.folder import DamagedFile, RunFolder, SuiteFolder
 from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
+from mimbench.optim import gpu_numerics
 from mimbench.probing import ProbeContext, RawPixels
 from mimbench.provenance import job_code, tree_hashes
 from mimbench.runtime import Runtime, SuiteData
@@ -76,8 +77,9 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
     folder = SuiteFolder(task.suite_dir).run(task.job.run_id, task.lock_token)
     events = RunEvents(runtime.registry, task.trackers, task.suite_dir)
     try:
-        outcome = add_probes(runtime, task, folder) if task.probes_to_add else _execute_and_record(runtime, task, folder,
-                                                                                                  events)
+        with gpu_numerics(runtime.device):
+            outcome = add_probes(runtime, task, folder) if task.probes_to_add else _execute_and_record(
+                runtime, task, folder, events)
     except LockLost as exc:  # the driver is gone: the folder may be another driver's now
         return Outcome.failed(str(exc))
     events.finished(folder.path, summary_row(task.job, folder))

@@ -112,3 +112,19 @@ def test_compiled_training_follows_eager_training_and_reports_its_compile_time(t
     assert "compile_seconds" not in json.loads((run(tmp_path / "eager") / "metrics.json").read_text())
     # compile is left out of run ids only while off: the two runs are different runs
     assert run(tmp_path / "eager").name != run(tmp_path / "compiled").name
+
+
+def test_gpu_numerics_are_set_for_a_run_and_restored_after():
+    """TF32 on a GPU only while a run trains or is evaluated: torch's process-wide flags come back as they were."""
+    from mimbench.optim import gpu_numerics
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with gpu_numerics(torch.device("cuda")):  # only sets flags: no GPU needed
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        with gpu_numerics(torch.device("cpu")):
+            assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
