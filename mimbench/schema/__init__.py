@@ -133,7 +133,8 @@ def validation_message(exc: ValidationError) -> str:
     # first error's branch and drop the branch names from the path.
     branch = next((p for p in errors[0]["loc"] if p in _UNION_BRANCHES), None)
     errors = [e for e in errors if not any(p in _UNION_BRANCHES and p != branch for p in e["loc"])]
-    first = errors[0]
+    # a misspelled key (`sedes`) also leaves a required one missing: the misspelling is the news
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(cut(str(p), 40) for p in first["loc"] if p not in _UNION_BRANCHES) or "(top level)"
     msg = cut(first["msg"].removeprefix("Value error, "), 200)  # pydantic's prefix for a validator's own message
     if first["type"] == "extra_forbidden":
