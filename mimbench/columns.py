@@ -80,6 +80,12 @@ def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str 
     return columns
 
 
+def declared_by(probe: Any) -> list[MetricColumn]:
+    """The columns a built probe declares (its optional ``metric_columns()``), ``[]`` without it."""
+    declare = getattr(probe, "metric_columns", None)
+    return list(declare()) if callable(declare) else []
+
+
 def merge(*groups: list[MetricColumn] | tuple[MetricColumn, ...]) -> list[MetricColumn]:
     """Declarations in order, the first of each key kept."""
     seen: dict[str, MetricColumn] = {}

@@ -100,10 +100,7 @@ def build_executor(registry: Registry, suite: Suite, suite_dir: Path) -> Executo
 def declared_columns(runtime: Runtime, probes: tuple[Component, ...]) -> list[MetricColumn]:
     """The core's reconstruction columns, then each probe's declared ``metric_columns()``."""
     declared = [list(columns.RECONSTRUCTION_COLUMNS)]
-    for spec in probes:
-        declare = getattr(runtime.build("probe", spec), "metric_columns", None)
-        if callable(declare):
-            declared.append(list(declare()))
+    declared += [columns.declared_by(runtime.build("probe", spec)) for spec in probes]
     return columns.merge(*declared)
 
 

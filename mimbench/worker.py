@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from mimbench.columns import PRETRAINING_COLUMNS
+from mimbench.columns import PRETRAINING_COLUMNS, declared_by
 from mimbench.folder.checkpoint import CHECKPOINT_FILE, Checkpointing
 from mimbench.folder.lock import LockLost
 from mimbench.compute import run_flops_per_image
@@ -305,8 +305,7 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
     columns: dict[str, Any] = {}
     for spec in probes:
         probe = runtime.build("probe", spec)
-        declared = probe.metric_columns() if callable(getattr(probe, "metric_columns", None)) else []
-        columns.update(check_probe_output(probe(context), declared, f"probe {spec.name!r}"))
+        columns.update(check_probe_output(probe(context), declared_by(probe), f"probe {spec.name!r}"))
     classes = max(1, len(train.all_labels().unique()))
     return {**columns, "probe_train_images": len(train), "probe_labels_per_class": round(len(train) / classes),
             "probe_seconds": round(time.perf_counter() - started, 3)}
