@@ -32,7 +32,7 @@ from mimbench.runtime import Runtime
               help="Images, encoder and decoder in channels-last memory format (for convolutional encoders).")
 def main(image_size: int, channels: int, batch_size: int, repeats: int, device: str, names: tuple[str, ...],
          channels_last: bool) -> None:
-    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    runtime = Runtime(PluginSources.from_cli(), device)
     registry, torch_device = runtime.registry, runtime.device
     layout = torch.channels_last if channels_last else torch.contiguous_format
     images = torch.randn(batch_size, channels, image_size, image_size, device=torch_device).contiguous(

@@ -77,7 +77,7 @@ class PrecomputedMask:
               help="Time these registered maskers (default params) with the suite's first model, "
                    "instead of the suite's own maskers (repeatable).")
 def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, masker_names: tuple[str, ...]) -> None:
-    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    runtime = Runtime(PluginSources.from_cli(), device)
     registry, torch_device = runtime.registry, runtime.device
     spec = load_suite(suite)
     runs = expand(spec, registry)

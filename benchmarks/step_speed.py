@@ -70,7 +70,7 @@ def peak_tflops(device: torch.device, given: float | None) -> float | None:
 @click.option("--peak-tflops", "peak_given", type=float, default=None, help="Dense bf16 peak of the device, for MFU.")
 def main(device: str, batch_size: int, steps: int, modes: tuple[str, ...], vit_b16: bool,
          peak_given: float | None) -> None:
-    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    runtime = Runtime(PluginSources.from_cli(), device)
     torch_device = runtime.device
     size, patch, dim, depth, heads, channels = (224, 16, 768, 12, 12, 3) if vit_b16 else (28, 4, 128, 4, 4, 1)
     run = vit_run(runtime.registry, size, patch, dim, depth, heads, batch_size)

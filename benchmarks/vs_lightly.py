@@ -149,7 +149,7 @@ def lightly_trainer(data: DeviceImages, normalize: Normalizer, device: torch.dev
 @click.option("--compile", "compile_mode", default=None,
               help="Also pass train.compile=MODE (e.g. default) to mimbench; its compile time is left out.")
 def main(rounds: int, steps: int, batch_size: int, device: str, compile_mode: str | None) -> None:
-    runtime = Runtime.for_process(PluginSources.from_cli(), device)
+    runtime = Runtime(PluginSources.from_cli(), device)
     torch_device = runtime.device
     data = load_images(runtime.registry, torch_device)
     normalize = Normalizer.measure(data)

@@ -81,7 +81,7 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     out = out.absolute()
     runner = build_executor(registry, spec, out / spec.name)
     check_trackers(plan, registry, out / spec.name)
-    runtime = Runtime.for_process(sources, check_device(device, runner))
+    runtime = Runtime(sources, check_device(device, runner))
     data = check_plan(plan, runtime)
     return Prepared(plan, runtime, runner, data, out, device, recipe_warnings(plan, data, sources))
 

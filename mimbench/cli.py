@@ -192,7 +192,7 @@ def run(suite: str | None, out: Path, device: str, executor_name: str | None, tr
     from mimbench.runtime import registry_for
 
     selectors = parse_selectors(rerun)  # a malformed --rerun fails before anything loads
-    _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # api.prepare's registry
+    _check_plugin_failures(registry_for(PluginSources.from_cli(plugin_specs)), plugin_specs)  # before the suite is read
     prepared = api.prepare(suite, out, device=device, executor=executor_name, trackers=tracker_names,
                            plugins=plugin_specs, overrides=overrides)
     spec = prepared.plan.suite

@@ -18,6 +18,8 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Mapping, Sequence
 
+from mimbench.protocols import capability
+
 #: What a column measures. ``accuracy`` (a probe's score as a fraction, higher is better: top-1
 #: accuracy, mIoU) gets the gain over the random-init baseline and the probe figures; ``psnr`` the
 #: reconstruction figures.
@@ -82,8 +84,8 @@ def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str 
 
 def declared_by(probe: Any) -> list[MetricColumn]:
     """The columns a built probe declares (its optional ``metric_columns()``), ``[]`` without it."""
-    declare = getattr(probe, "metric_columns", None)
-    return list(declare()) if callable(declare) else []
+    declare = capability("probe", probe, "metric_columns")
+    return list(declare()) if declare is not None else []
 
 
 def merge(*groups: list[MetricColumn] | tuple[MetricColumn, ...]) -> list[MetricColumn]:

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="OUT/<suite>/runs/<run_id>")
     parser.add_argument("--plugin", action="append", default=[], help="plugin .py file or module the runs used")
     args = parser.parse_args(argv)
-    runtime = Runtime.for_process(PluginSources.from_cli(tuple(args.plugin)), "cpu")
+    runtime = Runtime(PluginSources.from_cli(tuple(args.plugin)), "cpu")
     failed = 0
     for run_dir in args.run_dirs:
         try:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from mimbench.protocols import capability
+
 
 #: The label of a pixel a segmentation mask leaves out (unlabelled, a boundary): no loss, no score.
 IGNORE_INDEX = 255
@@ -241,7 +243,7 @@ def to_device_images(dataset: Dataset, image_size: int, device: torch.device) ->
     Images of another size are resized (bilinear, antialiased) once, here.
     """
     num_classes = int(getattr(dataset, "num_classes"))
-    masks, mask_classes = getattr(dataset, "masks", None), getattr(dataset, "mask_classes", None)
+    masks, mask_classes = capability("dataset", dataset, "masks"), capability("dataset", dataset, "mask_classes")
     if isinstance(dataset, TensorImageDataset):
         images, labels = dataset.images, dataset.labels
     else:

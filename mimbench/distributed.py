@@ -94,7 +94,7 @@ def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSo
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    runtime = Runtime.for_process(plugins, device)
+    runtime = Runtime(plugins, device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
                             rank=rank, world_size=world)
     try:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from mimbench.columns import MetricColumn
 from mimbench.executors import Executor
 from mimbench.folder import SUPERSEDED_DIR, RunFolder, SuiteFolder
+from mimbench.protocols import capability
 from mimbench.folder.ownership import what_runs
 from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
@@ -67,6 +68,9 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
             for warning in prepare_trackers(runtime.registry, plan.trackers, folder.path):
                 progress.warn(warning)
         not_added: list[str] = []
+        use_runtime = capability("executor", executor, "use_runtime")
+        if use_runtime is not None and executor.in_process:
+            use_runtime(runtime)  # the checks' data stays loaded for the runs
         try:
             for phase in (first, second):
                 tasks = [task_for(job, folder, plan, source, missing, runtime, device, executor, lock.token)
@@ -80,8 +84,8 @@ def run_suite(plan: Plan, out: Path, executor: Executor, runtime: Runtime, devic
             progress.close()
             raise
         finally:
-            close = getattr(executor, "close", None)
-            if callable(close):
+            close = capability("executor", executor, "close")
+            if close is not None:
                 close()
         progress.close()
         table = folder.write_summary(plan.jobs, declared)
@@ -100,7 +104,7 @@ def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
     folder.check_run_folders([job.run_id for job in plan.jobs])
     folder.claim(plan.identity())
     _write_suite_file(folder, plan, noted=bool(shared))
-    folder.write_design(plan.design())
+    folder.write_design(plan.design)
 
 
 def _run_tasks(tasks: list[Task], executor: Executor, plan: Plan, folder: SuiteFolder,

@@ -79,7 +79,7 @@ def planned_compute(prepared: "Prepared") -> dict[str, str]:
     from mimbench.specs import canonical_json
     from mimbench.train import planned_steps, train_batch_size
 
-    runtime = Runtime.for_process(prepared.runtime.plugins, "cpu")
+    runtime = prepared.runtime if prepared.runtime.device.type == "cpu" else Runtime(prepared.runtime.plugins, "cpu")
     images, channels = len(prepared.data.train), prepared.data.train.channels
     counted: dict[str, float | str] = {}  # a configuration -> its FLOPs per image, or why there are none
     texts = {}

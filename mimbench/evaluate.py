@@ -17,6 +17,7 @@ from mimbench import metrics
 from mimbench.contract import Components, check_mask, mask_on_grid, reconstruct
 from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for
+from mimbench.protocols import capability
 
 ToImage = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -51,7 +52,7 @@ def reconstruction_metrics(parts: Components, masker: Callable[..., torch.Tensor
     sums = {key: torch.zeros((), dtype=torch.float64, device=device) for key in
             ("sse", "values", "psnr", "images_with_hidden", "hidden", "avgdist", "avgdist_count", "loss", "cells")}
     total_pixels = 0
-    target_is_image = getattr(parts.target, "predicts_image", False)
+    target_is_image = capability("target", parts.target, "predicts_image")
     for batch, _ in data.batches(batch_size):
         total_pixels += batch.shape[0] * batch.shape[2] * batch.shape[3]
         images = normalize(batch)

@@ -25,6 +25,7 @@ import torch
 
 from mimbench.errors import ConfigError, cut, first_line
 from mimbench.folder import CONFIG_FILE, ENCODER_FILE, DamagedFile, RunFolder, write_atomic
+from mimbench.protocols import capability
 from mimbench.registry import Registry
 from mimbench.specs import Status
 
@@ -73,7 +74,7 @@ def export_run(run_dir: Path, registry: Registry, out: Path | None = None) -> tu
     encoder, config = build_run_encoder(run_dir, registry)
     check_trained(RunFolder(run_dir), encoder)
     name = config["encoder"]["name"]
-    if not callable(getattr(encoder, "backbone", None)):
+    if capability("encoder", encoder, "backbone") is None:
         raise ConfigError(f"encoder {name!r} cannot be exported as a backbone (it has no backbone() "
                           f"method); its state_dict is {RunFolder(run_dir).encoder_path}")
     try:

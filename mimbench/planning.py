@@ -20,18 +20,19 @@ import torch
 from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.contract import mask_on_grid
-from mimbench.design import design
-from mimbench.data import IGNORE_INDEX
+from mimbench.design import design, run_labels
+from mimbench.data import IGNORE_INDEX, StreamedImages
 from mimbench.errors import ConfigError
 from mimbench.executors import Executor
 from mimbench.expansion import expand, expand_baselines
 from mimbench.folder import SuiteIdentity
 from mimbench.preflight import check_fits
 from mimbench.probing import check_block_index
+from mimbench.protocols import capability
 from mimbench.registry import Registry
 from mimbench.reuse import selected
 from mimbench.runtime import Runtime, SuiteData
-from mimbench.specs import BaselineSpec, Component, Job, RunSpec, canonical_json, run_labels
+from mimbench.specs import BaselineSpec, Component, Job, RunSpec, canonical_json
 from mimbench.schema import MAX_AUTO_THREADS, Suite, suite_to_yaml
 from mimbench.suite import MAPPING_ORIGIN
 from mimbench.tracking import build_trackers
@@ -45,7 +46,7 @@ class Plan:
     suite: Suite
     runs: list[RunSpec]
     baselines: list[BaselineSpec]
-    labels: dict[str, str]
+    design: dict[str, Any]  # what design.json holds (mimbench.design): labels, configurations, partners
     trackers: tuple[Component, ...] = ()
     origin: str = MAPPING_ORIGIN  # where the suite came from (see mimbench.folder.ownership)
 
@@ -57,9 +58,10 @@ class Plan:
         """What the plan's suite folder must belong to (see :mod:`mimbench.folder.ownership`)."""
         return SuiteIdentity(self.suite.name, self.origin, suite_to_yaml(self.suite))
 
-    def design(self) -> dict[str, Any]:
-        """What ``design.json`` holds: every configuration and run, labels and partners (:mod:`mimbench.design`)."""
-        return design(self.jobs, self.labels)
+    @property
+    def labels(self) -> dict[str, str]:
+        """run_id -> the run's label, as ``design.json`` names it."""
+        return run_labels(self.design)
 
     @property
     def threads(self) -> int:
@@ -82,7 +84,7 @@ def plan_suite(suite: Suite, registry: Registry, origin: str = MAPPING_ORIGIN) -
     runs = expand(suite, registry)
     baselines = expand_baselines(suite, runs)
     trackers = tuple(Component(t.name, registry.resolve_params("tracker", t.name, t.params)) for t in suite.trackers)
-    return Plan(suite, runs, baselines, run_labels([*runs, *baselines]), trackers, origin)
+    return Plan(suite, runs, baselines, design([*runs, *baselines], suite.sweep), trackers, origin)
 
 
 def check_trackers(plan: Plan, registry: Registry, suite_dir: Path) -> None:
@@ -230,16 +232,16 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
         _try_masker(runtime.build("masker", reference), images, f"eval.reference_masker {reference.name!r}")
     for spec in runs[0].eval.probes if runs else ():
         probe = runtime.build("probe", spec)
-        if getattr(probe, "needs_masks", False):
+        if capability("probe", probe, "needs_masks"):
             _check_masks(spec.name, runs[0], data)
 
 
 def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor, runtime: Runtime) -> None:
     """The block a probe declares it reads (its ``layer`` attribute, see :class:`mimbench.protocols.Probe`)
     must exist in every encoder it will read (checked before training)."""
-    layers = [(spec.name, getattr(runtime.build("probe", spec), "layer", None)) for spec in run.eval.probes]
+    layers = [(spec.name, capability("probe", runtime.build("probe", spec), "layer")) for spec in run.eval.probes]
     indices = [(name, layer) for name, layer in layers if isinstance(layer, int) and not isinstance(layer, bool)]
-    if not indices or not callable(getattr(encoder, "blocks", None)):
+    if not indices or capability("encoder", encoder, "blocks") is None:
         return
     with torch.no_grad():
         count = len(encoder.to(images.device).eval().blocks(images))
@@ -264,7 +266,7 @@ def _check_masks(probe: str, run: RunSpec, data: SuiteData) -> None:
                                   + "; check the label maps and the dataset's ignore_index")
         return
     why = ("its splits stream from the host (raise data.in_memory_gb to hold them on the device)"
-           if getattr(split, "dataset", None) is not None and getattr(split.dataset, "masks", None) is not None
+           if isinstance(split, StreamedImages) and capability("dataset", split.dataset, "masks") is not None
            else "it has no segmentation masks")
     raise ConfigError(f"probe {probe!r} is a dense probe, and {where} {name!r}: {why}; use a dataset with masks "
                       f"(fashion-mosaic) as {where}, or drop {probe!r} from eval.probes")

@@ -15,7 +15,8 @@ else (the built-in plugins import only this module too).
   ``accuracy_columns``, and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
 - losses: ``metrics`` (PSNR and the squared error of hidden pixels, as the core computes them);
 - encoders: ``Backbone`` and ``renamed`` (for ``backbone()``, see ``mimbench export``);
-- executors: ``Task``, ``Outcome`` and ``run_task`` (what a task is and how a worker runs it);
+- executors: ``Task``, ``Outcome``, ``run_task`` and ``Worker`` (what a task is and how a worker runs
+  it; a ``Worker`` keeps one runtime, its plugins, device and loaded data, from task to task);
 - trackers: ``RunFolder`` (a run's files), ``run_params`` and ``final_metrics`` (a run's config
   and summary row, flattened the same way for every tracker);
 - ``testing``: the conformance checks to run on a component in its own tests.
@@ -49,7 +50,7 @@ def _heavy() -> dict[str, Any]:
     from mimbench.optim import autocast_for, param_groups, warmup_cosine
     from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
     from mimbench.tracking import final_metrics, run_params
-    from mimbench.worker import run_task
+    from mimbench.worker import Worker, run_task
 
     return dict(locals())
 
@@ -58,4 +59,4 @@ __all__ = ["Backbone", "ConfigError", "ContractError", "Dataset", "Decoder", "En
            "Loss", "Masker", "Probe", "Target", "Tracker", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
            "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
-           "run_params", "run_task", "testing", "warmup_cosine"]
+           "run_params", "run_task", "testing", "warmup_cosine", "Worker"]

@@ -17,6 +17,7 @@ from torch import nn
 
 from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for
+from mimbench.protocols import capability
 
 #: Which features a probe reads: the encoder's output, one block (0-based) or every block.
 #: A probe's ``layer`` param: a block index (0..1023, checked against the encoder before training), ``"last"`` or ``"all"``.
@@ -84,7 +85,7 @@ class ProbeContext:
 
     @property
     def has_blocks(self) -> bool:
-        return callable(getattr(self.encoder, "blocks", None))
+        return capability("encoder", self.encoder, "blocks") is not None
 
     def features(self, layer: Layer = "last") -> Features:
         """Pooled features of the encoder's output (``"last"``) or of block ``layer`` (an int)."""
@@ -117,7 +118,7 @@ class ProbeContext:
         key = f"dense/{split}/{layer}"
         if key not in self._cache:
             data = self.train if split == "train" else self.test
-            if getattr(data, "masks", None) is None:
+            if data.masks is None:
                 raise ValueError(f"the {split} split has no segmentation masks (a dense probe needs a dataset "
                                  f"that carries them, e.g. fashion-mosaic, held on the device)")
             self.encoder.eval()
@@ -161,9 +162,9 @@ class ProbeContext:
 def dense_grid(encoder: nn.Module, images: torch.Tensor, layer: int | str = "last") -> torch.Tensor:
     """An encoder's feature grid for dense probes: its ``dense_grid`` when it has one (the pixels
     baseline), else its output (``"last"``) or block ``layer``'s grid, [B, D, h, w]."""
-    if callable(getattr(encoder, "dense_grid", None)):
+    if isinstance(encoder, RawPixels):
         return encoder.dense_grid(images)
-    if layer == "last" or not callable(getattr(encoder, "blocks", None)):
+    if layer == "last" or capability("encoder", encoder, "blocks") is None:
         return encoder(images)
     blocks = encoder.blocks(images)
     check_block_index(layer, len(blocks))

@@ -13,16 +13,17 @@ Target, Probe, Dataset, Executor, Tracker``. :func:`missing` says what an object
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
 
-    from mimbench.columns import MetricColumn
-    from mimbench.jobs import Outcome, Task
-    from mimbench.probing import ProbeContext
+# MetricColumn (mimbench.columns), Task and Outcome (mimbench.jobs) and ProbeContext (mimbench.probing)
+# are named in the annotations below, not imported, not even for type checking: the core modules that
+# define them read these contracts (mimbench.protocols.capability), and the contracts must not depend
+# on them in turn. All four are exported by mimbench.plugin.
 
 
 class Masker(Protocol):
@@ -67,6 +68,9 @@ class Encoder(Protocol):
 
     out_dim: int
     stride: int
+    blocks: ClassVar[Callable[..., Any] | None] = None
+    param_depths: ClassVar[Callable[..., Any] | None] = None
+    backbone: ClassVar[Callable[..., Any] | None] = None
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor: ...
 
@@ -101,7 +105,7 @@ class Loss(Protocol):
     numbers were given information the model did not have and are not comparable with other runs'.
     """
 
-    prediction_to_image: ClassVar[Any] = None
+    prediction_to_image: ClassVar[Callable[..., Any] | None] = None
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 
@@ -141,8 +145,8 @@ class Target(Protocol):
     stride: int
     predicts_image: ClassVar[bool] = False
     uses_target_stats: ClassVar[bool] = False
-    to_image: ClassVar[Any] = None
-    update: ClassVar[Any] = None
+    to_image: ClassVar[Callable[..., Any] | None] = None
+    update: ClassVar[Callable[..., Any] | None] = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -207,11 +211,9 @@ class Probe(Protocol):
 
     needs_masks: ClassVar[bool] = False
     layer: ClassVar[int | str | None] = None
+    metric_columns: ClassVar[Callable[[], list[MetricColumn]] | None] = None
 
     def __call__(self, context: ProbeContext) -> dict[str, float]: ...
-
-    def metric_columns(self) -> list[MetricColumn]:
-        return []
 
 
 class Executor(Protocol):
@@ -225,14 +227,19 @@ class Executor(Protocol):
     - ``run(tasks: list[mimbench.plugin.Task]) -> Iterator[tuple[Task, Outcome]]``: start every
       task and yield each with its outcome as it finishes, in any order. A task is plain, picklable
       data; a worker anywhere executes it with ``mimbench.plugin.run_task(task) -> Outcome``, which
-      rebuilds the registry from the plugin sources the task carries, loads the data (cached per
-      process) and writes only the task's run folder; it catches every exception of its run. What
+      builds the registry from the plugin sources the task carries, loads the data and writes only
+      the task's run folder (``mimbench.plugin.Worker().run(task)`` does the same, keeping the
+      runtime and its data for the next task); it catches every exception of its run. What
       escapes is a system failure (the worker died): retry it if the engine can, else yield
       ``Outcome.failed(message)``;
     - ``in_flight() -> int``: tasks started or queued and not finished;
     - ``cancel()``: stop what is queued or running (called on Ctrl-C);
     - optionally ``close()``: called once when the suite is over (``run`` may be called more than
-      once per suite: runs that evaluate an encoder another run pre-trains come second).
+      once per suite: runs that evaluate an encoder another run pre-trains come second);
+    - optionally ``use_runtime(runtime)``, for an executor that runs tasks in the driver's process:
+      called once before ``run`` with the driver's runtime (its plugins, device and the data its
+      checks loaded), to execute the tasks with (``mimbench.plugin.Worker(runtime).run(task)``)
+      instead of loading everything again.
 
     The params come from the suite's ``execution`` mapping (``{executor: ray, gpus_per_run: 0.25}``)
     and ``--set execution.<param>=...``; they are checked against the factory's signature like any
@@ -249,8 +256,8 @@ class Executor(Protocol):
 
     def cancel(self) -> None: ...
 
-    def close(self) -> None:
-        return None
+    close: ClassVar[Callable[[], None] | None] = None
+    use_runtime: ClassVar[Callable[[Any], None] | None] = None
 
 
 class Tracker(Protocol):
@@ -285,8 +292,8 @@ class Tracker(Protocol):
     of any run id.
     """
 
-    step_logged: ClassVar[Any] = None
-    prepare: ClassVar[Any] = None
+    step_logged: ClassVar[Callable[..., None] | None] = None
+    prepare: ClassVar[Callable[[], None] | None] = None
 
     def run_started(self, run_dir: Path, config: dict[str, Any]) -> None: ...
 
@@ -313,3 +320,41 @@ def missing(kind: str, component: object) -> list[str]:
     """What ``component`` lacks of its kind's contract (:data:`REQUIRED`): ``[]`` when nothing."""
     return [name for name in REQUIRED[kind]
             if not (callable(component) if name == "__call__" else hasattr(component, name))]
+
+
+def _optional(kind: str) -> dict[str, Any]:
+    contract = CONTRACTS[kind]
+    return {name: value for name, value in vars(contract).items()
+            if not name.startswith("_") and name not in REQUIRED[kind] and not callable(value)}
+
+
+#: Each kind's optional capabilities, with the default its class declares (a component without one has it).
+OPTIONAL: dict[str, dict[str, Any]] = {kind: _optional(kind) for kind in CONTRACTS}
+#: The optional capabilities that are methods: a component's is callable, or None (it has none).
+METHODS: dict[str, frozenset[str]] = {
+    kind: frozenset(name for name in OPTIONAL[kind] if "Callable" in str(contract.__annotations__.get(name, "")))
+    for kind, contract in CONTRACTS.items()}
+
+
+def capability(kind: str, component: object, name: str) -> Any:
+    """``component``'s optional capability ``name`` (one its kind's class declares, see
+    :data:`OPTIONAL`), or the class's default when it has none: how the core asks a component what
+    it can do. A name the contract does not declare is a KeyError (a mistake of the core, not the plugin)."""
+    defaults = OPTIONAL[kind]
+    if name not in defaults:
+        raise KeyError(f"the {kind} contract (mimbench.protocols.{CONTRACTS[kind].__name__}) declares no "
+                       f"optional {name!r}")
+    return getattr(component, name, defaults[name])
+
+
+def malformed(kind: str, component: object) -> list[str]:
+    """What is wrong with the optional capabilities ``component`` has (checked once, when it is built):
+    a method capability that is not callable, a flag that is not a bool. ``[]`` when nothing."""
+    wrong = []
+    for name, default in OPTIONAL[kind].items():
+        value = getattr(component, name, default)
+        if name in METHODS[kind] and value is not None and not callable(value):
+            wrong.append(f"{name} must be a method (or absent), got {type(value).__name__}")
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            wrong.append(f"{name} must be True or False, got {value!r}")
+    return wrong

@@ -13,7 +13,7 @@ the steps of ``train.budget_flops``): the learning rate then never decays, and n
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from mimbench.errors import ConfigError
 from mimbench.schema import TrainConfig
@@ -70,6 +70,7 @@ def recipe_warnings(plan: "Plan", data: "SuiteData", plugins: "PluginSources") -
     """The suite's warnings before compute (see the module), one line each. FLOPs are counted on
     this machine's CPU, once per distinct configuration, and only for runs with a budget."""
     counted: dict[str, float | None] = {}
+    cpu: list[Any] = []  # the CPU runtime FLOPs are counted with, made on first use
 
     def flops_per_image(run: RunSpec) -> float | None:
         from mimbench.compute import COUNT_IMAGES, flops_of
@@ -79,7 +80,8 @@ def recipe_warnings(plan: "Plan", data: "SuiteData", plugins: "PluginSources") -
                               min(COUNT_IMAGES, run.train.batch_size)])
         if key not in counted:
             try:
-                counted[key] = flops_of(Runtime.for_process(plugins, "cpu"), run, data.train.channels)
+                cpu[:] = cpu or [Runtime(plugins, "cpu")]
+                counted[key] = flops_of(cpu[0], run, data.train.channels)
             except Exception:  # the dry run shows why; the run fails the same way
                 counted[key] = None
         return counted[key]

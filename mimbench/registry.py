@@ -24,7 +24,7 @@ import annotated_types
 
 from mimbench.errors import ConfigError, cut, first_line, one_line, shown
 from mimbench.plugins import PluginSet, Provider
-from mimbench.protocols import CONTRACTS, missing
+from mimbench.protocols import CONTRACTS, malformed, missing
 
 #: What a damaged compressed or truncated file raises when read (``gzip``, ``zlib``, ``pickle``).
 DAMAGED_FILE_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
@@ -210,6 +210,10 @@ class Registry:
             raise ConfigError(f"{kind} {name!r} from {_describe(component)}: its factory returned a "
                               f"{type(built).__name__} without {', '.join(lacks)} (the {kind} contract: "
                               f"mimbench.plugin.{CONTRACTS[kind].__name__})")
+        wrong = malformed(kind, built)
+        if wrong:
+            raise ConfigError(f"{kind} {name!r} from {_describe(component)}: {'; '.join(wrong)} (the {kind} "
+                              f"contract: mimbench.plugin.{CONTRACTS[kind].__name__})")
         return built
 
 

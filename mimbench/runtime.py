@@ -1,16 +1,16 @@
-"""What a process needs to execute jobs, built once per process: the plugins (a registry), the
-device and the data cache (the numeric settings a run on a GPU uses are
-:func:`mimbench.optim.gpu_numerics`, set for each task and restored after it).
+"""What executing jobs needs, as one explicit object: the plugins (a registry), the device and the
+data cache (the numeric settings a run on a GPU uses are :func:`mimbench.optim.gpu_numerics`, set
+for each task and restored after it).
 
-:func:`Runtime.for_process` gives the process's runtime for a set of plugin sources and a device;
-the driver (its checks), the worker (every task), DDP's processes, the API and the benchmarks all
-get theirs from it. Components are built from their resolved specs (:class:`~mimbench.specs.Component`)
-without validating their params again.
+A :class:`Runtime` is made by whoever starts the work and passed down: ``api.prepare`` (and so the
+CLI) makes the driver's, which checks the plan and, with an in-process executor, executes the tasks
+(:class:`mimbench.worker.Worker`); a worker process elsewhere (Ray, SLURM, a DDP rank) makes its own
+from the task. Nothing is cached at module level. Components are built from their resolved specs
+(:class:`~mimbench.specs.Component`) without validating their params again.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +39,9 @@ class SuiteData:
     probe_test: Images
 
 
-@functools.lru_cache(maxsize=4)
 def registry_for(plugins: PluginSources) -> Registry:
-    """The registry of the built-ins, installed plugins and ``plugins.specs``; once per process."""
+    """The registry of the built-ins, installed plugins and ``plugins.specs`` (tens of milliseconds
+    once their modules are imported)."""
     return Registry(load_plugins(plugins.specs, use_env=False))
 
 
@@ -63,18 +63,20 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 class Runtime:
-    """One process's means to execute jobs (see the module docstring). Build it with
-    :meth:`for_process`, so that a process has one per plugin set and device."""
+    """The means to execute jobs (see the module docstring): the registry of ``plugins``, ``device``
+    (``auto``: CUDA when present) and the last suite's data, loaded on first use."""
 
-    def __init__(self, plugins: PluginSources, device: torch.device):
-        self.plugins, self.device = plugins, device
+    def __init__(self, plugins: PluginSources = PluginSources(), device: str | torch.device = "auto"):
+        self.plugins, self.device = plugins, resolve_device(device)
         self.registry = registry_for(plugins)
         self._data: tuple[DataSpec, SuiteData] | None = None  # the last suite's data, kept for its next job
 
-    @classmethod
-    def for_process(cls, plugins: PluginSources = PluginSources(), device: str | torch.device = "auto") -> "Runtime":
-        """This process's runtime for ``plugins`` on ``device`` (``auto``: CUDA when present)."""
-        return _runtime(plugins, resolve_device(device))
+    def serves(self, plugins: PluginSources, device: str | torch.device) -> bool:
+        """Whether this runtime is the one for ``plugins`` on ``device`` (a task's)."""
+        try:
+            return self.plugins == plugins and self.device == resolve_device(device)
+        except ConfigError:  # a device this machine does not have: not this runtime's
+            return False
 
     def data(self, spec: DataSpec) -> SuiteData:
         """The suite's splits on this runtime's device, loaded once (the last suite's kept)."""
@@ -115,11 +117,6 @@ class Runtime:
         if encoder is None:
             raise ValueError(f"job {job.run_id} has no encoder")
         return self.build("encoder", encoder, in_channels=channels, image_size=job.image_size)
-
-
-@functools.lru_cache(maxsize=4)
-def _runtime(plugins: PluginSources, device: torch.device) -> Runtime:
-    return Runtime(plugins, device)
 
 
 def load_data(registry: Registry, spec: DataSpec, device: torch.device) -> SuiteData:

@@ -9,7 +9,7 @@ where its images come from (:class:`DataSpec`) and its ``run_id``, a hash of its
 - :class:`RunSpec`: pre-train one configuration, then evaluate it;
 - :class:`BaselineSpec`: the probes on an untrained encoder (``random-init``) or on raw pixels.
 
-``Status`` names what became of a run; ``run_labels`` gives every job its readable name.
+``Status`` names what became of a run; :mod:`mimbench.design` gives every job its readable name.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class EvalSpec:
                 "dataset": _optional(self.dataset), "labels_per_class": self.labels_per_class}
 
 
-def config_id(config: dict[str, Any]) -> str:
+def hash_config(config: dict[str, Any]) -> str:
     """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
     to a finished suite runs on the saved encoders instead of starting the runs over), and keys
     added since, at their defaults, so that suites from before them keep their ids:
@@ -154,7 +154,7 @@ class _Identified:
 
     def __post_init__(self) -> None:
         if not self.run_id:
-            object.__setattr__(self, "run_id", config_id(self.config()))  # type: ignore[attr-defined]
+            object.__setattr__(self, "run_id", hash_config(self.config()))  # type: ignore[attr-defined]
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.run_id == self.run_id  # type: ignore[attr-defined]
@@ -165,7 +165,7 @@ class _Identified:
 
 @dataclass(frozen=True, eq=False)
 class RunSpec(_Identified):
-    """Pre-train one configuration and evaluate it. ``run_id`` is :func:`config_id` of :meth:`config`."""
+    """Pre-train one configuration and evaluate it. ``run_id`` is :func:`hash_config` of :meth:`config`."""
 
     dataset: Component
     image_size: int
@@ -191,7 +191,7 @@ class RunSpec(_Identified):
         """The id of what the run pre-trains: its config's id with ``eval.labels_per_class`` left
         out. Runs that differ only in how many labels their probes see share one pre-training."""
         config = self.config()
-        return config_id({**config, "eval": {**config["eval"], "labels_per_class": None}})
+        return hash_config({**config, "eval": {**config["eval"], "labels_per_class": None}})
 
     def components(self) -> dict[str, Component]:
         return {axis: getattr(self, axis) for axis in COMPONENT_AXES}
@@ -247,63 +247,3 @@ def named_axes(runs: list[RunSpec]) -> tuple[str, ...]:
     """The component axes a run is named by: the target only in suites where some run predicts
     something other than pixels (so the names of suites from before targets stay as they were)."""
     return COMPONENT_AXES if any(run.target != DEFAULT_TARGET for run in runs) else COMPONENT_AXES[:-1]
-
-
-def run_labels(jobs: list[Job]) -> dict[str, str]:
-    """run_id -> a short readable name, e.g. ``cnn/linear/patch(ratio=0.4)/l1 seed=0``, or
-    ``baseline random-init cnn seed=0`` for a baseline. A component's params are shown only
-    where they differ between the runs that use that component, train settings only where
-    they differ between the pre-trained runs, and the labels per class only when several."""
-    varying = _varying_params(jobs)
-    runs = [job for job in jobs if isinstance(job, RunSpec)]
-    train_keys = [key for key in TrainConfig.model_fields
-                  if len({canonical_json(getattr(run.train, key)) for run in runs}) > 1]
-    several_counts = len({job.eval.labels_per_class for job in jobs}) > 1
-    axes = named_axes(runs)
-
-    def component(axis: str, spec: Component) -> str:
-        shown = [f"{key}={value}" for key, value in spec.params.items() if key in varying[(axis, spec.name)]]
-        return spec.name + (f"({','.join(shown)})" if shown else "")
-
-    labels = {}
-    for job in jobs:
-        count = job.eval.labels_per_class
-        labels_text = f" labels={'all' if count is None else count}" if several_counts else ""
-        if isinstance(job, BaselineSpec):
-            encoder = f" {component('encoder', job.encoder)}" if job.encoder is not None else ""
-            labels[job.run_id] = f"baseline {job.kind}{encoder}{labels_text} seed={job.seed}"
-            continue
-        parts = "/".join(component(axis, getattr(job, axis)) for axis in axes)
-        train = "".join(f" {key}={_value_text(getattr(job.train, key))}" for key in train_keys)
-        labels[job.run_id] = f"{parts}{train}{labels_text} seed={job.seed}"
-    return labels
-
-
-def _varying_params(jobs: list[Job]) -> dict[tuple[str, str], set[str]]:
-    """(axis, component name) -> the params whose values differ between the jobs using it (a
-    param some of them lack differs: missing reads as null)."""
-    values: dict[tuple[str, str], dict[str, set[str]]] = {}
-    users: dict[tuple[str, str], int] = {}
-    given: dict[tuple[str, str, str], int] = {}
-    for job in jobs:
-        for axis in COMPONENT_AXES:
-            spec = getattr(job, axis, None)
-            if spec is None:
-                continue
-            key = (axis, spec.name)
-            users[key] = users.get(key, 0) + 1
-            seen = values.setdefault(key, {})
-            for param, value in spec.params.items():
-                seen.setdefault(param, set()).add(json.dumps(value, sort_keys=True))
-                given[(*key, param)] = given.get((*key, param), 0) + 1
-    return {key: {param for param, seen in params.items()
-                  if len(seen | ({"null"} if given[(*key, param)] < users[key] else set())) > 1}
-            for key, params in values.items()}
-
-
-def _value_text(value: Any) -> str:
-    """A setting's value in a label, as YAML writes it (``null``, ``true``), large floats in their
-    shortest form (``1.2132e+12``)."""
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else str(value).lower()
-    return f"{value:g}" if isinstance(value, float) and abs(value) >= 1e6 else str(value)

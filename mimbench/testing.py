@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from mimbench.contract import check_features, check_mask, check_reconstruction, check_target_output, encode_visible
+from mimbench.protocols import capability
 
 Factory = Callable[..., Any]
 
@@ -187,15 +188,16 @@ def check_target(factory: Factory, params: dict[str, Any] | None = None, in_chan
         _require(torch.isfinite(out).all(), "non-finite target")
         _require(torch.equal(out, target(images)), "the same images gave another target")
         _require(not torch.allclose(out, target(torch.randn_like(images))), "other images gave the same target")
-        if callable(getattr(target, "to_image", None)):
-            back = target.to_image(out, images)
+        to_image = capability("target", target, "to_image")
+        if to_image is not None:
+            back = to_image(out, images)
             _require(tuple(back.shape) == tuple(images.shape), f"to_image gave {list(back.shape)}, expected "
                      f"{list(images.shape)}")
             _require(torch.allclose(back, images, atol=1e-4), "to_image(target(images), images) is not the images")
     if isinstance(target, torch.nn.Module):
         trained = [n for n, p in target.named_parameters() if p.requires_grad]
         _require(not trained, f"the core does not train a target's parameters; requires_grad_(False) on: {trained}")
-        if callable(getattr(target, "update", None)):
+        if capability("target", target, "update") is not None:
             student = kwargs["encoder"] if "encoder" in kwargs else _TinyEncoder(in_channels)
             with torch.no_grad():
                 for p in student.parameters():

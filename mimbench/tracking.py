@@ -26,6 +26,7 @@ import pluggy
 from mimbench import columns, hookspecs
 from mimbench.errors import ConfigError, cut, one_line
 from mimbench.hookspecs import hookimpl
+from mimbench.protocols import capability
 from mimbench.registry import Registry
 from mimbench.specs import Component
 
@@ -66,8 +67,8 @@ def prepare_trackers(registry: Registry, specs: Sequence[Component], suite_dir: 
     returns a warning per failure: the runs still run, and say so again if the tracker is broken."""
     warnings = []
     for name, tracker in build_trackers(registry, specs, suite_dir):
-        prepare = getattr(tracker, "prepare", None)
-        if callable(prepare):
+        prepare = capability("tracker", tracker, "prepare")
+        if prepare is not None:
             try:
                 prepare()
             except Exception as exc:
@@ -87,8 +88,8 @@ class TrackerHooks:
 
     @hookimpl
     def mimbench_step_logged(self, run_dir: Path, step: int, values: dict[str, float]) -> None:
-        step_logged = getattr(self.tracker, "step_logged", None)
-        if callable(step_logged):
+        step_logged = capability("tracker", self.tracker, "step_logged")
+        if step_logged is not None:
             step_logged(Path(run_dir), step, values)
 
     @hookimpl

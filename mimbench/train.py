@@ -30,6 +30,7 @@ from mimbench.data import Images, Normalizer
 from mimbench.folder.checkpoint import Checkpointing, implausible, random_states, restore_random_states
 from mimbench.optim import autocast_for, gpu_numerics, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
+from mimbench.protocols import capability
 from mimbench.specs import Status
 from mimbench.schema import MAX_COUNT, AugmentConfig, TrainConfig
 
@@ -354,7 +355,7 @@ class _Loop:
         if compiling:
             self.result.compile_seconds = _synced_seconds_since(compile_start, self.device)
         self.step += 1
-        update = getattr(self.parts.target, "update", None)
+        update = capability("target", self.parts.target, "update")
         if update is not None:  # a target with state (ema_teacher) follows the step
             update(self.parts.encoder, self.step, self.total_steps)
         return loss.detach()

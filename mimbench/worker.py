@@ -1,7 +1,8 @@
 """The worker side: execute one :class:`~mimbench.jobs.Task`, in this process or any other.
 
-:func:`run_task` is what an executor calls: it takes the process's :class:`~mimbench.runtime.Runtime`
-(plugins, device and data, built once per process) and calls :func:`execute`, which trains and
+:func:`run_task` is what an executor calls: it takes the :class:`~mimbench.runtime.Runtime` it is
+given (a :class:`Worker` keeps one from task to task) or makes one from the task (plugins, device,
+then the data), and calls :func:`execute`, which trains and
 evaluates (or runs the probes of a baseline) and writes the run folder: ``config.json`` first,
 ``metrics.json`` last and atomically (the run is finished), ``error.txt`` when the run raised.
 It writes nothing outside that folder.
@@ -35,6 +36,7 @@ from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
 from mimbench.optim import gpu_numerics
 from mimbench.probing import ProbeContext, RawPixels
+from mimbench.protocols import capability
 from mimbench.provenance import job_code, tree_hashes
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import BaselineSpec, Component, Job, RunSpec, Status
@@ -42,8 +44,28 @@ from mimbench.tracking import RunEvents
 from mimbench.train import Components, pretrain, target_state, train_batch_size
 from mimbench.version import __version__
 
-def run_task(task: Task) -> Outcome:
-    """Execute ``task`` with this process's runtime: what every executor calls, wherever it runs."""
+class Worker:
+    """Executes tasks in one process with one :class:`~mimbench.runtime.Runtime`, kept from task to
+    task while they share plugins and device (the data of their suite stays loaded). An in-process
+    executor is given the driver's (its ``use_runtime``); elsewhere the first task makes one."""
+
+    def __init__(self, runtime: Runtime | None = None):
+        self.runtime = runtime
+
+    def run(self, task: Task) -> Outcome:
+        """Execute ``task`` (see :func:`run_task`)."""
+        if self.runtime is None or not self.runtime.serves(task.plugins, task.device):
+            try:
+                self.runtime = Runtime(task.plugins, task.device)
+            except Exception:  # no such device here, a plugin that fails to load: run_task records it
+                self.runtime = None
+                return run_task(task)
+        return run_task(task, self.runtime)
+
+
+def run_task(task: Task, runtime: Runtime | None = None) -> Outcome:
+    """Execute ``task``: what every executor calls, wherever it runs. ``runtime``: the one to use
+    (made for the task's plugins and device); None: made here from the task."""
     suite_dir = Path(task.suite_dir)
     if not suite_dir.is_dir():
         return Outcome.failed(f"the worker on {socket.gethostname()} cannot see the suite folder {suite_dir}: "
@@ -53,7 +75,7 @@ def run_task(task: Task) -> Outcome:
     if task.threads is not None and task.threads != torch.get_num_threads():
         torch.set_num_threads(task.threads)
     try:
-        runtime = Runtime.for_process(task.plugins, task.device)
+        runtime = runtime if runtime is not None else Runtime(task.plugins, task.device)
     except Exception as exc:  # no such device here, a plugin that fails to load: this run fails
         folder = SuiteFolder(suite_dir).run(task.job.run_id, task.lock_token)
         try:
@@ -97,7 +119,9 @@ def _execute_and_record(runtime: Runtime, task: Task, folder: RunFolder, events:
         folder.write_metrics(record)  # last: marks the run as finished
         if not (isinstance(task.job, RunSpec) and task.job.train.keep_checkpoint):
             folder.remove_checkpoint()
-        return Outcome(record, _resume_note(record))
+        epoch = record.get("resumed_from_epoch")  # the console line says what became of its checkpoint
+        return Outcome(record, f"continued from its checkpoint after epoch {epoch}" if epoch is not None
+                       else record.get("checkpoint_note", ""))
     except LockLost:
         raise
     except Exception as exc:  # the run fails; the suite goes on
@@ -106,12 +130,6 @@ def _execute_and_record(runtime: Runtime, task: Task, folder: RunFolder, events:
         except OSError as unwritable:  # a full disk: the file that failed first is the one to name
             raise (exc if isinstance(exc, OSError) else unwritable) from None
         return Outcome.failed(one_line(exc))
-
-
-def _resume_note(record: dict[str, Any]) -> str:
-    """What the run's console line says of its checkpoint: continued from, or set aside and why."""
-    epoch = record.get("resumed_from_epoch")
-    return f"continued from its checkpoint after epoch {epoch}" if epoch is not None else record.get("checkpoint_note", "")
 
 
 def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> dict[str, Any]:
@@ -235,10 +253,10 @@ def prediction_to_image(parts: Components) -> tuple[Any, bool]:
     """How a prediction maps to the normalised image (None: it does not), and whether that uses
     the target's own statistics. A loss that trains on norm_pix (its ``norm_pix`` param) says so
     itself; otherwise the target's ``to_image`` (``pixels``: the identity)."""
-    from_loss = getattr(parts.loss, "prediction_to_image", None)
+    from_loss = capability("loss", parts.loss, "prediction_to_image")
     if from_loss is not None:
         return from_loss, True
-    return getattr(parts.target, "to_image", None), bool(getattr(parts.target, "uses_target_stats", False))
+    return capability("target", parts.target, "to_image"), capability("target", parts.target, "uses_target_stats")
 
 
 def counted_flops(parts: Components, job: RunSpec, channels: int, device: torch.device) -> float | None:

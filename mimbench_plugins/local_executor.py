@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from mimbench.plugin import Outcome, Task, run_task
+from typing import Any
+
+from mimbench.plugin import Outcome, Task, Worker
 
 
 class LocalExecutor:
@@ -14,13 +16,18 @@ class LocalExecutor:
 
     def __init__(self, threads_per_run: int | None = None) -> None:
         self.threads = threads_per_run  # execution.threads_per_run: each task sets them in this process
+        self.worker = Worker()
         self._running = 0
+
+    def use_runtime(self, runtime: Any) -> None:
+        """Execute the tasks with the driver's runtime (its plugins, device and loaded data)."""
+        self.worker = Worker(runtime)
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
         for task in tasks:
             self._running = 1
             try:
-                outcome = run_task(task)
+                outcome = self.worker.run(task)
             finally:
                 self._running = 0
             yield task, outcome

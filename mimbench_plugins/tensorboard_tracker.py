@@ -30,10 +30,10 @@ MAX_NAME = 100
 
 
 def folder_name(label: str) -> str:
-    """A label as a folder name that is safe everywhere: ``/`` becomes ``+``, any character but
-    ASCII letters, digits, space and ``_.,=()+@%-`` becomes ``_``, no leading dot or space, at
-    most :data:`MAX_NAME` characters (``cnn/linear/pixel/l1 seed=0`` -> ``cnn+linear+pixel+l1 seed=0``)."""
-    name = UNSAFE.sub("_", label.replace("/", "+"))[:MAX_NAME].strip()
+    """A label as a folder name that is safe everywhere: ``/`` (and the spaces around it) becomes
+    ``+``, any character but ASCII letters, digits, space and ``_.,=()+@%-`` becomes ``_``, no leading
+    dot or space, at most :data:`MAX_NAME` characters (``cnn / pixel seed=0`` -> ``cnn+pixel seed=0``)."""
+    name = UNSAFE.sub("_", label.replace(" / ", "+").replace("/", "+"))[:MAX_NAME].strip()
     return re.sub(r"^\.", "_", name) or "run"
 
 

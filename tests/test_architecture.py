@@ -15,12 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (a package, ``folder``, ``report`` or ``schema``, counts as one module; inside, its modules import freely
 #: but without cycles). The same list, explained, is in ARCHITECTURE.md.
 LAYERS = [
+    ["protocols"],
     ["version", "errors", "columns", "stats", "metrics", "augment", "prefetch", "memory", "data", "optim",
      "hookspecs"],
-    ["contract", "preflight", "protocols", "schema", "plugins"],
+    ["contract", "preflight", "schema", "plugins"],
     ["suite", "specs", "registry", "testing"],
-    ["jobs", "folder", "tracking", "provenance"],
-    ["train", "evaluate", "probing", "executors", "expansion", "design", "report", "reuse"],
+    ["labels"],
+    ["jobs", "folder", "tracking", "provenance", "design"],
+    ["train", "evaluate", "probing", "executors", "expansion", "report", "reuse"],
     ["runtime", "progress", "export"],
     ["compute", "distributed"],
     ["worker", "planning", "recipes"],
@@ -214,4 +216,22 @@ def test_the_run_path_takes_specs_not_config_dicts():
                 found += [f"{path.relative_to(ROOT)}:{node.name}({arg.arg})"
                           for arg in node.args.args + node.args.kwonlyargs
                           if "config" in arg.arg and arg.annotation is not None and "dict" in ast.unparse(arg.annotation)]
+    assert not found, "\n".join(found)
+
+
+def test_the_core_asks_a_component_what_it_can_do_only_through_its_contract():
+    """An optional capability (``predicts_image``, ``blocks``, ``layer``...) is read with
+    :func:`mimbench.protocols.capability`, which takes its default from the contract class; never with
+    ``getattr``/``hasattr`` and a default of the reader's own."""
+    from mimbench.protocols import OPTIONAL
+
+    names = {name for capabilities in OPTIONAL.values() for name in capabilities}
+    found = []
+    for path in core_files():
+        if module_name(path) == "mimbench.protocols":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
     assert not found, "\n".join(found)

@@ -288,10 +288,10 @@ def test_an_edited_plugin_is_never_silently_reused(tmp_path):
     kept = run_cli(*command)
     assert kept.exit_code == 0
     warning = [line for line in kept.output.splitlines() if line.startswith("warning: run ")]
-    assert len(warning) == 1 and "/stripes/" in warning[0]
+    assert len(warning) == 1 and "cnn / stripes seed=0" in warning[0]
     assert "kept, but its code changed since it ran: masker 'stripes' (source edited); --rerun-changed" in warning[0]
     assert "already finished, skipped; its code changed since it ran" in kept.output
-    pixel_line = next(line for line in kept.output.splitlines() if "/pixel/" in line)
+    pixel_line = next(line for line in kept.output.splitlines() if "cnn / pixel seed=0" in line)
     assert re.sub(r"  \[\d+/\d+, [^]]*\]$", "", pixel_line).endswith("already finished, skipped")  # no note
 
     again = run_cli(*command, "--rerun-changed")

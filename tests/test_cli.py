@@ -24,7 +24,8 @@ from mimbench.plugins import ENV_VAR
 CONSOLE_SCRIPT = Path(sys.executable).parent / "mimbench"
 RUN_LINE = re.compile(r"^  ([0-9a-f]{12})  seed=(\d+)  encoder=(\S+) decoder=(\S+) masker=(\S+) loss=(\S+)"
                       r"  steps=\d+  FLOPs=\S+ \(\S+/image\)$")
-BASELINE_LINE = re.compile(r"^  ([0-9a-f]{12})  baseline (random-init \S+|pixels) seed=(\d+)$")
+BASELINE_LINE = re.compile(r"^  ([0-9a-f]{12})  (\S+ \(random-init(?:, [^)]*)?\)|raw pixels \(baseline(?:, [^)]*)?\)) "
+                           r"seed=(\d+)$")
 BUILTINS = {
     ("masker", "pixel"), ("masker", "patch"), ("masker", "region"),
     ("encoder", "cnn"),
@@ -192,7 +193,8 @@ def test_dry_run_of_the_packaged_quick_suite(tmp_path):
 
     encoder = yaml.safe_load(packaged_suites()["quick"].read_text())["grid"]["encoder"][0]["name"]
     assert all(baselines) and sorted((m[2], m[3]) for m in baselines) == [
-        ("pixels", "0"), ("pixels", "1"), (f"random-init {encoder}", "0"), (f"random-init {encoder}", "1")]
+        ("raw pixels (baseline)", "0"), ("raw pixels (baseline)", "1"), (f"{encoder} (random-init)", "0"),
+        (f"{encoder} (random-init)", "1")]
     assert len({m[1] for m in runs}) == 6
     assert sorted((int(m[2]), m[5].split("(")[0]) for m in runs) == sorted(
         (seed, masker) for seed in (0, 1) for masker in ("pixel", "patch", "region"))

@@ -17,14 +17,14 @@ from torch import nn
 from helpers import run_cli, write_suite_file
 from mimbench import api, compute, memory, worker
 from mimbench.runtime import Runtime
-from mimbench.specs import Component, EvalSpec, RunSpec, config_id
+from mimbench.specs import Component, EvalSpec, RunSpec, hash_config
 from mimbench.schema import TrainConfig
 from mimbench.train import Components
 
 
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
-    return Runtime.for_process(device="cpu")
+    return Runtime(device="cpu")
 
 
 def resolved(runtime: Runtime, encoder: dict, decoder: dict | str = "linear", masker: dict | None = None,
@@ -203,8 +203,8 @@ def test_budget_flops_is_in_the_run_id_only_when_set(budget_runs):
     assert not set(plain) & set(planned)
     assert sorted(plain.values()) == [2 * STEPS_PER_EPOCH] * 2  # no budget: epochs x steps per epoch
     config = {"train": {"epochs": 1, "compile": False, "devices": 1, "budget_flops": None}}
-    assert config_id(config) == config_id({"train": {"epochs": 1}})
-    assert config_id({"train": {**config["train"], "budget_flops": 1e9}}) != config_id(config)
+    assert hash_config(config) == hash_config({"train": {"epochs": 1}})
+    assert hash_config({"train": {**config["train"], "budget_flops": 1e9}}) != hash_config(config)
 
 
 def test_a_budget_below_zero_or_not_a_number_is_refused(budget_runs):

@@ -363,7 +363,7 @@ def test_a_plugin_executor_is_used_like_a_builtin(tmp_path):
                      "--executor", "reversed", "--set", "seeds=[0]", "--set", "eval.probes=[]")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "seed=0" in line and " done" in line]
-    assert [line.split()[1] for line in lines] == ["cnn/linear/patch/l1", "cnn/linear/pixel/l1"]
+    assert [line.split()[1:4] for line in lines] == [["cnn", "/", "patch"], ["cnn", "/", "pixel"]]
     assert list(pd.read_csv(out / "tiny" / "summary.csv").masker) == ["pixel", "patch"]  # suite order
 
 

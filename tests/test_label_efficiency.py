@@ -158,7 +158,7 @@ def test_a_fresh_label_sweep_pretrains_each_configuration_once(tmp_path):
     table = summary(out)
     runs = table[table.pretrained]
     assert len(runs) == 4 and (runs.status == "done").all() and runs.knn_acc.notna().all()
-    assert "labels=5" in result.output and "labels=10" in result.output
+    assert "labels_per_class=5" in result.output and "labels_per_class=10" in result.output
     again = run_cli("run", str(suite), "--out", str(out), "--set", "sweep={eval.labels_per_class: [5, 10]}",
                     "--set", "eval.probes=[{name: knn, params: {k: 3}}, linear]")
     assert again.exit_code == 0, again.output
@@ -183,4 +183,4 @@ def test_the_packaged_label_efficiency_suite_lists_its_runs():
     assert "60000 train / 10000 test images" in result.output
     lines = result.output.splitlines()[1:]
     assert len(lines) == 2 * 3 * 3 + 6 * 3  # runs: 2 maskers x 3 label counts x 3 seeds; baselines: 2 per seed and count
-    assert sum(bool(re.search(r"labels=10\b", line)) for line in lines) == 6 + 6
+    assert sum(bool(re.search(r"labels(_per_class)?=10\b", line)) for line in lines) == 6 + 6

@@ -718,6 +718,46 @@ def test_a_component_lacking_what_its_kind_requires_is_refused_when_built(tmp_pa
     assert "returned a Flat without stride (the encoder contract: mimbench.plugin.Encoder)" in lines[0], lines[0]
 
 
+FLAGGED = '''
+from mimbench.plugin import hookimpl
+
+
+class Flagged:
+    channels, stride, predicts_image = 1, 1, "yes"
+
+    def __call__(self, images):
+        return images
+
+
+@hookimpl
+def mimbench_register_targets(register):
+    register("flagged", lambda in_channels, image_size: Flagged())
+'''
+
+
+def test_a_capability_of_the_wrong_kind_is_refused_when_built_and_an_absent_one_has_the_contract_default(tmp_path):
+    from click.testing import CliRunner
+
+    from mimbench.cli import cli
+    from mimbench.protocols import OPTIONAL, capability, malformed
+
+    class Odd:
+        channels, stride, predicts_image, to_image = 3, 1, "yes", 4
+
+    assert malformed("target", Odd()) == ["predicts_image must be True or False, got 'yes'",
+                                          "to_image must be a method (or absent), got int"]
+    assert capability("target", object(), "predicts_image") is False and OPTIONAL["probe"]["layer"] is None
+    with pytest.raises(KeyError, match="declares no optional 'colour'"):
+        capability("target", Odd(), "colour")
+    plugin = tmp_path / "flagged.py"
+    plugin.write_text(FLAGGED)
+    result = CliRunner().invoke(cli, ["run", "--dry-run", "--plugin", str(plugin), "--set", "grid.target=[flagged]"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: target 'flagged' from ") and "predicts_image must be True or False, got " \
+        "'yes' (the target contract: mimbench.plugin.Target)" in lines[0], lines[0]
+
+
 def test_a_probe_output_is_checked_against_the_columns_it_declared():
     from mimbench.columns import MetricColumn
     from mimbench.contract import check_probe_output

@@ -21,6 +21,8 @@ from PIL import Image
 from mimbench import columns
 from mimbench.cli import cli
 from mimbench.columns import MetricColumn
+from mimbench.report.labelled import ensure_labelled, view
+from mimbench.report.results import labelled_runs
 
 SEEDS = (0, 1, 2)
 ENCODERS = {"cnn": {"hidden_dim": 8}, "vit": {"depth": 2, "dim": 32, "patch_size": 4}}
@@ -179,14 +181,16 @@ def declared(suite_dir):
 
 @pytest.fixture
 def runs(suite_dir):
-    from mimbench.report import label_runs, load_summary
-    return label_runs(load_summary(suite_dir))
+    from mimbench.report.results import labelled_runs
+    return labelled_runs(suite_dir)
 
 
 @pytest.fixture
 def table(suite_dir, declared):
     from mimbench.report import aggregate, load_summary
-    return aggregate(load_summary(suite_dir), hide=("masker.ratio",), declared=declared).set_index("label", drop=False)
+    from mimbench.report.labelled import view
+    from mimbench.report.results import labelled_runs
+    return aggregate(view(labelled_runs(suite_dir), "table"), declared=declared).set_index("label", drop=False)
 
 
 def expected(values: list[float]) -> tuple[float, float]:
@@ -341,7 +345,7 @@ def custom_suite(tmp_path_factory) -> Path:
 
 
 def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_suite):
-    from mimbench.report import label_runs, load_summary
+    from mimbench.report.labelled import ensure_labelled
     from mimbench.report.plots import probe_accuracy_figure, psnr_vs_accuracy_figure
     from mimbench.folder import SuiteFolder
 
@@ -357,10 +361,11 @@ def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_
     csv = pd.read_csv(custom_suite / "table.csv").set_index("label")
     assert csv.loc["cnn (random-init)", "mycustom_acc_mean"] == pytest.approx(np.mean(RANDOM_INIT["cnn"]) - 0.1)
 
+    from mimbench.report import load_summary
     summary = load_summary(custom_suite)
     declared = SuiteFolder(custom_suite).read_columns(list(summary.columns))
     assert declared[-1] == CUSTOM and "mycustom_score" not in {c.key for c in declared}
-    fig = probe_accuracy_figure(label_runs(summary), declared)
+    fig = probe_accuracy_figure(ensure_labelled(summary), declared)
     assert [ax.get_ylabel() for ax in fig.axes] == ["linear accuracy (top-1, fraction)",
                                                     "kNN accuracy (top-1, fraction)", CUSTOM.axis]
     custom = fig.axes[2]
@@ -369,7 +374,7 @@ def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_
     assert {line.get_label().split(":")[0] for line in custom.lines if line.get_gid() == "baseline"} == {
         "cnn (random-init)", "vit (random-init)", "raw pixels (baseline)"}
     from mimbench.report import aggregate
-    assert psnr_vs_accuracy_figure(aggregate(label_runs(summary), declared=declared), declared).axes[2] \
+    assert psnr_vs_accuracy_figure(aggregate(ensure_labelled(summary), declared=declared), declared).axes[2] \
         .get_ylabel() == CUSTOM.axis
     assert (custom_suite / "figures" / "probe_accuracy.png").is_file()
 
@@ -689,14 +694,14 @@ def label_suite(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def label_runs_(label_suite):
-    from mimbench.report import label_runs, load_summary
-    return label_runs(load_summary(label_suite))
+    from mimbench.report.results import labelled_runs
+    return labelled_runs(label_suite)
 
 
 def test_the_table_has_a_row_per_configuration_and_label_count(label_suite):
     from mimbench.report import aggregate, load_summary
 
-    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)
     pretrained = table[table["pretrained"]]
     assert len(pretrained) == 2 * 3 and len(table) == 2 * 3 + 2 * 3  # random-init and pixels, per count
     assert list(pretrained["label"]) == ["cnn / pixel"] * 3 + ["cnn / patch"] * 3  # the count is a column
@@ -715,7 +720,7 @@ def test_the_table_has_a_row_per_configuration_and_label_count(label_suite):
 def test_the_gain_pairs_each_run_with_the_baseline_of_its_seed_and_label_count(label_suite):
     from mimbench.report import aggregate, load_summary
 
-    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)
     patch = table[table["label"] == "cnn / patch"].set_index(LPC, drop=False)
     diffs = np.array([0.55, 0.56, 0.58]) - LE_RANDOM[10]  # 0.35, 0.34, 0.37: not the k=100 or all-label baselines
     assert patch.loc[10, "linear_acc_gain_mean"] == pytest.approx(diffs.mean()) == pytest.approx(0.353333, abs=1e-6)
@@ -808,7 +813,7 @@ def test_the_other_figures_show_one_label_count(label_suite, label_runs_):
     from mimbench.report import aggregate, load_summary
     from mimbench.report.figure_plan import figure_plan as _figure_plan
 
-    table = aggregate(load_summary(label_suite), hide=(LPC,), declared=LE_DECLARED)
+    table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)
     plan = {f.name: f for f in _figure_plan(label_suite, label_runs_, table, [LPC], LE_SUITE, LE_DECLARED)}
     ax = plan["probe_accuracy"].draw().axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["pixel", "patch"]
@@ -828,13 +833,14 @@ def test_a_label_count_set_differently_without_a_sweep_is_a_column_too(tmp_path)
 
 
 def test_no_label_efficiency_figure_with_one_label_count_or_none(tmp_path, runs, declared):
-    from mimbench.report import label_runs, load_summary, write_report
+    from mimbench.report import write_report
+    from mimbench.report.results import labelled_runs
     from mimbench.report.curves import label_efficiency_figure
 
     assert label_efficiency_figure(runs, declared) is None  # a suite without the column
     suite = {**{k: v for k, v in LE_SUITE.items() if k != "sweep"}, "eval": {**LE_SUITE["eval"], "labels_per_class": 10}}
     suite_dir = make_label_suite(tmp_path, keep=lambda row: row[LPC] == 10, suite=suite)
-    assert label_efficiency_figure(label_runs(load_summary(suite_dir)), LE_DECLARED) is None
+    assert label_efficiency_figure(labelled_runs(suite_dir), LE_DECLARED) is None
     write_report(suite_dir)
     assert not (suite_dir / "figures" / "label_efficiency.png").exists()
     markdown = (suite_dir / "report.md").read_text()

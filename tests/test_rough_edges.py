@@ -259,11 +259,11 @@ def test_config_ids_stay_unique_when_labels_collide():
 # ---------------------------------------------------------------------------- figures
 
 def test_the_psnr_figure_draws_points_with_intervals_not_bars(tmp_path):
-    from mimbench.report import label_runs, load_summary
+    from mimbench.report.results import labelled_runs
     from mimbench.report.plots import psnr_figure
 
     folder = hand_suite(tmp_path, seeds=[0, 1, 2, 3])
-    runs = label_runs(load_summary(folder))
+    runs = labelled_runs(folder)
     fig = psnr_figure(runs)
     assert len(fig.axes) == 2
     for ax, key in zip(fig.axes, ("recon_psnr", "ref_psnr")):
@@ -278,11 +278,12 @@ def test_the_psnr_figure_draws_points_with_intervals_not_bars(tmp_path):
 
 
 def test_no_correlation_is_claimed_over_fewer_than_5_configurations(tmp_path):
-    from mimbench.report import aggregate, label_runs, load_summary
+    from mimbench.report import aggregate
+    from mimbench.report.results import labelled_runs
     from mimbench.report.plots import psnr_vs_accuracy_figure
 
     folder = hand_suite(tmp_path, seeds=[0, 1, 2])
-    fig = psnr_vs_accuracy_figure(aggregate(label_runs(load_summary(folder))))
+    fig = psnr_vs_accuracy_figure(aggregate(labelled_runs(folder)))
     title = fig.axes[0].get_title().replace("\n", " ")
     assert "no correlation claimed: n = 3 configurations" in title and "ρ" not in title
 

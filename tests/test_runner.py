@@ -269,7 +269,7 @@ def test_probes_and_baselines_land_in_the_summary(tmp_path):
     assert table.linear_acc.mean() > 1 / 6 and table.knn_acc.mean() > 1 / 6
     pixels = baselines[baselines.baseline == "pixels"]
     assert pixels.linear_acc.nunique() == 1 and pixels.knn_acc.nunique() == 1
-    assert "baseline random-init cnn seed=1" in result.output
+    assert "cnn (random-init) seed=1" in result.output
     check_design(out / "tiny", table)
 
 
@@ -278,7 +278,7 @@ def check_design(suite_dir: Path, table: pd.DataFrame) -> None:
     (the seeds of one share it) and, for a trained run, its baselines of the same seed by kind."""
     design = json.loads((suite_dir / "design.json").read_text())
     runs = design["runs"]
-    assert set(runs) == set(table.run_id) and design["version"] == 1
+    assert set(runs) == set(table.run_id) and design["version"] == 2
     for run_id, run in runs.items():
         config = json.loads((suite_dir / "runs" / run_id / "config.json").read_text())
         assert run["label"] == config["label"] and run["seed"] == config["seed"]
@@ -296,6 +296,12 @@ def check_design(suite_dir: Path, table: pd.DataFrame) -> None:
             "encoder"] == config["encoder"]
     trained = [r for r in runs.values() if r["kind"] == "run"]
     assert len({r["configuration"] for r in trained}) == len(trained) // 2  # two seeds per configuration
+    for run in trained:
+        entry = design["configurations"][run["configuration"]]
+        assert entry["partners"] == {kind: runs[p]["configuration"] for kind, p in run["partners"].items()}
+    if (suite_dir / "table.csv").is_file():  # the report's rows are named by the design's table view
+        named = {c["labels"]["table"]["label"] for c in design["configurations"].values()}
+        assert set(pd.read_csv(suite_dir / "table.csv")["label"]) <= named
 
 
 def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):
@@ -305,7 +311,7 @@ def test_random_init_baseline_is_the_pretrained_runs_starting_point(tmp_path):
     from mimbench.specs import BaselineSpec
     from mimbench.suite import load_suite
 
-    runtime = Runtime.for_process(device="cpu")
+    runtime = Runtime(device="cpu")
     run = expand(load_suite(str(write_suite(tmp_path, PROBED_SUITE))), runtime.registry)[0]
     torch.manual_seed(run.seed)
     started = runtime.components(run, 3).encoder.state_dict()

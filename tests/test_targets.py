@@ -17,7 +17,7 @@ from mimbench import testing
 from mimbench.contract import mask_on_grid
 from mimbench.jobs import PluginSources
 from mimbench.runtime import Runtime
-from mimbench.specs import config_id
+from mimbench.specs import hash_config
 from mimbench.train import Components, MaskedModel
 from mimbench_plugins.ema_teacher import EMATeacher
 from mimbench_plugins.hog_target import HOGTarget
@@ -177,7 +177,7 @@ def test_a_cell_is_hidden_only_when_all_its_pixels_are():
     assert mask_on_grid(mask, 1) is mask
 
 
-RUNTIME = Runtime.for_process(PluginSources(), "cpu")
+RUNTIME = Runtime(PluginSources(), "cpu")
 
 
 @pytest.mark.parametrize("target", ["pixels", "norm_pix", "hog", "fourier", "ema_teacher"])
@@ -207,8 +207,8 @@ def test_the_encoder_never_sees_hidden_pixels_under_any_target(target):
 def test_pixels_is_the_default_and_leaves_run_ids_unchanged():
     config = {"encoder": {"name": "vit", "params": {}}, "train": {"epochs": 1}, "eval": {"probes": []}}
     with_pixels = {**config, "target": {"name": "pixels", "params": {}}}
-    assert config_id(with_pixels) == config_id(config)
-    assert config_id({**config, "target": {"name": "hog", "params": {"cell_size": 4}}}) != config_id(config)
+    assert hash_config(with_pixels) == hash_config(config)
+    assert hash_config({**config, "target": {"name": "hog", "params": {"cell_size": 4}}}) != hash_config(config)
 
 
 # -- suites ---------------------------------------------------------------------------------------

@@ -242,6 +242,7 @@ def test_tensorboard_event_files_read_back_with_tensorboard(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install -e '.[tensorboard]')")
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import plugin_data_pb2
+    from mimbench_plugins.tensorboard_tracker import folder_name
 
     out = tmp_path / "out"
     result = run_cli("run", str(write_suite(tmp_path, SUITE.replace("probes: []", "probes: [knn]"))), "--out", str(out),
@@ -252,7 +253,7 @@ def test_tensorboard_event_files_read_back_with_tensorboard(tmp_path):
     multiplexer.AddRunsFromDirectory(str(out / "tiny" / "tensorboard"))  # what `tensorboard --logdir` reads
     multiplexer.Reload()
     names = {run_id: (out / "tiny" / "runs" / run_id / "config.json") for run_id in table.index}
-    names = {run_id: json.loads(path.read_text())["label"].replace("/", "+") for run_id, path in names.items()}
+    names = {run_id: folder_name(json.loads(path.read_text())["label"]) for run_id, path in names.items()}
     assert set(multiplexer.Runs()) == set(names.values())  # one TensorBoard run per mimbench run, named by its label
     for run_id, row in table.iterrows():
         accumulator = multiplexer.GetAccumulator(names[run_id])
@@ -301,7 +302,7 @@ def test_mlflow_one_run_per_mimbench_run_read_back_with_its_client(tmp_path, mon
     for run_id, row in table.iterrows():
         run = runs[run_id]
         assert run.info.status == "FINISHED" and run.data.tags["mimbench.status"] == "done"
-        assert run.info.run_name.startswith("cnn/linear/") and run.info.run_name.endswith("seed=0")
+        assert run.info.run_name == f"cnn / {row.masker} seed=0"
         history = pd.read_csv(out / "tiny" / "runs" / run_id / "history.csv")
         loss = client.get_metric_history(run.info.run_id, "epoch/loss")
         assert sorted((m.step, m.value) for m in loss) == [(1, pytest.approx(history.loss[0])),

@@ -8,7 +8,6 @@ as ``<kind>.<param>``.
 
 from __future__ import annotations
 
-import json
 import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,8 +17,9 @@ import pandas as pd
 from mimbench.columns import CORE_COLUMNS, DTYPES, SUMMARY_ID_COLUMNS, TIMING_COLUMNS, ColumnType, MetricColumn, \
     column_types
 from mimbench.errors import ConfigError
+from mimbench.labels import job_names, job_params
 from mimbench.folder.run import RunFolder
-from mimbench.specs import BaselineSpec, Job, Status
+from mimbench.specs import Job, Status
 
 SUMMARY_FILE = "summary.csv"
 #: Params a suite that does not use them lacks: left out of the summary when null on every row.
@@ -29,15 +29,7 @@ OPTIONAL_PARAMS = ("eval.labels_per_class", "train.budget_flops")
 def summary_row(job: Job, folder: RunFolder) -> dict[str, Any]:
     """One summary row from a job's spec and whatever its folder holds."""
     row: dict[str, Any] = dict.fromkeys(SUMMARY_ID_COLUMNS + CORE_COLUMNS)
-    baseline = job.kind if isinstance(job, BaselineSpec) else None
-    row.update(run_id=job.run_id, dataset=job.dataset.name, seed=job.seed, pretrained=baseline is None,
-               baseline=baseline)
-    components = {"encoder": job.encoder} if isinstance(job, BaselineSpec) else job.components()
-    components = {axis: spec for axis, spec in components.items() if spec is not None}
-    for axis, spec in components.items():
-        row[axis] = spec.name
-    if baseline == "pixels":
-        row["encoder"] = "pixels"
+    row.update(run_id=job.run_id, seed=job.seed, **job_names(job))
     record = folder.finished_record()
     if record is not None:
         row.update(record)
@@ -46,13 +38,7 @@ def summary_row(job: Job, folder: RunFolder) -> dict[str, Any]:
         row["error"] = folder.error_line()
     else:
         row["status"] = Status.PENDING.value
-    for kind, spec in {"dataset": job.dataset, **components}.items():
-        for key, value in spec.params.items():
-            row[f"{kind}.{key}"] = _cell(value)
-    if not isinstance(job, BaselineSpec):
-        for key, value in job.train.model_dump().items():
-            row[f"train.{key}"] = _cell(value)
-    row["eval.labels_per_class"] = job.eval.labels_per_class  # null: every label
+    row.update(job_params(job))
     return row
 
 
@@ -161,6 +147,3 @@ def _cut_mid_row(path: Path) -> bool:
     except OSError:
         return False  # pandas reports what is wrong with it
 
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, (list, dict)) else value

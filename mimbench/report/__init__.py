@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mimbench.report.aggregate import aggregate, baseline_gains, failures, label_runs, load_summary
+from mimbench.report.aggregate import aggregate, baseline_gains, failures, load_summary
 
 if TYPE_CHECKING:
     from mimbench.report.page import write_report
     from mimbench.report.written import Report
 
-__all__ = ["Report", "aggregate", "baseline_gains", "failures", "label_runs", "load_summary", "write_report"]
+__all__ = ["Report", "aggregate", "baseline_gains", "failures", "load_summary", "write_report"]
 
 
 def __getattr__(name: str) -> Any:

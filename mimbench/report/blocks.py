@@ -13,7 +13,8 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.folder import ERROR_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
 from mimbench.report import comparisons, render
-from mimbench.report.aggregate import LABELS_PER_CLASS, config_columns, failures, label_counts, param_text, to_bool
+from mimbench.labels import LABELS_PER_CLASS, param_text
+from mimbench.report.aggregate import config_columns, failures, label_counts, to_bool
 from mimbench.report.figure_plan import ReportFigure
 from mimbench.report.results import spec_text
 from mimbench.report.tables import Value, headline_columns, table_note, to_markdown

@@ -32,9 +32,10 @@ from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.schema import REFERENCE_AXES, reference_error
-from mimbench.specs import Status
-from mimbench.report.aggregate import (ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, config_columns,
-                                       eval_columns, label_runs, random_init_pairs)
+from mimbench.labels import ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, eval_columns
+from mimbench.report.aggregate import config_columns
+from mimbench.report.labelled import view
+from mimbench.report.pairs import finished, partner_pairs, seed_pairs
 
 #: The columns of ``comparisons.csv``, in this order.
 COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "mean_diff", "ci_low", "ci_high",
@@ -47,11 +48,13 @@ RANDOM_INIT, PIXELS, REFERENCE = "random-init", "pixels", "reference"
 FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE)
 
 
-def compare(summary: pd.DataFrame, declared: Sequence[MetricColumn],
+def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
             reference: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The comparisons of a suite's per-run ``summary`` (see the module's docstring): the columns
-    :data:`COLUMNS` then :data:`INTERNAL`, one row per configuration, metric and evaluation setting."""
-    runs = label_runs(summary, hide=(LABELS_PER_CLASS,))
+    """The comparisons of a suite's labelled runs (:mod:`mimbench.report.labelled`; see the module's
+    docstring): the columns :data:`COLUMNS` then :data:`INTERNAL`, one row per configuration, metric
+    and evaluation setting, configurations named by the design's ``budget`` labels (the label budget
+    has a column of its own)."""
+    runs = view(runs, "budget")
     headline = [c for c in declared if c.headline and not c.best_of and c.key in runs.columns]
     accuracies = [c for c in headline if c.kind == "accuracy"]
     rows = _baseline_rows(runs, accuracies, RANDOM_INIT) + _baseline_rows(runs, accuracies, PIXELS)
@@ -92,25 +95,18 @@ def _labels(row: pd.Series) -> Any:
 
 
 def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str) -> list[dict[str, Any]]:
-    paired = random_init_pairs(runs, [m.key for m in metrics], kind)
     rows = []
     for metric in metrics:
-        if f"{metric.key}_baseline" not in paired.columns:
-            continue
-        for config_id, group in paired.groupby("config_id", sort=False):
-            group = group.dropna(subset=[metric.key, f"{metric.key}_baseline"]).sort_values("seed")
-            if group.empty:
-                continue
-            first = group.iloc[0]
-            diffs = (group[metric.key] - group[f"{metric.key}_baseline"]).to_numpy(float)
-            rows.append(_row(metric, first["label"], first["baseline_label"], _labels(first), diffs, kind,
-                             config_id, first["baseline_config_id"]))
+        for first, partner, pairs in partner_pairs(runs, metric.key, kind):
+            rows.append(_row(metric, first["label"], partner["label"], _labels(first), pairs["diff"].to_numpy(float),
+                             kind, first["config_id"], partner["config_id"]))
     return rows
 
 
 def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
                     reference: Mapping[str, Any]) -> list[dict[str, Any]]:
-    done = runs[(runs["status"] == Status.DONE) & runs["pretrained"]]
+    done = finished(runs)
+    done = done[done["pretrained"]]
     configs = done.drop_duplicates("config_id").set_index("config_id")
     matching = [c for c in configs.index if matches(configs.loc[c], reference)]
     if not matching:
@@ -137,14 +133,12 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             if metric.key in columns.OWN_TARGET_COLUMNS and not _same(configs, config_id, counterpart, "target"):
                 continue  # each in the units of its own target
             compared.add(pair)
-            mine = done[done["config_id"] == config_id].set_index("seed")[metric.key].dropna()
-            theirs = done[done["config_id"] == counterpart].set_index("seed")[metric.key].dropna()
-            seeds = sorted(set(mine.index) & set(theirs.index))
-            if not seeds:
+            pairs = seed_pairs(done, config_id, counterpart, metric.key)
+            if pairs.empty:
                 continue
-            diffs = (mine.loc[seeds] - theirs.loc[seeds]).to_numpy(float)
             rows.append(_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
-                             None if reconstruction else _labels(configs.loc[config_id]), diffs, REFERENCE,
+                             None if reconstruction else _labels(configs.loc[config_id]), pairs["diff"].to_numpy(float),
+                             REFERENCE,
                              config_id, counterpart))
     return rows
 
@@ -278,7 +272,7 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
     interval, or with fewer than 2 shared seeds, is not marked."""
     table = table.copy()
     settings = [c for c in eval_columns(table) if c in runs.columns]
-    done = runs[runs["status"] == Status.DONE]
+    done = finished(runs)
     setting = pd.Series([repr([cell_value(v) for v in row]) for row in table[settings].itertuples(index=False)],
                         index=table.index)
     groups = table.groupby(setting, sort=False).groups
@@ -291,12 +285,10 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
                 continue
             ranked = ranked.sort_values(f"{metric.key}_mean", ascending=better < 0, kind="stable")
             best, runner = ranked.index[0], ranked.index[1]
-            first = done[done["config_id"] == table.at[best, "config_id"]].set_index("seed")[metric.key].dropna()
-            second = done[done["config_id"] == table.at[runner, "config_id"]].set_index("seed")[metric.key].dropna()
-            seeds = sorted(set(first.index) & set(second.index))
-            if len(seeds) < 2:
+            pairs = seed_pairs(done, table.at[best, "config_id"], table.at[runner, "config_id"], metric.key)
+            if len(pairs) < 2:
                 continue
-            low, high = stats.bootstrap_interval((first.loc[seeds] - second.loc[seeds]).to_numpy(float) * better)
+            low, high = stats.bootstrap_interval(pairs["diff"].to_numpy(float) * better)
             marks[best] = low > 0
         table[f"{metric.key}_is_best"] = marks
     return table

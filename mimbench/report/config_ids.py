@@ -1,8 +1,7 @@
 """A readable, unique id per configuration: its label and a short hash of what it is.
 
 ``config_id`` (a column of :func:`mimbench.table` and of the report's frames) is the
-configuration's full label (every axis that varies, as in :func:`~mimbench.report.aggregate.label_runs`,
-with no param hidden) and ``#`` with the first 8 hex digits of the SHA-256 of its config values,
+configuration's full label (``design.json``'s ``full`` view, see :mod:`mimbench.design`) and ``#`` with the first 8 hex digits of the SHA-256 of its configuration id in ``design.json``,
 e.g. ``vit / patch / labels_per_class=10 #3fa2c1d0``. The hash keeps two configurations apart that
 a label does not tell apart (a dataset param, say); the same suite folder always gives the same ids.
 """
@@ -17,8 +16,7 @@ DIGITS = 8
 
 
 def readable_ids(keys: Sequence[str], labels: Sequence[str]) -> list[str]:
-    """One id per row: ``labels[i]`` and a hash of ``keys[i]`` (the row's config values as canonical
-    JSON); rows with the same key get the same id, rows with different keys different ids."""
+    """One id per row: ``labels[i]`` and a hash of ``keys[i]`` (the row's configuration id); rows with the same key get the same id, rows with different keys different ids."""
     digests = [hashlib.sha256(key.encode()).hexdigest() for key in keys]
     distinct = len(set(keys))
     digits = DIGITS

@@ -21,7 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import ALL_LABELS, LABELS_PER_CLASS, PROBE_LABELS_PER_CLASS, label_counts, label_runs
+from mimbench.labels import ALL_LABELS, LABELS_PER_CLASS
+from mimbench.report.aggregate import PROBE_LABELS_PER_CLASS, label_counts
+from mimbench.report.labelled import view
 from mimbench.report.canvas import (legend_outside, metric_title, new_figure, probe_columns, series_palette, styled,
                                     wrapped_title)
 from mimbench.specs import Status
@@ -70,7 +72,7 @@ def label_efficiency_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn]
     probes = probe_columns(runs, declared)
     if not probes:
         return None
-    done = label_runs(runs, hide=(LABELS_PER_CLASS,)).loc[done.index]  # one line per configuration, all counts
+    done = view(runs, "budget").loc[done.index]  # one line per configuration, all counts
     x, ticks = label_axis(done)
     done = done.assign(_x=x)
     pretrained, baselines = done[done["pretrained"]], done[~done["pretrained"]]

@@ -15,8 +15,9 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE, SuiteFolder
 from mimbench.report import canvas, curves, interval_plots, plots
-from mimbench.report.aggregate import (ALL_LABELS, LABELS_PER_CLASS, aggregate, at_label_count, label_counts,
-                                       label_runs, param_text)
+from mimbench.labels import ALL_LABELS, LABELS_PER_CLASS, param_text
+from mimbench.report.aggregate import aggregate, at_label_count, label_counts
+from mimbench.report.labelled import view
 from mimbench.report.results import MONTAGE_LIMIT, histories, montage_images, read_results, spec_text
 from mimbench.report.written import Report
 from mimbench.specs import Status
@@ -75,7 +76,7 @@ def figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep:
 def _at_one_count(runs: pd.DataFrame, table: pd.DataFrame, sweep: list[str],
                   count: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str], str]:
     """The runs, table and swept params of one label count, and the sentence the captions add."""
-    runs = label_runs(at_label_count(runs, count), hide=(LABELS_PER_CLASS,))
+    runs = view(at_label_count(runs, count), "budget")
     table = at_label_count(table, count)
     sweep = [p for p in sweep if p != LABELS_PER_CLASS]
     one_count = (f" The runs whose probes saw {'all labels' if count is None else f'{count} labels per class'} "

@@ -4,7 +4,7 @@ Every function returns a :class:`matplotlib.figure.Figure` (or None when the sui
 nothing to draw for it), so tests and notebooks can inspect axes, labels, bars and lines;
 :func:`~mimbench.report.canvas.figure_files` renders it as PNG and PDF. Figures are built without pyplot: no global
 state, nothing left open. Inputs come from :mod:`mimbench.report`: ``runs`` is a labelled
-per-run frame (:func:`~mimbench.report.label_runs`), ``table`` an aggregated one
+per-run frame labelled by the suite's design (:mod:`mimbench.report.labelled`), ``table`` an aggregated one
 (:func:`~mimbench.report.aggregate`). The metrics drawn, their names and axis labels come from
 ``declared``, the suite's metric columns (:mod:`mimbench.columns`, read by
 :meth:`mimbench.folder.SuiteFolder.read_columns`); without it they are inferred from the frame's columns.
@@ -27,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import param_text
+from mimbench.labels import param_text
 from mimbench.report.canvas import (REFERENCE_PSNR, baseline_lines, encoder_palette, legend_outside, metric_title,
                                     new_figure, probe_columns, psnr_columns, reference_first, rotate_ticks,
                                     series_palette, styled, wrapped_title)
@@ -185,7 +185,7 @@ def sweep_figure(table: pd.DataFrame, param: str, declared: Sequence[MetricColum
     PSNR columns, the reference masker's first), one line per configuration (the other
     components, and ``other_sweeps`` values), mean ± 1 std over seeds at each value.
     ``table`` must be aggregated with the swept params left out of its labels
-    (``aggregate(summary, hide=sweep)``)."""
+    (the design's ``table`` view: ``aggregate(view(runs, "table"))``)."""
     pretrained = table[table["pretrained"] & (table["n_done"] > 0) & table[param].notna()] \
         if param in table.columns else table.iloc[0:0]
     metrics = [*probe_columns(pretrained, declared), *reference_first(psnr_columns(pretrained, declared))] \

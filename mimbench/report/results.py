@@ -18,7 +18,9 @@ from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
 from mimbench.report import comparisons
 from mimbench.folder.summary import typed, written_type
-from mimbench.report.aggregate import aggregate, label_runs, load_summary, normalize_summary, varying_eval_columns
+from mimbench.design import DESIGN_VERSION, from_summary
+from mimbench.report.aggregate import aggregate, load_summary, normalize_summary
+from mimbench.report.labelled import labelled, view
 from mimbench.specs import FINISHED, Status
 
 #: At most this many configurations in the reconstruction montage (the first seed of each).
@@ -38,7 +40,8 @@ class SuiteResults:
     suite: dict[str, Any]
     sweep: list[str]
     shown: list[str]
-    runs: pd.DataFrame
+    design: dict[str, Any]  # design.json (see mimbench.design)
+    runs: pd.DataFrame  # the summary labelled by the design (see mimbench.report.labelled)
     table: pd.DataFrame
     comparisons: pd.DataFrame  # see mimbench.report.comparisons.compare
     reference: dict[str, Any] | None = None
@@ -65,17 +68,35 @@ def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> Su
     declared = folder.read_columns(list(summary.columns))
     suite = folder.read_suite()
     sweep = [key for key in (suite.get("sweep") or {}) if key in summary.columns]
-    # params in a column of their own: the swept ones, and eval params that differ between rows
-    # without being swept (they are in no component's label)
-    shown = sweep + [key for key in varying_eval_columns(summary) if key not in sweep]
     if reference is None:
         reference = suite_reference(suite)
-    runs = label_runs(summary)
-    frame = comparisons.compare(summary, declared, reference)
-    table = aggregate(summary, hide=tuple(shown), declared=declared)
+    design = read_design(folder, summary, sweep)
+    runs = labelled(summary, design)
+    frame = comparisons.compare(runs, declared, reference)
+    table = aggregate(view(runs, "table"), declared=declared)
     table = comparisons.mark_best(comparisons.with_intervals(table, frame), runs, declared)
-    return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep, shown,
-                        runs, table, frame, reference)
+    return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep,
+                        list(design["shown"]), design, runs, table, frame, reference)
+
+
+def read_design(folder: SuiteFolder, summary: pd.DataFrame, sweep: list[str]) -> dict[str, Any]:
+    """The suite's ``design.json``; for a folder written before it existed (or before its version, or
+    one whose design does not name every run of the summary), the design :func:`mimbench.design.from_summary` builds from
+    ``summary.csv`` by the same rules."""
+    try:
+        design = folder.read_design()
+    except (OSError, ValueError):
+        return from_summary(summary, sweep)
+    named = design.get("runs")
+    if design.get("version") != DESIGN_VERSION or not isinstance(named, dict) \
+            or not set(summary["run_id"].astype(str)) <= set(named):
+        return from_summary(summary, sweep)
+    return design
+
+
+def labelled_runs(suite_dir: Path) -> pd.DataFrame:
+    """The suite's runs (its summary) named by its design: what the report's figures read."""
+    return read_results(suite_dir).runs
 
 
 def suite_reference(suite: dict[str, Any]) -> dict[str, Any] | None:

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from mimbench.columns import MetricColumn
-from mimbench.report.aggregate import COMPONENTS, LABELS_PER_CLASS, declared_or_inferred, param_text, to_bool
+from mimbench.labels import COMPONENTS, LABELS_PER_CLASS, param_text
+from mimbench.report.aggregate import declared_or_inferred, to_bool
 from mimbench.folder import SuiteFolder
 from mimbench.report.results import typed_summary
 
