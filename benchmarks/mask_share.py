@@ -41,7 +41,7 @@ from mimbench.runtime import Runtime
 from mimbench.schema import TrainConfig
 from mimbench.specs import Component
 from mimbench.suite import load_suite
-from mimbench.train import pretrain
+from mimbench.train import Session, pretrain
 
 
 class TimedMasker:
@@ -109,7 +109,7 @@ def main(suite: str, batch_size: int, steps: int, repeats: int, device: str, mas
 
         def step_seconds(components) -> float:
             start = now(torch_device)
-            pretrain(components, subset, data.normalize, train, seed=0, device=torch_device, show_progress=False)
+            pretrain(components, subset, data.normalize, train, seed=0, device=torch_device, session=Session(show_progress=False))
             return (now(torch_device) - start) / steps
 
         step_seconds(with_timer), step_seconds(free)  # warm-up

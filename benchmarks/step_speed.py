@@ -26,7 +26,7 @@ from mimbench.registry import Registry
 from mimbench.runtime import Runtime
 from mimbench.schema import TrainConfig
 from mimbench.specs import Component, EvalSpec, RunSpec
-from mimbench.train import pretrain
+from mimbench.train import Session, pretrain
 
 KNOWN_BF16_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
@@ -91,8 +91,8 @@ def main(device: str, batch_size: int, steps: int, modes: tuple[str, ...], vit_b
         parts = runtime.components(run, channels)
         train = TrainConfig(epochs=1, batch_size=batch_size, lr=1e-3, weight_decay=0.05, warmup_epochs=0.0,
                             grad_clip=5.0, log_every=10**9, augment=None, compile=setting)
-        first = pretrain(parts, warmup, normalize, train, seed=0, device=torch_device, show_progress=False)
-        result = pretrain(parts, data, normalize, train, seed=0, device=torch_device, show_progress=False)
+        first = pretrain(parts, warmup, normalize, train, seed=0, device=torch_device, session=Session(show_progress=False))
+        result = pretrain(parts, data, normalize, train, seed=0, device=torch_device, session=Session(show_progress=False))
         achieved = result.images_per_second * flops / 1e12
         mfu = f"{100 * achieved / peak:.1f}%" if peak else "–"
         click.echo(f"| {setting or 'off'} | {result.images_per_second:.0f} | {1e3 * batch_size / result.images_per_second:.1f} "

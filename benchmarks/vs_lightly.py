@@ -36,7 +36,7 @@ from mimbench.registry import Registry
 from mimbench.runtime import Runtime
 from mimbench.schema import TrainConfig
 from mimbench.specs import Component, EvalSpec, RunSpec
-from mimbench.train import pretrain
+from mimbench.train import Session, pretrain
 
 SIZE, PATCH, DIM, DEPTH, HEADS, RATIO = 32, 4, 128, 4, 4, 0.6
 COMPONENTS = {
@@ -74,7 +74,7 @@ def mimbench_trainer(runtime: Runtime, data: DeviceImages, normalize: Normalizer
     def trial(subset: DeviceImages) -> float:
         if compile_mode:
             torch._dynamo.reset()  # pretrain wraps a new model each call; compiled anew, not counted
-        result = pretrain(parts, subset, normalize, train, seed=0, device=device, show_progress=False)
+        result = pretrain(parts, subset, normalize, train, seed=0, device=device, session=Session(show_progress=False))
         return result.images_per_second
 
     return trial

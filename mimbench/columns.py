@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Mapping, Sequence
 
 from mimbench.protocols import capability
+from mimbench.record import field_annotations
 
 #: What a column measures. ``accuracy`` (a probe's score as a fraction, higher is better: top-1
 #: accuracy, mIoU) gets the gain over the random-init baseline and the probe figures; ``psnr`` the
@@ -38,6 +39,9 @@ class MetricColumn:
     digits: int = 3  # decimals shown
     latex: str = ""  # header in table.tex; "" means the name
     best_of: str = ""  # for a best-block column, the key of the column it is the best block of
+    # the probe trains the whole encoder (fine-tuning): from a random-init baseline's weights that is
+    # training from scratch, and the report names that baseline so
+    trains_encoder: bool = False
 
     @property
     def axis_label(self) -> str:
@@ -71,14 +75,17 @@ RECONSTRUCTION_COLUMNS = (
 )
 
 
-def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str = "") -> list[MetricColumn]:
+def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str = "",
+                     trains_encoder: bool = False) -> list[MetricColumn]:
     """The columns of a probe scored by top-1 accuracy under :func:`mimbench.probing.layerwise`:
-    ``<key>`` and, with ``layer: all``, ``<key>_best`` (the best block's test accuracy)."""
-    columns = [MetricColumn(key, name, f"{name} accuracy (top-1, fraction)", "accuracy", latex=latex)]
+    ``<key>`` and, with ``layer: all``, ``<key>_best`` (the best block's test accuracy).
+    ``trains_encoder``: the probe trains the whole encoder (see :class:`MetricColumn`)."""
+    columns = [MetricColumn(key, name, f"{name} accuracy (top-1, fraction)", "accuracy", latex=latex,
+                            trains_encoder=trains_encoder)]
     if layer == "all":
         columns.append(MetricColumn(f"{key}_best", f"{name}, best block",
                                     f"{name} accuracy, best block (top-1, fraction)", "accuracy",
-                                    latex=f"{latex or name}, best block", best_of=key))
+                                    latex=f"{latex or name}, best block", best_of=key, trains_encoder=trains_encoder))
     return columns
 
 
@@ -138,12 +145,6 @@ CORE_COLUMNS = ("mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr
 TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
                   "peak_memory_mb", "flops_per_image", "train_flops", "train_steps", "epochs", "epochs_completed",
                   "final_loss", "diverged_loss", "error")
-#: Columns of a pre-training run's record that describe the pre-training and the reconstruction,
-#: not the probes: what a run evaluating the same encoder with other labels carries over.
-PRETRAINING_COLUMNS = ("status", "train_seconds", "images_per_second", "compile_seconds", "epochs_completed",
-                       "final_loss", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "mask_ratio_actual",
-                       "mask_avgdist_px", "recon_uses_target_stats", "flops_per_image", "train_flops", "train_steps",
-                       "epochs", "target_loss", "ref_target_loss")
 
 #: The core's reconstruction columns scored under each run's own masker: two runs compare on them
 #: only when their maskers hide the same pixels (the reference masker's columns always compare).
@@ -178,13 +179,15 @@ def measured(record: dict[str, Any]) -> dict[str, float]:
 #: cell is <NA> and changes no column's type.
 ColumnType = Literal["float", "int", "bool", "string"]
 DTYPES: dict[str, str] = {"float": "Float64", "int": "Int64", "bool": "boolean", "string": "string"}
-#: The types of the columns the core writes (every other column the core measures is a float).
+#: The types of the columns the core writes (every other column the core measures is a float): the
+#: record's counts and flags as its fields are annotated (:mod:`mimbench.record`), the rest below.
 FIXED_TYPES: dict[str, ColumnType] = {
     **dict.fromkeys(CORE_COLUMNS + TIMING_COLUMNS, "float"),  # the exceptions below override it
     **dict.fromkeys(("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "target", "baseline",
                      "error", "pretrained_in"), "string"),
-    "seed": "int", "pretrained": "bool", "recon_uses_target_stats": "bool",
-    **dict.fromkeys(("train_steps", "epochs_completed", "probe_train_images", "probe_labels_per_class"), "int"),
+    "seed": "int", "pretrained": "bool",
+    **{name: "int" if annotation.startswith("int") else "bool" for name, annotation in field_annotations().items()
+       if annotation.split(" |")[0] in ("int", "bool")},
 }
 
 

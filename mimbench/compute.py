@@ -1,7 +1,7 @@
 """Training compute: the FLOPs of one training step, counted with torch's ``FlopCounterMode``.
 
 What is counted is what the counter knows: matrix products, convolutions and attention, forward
-and backward, of the encoder, decoder and loss as :class:`~mimbench.train.MaskedModel` runs them,
+and backward, of the encoder, decoder and loss as :class:`~mimbench.steps.MaskedModel` runs them,
 and the target's forward (an EMA teacher's full pass, HOG's gradient convolutions),
 with the run's own masks (so MAE's dropped tokens cost nothing). Not counted: the masker, the
 optimizer, normalisations and other elementwise ops, evaluation and probes.
@@ -28,7 +28,8 @@ from mimbench.folder import RunFolder
 from mimbench.jobs import PluginSources
 from mimbench.runtime import Runtime
 from mimbench.specs import RunSpec, run_spec_from_config
-from mimbench.train import Components, MaskedModel, train_batch_size
+from mimbench.steps import MaskedModel
+from mimbench.train import Components, train_batch_size
 
 #: Images a count runs on. The counted ops cost the same for every image, so a few give the
 #: per-image cost of any batch; the dry run counts each distinct configuration, so it stays cheap.

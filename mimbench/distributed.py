@@ -17,34 +17,33 @@ CUDA with one GPU per process (``cuda:0`` .. ``cuda:N-1`` of the visible ones). 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import queue
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mimbench.folder.checkpoint import Checkpointing
 from mimbench.optim import gpu_numerics
 from mimbench.jobs import PluginSources
 from mimbench.memory import PeakMemory
 from mimbench.runtime import Runtime
 from mimbench.specs import RunSpec, Status
-from mimbench.train import Components, Shard, TrainResult, pretrain, target_state
+from mimbench.train import Components, Session, Shard, TrainResult, pretrain, target_state
 
 
 def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components, device: torch.device,
-                         on_epoch: Callable[[list[dict[str, float]]], None], desc: str = "train",
-                         show_progress: bool = True, flops_per_image: float | None = None,
-                         checkpoint: Checkpointing | None = None,
-                         on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Pre-train ``parts`` (built from the run's seed) on ``job.train.devices`` processes, for the steps :func:`mimbench.train.planned_steps` gives (``flops_per_image``, counted
-    once by the caller, for ``train.budget_flops``: every rank plans the same steps; ``checkpoint``:
-    every rank continues from it, rank 0 saves it); loads the
-    trained weights into ``parts`` and returns rank 0's result, with its own peak memory."""
+                         session: Session = Session()) -> TrainResult:
+    """Pre-train ``parts`` (built from the run's seed) on ``job.train.devices`` processes, for the
+    steps :func:`mimbench.train.planned_steps` gives; ``session`` as for :func:`~mimbench.train.pretrain`
+    (its ``flops_per_image``, counted once by the caller: every rank plans the same steps; its
+    ``checkpoint``: every rank continues from it, rank 0 saves it; its ``on_epoch`` and ``on_log``
+    hear rank 0, here). Loads the trained weights into ``parts`` and returns rank 0's result, with
+    its own peak memory."""
     world = job.train.devices
     if device.type == "cuda" and torch.cuda.device_count() < world:
         raise RuntimeError(f"train.devices {world} needs {world} GPUs on one machine, this process sees "
@@ -54,12 +53,12 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
     threads = max(1, torch.get_num_threads() // world)
     with tempfile.TemporaryDirectory(prefix="mimbench-ddp-") as scratch:
         weights = Path(scratch) / "weights.pt"
-        args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), desc, show_progress,
-                flops_per_image, checkpoint)
+        ranks = replace(session, on_epoch=None, on_log=None)  # each rank's; what they report comes back here
+        args = (world, _free_port(), job, plugins, device.type, threads, messages, str(weights), ranks)
         processes = mp.start_processes(_rank_main, args=args, nprocs=world, join=False, start_method="spawn")
         while not processes.join(timeout=0.05):  # raises ProcessRaisedException / ProcessExitedException
-            _forward(messages, on_epoch, on_log)
-        _forward(messages, on_epoch, on_log)
+            _forward(messages, session)
+        _forward(messages, session)
         saved = torch.load(weights, map_location="cpu", weights_only=True)
     parts.encoder.load_state_dict(saved["encoder"])
     parts.decoder.load_state_dict(saved["decoder"])
@@ -70,25 +69,23 @@ def pretrain_distributed(job: RunSpec, plugins: PluginSources, parts: Components
     return TrainResult(**{**saved["result"], "status": Status(saved["result"]["status"])})
 
 
-def _forward(messages: Any, on_epoch: Callable[[list[dict[str, float]]], None],
-             on_log: Callable[[int, dict[str, float]], None] | None = None) -> None:
-    """Hand every message rank 0 sent so far, in order: a history to ``on_epoch``, a loss
-    read-out (``("log", step, values)``) to ``on_log``."""
+def _forward(messages: Any, session: Session) -> None:
+    """Hand every message rank 0 sent so far, in order: a history to ``session.on_epoch``, a loss
+    read-out (``("log", step, values)``) to ``session.on_log``."""
     while True:
         try:
             message = messages.get_nowait()
         except queue.Empty:
             return
         if isinstance(message, tuple):
-            if on_log is not None:
-                on_log(message[1], message[2])
+            if session.on_log is not None:
+                session.on_log(message[1], message[2])
         else:
-            on_epoch(message)
+            session.epoch_finished(message)
 
 
 def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSources, device_type: str,
-               threads: int, messages: Any, weights: str, desc: str, show_progress: bool,
-               flops_per_image: float | None, checkpoint: Checkpointing | None) -> None:
+               threads: int, messages: Any, weights: str, session: Session) -> None:
     """One DDP process: join the group, build the run, pre-train on this rank's share."""
     torch.set_num_threads(threads)
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
@@ -102,11 +99,10 @@ def _rank_main(rank: int, world: int, port: int, job: RunSpec, plugins: PluginSo
         torch.manual_seed(job.seed)
         parts = runtime.components(job, data.train.channels)
         with PeakMemory(device) as peak, gpu_numerics(device):
-            result = pretrain(parts, data.train, data.normalize, job.train, job.seed, device,
-                              on_epoch=lambda history: messages.put([dict(row) for row in history]),
-                              on_log=lambda step, values: messages.put(("log", step, dict(values))),
-                              desc=desc, show_progress=show_progress, shard=Shard(rank, world),
-                              flops_per_image=flops_per_image, checkpoint=checkpoint)
+            result = pretrain(parts, data.train, data.normalize, job.train, job.seed, device, replace(
+                session, shard=Shard(rank, world),
+                on_epoch=lambda history: messages.put([dict(row) for row in history]),
+                on_log=lambda step, values: messages.put(("log", step, dict(values)))))
         result.peak_memory_mb = peak.mb
         if rank == 0:
             torch.save({"encoder": _cpu_state(parts.encoder), "decoder": _cpu_state(parts.decoder),

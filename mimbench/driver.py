@@ -32,7 +32,7 @@ from mimbench.planning import Plan, declared_columns, param_types
 from mimbench.progress import SuiteProgress
 from mimbench.reuse import ReuseCheck, ReusePolicy, selected
 from mimbench.runtime import Runtime
-from mimbench.specs import BaselineSpec, Component, Job, Status
+from mimbench.specs import FINISHED, BaselineSpec, Component, Job, Status
 from mimbench.schema import suite_to_yaml
 from mimbench.tracking import prepare_trackers
 
@@ -110,8 +110,8 @@ def _take_folder(plan: Plan, folder: SuiteFolder, fresh: bool) -> None:
 def _run_tasks(tasks: list[Task], executor: Executor, plan: Plan, folder: SuiteFolder,
                declared: list[MetricColumn], progress: SuiteProgress) -> list[str]:
     """One phase: every task on the executor, the summary rewritten as each one ends (from the
-    rows read at the phase's start, each task's re-read from its folder); returns the finished
-    runs whose probe addition failed."""
+    rows read at the phase's start, each task's from its outcome: the record the worker wrote, or
+    for a failure what its folder says); returns the finished runs whose probe addition failed."""
     not_added = []
     rows = folder.summary_rows(plan.jobs)
     for task, outcome in executor.run(tasks):
@@ -119,7 +119,7 @@ def _run_tasks(tasks: list[Task], executor: Executor, plan: Plan, folder: SuiteF
             not_added.append(task.job.run_id)
         run = folder.run(task.job.run_id)
         _record_failure(run, task, outcome)
-        rows[task.job.run_id] = summary_row(task.job, run)
+        rows[task.job.run_id] = summary_row(task.job, run, outcome.record if outcome.status in FINISHED else None)
         folder.write_summary(plan.jobs, declared, rows)
         progress.finished(task, outcome, declared)
         for warning in outcome.warnings:

@@ -53,7 +53,6 @@ def job_names(job: Job) -> dict[str, Any]:
 def job_params(job: Job) -> dict[str, Any]:
     """Every param of a job as ``<kind>.<param>`` (lists and dicts as JSON text), its ``train.<key>``
     settings (pre-trained runs) and ``eval.labels_per_class`` (null: every label)."""
-    import json
 
     def cell(value: Any) -> Any:
         return json.dumps(value) if isinstance(value, (list, dict)) else value

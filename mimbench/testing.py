@@ -20,8 +20,13 @@ from typing import Any, Callable
 
 import torch
 
-from mimbench.contract import check_features, check_mask, check_reconstruction, check_target_output, encode_visible
-from mimbench.protocols import capability
+from mimbench.columns import declared_by
+from mimbench.contract import (check_features, check_mask, check_probe_output, check_reconstruction,
+                               check_target_output, encode_visible)
+from mimbench.data import DeviceImages, Normalizer
+from mimbench.errors import ContractError
+from mimbench.probing import ProbeContext
+from mimbench.protocols import capability, malformed, missing
 
 Factory = Callable[..., Any]
 
@@ -207,3 +212,109 @@ def check_target(factory: Factory, params: dict[str, Any] | None = None, in_chan
             again.load_state_dict(target.state_dict())
             with torch.no_grad():
                 _require(torch.equal(again(images), target(images)), "a target rebuilt from state_dict() differs")
+
+
+def _conforms(kind: str, component: Any) -> None:
+    """What every component of ``kind`` is checked for when it is built: the contract's required parts,
+    and optional capabilities of the right kind."""
+    lacks = missing(kind, component)
+    _require(not lacks, f"the {kind} lacks {', '.join(lacks)} (mimbench.plugin.{kind.capitalize()})")
+    wrong = malformed(kind, component)
+    _require(not wrong, "; ".join(wrong))
+
+
+def check_dataset(factory: Factory, params: dict[str, Any] | None = None, image_size: int | None = None,
+                  sample: int = 16) -> None:
+    """Both splits (``split="train"`` and ``"test"``; ``image_size`` passed when the factory declares
+    it) are non-empty datasets of ``(image, label)`` pairs: a float image [C, H, W] in [0, 1] with one C
+    for every item, an int label in [0, num_classes), ``num_classes`` an int >= 1; ``masks``, when
+    declared, uint8 [N, H, W] for the split's N images with an int ``mask_classes`` >= 1.
+    ``sample`` items of each split are read, spread over it."""
+    accepted = inspect.signature(factory).parameters
+    extra = {"image_size": image_size} if image_size is not None and "image_size" in accepted else {}
+    for split in ("train", "test"):
+        dataset = factory(split=split, **extra, **(params or {}))
+        _conforms("dataset", dataset)
+        count, classes = len(dataset), getattr(dataset, "num_classes", None)
+        _require(count > 0, f"the {split} split is empty")
+        _require(isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1,
+                 f"num_classes must be an int >= 1, got {classes!r}")
+        channels, read = set(), min(sample, count)
+        for index in sorted({round(i * (count - 1) / max(1, read - 1)) for i in range(read)}):
+            image, label = dataset[index]
+            _require(isinstance(image, torch.Tensor) and image.dim() == 3 and image.is_floating_point(),
+                     f"{split}[{index}]: the image must be a float tensor [C, H, W], got {_described(image)}")
+            _require(float(image.min()) >= 0.0 and float(image.max()) <= 1.0, f"{split}[{index}]: pixels outside [0, 1]")
+            channels.add(image.shape[0])
+            label = int(label) if isinstance(label, torch.Tensor) and label.dim() == 0 else label
+            _require(isinstance(label, int) and 0 <= label < classes,
+                     f"{split}[{index}]: the label must be an int in [0, {classes}), got {label!r}")
+        _require(len(channels) == 1, f"the {split} split mixes images of {sorted(channels)} channels")
+        masks = capability("dataset", dataset, "masks")
+        if masks is not None:
+            _require(isinstance(masks, torch.Tensor) and masks.dtype == torch.uint8 and masks.dim() == 3
+                     and masks.shape[0] == count, f"masks must be uint8 [{count}, H, W], got {_described(masks)}")
+            mask_classes = capability("dataset", dataset, "mask_classes")
+            _require(isinstance(mask_classes, int) and mask_classes >= 1,
+                     f"mask_classes must be an int >= 1 with masks, got {mask_classes!r}")
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {list(value.shape)}"
+    return type(value).__name__
+
+
+def check_probe(factory: Factory, params: dict[str, Any] | None = None, classes: int = 4, per_class: int = 16,
+                image_size: int = 16) -> None:
+    """A probe's ``layer`` is None, ``"last"``, ``"all"`` or a block index; on a small labelled task
+    (random images, ``classes`` x ``per_class`` train and as many test images; segmentation masks
+    too, for a probe that ``needs_masks``) and a small two-block encoder, it returns what its declared
+    columns allow (:func:`mimbench.contract.check_probe_output`), at least one of them, and leaves the
+    encoder's weights as they were."""
+    probe = factory(**(params or {}))
+    _conforms("probe", probe)
+    layer = capability("probe", probe, "layer")
+    _require(layer in (None, "last", "all") or (isinstance(layer, int) and not isinstance(layer, bool) and layer >= 0),
+             f"layer must be None, 'last', 'all' or a block index, got {layer!r}")
+    generator = _generator(0)
+
+    def split() -> DeviceImages:
+        count = classes * per_class
+        images = torch.randint(0, 256, (count, 3, image_size, image_size), generator=generator, dtype=torch.uint8)
+        labels = torch.arange(count) % classes
+        masks = labels[:, None, None].expand(count, image_size, image_size).to(torch.uint8).clone()
+        return DeviceImages(images, labels, classes, masks, classes)
+
+    train, test = split(), split()
+    encoder = _TinyEncoder(3).eval()
+    before = {key: value.clone() for key, value in encoder.state_dict().items()}
+    context = ProbeContext(encoder, train, test, Normalizer.measure(train), torch.device("cpu"), seed=0, batch_size=32)
+    try:
+        out = check_probe_output(probe(context), declared_by(probe), "the probe")
+    except ContractError as exc:
+        raise AssertionError(str(exc)) from None
+    declared = [column.key for column in declared_by(probe)]
+    _require(not declared or any(key in out for key in declared),
+             f"the probe returned none of the columns it declares ({', '.join(declared)})")
+    changed = [key for key, value in encoder.state_dict().items() if not torch.equal(value, before[key])]
+    _require(not changed, f"the probe changed the encoder (train a copy): {', '.join(changed)}")
+
+
+def check_executor(factory: Factory, params: dict[str, Any] | None = None, suite_dir: str = ".",
+                   threads_per_run: int = 1) -> None:
+    """An executor (``suite_dir`` and ``threads_per_run`` passed when its factory declares them) says
+    whether it runs tasks in this process (``in_process``, a bool), yields nothing for no tasks, has
+    nothing in flight then, and can be cancelled and closed (``close``, when it has one)."""
+    accepted = inspect.signature(factory).parameters
+    context = {key: value for key, value in (("suite_dir", suite_dir), ("threads_per_run", threads_per_run))
+               if key in accepted}
+    executor = factory(**context, **(params or {}))
+    _conforms("executor", executor)
+    _require(isinstance(executor.in_process, bool), f"in_process must be True or False, got {executor.in_process!r}")
+    _require(list(executor.run([])) == [], "run([]) must yield nothing")
+    _require(executor.in_flight() == 0, f"in_flight() must be 0 with nothing run, got {executor.in_flight()!r}")
+    executor.cancel()
+    close = capability("executor", executor, "close")
+    if close is not None:
+        close()

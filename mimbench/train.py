@@ -23,16 +23,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mimbench.augment import random_resized_crop
-from mimbench.contract import Components, check_mask, check_target_output, mask_on_grid, reconstruct
-from mimbench.errors import ContractError, one_line
+from mimbench.contract import Components, check_mask
+from mimbench.errors import one_line
 from mimbench.data import Images, Normalizer
 from mimbench.folder.checkpoint import Checkpointing, implausible, random_states, restore_random_states
-from mimbench.optim import autocast_for, gpu_numerics, param_groups, warmup_cosine
+from mimbench.optim import gpu_numerics, param_groups, warmup_cosine
 from mimbench.prefetch import prefetched
 from mimbench.protocols import capability
 from mimbench.specs import Status
-from mimbench.schema import MAX_COUNT, AugmentConfig, TrainConfig
+from mimbench.schema import MAX_COUNT, TrainConfig
+from mimbench.steps import MaskedModel, masked_batches
 
 
 @dataclass
@@ -102,53 +102,6 @@ class Shard:
         return value / self.world
 
 
-class MaskedModel(nn.Module):
-    """Encoder + decoder + target + loss as one module: what DDP wraps and ``torch.compile`` compiles.
-
-    forward(images float [B, C, H, W], mask bool [B, H, W]) -> scalar loss on the hidden cells of
-    the target's grid (the hidden pixels for ``pixels``).
-    """
-
-    def __init__(self, parts: Components):
-        super().__init__()
-        self.encoder, self.decoder, self.loss, self.target = parts.encoder, parts.decoder, parts.loss, parts.target
-        self.channels, self.stride = parts.target.channels, parts.target.stride
-
-    def forward(self, images: torch.Tensor, mask: torch.Tensor, check: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            target = self.target(images)  # [B, D, H / s, W / s]; the teacher of ema_teacher sees every pixel
-        hidden = mask_on_grid(mask, self.stride)
-        if check:
-            check_target_output(target, images, self.channels, self.stride)
-            if not hidden.any():
-                raise ContractError(f"the target predicts {self.stride}x{self.stride} cells and a cell counts as "
-                                    f"hidden only when all its pixels are: the masker hid no whole cell")
-        with autocast_for(images.device):
-            pred = reconstruct(self.encoder, self.decoder, images, mask, check, self.channels, self.stride)
-        return self.loss(pred.float(), target.float(), hidden)
-
-
-def masked_batches(data: Images, batch_size: int, generator: torch.Generator, normalize: Normalizer,
-                   augment: AugmentConfig | None, masker: Callable[..., torch.Tensor]
-                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of training batches, every random draw from ``generator`` in a fixed order
-    (shuffle, then per batch: augmentation, mask): normalised, augmented images float [B, C, H, W]
-    and their mask bool [B, H, W] (True = hidden)."""
-    for batch, _ in data.batches(batch_size, generator):
-        images = normalize(batch)
-        if augment is not None:
-            images = random_resized_crop(images, generator, augment.crop_scale, augment.crop_ratio, augment.flip)
-        yield images, masker(images, generator)
-
-
-def training_batches(data: Images, batch_size: int, epochs: int, generator: torch.Generator, normalize: Normalizer,
-                     augment: AugmentConfig | None, masker: Callable[..., torch.Tensor]
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`masked_batches` for ``epochs`` epochs in a row: len(data) // batch_size per epoch."""
-    for _ in range(epochs):
-        yield from masked_batches(data, batch_size, generator, normalize, augment, masker)
-
-
 def compiled(model: nn.Module, setting: bool | str) -> nn.Module | None:
     """``torch.compile(model)`` for ``train.compile`` true or a mode name; None when it is false."""
     if setting is False:
@@ -156,37 +109,55 @@ def compiled(model: nn.Module, setting: bool | str) -> nn.Module | None:
     return torch.compile(model, mode=None if setting is True else setting)
 
 
-def pretrain(parts: Components, data: Images, normalize: Normalizer, train: TrainConfig, seed: int,
-             device: torch.device, on_epoch: Callable[[list[dict[str, float]]], None] = lambda history: None,
-             desc: str = "train", show_progress: bool = True, shard: Shard = Shard(),
-             flops_per_image: float | None = None, checkpoint: Checkpointing | None = None,
-             on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)
-    for :func:`planned_steps` steps (``flops_per_image``: needed with ``train.budget_flops``); the
-    warm-up and cosine schedule follow those steps, and the last epoch may be partial.
+@dataclass(frozen=True)
+class Session:
+    """How one pre-training is run, beyond what it trains: its progress bar (``desc``,
+    ``show_progress``), its ``shard`` under DDP, its ``flops_per_image`` (needed with
+    ``train.budget_flops``), its ``checkpoint``, and who hears of it: ``on_epoch(history)`` after each
+    epoch, ``on_log(step, {"loss", "lr"})`` at each ``log_every`` read-out (both on rank 0 only)."""
 
-    With ``checkpoint``, the whole training state is saved at the epoch ends it says (rank 0), and
-    a run that finds its own checkpoint continues from it: every random draw comes from
+    desc: str = "train"
+    show_progress: bool = True
+    shard: Shard = Shard()
+    flops_per_image: float | None = None
+    checkpoint: Checkpointing | None = None
+    on_epoch: Callable[[list[dict[str, float]]], None] | None = None
+    on_log: Callable[[int, dict[str, float]], None] | None = None
+
+    def epoch_finished(self, history: list[dict[str, float]]) -> None:
+        if self.on_epoch is not None and self.shard.rank == 0:
+            self.on_epoch(history)
+
+
+def pretrain(parts: Components, data: Images, normalize: Normalizer, train: TrainConfig, seed: int,
+             device: torch.device, session: Session = Session()) -> TrainResult:
+    """Pre-train encoder + decoder to reconstruct hidden pixels of ``data`` (uint8 batches on ``device``)
+    for :func:`planned_steps` steps; the warm-up and cosine schedule follow those steps, and the
+    last epoch may be partial. ``session``: how it is run and watched (:class:`Session`).
+
+    With ``session.checkpoint``, the whole training state is saved at the epoch ends it says (rank
+    0), and a run that finds its own checkpoint continues from it: every random draw comes from
     generators saved with it, so the result is the one an uninterrupted run gets.
 
-    ``on_log(step, {"loss", "lr"})`` gets, at each ``log_every`` read-out, the global step and the
-    mean loss of the steps since the previous read-out of the epoch (rank 0; no extra host sync).
+    ``on_log`` gets, at each ``log_every`` read-out, the global step and the mean loss of the steps
+    since the previous read-out of the epoch (no extra host sync).
 
     Under DDP every rank runs this with its ``shard``: all ranks draw the same global batches
     and masks from ``seed`` and each trains on its share; DDP averages the gradients.
     """
-    loop = _Loop.start(parts, len(data), train, device, shard, flops_per_image)
-    loop.on_log = on_log if shard.rank == 0 else None
+    shard, checkpoint = session.shard, session.checkpoint
+    loop = _Loop.start(parts, len(data), train, device, shard, session.flops_per_image)
+    loop.on_log = session.on_log if shard.rank == 0 else None
     generator = torch.Generator(device=device).manual_seed(seed)  # shuffling, augmentation and masks
     if checkpoint is not None:
         loop.resume(checkpoint, generator)
         if shard.rank == 0:  # the epochs before the checkpoint, for history.csv and the trackers
             for epoch in range(len(loop.result.history)):
-                on_epoch(loop.result.history[:epoch + 1])
+                session.epoch_finished(loop.result.history[:epoch + 1])
     start = time.perf_counter()
     # per-step bar on a terminal only; logs get the suite bar and one line per run
-    loop.bar = tqdm(total=loop.total_steps, initial=loop.step, desc=desc, unit="step", leave=False,
-                    dynamic_ncols=True, disable=None if show_progress and shard.rank == 0 else True)
+    loop.bar = tqdm(total=loop.total_steps, initial=loop.step, desc=session.desc, unit="step", leave=False,
+                    dynamic_ncols=True, disable=None if session.show_progress and shard.rank == 0 else True)
     for epoch in range(len(loop.result.history), loop.epochs):
         batches = masked_batches(data, loop.batch_size, generator, normalize, train.augment, parts.masker)
         # On CUDA the next batch and its mask are made in a background thread while a step runs: their
@@ -196,8 +167,7 @@ def pretrain(parts: Components, data: Images, normalize: Normalizer, train: Trai
         stream = prefetched(batches) if device.type == "cuda" else batches
         with closing(stream), gpu_numerics(device):  # TF32 on a GPU, also where pretrain is called directly
             loop.result.history.append(loop.epoch(stream, epoch))
-        if shard.rank == 0:
-            on_epoch(loop.result.history)
+        session.epoch_finished(loop.result.history)
         if not math.isfinite(loop.result.history[-1]["loss"]):
             loop.result.status = Status.DIVERGED
             break

@@ -16,33 +16,33 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from mimbench.columns import PRETRAINING_COLUMNS, declared_by
 from mimbench.folder.checkpoint import CHECKPOINT_FILE, Checkpointing
 from mimbench.folder.lock import LockLost
 from mimbench.compute import run_flops_per_image
-from mimbench.contract import check_probe_output
-from mimbench.data import Images, class_balanced_indices
 from mimbench.distributed import is_distributed, pretrain_distributed
-from mimbench.errors import cut, one_line
+from mimbench.errors import one_line
 from mimbench.evaluate import reconstruction_grid, reconstruction_metrics
-from mimbench.folder import DamagedFile, RunFolder, SuiteFolder
+from mimbench.folder import RunFolder, SuiteFolder
 from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
 from mimbench.optim import gpu_numerics
-from mimbench.probing import ProbeContext, RawPixels
+from mimbench.probe_runs import add_probes, baseline_encoder, run_probes
 from mimbench.protocols import capability
 from mimbench.provenance import job_code, tree_hashes
+from mimbench.record import Reconstruction, RunRecord, Training
 from mimbench.runtime import Runtime, SuiteData
-from mimbench.specs import BaselineSpec, Component, Job, RunSpec, Status
+from mimbench.specs import FINISHED, BaselineSpec, RunSpec, Status
 from mimbench.tracking import RunEvents
-from mimbench.train import Components, pretrain, target_state, train_batch_size
+from mimbench.train import Components, Session, pretrain, target_state, train_batch_size
 from mimbench.version import __version__
+
 
 class Worker:
     """Executes tasks in one process with one :class:`~mimbench.runtime.Runtime`, kept from task to
@@ -104,7 +104,8 @@ def execute(runtime: Runtime, task: Task) -> Outcome:
                 runtime, task, folder, events)
     except LockLost as exc:  # the driver is gone: the folder may be another driver's now
         return Outcome.failed(str(exc))
-    events.finished(folder.path, summary_row(task.job, folder))
+    finished = outcome.record if outcome.status in FINISHED else None  # as just written: not read back
+    events.finished(folder.path, summary_row(task.job, folder, finished))
     return Outcome(outcome.record, outcome.note, tuple(events.warnings))
 
 
@@ -114,14 +115,12 @@ def _execute_and_record(runtime: Runtime, task: Task, folder: RunFolder, events:
     folder.reset(keep=(CHECKPOINT_FILE,))  # a killed run continues from its checkpoint
     started = time.perf_counter()
     try:
-        record = _execute_job(runtime, task, folder, events)
-        record["wall_seconds"] = round(time.perf_counter() - started, 3)
-        folder.write_metrics(record)  # last: marks the run as finished
+        record = replace(_execute_job(runtime, task, folder, events),
+                         wall_seconds=round(time.perf_counter() - started, 3))
+        folder.write_metrics(record.to_json())  # last: marks the run as finished
         if not (isinstance(task.job, RunSpec) and task.job.train.keep_checkpoint):
             folder.remove_checkpoint()
-        epoch = record.get("resumed_from_epoch")  # the console line says what became of its checkpoint
-        return Outcome(record, f"continued from its checkpoint after epoch {epoch}" if epoch is not None
-                       else record.get("checkpoint_note", ""))
+        return Outcome(record.to_json(), _checkpoint_text(record.training))
     except LockLost:
         raise
     except Exception as exc:  # the run fails; the suite goes on
@@ -132,121 +131,116 @@ def _execute_and_record(runtime: Runtime, task: Task, folder: RunFolder, events:
         return Outcome.failed(one_line(exc))
 
 
-def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> dict[str, Any]:
-    """The job's record (``metrics.json`` but the wall time), its ``config.json`` written first."""
-    job = task.job
-    data = runtime.data(job.data)
+@dataclass(frozen=True)
+class RunContext:
+    """What executing one job needs: the runtime, the task, its suite's data, its run folder, its
+    events, and the code that makes it (:func:`~mimbench.provenance.job_code`, as ``config.json`` has it)."""
+
+    runtime: Runtime
+    task: Task
+    data: SuiteData
+    folder: RunFolder
+    events: RunEvents
+    code: dict[str, dict[str, str]]
+
+    def epoch_finished(self, history: list[dict[str, float]]) -> None:
+        """``history.csv`` rewritten with the epoch just finished, then the epoch's event."""
+        self.folder.write_history(history)
+        self.events.epoch(self.folder.path, history[-1])
+
+    def step_logged(self, step: int, values: dict[str, float]) -> None:
+        self.events.step(self.folder.path, step, values)
+
+
+def _checkpoint_text(training: Training | None) -> str:
+    """What the run's console line says of its checkpoint: continued from, or set aside and why."""
+    if training is not None and training.resumed_from_epoch is not None:
+        return f"continued from its checkpoint after epoch {training.resumed_from_epoch}"
+    return (training.checkpoint_note if training is not None else None) or ""
+
+
+def _execute_job(runtime: Runtime, task: Task, folder: RunFolder, events: RunEvents) -> RunRecord:
+    """The job's record (but the wall time), its ``config.json`` written first."""
+    data = runtime.data(task.job.data)
     config = run_config_file(task, data, runtime)
     folder.write_config(config)
     events.started(folder.path, config)
-    on_epoch = lambda row: events.epoch(folder.path, row)  # noqa: E731
+    context = RunContext(runtime, task, data, folder, events, config["code"])
     with PeakMemory(runtime.device) as peak:
-        if isinstance(job, BaselineSpec):
-            record = execute_baseline(runtime, job, data, folder)
+        if isinstance(task.job, BaselineSpec):
+            record = execute_baseline(context)
         elif task.pretrained_in is not None:
-            source = SuiteFolder(task.suite_dir).run(task.pretrained_in)
-            record = execute_evaluation(runtime, job, data, folder, source, on_epoch)
+            record = execute_evaluation(context, SuiteFolder(task.suite_dir).run(task.pretrained_in))
         else:
-            record = execute_run(runtime, job, data, folder, task.label, task.show_progress, on_epoch,
-                                 on_log=lambda step, values: events.step(folder.path, step, values),
-                                 code=config["code"])
-    peaks = [mb for mb in (peak.mb, record.get("peak_memory_mb")) if mb is not None]  # DDP: the ranks' too
-    if peaks:
-        record["peak_memory_mb"] = max(peaks)
-    return record
+            record = execute_run(context)
+    peaks = [mb for mb in (peak.mb, record.peak_memory_mb) if mb is not None]  # DDP: the ranks' too
+    return replace(record, peak_memory_mb=max(peaks) if peaks else None)
 
 
-def execute_run(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFolder, label: str = "train",
-                show_progress: bool = True,
-                on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-                on_log: Callable[[int, dict[str, float]], None] | None = None,
-                code: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
-    """Pre-train and evaluate one run, writing its files but metrics.json; returns the metrics record.
-    ``code``: the run's :func:`~mimbench.provenance.job_code` when the caller has it (else hashed here).
-    ``on_epoch`` gets each epoch's history row, after ``history.csv`` is rewritten with it; ``on_log``
-    each ``train.log_every`` loss read-out (:func:`~mimbench.train.pretrain`'s, rank 0's under DDP).
-    With ``train.devices`` > 1 the pre-training runs on that many DDP processes."""
+def execute_run(context: RunContext) -> RunRecord:
+    """Pre-train and evaluate one run, writing its files but metrics.json; returns its record. Each
+    epoch's history row goes to ``history.csv`` and the run's events, each ``train.log_every`` loss
+    read-out (:func:`~mimbench.train.pretrain`'s, rank 0's under DDP) to its events. With
+    ``train.devices`` > 1 the pre-training runs on that many DDP processes."""
+    runtime, job, data, folder, task = context.runtime, context.task.job, context.data, context.folder, context.task
     torch.manual_seed(job.seed)
     parts = runtime.components(job, data.train.channels)
     flops_per_image = counted_flops(parts, job, data.train.channels, runtime.device)
-
-    def epoch_finished(history: list[dict[str, float]]) -> None:
-        folder.write_history(history)
-        on_epoch(history[-1])
-
-    checkpoint = Checkpointing.for_run(folder.path, job.train,
-                                       {"run_id": job.run_id, "code": tree_hashes(code or job_code(runtime.registry, job))},
+    checkpoint = Checkpointing.for_run(folder.path, job.train, {"run_id": job.run_id, "code": tree_hashes(context.code)},
                                        before_save=folder.writable)
+    session = Session(task.label or "train", task.show_progress, flops_per_image=flops_per_image,
+                      checkpoint=checkpoint, on_epoch=context.epoch_finished, on_log=context.step_logged)
     if is_distributed(job):
-        result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, epoch_finished,
-                                      desc=label or "train", show_progress=show_progress,
-                                      flops_per_image=flops_per_image, checkpoint=checkpoint, on_log=on_log)
+        result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, session)
     else:
-        result = pretrain(parts, data.train, data.normalize, job.train, job.seed, runtime.device,
-                          on_epoch=epoch_finished, desc=label or "train", show_progress=show_progress,
-                          flops_per_image=flops_per_image, checkpoint=checkpoint, on_log=on_log)
-    record = training_record(result, flops_per_image, train_batch_size(job.train, len(data.train)))
+        result = pretrain(parts, data.train, data.normalize, job.train, job.seed, runtime.device, session)
+    record = RunRecord(Status(result.status).value,
+                       training_part(result, flops_per_image, train_batch_size(job.train, len(data.train))),
+                       peak_memory_mb=result.peak_memory_mb)
     folder.save_encoder(parts.encoder)
     state = target_state(parts.target)
     if state is not None:  # a target with state (ema_teacher's teacher) is part of what the run learned
         folder.save_target(state)
     if result.status == Status.DONE:
-        record.update(evaluate_run(runtime, job, parts, data, folder))
+        reconstruction = measure_reconstruction(context, parts)
+        record = replace(record, reconstruction=reconstruction,
+                         probes=run_probes(runtime, job, job.eval.probes, parts.encoder, data, folder))
     return record
 
 
-def training_record(result: Any, flops_per_image: float | None, batch_size: int) -> dict[str, Any]:
-    """The pre-training's columns of a run's record, from its :class:`~mimbench.train.TrainResult`.
+def training_part(result: Any, flops_per_image: float | None, batch_size: int) -> Training:
+    """The pre-training's part of a run's record, from its :class:`~mimbench.train.TrainResult`.
     The epoch whose loss turned non-finite did not complete; its loss is kept as text ("nan",
     "inf"), since JSON has no such number."""
     completed = result.history if result.status == Status.DONE else result.history[:-1]
-    record: dict[str, Any] = {
-        "status": Status(result.status).value,
-        "train_seconds": round(result.seconds, 3),
-        "images_per_second": round(result.images_per_second, 1),
-        "epochs_completed": len(completed),
-        "final_loss": completed[-1]["loss"] if completed else None,
-        "train_steps": result.steps,
-        "epochs": round(result.epochs, 4),  # fractional when train.budget_flops ends inside an epoch
-    }
-    if flops_per_image is not None:
-        record["flops_per_image"] = flops_per_image  # forward + backward of one training image
-        record["train_flops"] = flops_per_image * batch_size * result.steps
-    if result.peak_memory_mb is not None:
-        record["peak_memory_mb"] = result.peak_memory_mb
-    if result.compile_seconds:  # train.compile: the first compiled step, left out of images_per_second
-        record["compile_seconds"] = round(result.compile_seconds, 3)
-    if result.status == Status.DIVERGED:
-        record["diverged_loss"] = str(result.history[-1]["loss"])
-    if result.resumed_from_epoch is not None:  # train_seconds counts every attempt's training time
-        record["resumed_from_epoch"] = result.resumed_from_epoch
-    if result.checkpoint_note:
-        record["checkpoint_note"] = result.checkpoint_note
-    return record
+    counted = flops_per_image is not None
+    return Training(
+        train_seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),
+        epochs_completed=len(completed), final_loss=completed[-1]["loss"] if completed else None,
+        train_steps=result.steps, epochs=round(result.epochs, 4),
+        flops_per_image=flops_per_image, train_flops=flops_per_image * batch_size * result.steps if counted else None,
+        compile_seconds=round(result.compile_seconds, 3) if result.compile_seconds else None,
+        diverged_loss=str(result.history[-1]["loss"]) if result.status == Status.DIVERGED else None,
+        resumed_from_epoch=result.resumed_from_epoch, checkpoint_note=result.checkpoint_note or None)
 
 
-def evaluate_run(runtime: Runtime, job: RunSpec, parts: Components, data: SuiteData,
-                 folder: RunFolder) -> dict[str, Any]:
-    """A trained run's reconstruction metrics (own masker, reference masker), its picture, and its probes."""
+def measure_reconstruction(context: RunContext, parts: Components) -> Reconstruction:
+    """A trained run's reconstruction metrics (own masker, reference masker), and its picture."""
+    runtime, job, data = context.runtime, context.task.job, context.data
     evaluation, device = job.eval, runtime.device
     to_image, uses_target_stats = prediction_to_image(parts)
     measure = lambda masker: reconstruction_metrics(parts, masker, data.test, data.normalize,  # noqa: E731
                                                     evaluation.mask_seed, evaluation.batch_size, device, to_image)
     own = measure(parts.masker)
-    record = {"recon_mse": own.get("mse"), "recon_psnr": own.get("psnr"), "mask_ratio_actual": own["mask_ratio"],
-              "mask_avgdist_px": own["mask_avgdist"], "recon_uses_target_stats": uses_target_stats}
-    if "target_loss" in own:
-        record["target_loss"] = own["target_loss"]
-    if evaluation.reference_masker is not None:
-        reference = measure(runtime.build("masker", evaluation.reference_masker))
-        record.update(ref_mse=reference.get("mse"), ref_psnr=reference.get("psnr"))
-        if "target_loss" in reference:
-            record["ref_target_loss"] = reference["target_loss"]
+    reference = {} if evaluation.reference_masker is None else \
+        measure(runtime.build("masker", evaluation.reference_masker))
     if to_image is not None:  # a prediction that is not an image has no picture
-        folder.save_reconstructions(reconstruction_grid(parts, parts.masker, data.test, data.normalize,
-                                                        evaluation.mask_seed, device, to_image))
-    record.update(run_probes(runtime, job, evaluation.probes, parts.encoder, data, folder))
-    return record
+        context.folder.save_reconstructions(reconstruction_grid(parts, parts.masker, data.test, data.normalize,
+                                                                evaluation.mask_seed, device, to_image))
+    return Reconstruction(recon_mse=own.get("mse"), recon_psnr=own.get("psnr"), mask_ratio_actual=own["mask_ratio"],
+                          mask_avgdist_px=own["mask_avgdist"], recon_uses_target_stats=uses_target_stats,
+                          target_loss=own.get("target_loss"), ref_mse=reference.get("mse"),
+                          ref_psnr=reference.get("psnr"), ref_target_loss=reference.get("target_loss"))
 
 
 def prediction_to_image(parts: Components) -> tuple[Any, bool]:
@@ -271,107 +265,30 @@ def counted_flops(parts: Components, job: RunSpec, channels: int, device: torch.
         return None
 
 
-def execute_evaluation(runtime: Runtime, job: RunSpec, data: SuiteData, folder: RunFolder, source: RunFolder,
-                       on_epoch: Callable[[dict[str, float]], None] = lambda row: None) -> dict[str, Any]:
+def execute_evaluation(context: RunContext, source: RunFolder) -> RunRecord:
     """Evaluate the encoder another run of the suite pre-trained the same way (``source``, a run
-    with another ``labels_per_class``): its pre-training and reconstruction columns are carried
-    over (with its history and picture, whose rows go to ``on_epoch``), the probes run with this
+    with another ``labels_per_class``): its pre-training and reconstruction are carried over (with
+    its history, whose rows are this run's epoch events, and its picture), the probes run with this
     job's labels."""
-    pretrained = source.read_record()
-    record = {key: pretrained[key] for key in PRETRAINING_COLUMNS if key in pretrained}
-    record["pretrained_in"] = source.run_id
+    runtime, job, data, folder = context.runtime, context.task.job, context.data, context.folder
+    pretrained = RunRecord.from_json(source.read_record())
+    training = pretrained.training and replace(pretrained.training, resumed_from_epoch=None, checkpoint_note=None)
+    record = RunRecord(pretrained.status, training, pretrained.reconstruction, pretrained_in=source.run_id)
     folder.copy_pretraining_from(source)
     for row in folder.history():
-        on_epoch(row)
-    if record.get("status") == Status.DONE:
+        context.events.epoch(folder.path, row)
+    if record.status == Status.DONE:
         encoder = runtime.encoder(job, data.train.channels)
         encoder.load_state_dict(source.encoder_state())
-        record.update(run_probes(runtime, job, job.eval.probes, encoder, data, folder))
+        record = replace(record, probes=run_probes(runtime, job, job.eval.probes, encoder, data, folder))
     return record
 
 
-def execute_baseline(runtime: Runtime, job: BaselineSpec, data: SuiteData,
-                     folder: RunFolder | None = None) -> dict[str, Any]:
-    """The probes on an untrained encoder or on raw pixels; returns the metrics record."""
+def execute_baseline(context: RunContext) -> RunRecord:
+    """The probes on an untrained encoder or on raw pixels; returns the run's record."""
+    runtime, job, data = context.runtime, context.task.job, context.data
     encoder = baseline_encoder(runtime, job, data)
-    return {"status": Status.DONE.value, **run_probes(runtime, job, job.eval.probes, encoder, data, folder)}
-
-
-def baseline_encoder(runtime: Runtime, job: BaselineSpec, data: SuiteData) -> torch.nn.Module:
-    """``random-init``: built exactly as its pre-trained runs' encoder is before training, from
-    the same seed, first; ``pixels``: :class:`~mimbench.probing.RawPixels`."""
-    torch.manual_seed(job.seed)
-    if job.kind == "random-init":
-        return runtime.encoder(job, data.train.channels)
-    return RawPixels(data.train.channels, job.image_size)
-
-
-def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[Component],
-               encoder: torch.nn.Module, data: SuiteData, folder: RunFolder | None = None) -> dict[str, Any]:
-    """Each of ``probes`` on the frozen ``encoder``, fit on the labelled train split (or its
-    ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once.
-    A probe's pictures (``context.save_picture``) go to the run's ``folder``."""
-    started = time.perf_counter()
-    # Probes that draw from torch's global generator (a fine-tuning head's init) must not depend
-    # on what this process ran before: the same run gives the same numbers in any order, anywhere.
-    torch.manual_seed(job.seed)
-    device = runtime.device
-    train = probe_train_split(data, job.seed, job.eval.labels_per_class)
-    context = ProbeContext(encoder.to(device).eval(), train, data.probe_test, data.normalize.to(device),
-                           device, job.seed, job.eval.batch_size,
-                           save_picture=None if folder is None else folder.save_picture)
-    columns: dict[str, Any] = {}
-    for spec in probes:
-        probe = runtime.build("probe", spec)
-        columns.update(check_probe_output(probe(context), declared_by(probe), f"probe {spec.name!r}"))
-    classes = max(1, len(train.all_labels().unique()))
-    return {**columns, "probe_train_images": len(train), "probe_labels_per_class": round(len(train) / classes),
-            "probe_seconds": round(time.perf_counter() - started, 3)}
-
-
-def probe_train_split(data: SuiteData, seed: int, labels_per_class: int | None) -> Images:
-    """What the probes fit on: the labelled train split, or its class-balanced subset of
-    ``labels_per_class`` images per class drawn from ``seed`` (the same for every run and baseline)."""
-    if labels_per_class is None:
-        return data.probe_train
-    indices = class_balanced_indices(data.probe_train.all_labels(), labels_per_class, seed)
-    return data.probe_train.subset(indices)
-
-
-def add_probes(runtime: Runtime, task: Task, folder: RunFolder) -> Outcome:
-    """Run the task's probes on a finished run's saved encoder (or a baseline's, rebuilt from its
-    seed) and merge their columns into its metrics.json; config.json then lists them as run.
-    A failure leaves the run's earlier results as they were."""
-    probes = list(task.probes_to_add)
-    names = ", ".join(spec.name for spec in probes)
-    job = task.job
-    try:
-        data = runtime.data(job.data)
-        if isinstance(job, BaselineSpec):
-            encoder = baseline_encoder(runtime, job, data)
-        else:
-            source = SuiteFolder(task.suite_dir).run(folder.read_record().get("pretrained_in") or job.run_id)
-            encoder = runtime.encoder(job, data.train.channels)
-            encoder.load_state_dict(saved_encoder_state(source))
-        columns = run_probes(runtime, job, probes, encoder, data, folder)
-        record = folder.read_record()
-        columns["probe_seconds"] = round(record.get("probe_seconds", 0.0) + columns["probe_seconds"], 3)
-        record = {**record, **columns}
-        folder.write_metrics(record)
-        folder.add_probes_to_config([p.to_json() for p in probes])  # after the metrics: a crash in between reruns them
-    except Exception as exc:  # the run stays done without them; this task failed (exit 1), retried next time
-        error = cut(f"adding probes {names} FAILED: {str(exc) if isinstance(exc, DamagedFile) else one_line(exc)}", 300)
-        return Outcome(Outcome.failed(error).record, f"finished earlier; {error}")
-    return Outcome(record, f"finished earlier; added probes {names}")
-
-
-def saved_encoder_state(source: RunFolder) -> dict[str, torch.Tensor]:
-    """``source``'s ``encoder.pt``; one that torch cannot load is a :class:`DamagedFile` in one line."""
-    try:
-        return source.encoder_state()
-    except Exception as exc:  # truncated or garbled: zip, pickle and EOF errors alike, in many lines
-        raise DamagedFile(f"{source.encoder_path} cannot be loaded ({type(exc).__name__}): a damaged file; "
-                          f"delete {source.path} to train that run again") from None
+    return RunRecord(Status.DONE.value, probes=run_probes(runtime, job, job.eval.probes, encoder, data, context.folder))
 
 
 def run_config_file(task: Task, data: SuiteData, runtime: Runtime) -> dict[str, Any]:

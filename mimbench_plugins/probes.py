@@ -218,7 +218,7 @@ class FineTuneProbe:
         return {"finetune_acc": _test_accuracy(encoder, head, context)}
 
     def metric_columns(self) -> list[MetricColumn]:
-        return accuracy_columns("finetune_acc", "fine-tune")
+        return accuracy_columns("finetune_acc", "fine-tune", trains_encoder=True)
 
 
 @torch.no_grad()

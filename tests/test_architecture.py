@@ -15,17 +15,17 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (a package, ``folder``, ``report`` or ``schema``, counts as one module; inside, its modules import freely
 #: but without cycles). The same list, explained, is in ARCHITECTURE.md.
 LAYERS = [
-    ["protocols"],
+    ["protocols", "record"],
     ["version", "errors", "columns", "stats", "metrics", "augment", "prefetch", "memory", "data", "optim",
      "hookspecs"],
     ["contract", "preflight", "schema", "plugins"],
-    ["suite", "specs", "registry", "testing"],
+    ["suite", "specs", "registry"],
     ["labels"],
-    ["jobs", "folder", "tracking", "provenance", "design"],
+    ["jobs", "folder", "tracking", "provenance", "design", "steps"],
     ["train", "evaluate", "probing", "executors", "expansion", "report", "reuse"],
     ["runtime", "progress", "export"],
-    ["compute", "distributed"],
-    ["worker", "planning", "recipes"],
+    ["compute", "distributed", "probe_runs"],
+    ["worker", "planning", "recipes", "testing"],
     ["plugin", "driver"],
     ["api", "dryrun"],
     ["cli"],

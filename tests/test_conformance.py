@@ -121,3 +121,74 @@ def test_check_loss_catches_a_loss_that_sees_visible_pixels():
 
     with pytest.raises(AssertionError, match="sees visible pixels"):
         testing.check_loss(LeakyL1, {})
+
+
+#: The datasets available offline, with what they need here.
+OFFLINE_DATASETS = {"shapes": {}, "fashion-mnist-mini": {}, "fashion-mosaic": {"max_items": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(OFFLINE_DATASETS))
+def test_offline_datasets_conform(name):
+    testing.check_dataset(REGISTRY.get("dataset", name).factory, OFFLINE_DATASETS[name], image_size=16)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("probe"))
+def test_probes_conform(name):
+    testing.check_probe(REGISTRY.get("probe", name).factory)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("executor"))
+def test_executors_conform(name, tmp_path):
+    testing.check_executor(REGISTRY.get("executor", name).factory, suite_dir=str(tmp_path))
+
+
+def test_the_new_checks_catch_what_they_promise():
+    class Meddling:  # a probe that trains the encoder itself
+        def __call__(self, context):
+            with torch.no_grad():
+                next(context.encoder.parameters()).add_(1.0)
+            return {"meddling_acc": 0.5}
+
+    with pytest.raises(AssertionError, match="the probe changed the encoder"):
+        testing.check_probe(Meddling)
+
+    class Scored:
+        def __call__(self, context):
+            return {"scored_acc": 87.0}
+
+        def metric_columns(self):
+            from mimbench.columns import accuracy_columns
+            return accuracy_columns("scored_acc", "scored")
+
+    with pytest.raises(AssertionError, match=r"declared an accuracy: a fraction in \[0, 1\]"):
+        testing.check_probe(Scored)
+
+    class Labelled(torch.utils.data.Dataset):
+        num_classes = 2
+
+        def __init__(self, split):
+            self.split = split
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return torch.rand(1, 8, 8), index  # labels 0..3 of 2 classes
+
+    with pytest.raises(AssertionError, match=r"train\[2\]: the label must be an int in \[0, 2\), got 2"):
+        testing.check_dataset(Labelled)
+
+    class Undecided:
+        in_process, threads = "yes", None
+
+        def run(self, tasks):
+            return iter(())
+
+        def in_flight(self):
+            return 0
+
+        def cancel(self):
+            pass
+
+    with pytest.raises(AssertionError, match="in_process must be True or False"):
+        testing.check_executor(Undecided)

@@ -187,9 +187,7 @@ def runs(suite_dir):
 
 @pytest.fixture
 def table(suite_dir, declared):
-    from mimbench.report import aggregate, load_summary
-    from mimbench.report.labelled import view
-    from mimbench.report.results import labelled_runs
+    from mimbench.report import aggregate
     return aggregate(view(labelled_runs(suite_dir), "table"), declared=declared).set_index("label", drop=False)
 
 
@@ -345,7 +343,6 @@ def custom_suite(tmp_path_factory) -> Path:
 
 
 def test_a_declared_third_party_accuracy_is_shown_like_the_built_in_ones(custom_suite):
-    from mimbench.report.labelled import ensure_labelled
     from mimbench.report.plots import probe_accuracy_figure, psnr_vs_accuracy_figure
     from mimbench.folder import SuiteFolder
 
@@ -622,7 +619,7 @@ ALL_PER_CLASS = 600
 LPC = "eval.labels_per_class"
 LE_DECLARED = columns.merge(columns.RECONSTRUCTION_COLUMNS, columns.accuracy_columns("linear_acc", "linear"),
                             columns.accuracy_columns("knn_acc", "kNN", latex="$k$-NN"),
-                            columns.accuracy_columns("finetune_acc", "fine-tune"))
+                            columns.accuracy_columns("finetune_acc", "fine-tune", trains_encoder=True))
 LE_SUITE = {
     **SUITE, "name": "labels", "description": "hand-made label-efficiency results",
     "eval": {**SUITE["eval"], "labels_per_class": None,
@@ -699,7 +696,7 @@ def label_runs_(label_suite):
 
 
 def test_the_table_has_a_row_per_configuration_and_label_count(label_suite):
-    from mimbench.report import aggregate, load_summary
+    from mimbench.report import aggregate
 
     table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)
     pretrained = table[table["pretrained"]]
@@ -718,7 +715,7 @@ def test_the_table_has_a_row_per_configuration_and_label_count(label_suite):
 
 
 def test_the_gain_pairs_each_run_with_the_baseline_of_its_seed_and_label_count(label_suite):
-    from mimbench.report import aggregate, load_summary
+    from mimbench.report import aggregate
 
     table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)
     patch = table[table["label"] == "cnn / patch"].set_index(LPC, drop=False)
@@ -810,7 +807,7 @@ def test_mimbench_report_draws_the_label_efficiency_figure(label_suite):
 
 
 def test_the_other_figures_show_one_label_count(label_suite, label_runs_):
-    from mimbench.report import aggregate, load_summary
+    from mimbench.report import aggregate
     from mimbench.report.figure_plan import figure_plan as _figure_plan
 
     table = aggregate(view(labelled_runs(label_suite), "table"), declared=LE_DECLARED)

@@ -18,7 +18,8 @@ from mimbench.contract import mask_on_grid
 from mimbench.jobs import PluginSources
 from mimbench.runtime import Runtime
 from mimbench.specs import hash_config
-from mimbench.train import Components, MaskedModel
+from mimbench.steps import MaskedModel
+from mimbench.train import Components
 from mimbench_plugins.ema_teacher import EMATeacher
 from mimbench_plugins.hog_target import HOGTarget
 from mimbench_plugins.losses import MSELoss, norm_pix_target

@@ -17,7 +17,7 @@ from mimbench.plugins import load_plugins
 from mimbench.prefetch import prefetched
 from mimbench.registry import Registry
 from mimbench.schema import AugmentConfig
-from mimbench.train import training_batches
+from mimbench.steps import training_batches
 
 AUGMENT = AugmentConfig(crop_scale=(0.5, 1.0), crop_ratio=(0.75, 1.33), flip=True)
 

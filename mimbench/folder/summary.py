@@ -26,11 +26,12 @@ SUMMARY_FILE = "summary.csv"
 OPTIONAL_PARAMS = ("eval.labels_per_class", "train.budget_flops")
 
 
-def summary_row(job: Job, folder: RunFolder) -> dict[str, Any]:
-    """One summary row from a job's spec and whatever its folder holds."""
+def summary_row(job: Job, folder: RunFolder, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One summary row from a job's spec and its finished ``record`` (``metrics.json``'s content),
+    or without one from whatever its folder holds."""
     row: dict[str, Any] = dict.fromkeys(SUMMARY_ID_COLUMNS + CORE_COLUMNS)
     row.update(run_id=job.run_id, seed=job.seed, **job_names(job))
-    record = folder.finished_record()
+    record = record if record is not None else folder.finished_record()
     if record is not None:
         row.update(record)
     elif folder.has_error():

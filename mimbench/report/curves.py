@@ -28,11 +28,6 @@ from mimbench.report.canvas import (legend_outside, metric_title, new_figure, pr
                                     wrapped_title)
 from mimbench.specs import Status
 
-#: Accuracies of probes that train the whole encoder: started from random weights, that is
-#: training from scratch (the label-efficiency figure names the random-init line so).
-FROM_SCRATCH = frozenset({"finetune_acc"})
-
-
 def label_axis(runs: pd.DataFrame) -> tuple[pd.Series, dict[float, str]]:
     """Where each run of ``runs`` sits on the label-efficiency x axis, and the ticks (position:
     text). A run's position is its ``eval.labels_per_class``; with all labels (empty), the
@@ -63,7 +58,7 @@ def label_efficiency_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn]
     headline accuracy (:func:`probe_columns`), one line per pre-trained configuration (labelled
     without its labels per class) at the mean over finished seeds, a band of ± 1 std (ddof = 1);
     the baselines as lines of their own (random-init dashed, per encoder; "from scratch" in the
-    panels of :data:`FROM_SCRATCH` probes; raw pixels dotted grey). All labels (an empty
+    panels of the probes declared with ``trains_encoder``, e.g. fine-tuning; raw pixels dotted grey). All labels (an empty
     ``eval.labels_per_class``) sit at the right end (:func:`label_axis`). None when the finished
     runs have fewer than 2 distinct label counts."""
     done = runs[runs["status"] == Status.DONE]
@@ -90,7 +85,7 @@ def label_efficiency_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn]
                 _mean_line(ax, group, probe.key, label, "0.45", ":", "^", "baseline")
             else:
                 name = f"{encoder} from scratch ({group['baseline'].iloc[0]} + {probe.name})" \
-                    if probe.key in FROM_SCRATCH else label
+                    if probe.trains_encoder else label
                 _mean_line(ax, group, probe.key, name, dark[encoder], "--", "s", "baseline")
         ax.set_xscale("log")
         ax.set_xticks(list(ticks), list(ticks.values()))
