@@ -28,6 +28,37 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
         lines.append(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
                      + f"  {compute[job.run_id]}")
     lines += [f"  {job.run_id}  {plan.labels[job.run_id]}" for job in plan.baselines]
+    return lines + seed_lines(prepared)
+
+
+def seed_lines(prepared: "Prepared") -> list[str]:
+    """What the suite's seeds can tell, per table of baseline comparisons the report will make (a
+    pre-trained configuration against its ``random-init`` / ``pixels`` partner, on each declared
+    headline accuracy): ``seeds: ...`` lines, saying how many seeds Holm's correction over the
+    table needs before any test can reach p_holm < 0.05 when the suite has fewer."""
+    from mimbench import stats
+    from mimbench.planning import declared_columns
+
+    plan = prepared.plan
+    if not plan.runs:
+        return []
+    accuracies = [c for c in declared_columns(prepared.runtime, plan.runs[0].eval.probes)
+                  if c.headline and not c.best_of and c.kind == "accuracy"]
+    trained = [c for c in plan.design["configurations"].values() if c["kind"] == "run"]
+    lines = []
+    for kind in ("random-init", "pixels"):
+        paired = [c for c in trained if kind in c["partners"]]
+        m = len(paired) * len(accuracies)
+        if not m:
+            continue
+        seeds, needed = min(len(c["seeds"]) for c in paired), stats.seeds_for_family(m)
+        if seeds >= needed:
+            lines.append(f"seeds: the {m} comparisons with {kind} can reach p_holm < {stats.ALPHA:g} with the "
+                         f"suite's {seeds} seeds (Holm needs {needed})")
+            continue
+        tested = "no test (fewer than 6 seeds)" if seeds < stats.MIN_SEEDS_FOR_TEST else "tests that cannot be significant"
+        lines.append(f"seeds: the {m} comparisons with {kind} need at least {needed} seeds for any to reach p_holm < "
+                     f"{stats.ALPHA:g} under Holm's correction; with the suite's {seeds} they get intervals and {tested}")
     return lines
 
 

@@ -7,14 +7,16 @@ on those ``n`` differences:
 - the mean difference and its 95% confidence interval by bootstrap over the pairs
   (:func:`scipy.stats.bootstrap`, BCa, 9,999 resamples from a fixed generator: the same
   differences always give the same interval);
-- the probability of improvement (the rliable paper's): the share of pairs where the
-  configuration is ahead, ties counting half;
+- the paired win rate (``p_improvement``): the share of seed pairs where the configuration is
+  ahead, ties counting half. It is not rliable's probability of improvement, which compares every
+  run of one configuration with every run of the other, unpaired;
 - with at least :data:`MIN_SEEDS_FOR_TEST` pairs, the exact paired sign-flip permutation test
   (:func:`scipy.stats.permutation_test`, every sign pattern enumerated up to 2^16 of them), two-sided.
   With ``n`` pairs that all favour one side its p-value is 2 / 2^n, so fewer than 6 pairs can
   never reach p < 0.05: no test is run then;
 - Holm's step-down adjustment over a family of p-values;
-- what a design of ``n`` seeds can detect, and how many seeds a difference needs;
+- what a design of ``n`` seeds can detect, and how many seeds a difference needs, also under Holm's
+  correction over a family (:func:`seeds_for_family`);
 - a rank correlation with its uncertainty (:func:`spearman`), or none claimed under
   :data:`MIN_POINTS_FOR_CORRELATION` points.
 
@@ -116,6 +118,17 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 def smallest_p_value(n: int) -> float:
     """The smallest two-sided p-value the exact sign-flip test can give with ``n`` pairs: 2 / 2^n."""
     return min(1.0, 2.0 ** (1 - n))
+
+
+def seeds_for_family(m: int, alpha: float = ALPHA) -> int:
+    """The fewest paired seeds with which any of a family of ``m`` exact sign-flip tests can reach
+    ``p_holm < alpha``: Holm multiplies the smallest p-value by ``m``, and the smallest p-value of
+    ``n`` pairs is 2 / 2^n (:func:`smallest_p_value`), so ``m * 2 / 2^n < alpha`` (6 for one test,
+    8 for 6, 9 for 10, 10 for 24)."""
+    n = MIN_SEEDS_FOR_TEST
+    while max(1, m) * smallest_p_value(n) >= alpha:
+        n += 1
+    return n
 
 
 def detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = 0.8) -> float | None:

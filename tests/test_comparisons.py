@@ -269,3 +269,21 @@ def test_one_seed_gives_no_interval_and_the_report_says_so(tmp_path):
     assert "1 paired seed per comparison: a difference from one seed has no interval" in report
     assert "No difference has an interval: each comes from a single seed." in report
     assert "excludes 0" not in report.split("## Is the difference real?")[1].split("##")[0]
+
+
+@pytest.mark.parametrize("m, seeds", [(1, 6), (2, 7), (6, 8), (10, 9), (24, 10), (32, 11)])
+def test_a_family_needs_the_seeds_with_which_holm_can_reach_significance(m, seeds):
+    assert stats.seeds_for_family(m) == seeds
+    assert m * stats.smallest_p_value(seeds) < stats.ALPHA <= m * stats.smallest_p_value(seeds - 1) or seeds == 6
+
+
+def test_six_agreeing_seeds_are_tested_and_the_report_says_holm_needs_more(tmp_path):
+    folder = hand_suite(tmp_path, seeds=list(range(6)))
+    assert run_cli("report", str(folder)).exit_code == 0
+    found = pd.read_csv(folder / "comparisons.csv")
+    family = found[found.reference == found.reference.iloc[0]]  # one baseline's table: 2 metrics x 3 maskers
+    assert found.n.eq(6).all() and found.p_value.notna().all() and (found.p_holm >= stats.ALPHA).all()
+    report = (folder / "report.md").read_text()
+    assert (f"Holm's correction over this table's {len(family)} comparisons needs at least "
+            f"{stats.seeds_for_family(len(family))} paired seeds before any of them can reach p_holm < 0.05, "
+            "so none can be significant here") in report

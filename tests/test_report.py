@@ -497,6 +497,13 @@ def test_loss_curves_figure_has_a_line_per_configuration(suite_dir, runs):
     cnn = next(line for line in ax.lines if line.get_label() == "cnn / patch(ratio=0.6)")
     assert list(cnn.get_xdata()) == [1, 2, 3, 4, 5]
     assert cnn.get_ydata()[0] == pytest.approx(0.4 + 0.01)  # 0.5 * 0.8 + 0.01 * mean seed (1)
+    # losses on different targets never share an axis: a panel per (loss, target)
+    mixed = _histories(suite_dir, runs)
+    mixed.loc[mixed["label"] == "cnn / patch(ratio=0.6)", "target"] = "hog"
+    panels = loss_curves_figure(mixed).axes
+    assert [ax.get_ylabel() for ax in panels] == ["training loss (l1, normalised pixels)",
+                                                  "training loss (l1, units of the hog target)"]
+    assert [line.get_label() for line in panels[1].lines] == ["cnn / patch(ratio=0.6)"]
 
 
 def test_reconstruction_montage_has_a_panel_per_configuration(suite_dir, runs):

@@ -97,7 +97,7 @@ def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
                  _p_text(row.p_holm)] for row in chosen.itertuples(index=False)]
         blocks += [render.Heading("Against the reference configuration", 3),
                    render.Table(["configuration", "reference", "metric", "labels/class", "n", "Δ [95% CI]",
-                                 "P(improvement)", "p", "p (Holm)"], rows,
+                                 "wins (paired)", "p", "p (Holm)"], rows,
                                 [False, False, False, True, True, True, True, True, True])]
     return blocks
 

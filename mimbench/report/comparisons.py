@@ -213,37 +213,44 @@ def _same(configs: pd.DataFrame, first: str, second: str, axis: str) -> bool:
 
 def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[str, str]:
     """One sentence per family of ``frame`` on what its seeds can tell: the paired seeds behind
-    its comparisons, whether a test was possible, the smallest accuracy difference they detect
-    (80% power, 5% level) and the seeds the observed spread would need for a 1-point difference."""
+    its comparisons, whether a test was possible, how many seeds Holm's correction over the family
+    needs before any test can reach p_holm < 0.05 (:func:`mimbench.stats.seeds_for_family`), the
+    smallest accuracy difference they detect (80% power, at the level α / m of Holm's first step)
+    and the seeds the observed spread would need for a 1-point difference."""
     kinds = {c.key: c.kind for c in declared}
     lines = {}
     for family, group in frame.groupby("family", sort=False):
-        n = int(group["n"].min())
-        most = int(group["n"].max())
+        n, most, m = int(group["n"].min()), int(group["n"].max()), len(group)
         counted = f"{n} paired seed{'s' * (n != 1)}" if n == most else f"{n} to {most} paired seeds"
+        needed = stats.seeds_for_family(m)
+        holm = (f"Holm's correction over this table's {m} comparison{'s' * (m != 1)} needs at least {needed} paired "
+                f"seeds before any of them can reach p_holm < {stats.ALPHA:g}")
         if most == 1:
             lines[family] = (f"{counted} per comparison: a difference from one seed has no interval (a spread "
-                             f"needs 2 seeds) and no test (that needs {stats.MIN_SEEDS_FOR_TEST}); it is a single "
-                             f"measurement, not evidence of a difference.")
+                             f"needs 2 seeds) and no test ({holm}); it is a single measurement, not evidence of a "
+                             f"difference.")
             continue
         if n < stats.MIN_SEEDS_FOR_TEST:
             text = (f"{counted} per comparison: with fewer than {stats.MIN_SEEDS_FOR_TEST} the exact sign-flip test "
                     f"cannot reach p < {stats.ALPHA:g} (its smallest p is 2/2^{n} = {stats.smallest_p_value(n):.3g}), "
-                    f"so no test was run. A bootstrap interval from so few seeds cannot reach beyond the differences "
-                    f"observed and understates the uncertainty: read it as the range the seeds agree on, not as a "
-                    f"95% guarantee.")
+                    f"so no test was run, and {holm}. A bootstrap interval from so few seeds cannot reach beyond the "
+                    f"differences observed and understates the uncertainty: read it as the range the seeds agree on, "
+                    f"not as a 95% guarantee.")
+        elif n < needed:
+            text = (f"{counted} per comparison, tested with the exact sign-flip test, Holm-corrected over this table; "
+                    f"{holm}, so none can be significant here.")
         else:
             text = f"{counted} per comparison, tested with the exact sign-flip test, Holm-corrected over this table."
-        spread = group[[kinds.get(m) == "accuracy" for m in group["metric"]]]["sd"].dropna()
+        spread = group[[kinds.get(metric) == "accuracy" for metric in group["metric"]]]["sd"].dropna()
         if not spread.empty:
             sd = float(np.sqrt((spread ** 2).mean()))
-            detectable = stats.detectable_difference(sd, n)
-            needed = stats.seeds_needed(sd, 0.01)
+            detectable = stats.detectable_difference(sd, n, stats.ALPHA / m)
+            wanted = stats.seeds_needed(sd, 0.01, stats.ALPHA / m)
             if detectable is not None:
                 text += f" These seeds detect an accuracy difference of {detectable * 100:.2g} points (80% power)."
             text += (f" The observed spread of the paired accuracy differences (pooled std {sd * 100:.2g} points) "
-                     + (f"would need {needed} seeds to detect a 1-point difference."
-                        if needed is not None else "is too large for any practical number of seeds to detect 1 point."))
+                     + (f"would need {max(wanted, needed)} seeds to detect a 1-point difference in this table."
+                        if wanted is not None else "is too large for any practical number of seeds to detect 1 point."))
         lines[family] = text
     return lines
 

@@ -115,17 +115,20 @@ def _mean_line(ax, runs: pd.DataFrame, metric: str, label: str, color, linestyle
 
 @styled
 def loss_curves_figure(histories: pd.DataFrame) -> Figure | None:
-    """Training loss per epoch from the runs' ``history.csv``: one panel per loss (their scales
-    differ), one line per configuration (mean over seeds), a band of ± 1 std. ``histories`` has
-    columns ``label``, ``loss_name``, ``seed``, ``epoch``, ``loss``."""
+    """Training loss per epoch from the runs' ``history.csv``: one panel per loss and prediction
+    target (their scales differ: a loss on HOG cells or teacher features shares no axis with one on
+    pixels), one line per configuration (mean over seeds), a band of ± 1 std. ``histories`` has
+    columns ``label``, ``loss_name``, ``seed``, ``epoch``, ``loss`` and ``target`` (absent: pixels)."""
     histories = histories[np.isfinite(pd.to_numeric(histories["loss"], errors="coerce"))] if len(histories) else histories
     if histories.empty:
         return None
-    losses = list(dict.fromkeys(histories["loss_name"]))
+    if "target" not in histories.columns:
+        histories = histories.assign(target="pixels")
+    panels = list(dict.fromkeys(zip(histories["loss_name"], histories["target"])))
     palette = series_palette(histories["label"])
-    fig, axes = new_figure(7.0 + 2.8, 3.6 * len(losses), nrows=len(losses))
-    for ax, loss in zip(axes, losses):
-        data = histories[histories["loss_name"] == loss]
+    fig, axes = new_figure(7.0 + 2.8, 3.6 * len(panels), nrows=len(panels))
+    for ax, (loss, target) in zip(axes, panels):
+        data = histories[(histories["loss_name"] == loss) & (histories["target"] == target)]
         for label, group in data.groupby("label", sort=False):
             stats = group.groupby("epoch")["loss"].agg(["mean", "std"]).fillna(0)
             ax.plot(stats.index, stats["mean"], color=palette[label], label=label, linewidth=1.6,
@@ -137,8 +140,9 @@ def loss_curves_figure(histories: pd.DataFrame) -> Figure | None:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(f"training loss ({loss}, normalised pixels)")
-        wrapped_title(ax, f"Pre-training loss ({loss}): mean over seeds, band ± 1 std")
+        units = "normalised pixels" if target == "pixels" else f"units of the {target} target"
+        ax.set_ylabel(f"training loss ({loss}, {units})")
+        wrapped_title(ax, f"Pre-training loss ({loss} on {target}): mean over seeds, band ± 1 std")
         legend_outside(ax, "configuration")
     return fig
 

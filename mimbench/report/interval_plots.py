@@ -78,12 +78,16 @@ def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None =
     (log x axis) and mean accuracy over finished seeds, with the 95% bootstrap interval of that
     mean (:func:`mimbench.stats.bootstrap_interval`); the Pareto front (no other configuration
     is as cheap and more accurate) as a line; the baselines, which cost no pre-training, as
-    horizontal lines. None without ``train_flops``."""
+    horizontal lines. None without ``train_flops``, or when every configuration cost the same
+    (within 1%): the x axis would carry nothing."""
     from mimbench import stats
 
     done = runs[runs["status"] == Status.DONE]
     pretrained = done[done["pretrained"]]
     if "train_flops" not in pretrained.columns or not pretrained["train_flops"].gt(0).any():
+        return None
+    costs = pretrained[pretrained["train_flops"] > 0].groupby("config_id")["train_flops"].mean()
+    if costs.max() <= 1.01 * costs.min():
         return None
     probes = probe_columns(runs, declared)
     if not probes:

@@ -136,11 +136,12 @@ def psnr_vs_accuracy_figure(table: pd.DataFrame, declared: Sequence[MetricColumn
     PSNR (under the reference masker when there is one) against each declared accuracy
     (:func:`probe_columns`), error bars ± 1 std over seeds; colour = encoder, marker = masker;
     in the title, Spearman's rho over the configurations with its 95% interval, p-value and n, or,
-    with fewer than 5 configurations, that no correlation is claimed (:func:`correlation_text`)."""
+    with fewer than 5 configurations, that no correlation is claimed (:func:`correlation_text`).
+    None with fewer than 2 configurations: one point shows no relation."""
     pretrained = table[table["pretrained"] & (table["n_done"] > 0)]
     x = next(iter(reference_first(psnr_columns(table, declared))), None)
     probes = probe_columns(table, declared)
-    if x is None or not probes or pretrained.empty:
+    if x is None or not probes or len(pretrained) < 2:
         return None
     palette = encoder_palette(pretrained["encoder_label"])
     markers = dict(zip(dict.fromkeys(pretrained["masker_label"]), "osD^vP*Xph<>" * 4))

@@ -150,7 +150,7 @@ def read_configs(suite_dir: Path, run_ids: Iterable[Any]) -> dict[str, dict[str,
 
 def histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """The loss per epoch of the finished and diverged pre-trained runs, from their ``history.csv``:
-    columns ``epoch``, ``loss``, ``label``, ``loss_name``, ``seed`` (unreadable histories left out)."""
+    columns ``epoch``, ``loss``, ``label``, ``loss_name``, ``target``, ``seed`` (unreadable histories left out)."""
     frames = []
     folder = SuiteFolder(suite_dir)
     for _, row in runs[runs["pretrained"] & runs["status"].isin(FINISHED)].iterrows():
@@ -159,9 +159,10 @@ def histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         except (OSError, ValueError, TypeError):  # ValueError: not UTF-8, or not numbers
             continue
         if {"epoch", "loss"} <= set(history.columns):
-            frames.append(history[["epoch", "loss"]].assign(label=row["label"], loss_name=row["loss"], seed=row["seed"]))
+            frames.append(history[["epoch", "loss"]].assign(label=row["label"], loss_name=row["loss"],
+                                                            target=row.get("target") or "pixels", seed=row["seed"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "loss", "label",
-                                                                                     "loss_name", "seed"])
+                                                                                     "loss_name", "target", "seed"])
 
 
 def montage_images(suite_dir: Path, runs: pd.DataFrame, picture: str = "reconstructions",
