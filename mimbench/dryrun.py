@@ -56,9 +56,13 @@ def seed_lines(prepared: "Prepared") -> list[str]:
             lines.append(f"seeds: the {m} comparisons with {kind} can reach p_holm < {stats.ALPHA:g} with the "
                          f"suite's {seeds} seeds (Holm needs {needed})")
             continue
-        tested = "no test (fewer than 6 seeds)" if seeds < stats.MIN_SEEDS_FOR_TEST else "tests that cannot be significant"
+        if seeds == 1:
+            got = "one seed gives each a single measurement: no interval and no test"
+        else:
+            tested = "no test (fewer than 6 seeds)" if seeds < stats.MIN_SEEDS_FOR_TEST else "tests that cannot be significant"
+            got = f"with the suite's {seeds} they get intervals and {tested}"
         lines.append(f"seeds: the {m} comparisons with {kind} need at least {needed} seeds for any to reach p_holm < "
-                     f"{stats.ALPHA:g} under Holm's correction; with the suite's {seeds} they get intervals and {tested}")
+                     f"{stats.ALPHA:g} under Holm's correction; {got}")
     return lines
 
 

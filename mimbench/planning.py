@@ -223,6 +223,10 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
                 if kind == "masker":
                     _try_masker(component, images, f"masker {spec.name!r}")
                 built.add(key)
+        counts_key = canonical_json(["counts", run.masker.to_json(), encoder_key])
+        if capability("encoder", encoder, "same_hidden_count") and counts_key not in built:
+            _check_hidden_counts(runtime.build("masker", run.masker), run, encoder.stride, channels, images.device)
+            built.add(counts_key)
         cells_key = canonical_json(["cells", run.masker.to_json(), run.target.to_json(), target.stride])
         if target.stride > 1 and cells_key not in built:
             _check_hidden_cells(runtime.build("masker", run.masker), images, run, target.stride)
@@ -284,6 +288,28 @@ def _check_hidden_cells(masker: Any, images: torch.Tensor, run: RunSpec, stride:
                           f"only when all its pixels are; masker {run.masker.text()} hid no whole cell: use a "
                           f"masker that hides whole {stride}x{stride} squares (patch with mask_patch_size, or block or "
                           f"random_token with patch_size, a multiple of {stride})")
+
+
+def _check_hidden_counts(masker: Any, run: RunSpec, stride: int, channels: int, device: torch.device) -> None:
+    """An encoder that drops whole hidden cells (``same_hidden_count``, MAE) needs every image of a
+    batch to hide as many: the run's masker is tried on a batch large enough (up to 1,024 images) to
+    show it does not, rather than the run failing at its first such batch."""
+    size = run.image_size
+    batch = max(2, min(1024, 2 ** 24 // (channels * size * size)))
+    images = torch.zeros(batch, channels, size, size, device=device)
+    try:
+        mask = masker(images, torch.Generator(device=device).manual_seed(run.seed))
+    except Exception:  # the masker's own failure is _try_masker's or its runs' to report
+        return
+    if not isinstance(mask, torch.Tensor) or mask.shape != images[:, 0].shape:
+        return
+    counts = mask_on_grid(mask, stride).flatten(1).sum(dim=1)
+    low, high = int(counts.min()), int(counts.max())
+    if low != high:
+        raise ConfigError(f"encoder {run.encoder.name!r} drops the {stride}x{stride} patches a mask hides whole and "
+                          f"needs as many in every image of a batch; masker {run.masker.text()} hid {low} to {high} "
+                          f"of them across {batch} images: use masker random_token with patch_size {stride}, or "
+                          f"patch with mask_patch_size a multiple of {stride}")
 
 
 def _try_masker(masker, images: torch.Tensor, what: str) -> None:

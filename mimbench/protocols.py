@@ -54,6 +54,9 @@ class Encoder(Protocol):
 
     Optional:
 
+    - ``same_hidden_count = True``: the encoder drops the ``stride`` x ``stride`` cells a mask hides
+      whole (MAE) and needs every image of a batch to hide as many of them; a run whose masker does
+      not is refused before training (its masker is tried on a large batch);
     - ``blocks(images) -> list[Tensor[B, D_i, H_i, W_i]]``: the feature grid after each block or
       stage (unmasked), for layer-wise probing; the last one should equal ``forward(images)``;
     - ``param_depths() -> (dict[param name, depth], num_blocks)``: for layer-wise lr decay when
@@ -68,6 +71,7 @@ class Encoder(Protocol):
 
     out_dim: int
     stride: int
+    same_hidden_count: ClassVar[bool] = False
     blocks: ClassVar[Callable[..., Any] | None] = None
     param_depths: ClassVar[Callable[..., Any] | None] = None
     backbone: ClassVar[Callable[..., Any] | None] = None

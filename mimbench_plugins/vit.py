@@ -253,6 +253,8 @@ class ViTEncoder(_ViTBackbone):
 class MAEEncoder(_ViTBackbone):
     """ViT for MAE: fully hidden patches are dropped, only visible tokens are encoded (zeros in their place)."""
 
+    same_hidden_count = True  # the visible tokens of a batch must be as many in every image
+
     def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """images [B, C, H, W], mask [B, H, W] bool or None -> features [B, D, H/p, W/p], zero at every
         fully hidden patch. Every image must hide the same number of whole patches."""

@@ -505,3 +505,15 @@ def test_inputs_the_schema_alone_cannot_refuse_are_one_line(tmp_path, changes, e
     assert expected in line
     if "unknown" in expected:
         assert "needs the plugin installed or --plugin FILE (plugins loaded: mimbench)" in line
+
+
+def test_a_masker_an_encoder_cannot_take_is_refused_before_training(tmp_path):
+    """MAE drops whole hidden patches and needs as many in every image: pixel masking hides whole
+    patches only now and then, so its first unlucky batch would fail the run; --dry-run says so."""
+    common = ("run", "--dry-run", "--out", str(tmp_path), "--set", "grid.encoder=[mae]", "--set", "seeds=[0]")
+    refused = invoke(*common, "--set", "grid.masker=[pixel]")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.exit_code == 2 and len(lines) == 1, refused.output
+    assert "encoder 'mae' drops the 4x4 patches a mask hides whole and needs as many in every image" in lines[0]
+    assert "masker pixel(ratio=0.6) hid 0 to " in lines[0] and "use masker random_token with patch_size 4" in lines[0]
+    assert invoke(*common, "--set", "grid.masker=[random_token, patch]").exit_code == 0
