@@ -5,6 +5,7 @@ same file for the same folder."""
 from __future__ import annotations
 
 import itertools
+import re
 import math
 
 import numpy as np
@@ -287,3 +288,18 @@ def test_six_agreeing_seeds_are_tested_and_the_report_says_holm_needs_more(tmp_p
     assert (f"Holm's correction over this table's {len(family)} comparisons needs at least "
             f"{stats.seeds_for_family(len(family))} paired seeds before any of them can reach p_holm < 0.05, "
             "so none can be significant here") in report
+
+
+def test_the_count_of_intervals_that_exclude_zero_is_never_shown_unadjusted(tmp_path):
+    few = hand_suite(tmp_path / "few", seeds=[0, 1, 2])
+    assert run_cli("report", str(few)).exit_code == 0
+    assert re.search(r"\d+ of \d+ differences have a 95% interval that excludes 0, each interval taken on its own, not "
+                     r"adjusted for the \d+ comparisons made here \(no test could be run with these seeds\)",
+                     (few / "report.md").read_text())
+    many = hand_suite(tmp_path / "many")  # 8 seeds: tested, Holm within each table
+    assert run_cli("report", str(many)).exit_code == 0
+    found = pd.read_csv(many / "comparisons.csv")
+    significant, tested = int(found.significant.eq(True).sum()), int(found.p_holm.notna().sum())
+    assert (f"not adjusted for the {len(found)} comparisons made here ({significant} of the {tested} tested "
+            f"{'is' if significant == 1 else 'are'} significant after Holm's correction within its table)") \
+        in (many / "report.md").read_text()

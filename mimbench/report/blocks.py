@@ -83,7 +83,13 @@ def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
         items = [f"{row.configuration} vs {row.reference}, {_metric_name(names, row.metric)}"
                  + _labels_text(row.labels_per_class) + f": {_interval_text(row, names)}"
                  for row in clear.itertuples(index=False)]
-        blocks.append(render.Paragraph(f"{len(clear)} of {len(frame)} differences have an interval that excludes 0:"))
+        tested = int(frame["p_holm"].notna().sum())
+        significant = int((frame["significant"] == True).sum())  # noqa: E712 (None where untested)
+        verdict = (f"{significant} of the {tested} tested {'is' if significant == 1 else 'are'} significant after "
+                   f"Holm's correction within its table" if tested else "no test could be run with these seeds")
+        blocks.append(render.Paragraph(
+            f"{len(clear)} of {len(frame)} differences have a 95% interval that excludes 0, each interval taken on its "
+            f"own, not adjusted for the {len(frame)} comparisons made here ({verdict}):"))
         blocks.append(render.Bullets(items))
     else:
         with_interval = int(frame["ci_low"].notna().sum())
