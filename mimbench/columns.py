@@ -89,6 +89,13 @@ def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str 
     return columns
 
 
+def compared(declared: Sequence[MetricColumn]) -> list[MetricColumn]:
+    """The declared columns the report compares configurations on (``comparisons.csv``): the headline
+    ones, best-block columns left out (their block differs from run to run); the accuracies among
+    them are also compared with each baseline."""
+    return [c for c in declared if c.headline and not c.best_of]
+
+
 def declared_by(probe: Any) -> list[MetricColumn]:
     """The columns a built probe declares (its optional ``metric_columns()``), ``[]`` without it."""
     declare = capability("probe", probe, "metric_columns")

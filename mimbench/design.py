@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from mimbench.labels import COMPONENTS, LABEL_FIELDS, LABELS_PER_CLASS, cell_value, job_columns, labels, \
+from mimbench.labels import COMPONENTS, LABELS_PER_CLASS, cell_value, job_columns, labels, \
     param_columns, shown_params
 from mimbench.specs import BaselineSpec, Job, RunSpec, hash_config
 
@@ -116,21 +116,24 @@ def _matched_partners(rows: pd.DataFrame, run_ids: list[str], seeds: list[Any]) 
 def _assemble(rows: pd.DataFrame, run_ids: list[str], seeds: list[Any], configurations: list[str],
               run_partners: list[dict[str, str]], sweep: Iterable[str]) -> dict[str, Any]:
     shown = shown_params(rows, sweep)
-    views = {"full": labels(rows), "budget": labels(rows, hide=(LABELS_PER_CLASS,)), "table": labels(rows, hide=shown)}
+    views = {view: frame.to_dict("records") for view, frame in (
+        ("full", labels(rows)), ("budget", labels(rows, hide=(LABELS_PER_CLASS,))), ("table", labels(rows, hide=shown)))}
     in_labels = [p for p in param_columns(rows) if rows[p].map(cell_value).nunique(dropna=True) > 1
                  or (p.startswith("eval.") and rows[p].map(cell_value).nunique(dropna=False) > 1)]
     configuration_of = dict(zip(run_ids, configurations))
     entries: dict[str, dict[str, Any]] = {}
     runs: dict[str, dict[str, Any]] = {}
     for i, (run_id, seed, configuration) in enumerate(zip(run_ids, seeds, configurations)):
-        row = rows.iloc[i]
-        kind = "run" if row["pretrained"] else str(row["baseline"])
-        full = views["full"].iloc[i]
-        entry = entries.setdefault(configuration, {
-            "label": full["label"], "kind": kind, "seeds": [], "components": _components(row),
-            "varying": {p: cell_value(row[p]) for p in in_labels if cell_value(row[p]) is not None or p.startswith("eval.")},
-            "labels": {view: {field: frame.iloc[i][field] for field in LABEL_FIELDS} for view, frame in views.items()},
-            "partners": {}})
+        full = views["full"][i]
+        kind = "run" if rows["pretrained"].iat[i] else str(rows["baseline"].iat[i])
+        if configuration not in entries:  # its first run describes it: the seed is all that differs
+            row = rows.iloc[i]
+            entries[configuration] = {
+                "label": full["label"], "kind": kind, "seeds": [], "components": _components(row),
+                "varying": {p: cell_value(row[p]) for p in in_labels
+                            if cell_value(row[p]) is not None or p.startswith("eval.")},
+                "labels": {view: records[i] for view, records in views.items()}, "partners": {}}
+        entry = entries[configuration]
         entry["seeds"].append(seed)
         for kind_of, partner in run_partners[i].items():
             entry["partners"].setdefault(kind_of, configuration_of[partner])

@@ -37,13 +37,14 @@ def seed_lines(prepared: "Prepared") -> list[str]:
     headline accuracy): ``seeds: ...`` lines, saying how many seeds Holm's correction over the
     table needs before any test can reach p_holm < 0.05 when the suite has fewer."""
     from mimbench import stats
+    from mimbench.columns import compared
     from mimbench.planning import declared_columns
 
     plan = prepared.plan
     if not plan.runs:
         return []
-    accuracies = [c for c in declared_columns(prepared.runtime, plan.runs[0].eval.probes)
-                  if c.headline and not c.best_of and c.kind == "accuracy"]
+    accuracies = [c for c in compared(declared_columns(prepared.runtime, plan.runs[0].eval.probes))
+                  if c.kind == "accuracy"]
     trained = [c for c in plan.design["configurations"].values() if c["kind"] == "run"]
     lines = []
     for kind in ("random-init", "pixels"):

@@ -55,7 +55,7 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     and evaluation setting, configurations named by the design's ``budget`` labels (the label budget
     has a column of its own)."""
     runs = view(runs, "budget")
-    headline = [c for c in declared if c.headline and not c.best_of and c.key in runs.columns]
+    headline = [c for c in columns.compared(declared) if c.key in runs.columns]
     accuracies = [c for c in headline if c.kind == "accuracy"]
     rows = _baseline_rows(runs, accuracies, RANDOM_INIT) + _baseline_rows(runs, accuracies, PIXELS)
     if reference:

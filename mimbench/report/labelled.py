@@ -10,7 +10,7 @@ configuration (``configuration``: the design's id; ``config_id``: a readable uni
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -62,9 +62,9 @@ def view(runs: pd.DataFrame, name: str) -> pd.DataFrame:
     return runs.assign(**{field: runs[f"{name}:{field}"] for field in LABEL_FIELDS})
 
 
-def ensure_labelled(frame: pd.DataFrame, sweep: Iterable[str] = ()) -> pd.DataFrame:
+def ensure_labelled(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` as it is when it is labelled already, else labelled with the design
     :func:`mimbench.design.from_summary` builds from it (a summary made or filtered in a notebook)."""
     if "config_id" in frame.columns:
         return frame
-    return labelled(frame, from_summary(frame, sweep))
+    return labelled(frame, from_summary(frame))
