@@ -159,8 +159,9 @@ def comparisons(results_dir: str | Path, reference: Mapping[str, Any] | None = N
     """Every paired comparison of the suite's report (``comparisons.csv``'s rows): each
     configuration against its random-init encoder and, with ``reference`` (e.g. ``{"masker":
     "patch"}``; default: the suite's ``report.reference``), against that configuration; the mean
-    paired difference, its 95% bootstrap interval, the paired win rate and, with 6 or
-    more seeds, the exact sign-flip p-value and Holm's adjusted p."""
+    paired difference, its 95% interval (:func:`mimbench.stats.mean_interval`) and the family-wise
+    one, the paired win rate, with enough seeds the exact sign-flip p-value and Holm's adjusted p,
+    and whether the difference is resolved."""
     from mimbench.report.comparisons import COLUMNS, check_reference
     from mimbench.report.results import read_results
 

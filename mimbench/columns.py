@@ -159,6 +159,10 @@ OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", 
 #: Columns in the units of each run's own target: two runs compare on them only when they predict
 #: the same target (a HOG loss and a teacher-feature loss share no scale).
 OWN_TARGET_COLUMNS = frozenset({"target_loss", "ref_target_loss"})
+#: The pixel errors of a reconstruction: a run whose prediction is turned into pixels with the
+#: hidden patch's own mean and std (``recon_uses_target_stats``, e.g. ``norm_pix``) compares on
+#: them only with runs alike in that.
+PIXEL_ERROR_COLUMNS = frozenset({"recon_mse", "recon_psnr", "ref_mse", "ref_psnr"})
 
 #: Columns of a run's summary row (and record) that say what was run or what became of it; every
 #: other numeric column measures it (:func:`measured`).

@@ -4,9 +4,13 @@ A comparison pairs two configurations by seed (and by the evaluation settings), 
 gives one difference ``d_i = metric(configuration) - metric(reference)``; everything here works
 on those ``n`` differences:
 
-- the mean difference and its 95% confidence interval by bootstrap over the pairs
-  (:func:`scipy.stats.bootstrap`, BCa, 9,999 resamples from a fixed generator: the same
-  differences always give the same interval);
+- the mean difference and its 95% confidence interval (:func:`mean_interval`): Student's t with
+  a shrunk Hall (1992) correction for skewness, a closed formula, so the same differences always
+  give the same interval. It keeps its coverage at 3, 5 and 10 seeds (0.95 under normal seed
+  noise, 0.95 to 0.96 under Student-t3 noise, 0.86 to 0.88 under lognormal noise; simulated in
+  ``tests/test_coverage.py``, figures in ``benchmarks/README.md``). A bootstrap over so few
+  pairs cannot: its interval never reaches beyond the differences observed (0.72 coverage at 3
+  seeds, 0.84 to 0.91 at 10);
 - the paired win rate (``p_improvement``): the share of seed pairs where the configuration is
   ahead, ties counting half. It is not rliable's probability of improvement, which compares every
   run of one configuration with every run of the other, unpaired;
@@ -26,7 +30,6 @@ Nothing here imports torch or pandas.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,11 +40,22 @@ from scipy import stats
 MIN_SEEDS_FOR_TEST = 6
 #: The significance level of the tests and the confidence of the intervals (1 - ALPHA).
 ALPHA = 0.05
-#: Bootstrap resamples, and the seed of their generator (fixed: the same data, the same interval).
-BOOTSTRAP_RESAMPLES = 9999
-BOOTSTRAP_SEED = 0
+#: Random permutations where a permutation test cannot enumerate them all, and the seed of their
+#: generator (fixed: the same data, the same p-value). Their Monte Carlo error is at most
+#: sqrt(0.25 / 9,999) = 0.005 on a p-value (0.002 near p = 0.05).
+PERMUTATIONS = 9999
+PERMUTATION_SEED = 0
 #: Up to this many pairs every sign pattern is enumerated (2^16 patterns); above, as many random ones.
 EXACT_UP_TO = 16
+#: How the intervals are made, as captions and documents name them.
+INTERVAL_METHOD = "t interval with a shrunk Hall skewness correction"
+#: The share of the sample skewness that :func:`mean_interval` corrects for. The skewness of a
+#: handful of values is wildly variable (of 3 values it is always near ±0.71, whatever the noise),
+#: and the full correction then doubles the interval's width at 3 seeds; 0.6 of it keeps the
+#: coverage (simulated, 100,000 trials: 0.95 under normal noise at 3, 5 and 10 seeds, 0.95 to 0.96
+#: under Student-t3, 0.86 to 0.88 under lognormal(0, 1), where the plain t interval gives 0.82 to
+#: 0.84) at a median width 1.15, 1.02 and 1.01 times the plain t interval's under normal noise.
+SKEW_SHRINK = 0.6
 
 
 @dataclass(frozen=True)
@@ -63,27 +77,57 @@ def compare_paired(diffs: Sequence[float], higher_is_better: bool = True) -> Pai
     d = np.asarray(diffs, dtype=float)
     if d.ndim != 1 or len(d) == 0 or not np.isfinite(d).all():
         raise ValueError(f"expected a non-empty 1-D array of finite differences, got {d!r}")
-    low, high = bootstrap_interval(d) if len(d) >= 2 else (None, None)
+    low, high = mean_interval(d) if len(d) >= 2 else (None, None)
     p_value = sign_flip_p_value(d) if len(d) >= MIN_SEEDS_FOR_TEST else None
     return PairedResult(len(d), float(d.mean()), low, high, probability_of_improvement(d, higher_is_better), p_value)
 
 
-def bootstrap_interval(diffs: np.ndarray, confidence: float = 1 - ALPHA) -> tuple[float, float]:
-    """The ``confidence`` interval of the mean of ``diffs`` [n >= 2] by bootstrap over the pairs
-    (BCa; the percentile interval where BCa is undefined, e.g. n = 2); ``(d, d)`` when every
-    difference is the same ``d``."""
-    d = np.asarray(diffs, dtype=float)
-    if np.ptp(d) == 0:
-        return float(d[0]), float(d[0])
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa's warning on degenerate resamples: handled below
-            result = stats.bootstrap((d,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=confidence,
-                                     method=method, rng=np.random.default_rng(BOOTSTRAP_SEED))
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-        if math.isfinite(low) and math.isfinite(high):
-            return low, high
-    return float(d.min()), float(d.max())  # not reached with finite data; the widest honest answer
+def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = 1 - ALPHA,
+                  correct_skew: bool = True) -> tuple[float, float]:
+    """The ``confidence`` interval of the mean of ``values`` [n >= 2]: Student's t interval with
+    Hall's (1992, JRSS-B 54:221) transformation, which removes the first-order effect of skewness,
+    applied with the sample skewness shrunk toward 0 (:data:`SKEW_SHRINK`).
+
+    With mean ``m``, standard deviation ``s`` and (shrunk) skewness ``g`` of the values, the studentised
+    mean ``D = (m - mu) / s`` is mapped through the monotone ``h(D) = D + g D^2/3 + g^2 D^3/27 +
+    g/(6n)``; ``h(D) sqrt(n)`` is close to Student's t with n - 1 degrees of freedom, so the interval
+    is ``m - s h^-1(±t / sqrt(n))``, with ``h^-1(y) = 3/g ((1 + g (y - g/(6n)))^(1/3) - 1)``. With
+    ``g = 0`` (always so with 2 values), or ``correct_skew=False``, this is the textbook t interval.
+    The correction is an expansion that holds near the usual quantiles, not in the far tail: a
+    family-wise interval (confidence 1 - 0.05/m) is better served by the plain t interval, exact
+    under normal noise (simulated at 3 normal seeds and confidence 1 - 0.05/20: 0.9975 plain,
+    0.994 corrected). ``(v, v)`` when every value is the same ``v``."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if v.ndim != 1 or n < 2:
+        raise ValueError(f"an interval needs at least 2 values, got {v!r}")
+    mean, sd = float(v.mean()), float(v.std(ddof=1))
+    if sd == 0:
+        return mean, mean
+    centred = v - mean
+    skew = SKEW_SHRINK * float((centred ** 3).mean() / (centred ** 2).mean() ** 1.5) if correct_skew else 0.0
+    t = float(stats.t.ppf(1 - (1 - confidence) / 2, n - 1))
+
+    def studentised(y: float) -> float:  # h^-1(y): the D whose transform is y
+        if abs(skew) < 1e-12:
+            return y
+        return float(3 / skew * (np.cbrt(1 + skew * (y - skew / (6 * n))) - 1))
+
+    return mean - sd * studentised(t / math.sqrt(n)), mean - sd * studentised(-t / math.sqrt(n))
+
+
+def interval_caption(fewest: int, most: int | None = None) -> str:
+    """How a caption names the intervals of comparisons over ``fewest`` to ``most`` paired seeds,
+    e.g. "95% t interval with Hall's skewness correction over 3 paired seeds"."""
+    most = fewest if most is None else most
+    if most < 2:
+        return "no interval: one seed per configuration (a spread needs 2)"
+    seeds = f"{fewest} paired seeds" if fewest == most else f"{fewest} to {most} paired seeds"
+    text = f"95% {INTERVAL_METHOD} over {seeds}"
+    if fewest < 3:
+        text += (f" (with 2 seeds it reaches t(0.975, 1) = {stats.t.ppf(0.975, 1):.1f} standard errors each side "
+                 f"of the mean: wide, as 2 seeds warrant)")
+    return text
 
 
 def probability_of_improvement(diffs: np.ndarray, higher_is_better: bool = True) -> float:
@@ -94,12 +138,13 @@ def probability_of_improvement(diffs: np.ndarray, higher_is_better: bool = True)
 
 def sign_flip_p_value(diffs: np.ndarray) -> float:
     """Two-sided p-value of the paired sign-flip permutation test of mean difference 0: exact (every
-    one of the 2^n sign patterns) up to n = :data:`EXACT_UP_TO`, else from 2^16 random patterns."""
+    one of the 2^n sign patterns) up to n = :data:`EXACT_UP_TO`, else from 2^16 random patterns
+    (Monte Carlo error at most 0.002, 0.001 near p = 0.05)."""
     d = np.asarray(diffs, dtype=float)
     resamples = np.inf if len(d) <= EXACT_UP_TO else 2 ** EXACT_UP_TO
     result = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=resamples,
                                     alternative="two-sided", vectorized=True,
-                                    rng=np.random.default_rng(BOOTSTRAP_SEED))
+                                    rng=np.random.default_rng(PERMUTATION_SEED))
     return float(min(1.0, result.pvalue))
 
 
@@ -202,9 +247,9 @@ def spearman(x: Sequence[float], y: Sequence[float], confidence: float = 1 - ALP
     rho = float(rank_pearson(*ranks))
     z, se = math.atanh(max(-0.999999, min(0.999999, rho))), math.sqrt((1 + rho ** 2 / 2) / (n - 3))
     half = stats.norm.ppf(1 - (1 - confidence) / 2) * se
-    resamples = np.inf if n <= EXACT_PAIRINGS_UP_TO else BOOTSTRAP_RESAMPLES
+    resamples = np.inf if n <= EXACT_PAIRINGS_UP_TO else PERMUTATIONS
     # one sample permuted against the fixed other: n! pairings (scipy would permute both, (n!)^2)
     test = stats.permutation_test((ranks[1],), lambda v, axis=-1: rank_pearson(ranks[0], v, axis),
                                   permutation_type="pairings", n_resamples=resamples, alternative="two-sided",
-                                  vectorized=True, batch=5040, rng=np.random.default_rng(BOOTSTRAP_SEED))
+                                  vectorized=True, batch=5040, rng=np.random.default_rng(PERMUTATION_SEED))
     return Correlation(n, rho, math.tanh(z - half), math.tanh(z + half), float(min(1.0, test.pvalue)))

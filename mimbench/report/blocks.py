@@ -12,7 +12,9 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.folder import ERROR_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
+from mimbench import stats
 from mimbench.report import comparisons, render
+from mimbench.report.conclusions import conclusions, interval_text, labels_text, metric_name
 from mimbench.labels import LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import config_columns, failures, label_counts, to_bool
 from mimbench.report.figure_plan import ReportFigure
@@ -42,7 +44,7 @@ def page_blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: p
         f"{len(runs)} runs ({status}), {int(runs['pretrained'].sum())} of them pre-trained, "
         f"{_configurations(table)} × {runs['seed'].nunique()} seeds."))
     blocks += _setup_blocks(suite) + _environment_blocks(runs, configs)
-    blocks += [render.Heading("Results"), render.Paragraph(table_note(shown)),
+    blocks += [render.Heading("Results"), render.Paragraph(table_note(shown, table)),
                _markdown_table(to_markdown(table, shown, declared)),
                render.Paragraph("Every metric (mask statistics, per-block probes, timings), with `_mean`, `_std` and "
                                 "`_n` columns: [table.csv](table.csv); for LaTeX: [table.tex](table.tex) (booktabs); "
@@ -57,11 +59,20 @@ def page_blocks(name: str, suite: dict[str, Any], summary: pd.DataFrame, runs: p
     return blocks
 
 
-def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
+def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[MetricColumn],
                       reference: dict[str, Any] | None) -> list[render.Block]:
-    """"Is the difference real?": what the seeds can tell, the differences whose interval excludes
-    0, and the comparisons with the reference configuration."""
-    blocks: list[render.Block] = [render.Heading("Is the difference real?")]
+    """"Conclusions" (:mod:`mimbench.report.conclusions`), then "Is the difference real?": what the
+    seeds can tell, the resolved differences, and the comparisons with the reference configuration."""
+    sentences = conclusions(frame, table, runs, declared)
+    blocks: list[render.Block] = [render.Heading("Conclusions")]
+    blocks.append(render.Paragraph(
+        "Written from the rows of comparisons.csv and the table by fixed rules: a difference is better or worse "
+        "only when it is resolved (below), otherwise not separated; a configuration is the best only when it "
+        "beats every other pairwise. Each with its mean difference and 95% interval."
+        if sentences else "No comparison could be made, so nothing is concluded."))
+    if sentences:
+        blocks.append(render.Bullets(sentences))
+    blocks.append(render.Heading("Is the difference real?"))
     if frame.empty:
         return blocks + [render.Paragraph("No paired comparison: no configuration has a finished baseline or reference "
                                           "on a common seed.")]
@@ -73,33 +84,34 @@ def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
         "Each configuration is compared with its random-init encoder"
         + (f", with raw pixels and with the reference configuration {comparisons.format_reference(reference)}"
            if reference else " and with raw pixels")
-        + ", paired by seed: the mean difference and its 95% bootstrap confidence interval; every statistic is in "
-          f"[{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
+        + (f", paired by seed: the mean difference and its {stats.interval_caption(*_seed_range(frame))}, taken on "
+           f"its own. A difference is **resolved** when it holds with the whole table in view: its Holm-adjusted "
+           f"sign-flip test is significant, or its family-wise interval (the table's intervals widened to hold "
+           f"together: Bonferroni, each at 1 − 0.05/m) excludes 0." if _seed_range(frame)[1] > 1 else
+           ", paired by seed: the difference of a single seed, which has no interval.")
+        + f" Every statistic is in [{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
     blocks.append(render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()]))
-    clear = frame[(frame["ci_low"] > 0) | (frame["ci_high"] < 0)]
     if frame["ci_low"].isna().all():
         blocks.append(render.Paragraph("No difference has an interval: each comes from a single seed."))
-    elif len(clear):
-        items = [f"{row.configuration} vs {row.reference}, {_metric_name(names, row.metric)}"
-                 + _labels_text(row.labels_per_class) + f": {_interval_text(row, names)}"
-                 for row in clear.itertuples(index=False)]
-        tested = int(frame["p_holm"].notna().sum())
-        significant = int((frame["significant"] == True).sum())  # noqa: E712 (None where untested)
-        verdict = (f"{significant} of the {tested} tested {'is' if significant == 1 else 'are'} significant after "
-                   f"Holm's correction within its table" if tested else "no test could be run with these seeds")
-        blocks.append(render.Paragraph(
-            f"{len(clear)} of {len(frame)} differences have a 95% interval that excludes 0, each interval taken on its "
-            f"own, not adjusted for the {len(frame)} comparisons made here ({verdict}):"))
-        blocks.append(render.Bullets(items))
     else:
-        with_interval = int(frame["ci_low"].notna().sum())
-        blocks.append(render.Paragraph(f"None of the {with_interval} differences with an interval has one that "
-                                       f"excludes 0."))
+        resolved = frame[frame["resolved"] == True]  # noqa: E712 (numpy bools)
+        unadjusted = frame[(frame["resolved"] != True) & ((frame["ci_low"] > 0) | (frame["ci_high"] < 0))]  # noqa: E712
+        blocks.append(render.Paragraph(
+            f"Resolved, with each table's comparisons taken together: {len(resolved)} of {len(frame)} differences"
+            + (":" if len(resolved) else ".")))
+        if len(resolved):
+            blocks.append(render.Bullets([_comparison_text(row, names) + _family_text(row, names)
+                                          for row in resolved.itertuples(index=False)]))
+        if len(unadjusted):
+            blocks.append(render.Paragraph(
+                "Not resolved, though the interval taken on its own excludes 0 (among this many comparisons some "
+                "do so by chance; more seeds would tell):"))
+            blocks.append(render.Bullets([_comparison_text(row, names) for row in unadjusted.itertuples(index=False)]))
     chosen = frame[frame["family"] == comparisons.REFERENCE]
     if len(chosen):
-        rows = [[row.configuration, row.reference, _metric_name(names, row.metric),
-                 _labels_text(row.labels_per_class).removeprefix(" (").removesuffix(" labels/class)") or "–",
-                 str(row.n), _interval_text(row, names), f"{row.p_improvement:.2f}", _p_text(row.p_value),
+        rows = [[row.configuration, row.reference, metric_name(names, row.metric),
+                 labels_text(row.labels_per_class).removeprefix(" (").removesuffix(" labels/class)") or "–",
+                 str(row.n), interval_text(row, names), f"{row.p_improvement:.2f}", _p_text(row.p_value),
                  _p_text(row.p_holm)] for row in chosen.itertuples(index=False)]
         blocks += [render.Heading("Against the reference configuration", 3),
                    render.Table(["configuration", "reference", "metric", "labels/class", "n", "Δ [95% CI]",
@@ -108,24 +120,24 @@ def comparison_blocks(frame: pd.DataFrame, declared: Sequence[MetricColumn],
     return blocks
 
 
-def _metric_name(names: dict[str, MetricColumn], key: str) -> str:
-    column = names.get(key)
-    return column.name if column else key
+def _seed_range(frame: pd.DataFrame) -> tuple[int, int]:
+    return int(frame["n"].min()), int(frame["n"].max())
 
 
-def _labels_text(labels: Any) -> str:
-    if labels is None or (isinstance(labels, float) and pd.isna(labels)):
-        return ""
-    return f" ({int(labels) if isinstance(labels, float) else labels} labels/class)"
+def _comparison_text(row: Any, names: dict[str, MetricColumn]) -> str:
+    return (f"{row.configuration} vs {row.reference}, {metric_name(names, row.metric)}"
+            + labels_text(row.labels_per_class) + f": {interval_text(row, names)}")
 
 
-def _interval_text(row: Any, names: dict[str, MetricColumn]) -> str:
+def _family_text(row: Any, names: dict[str, MetricColumn]) -> str:
     column = names.get(row.metric)
     digits = column.digits if column else 3
-    text = f"{row.mean_diff:+.{digits}f}"
-    if row.ci_low is not None and pd.notna(row.ci_low):
-        text += f" [{row.ci_low:+.{digits}f}, {row.ci_high:+.{digits}f}]"
-    return text + ("*" if row.significant is True else "")
+    parts = []
+    if pd.notna(row.ci_low_family):
+        parts.append(f"family-wise [{row.ci_low_family:+.{digits}f}, {row.ci_high_family:+.{digits}f}]")
+    if row.p_holm is not None and pd.notna(row.p_holm):
+        parts.append(f"p_holm = {row.p_holm:.3g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _p_text(p: Any) -> str:

@@ -15,8 +15,13 @@ Three families of paired comparisons, each pairing runs by seed and by the evalu
 
 Each row holds the statistics of :func:`mimbench.stats.compare_paired`; Holm's correction runs
 over the p-values of one family (a "comparison table"), and ``significant`` is true only where
-``p_holm`` < 0.05. Rows are in a fixed order and the bootstrap uses a fixed generator, so the
-same folder always gives the same file, byte for byte.
+``p_holm`` < 0.05. ``ci_low_family``/``ci_high_family`` widen each interval so that the family's
+intervals hold together (Bonferroni: each a plain t interval at confidence 1 - 0.05/m over the
+family's m rows);
+``resolved`` is true where the adjusted test or that family-wise interval excludes no difference
+of one sign (:func:`is_resolved`): what the written conclusions call a resolved difference. Configurations that do not compare on a metric (:func:`comparable`) get no
+row for it. Rows are in a fixed order and every statistic is a closed formula or an exact
+enumeration, so the same folder always gives the same file, byte for byte.
 """
 
 from __future__ import annotations
@@ -33,16 +38,16 @@ from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
 from mimbench.schema import REFERENCE_AXES, reference_error
 from mimbench.labels import ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, eval_columns
-from mimbench.report.aggregate import config_columns
+from mimbench.report.aggregate import config_columns, to_bool
 from mimbench.report.labelled import view
 from mimbench.report.pairs import finished, partner_pairs, seed_pairs
 
 #: The columns of ``comparisons.csv``, in this order.
 COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "mean_diff", "ci_low", "ci_high",
-           "p_improvement", "p_value", "p_holm", "significant"]
+           "ci_low_family", "ci_high_family", "p_improvement", "p_value", "p_holm", "significant", "resolved"]
 #: Kept in the frame :func:`compare` returns, left out of the file: the family (``random-init`` or
-#: ``reference``), the configurations' ids, and the std of the paired differences.
-INTERNAL = ["family", "config_id", "reference_config_id", "sd"]
+#: ``reference``), the configurations' ids, the std of the paired differences and the differences.
+INTERNAL = ["family", "config_id", "reference_config_id", "sd", "diffs"]
 RANDOM_INIT, PIXELS, REFERENCE = "random-init", "pixels", "reference"
 #: The families, each one Holm family (a "comparison table"), in the order of the file.
 FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE)
@@ -67,7 +72,25 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
         adjusted = stats.holm([None if pd.isna(p) else float(p) for p in frame.loc[chosen, "p_value"]])
         frame.loc[chosen, "p_holm"] = pd.Series(adjusted, index=frame.index[chosen], dtype=object)
     frame["significant"] = [None if pd.isna(p) else bool(p < stats.ALPHA) for p in frame["p_holm"]]
+    for family in FAMILIES:  # Bonferroni: the family's intervals hold together with 95% confidence
+        chosen = frame.index[frame["family"] == family]
+        for i in chosen:
+            diffs = frame.at[i, "diffs"]
+            if len(diffs) >= 2:
+                low, high = stats.mean_interval(diffs, 1 - stats.ALPHA / len(chosen), correct_skew=False)
+                frame.at[i, "ci_low_family"], frame.at[i, "ci_high_family"] = low, high
+    frame[["ci_low_family", "ci_high_family"]] = frame[["ci_low_family", "ci_high_family"]].astype(float)
+    frame["resolved"] = [is_resolved(row) for row in frame.itertuples(index=False)]
     return frame
+
+
+def is_resolved(row: Any) -> bool:
+    """Whether a comparison's difference is resolved, taking the whole family into account: its
+    Holm-adjusted test is significant, or its family-wise interval lies on one side of 0."""
+    if row.significant is True:
+        return True
+    low, high = row.ci_low_family, row.ci_high_family
+    return low is not None and pd.notna(low) and (low > 0 or high < 0)
 
 
 def to_csv(frame: pd.DataFrame) -> str:
@@ -81,9 +104,10 @@ def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, 
     result = stats.compare_paired(diffs, higher_is_better=metric.kind != "mse")
     return {"metric": metric.key, "configuration": configuration, "reference": reference, "labels_per_class": labels,
             "n": result.n, "mean_diff": result.mean_diff, "ci_low": result.ci_low, "ci_high": result.ci_high,
+            "ci_low_family": None, "ci_high_family": None,
             "p_improvement": result.p_improvement, "p_value": result.p_value, "p_holm": None, "significant": None,
-            "family": family, "config_id": config_id, "reference_config_id": reference_id,
-            "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan}
+            "resolved": None, "family": family, "config_id": config_id, "reference_config_id": reference_id,
+            "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan, "diffs": tuple(map(float, diffs))}
 
 
 def _labels(row: pd.Series) -> Any:
@@ -128,10 +152,8 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one row, whatever the labels
             if reconstruction and pair in compared:
                 continue
-            if metric.key in columns.OWN_MASKER_COLUMNS and not _same(configs, config_id, counterpart, "masker"):
-                continue  # each scored on the masks of its own masker: no common ground
-            if metric.key in columns.OWN_TARGET_COLUMNS and not _same(configs, config_id, counterpart, "target"):
-                continue  # each in the units of its own target
+            if not comparable(configs.loc[config_id], configs.loc[counterpart], metric.key):
+                continue
             compared.add(pair)
             pairs = seed_pairs(done, config_id, counterpart, metric.key)
             if pairs.empty:
@@ -205,12 +227,6 @@ def _choices(configs: pd.DataFrame) -> str:
     return "the configurations have " + "; ".join(shown)
 
 
-def _same(configs: pd.DataFrame, first: str, second: str, axis: str) -> bool:
-    """Whether two configurations have the same component on ``axis`` (a masker, a target), params too."""
-    keys = [c for c in configs.columns if c == axis or c.startswith(axis + ".")]
-    return [cell_value(v) for v in configs.loc[first, keys]] == [cell_value(v) for v in configs.loc[second, keys]]
-
-
 def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[str, str]:
     """One sentence per family of ``frame`` on what its seeds can tell: the paired seeds behind
     its comparisons, whether a test was possible, how many seeds Holm's correction over the family
@@ -233,9 +249,8 @@ def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[s
         if n < stats.MIN_SEEDS_FOR_TEST:
             text = (f"{counted} per comparison: with fewer than {stats.MIN_SEEDS_FOR_TEST} the exact sign-flip test "
                     f"cannot reach p < {stats.ALPHA:g} (its smallest p is 2/2^{n} = {stats.smallest_p_value(n):.3g}), "
-                    f"so no test was run, and {holm}. A bootstrap interval from so few seeds cannot reach beyond the "
-                    f"differences observed and understates the uncertainty: read it as the range the seeds agree on, "
-                    f"not as a 95% guarantee.")
+                    f"so no test was run, and {holm}. The intervals still keep their 95% coverage: with so few seeds "
+                    f"they are wide, and only a difference whose family-wise interval excludes 0 is resolved.")
         elif n < needed:
             text = (f"{counted} per comparison, tested with the exact sign-flip test, Holm-corrected over this table; "
                     f"{holm}, so none can be significant here.")
@@ -273,10 +288,11 @@ def with_intervals(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
 
 def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[MetricColumn]) -> pd.DataFrame:
     """``table`` with ``<metric>_is_best`` for each declared headline metric: true on the row with
-    the best mean of its column (highest; lowest for an ``mse``), among the rows with the same
-    evaluation settings, only when its paired 95% bootstrap interval against the runner-up (by
-    seed) lies wholly on the better side of 0. A best that its runner-up ties within the
-    interval, or with fewer than 2 shared seeds, is not marked."""
+    the best mean of its column (highest; lowest for an ``mse``) among the rows with the same
+    evaluation settings, only when it beats every other of those rows pairwise: each paired
+    sign-flip test (by seed) favours it with p_holm < 0.05, Holm over those comparisons. So a
+    best is never marked on fewer seeds than :func:`mimbench.stats.seeds_for_family` needs, nor
+    among rows that do not compare on the metric (:func:`comparable`)."""
     table = table.copy()
     settings = [c for c in eval_columns(table) if c in runs.columns]
     done = finished(runs)
@@ -285,17 +301,56 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
     groups = table.groupby(setting, sort=False).groups
     for metric in (c for c in declared if c.headline and f"{c.key}_mean" in table.columns):
         marks = pd.Series(False, index=table.index)
-        better = -1 if metric.kind == "mse" else 1
         for rows in groups.values():
-            ranked = table.loc[rows].dropna(subset=[f"{metric.key}_mean"])
-            if len(ranked) < 2:
-                continue
-            ranked = ranked.sort_values(f"{metric.key}_mean", ascending=better < 0, kind="stable")
-            best, runner = ranked.index[0], ranked.index[1]
-            pairs = seed_pairs(done, table.at[best, "config_id"], table.at[runner, "config_id"], metric.key)
-            if len(pairs) < 2:
-                continue
-            low, high = stats.bootstrap_interval(pairs["diff"].to_numpy(float) * better)
-            marks[best] = low > 0
+            best = best_row(table.loc[rows], done, metric)
+            if best is not None:
+                marks[best] = True
         table[f"{metric.key}_is_best"] = marks
     return table
+
+
+def best_row(rows: pd.DataFrame, done: pd.DataFrame, metric: MetricColumn) -> Any | None:
+    """The index of the row of ``rows`` (aggregated, one per configuration) whose mean of
+    ``metric`` beats every other row's pairwise by seed with Holm-adjusted p < 0.05, or None."""
+    ranked = rows.dropna(subset=[f"{metric.key}_mean"])
+    if len(ranked) < 2 or not all_comparable(ranked, done, metric.key):
+        return None
+    better = -1 if metric.kind == "mse" else 1
+    ranked = ranked.sort_values(f"{metric.key}_mean", ascending=better < 0, kind="stable")
+    best = ranked.index[0]
+    p_values = []
+    for other in ranked.index[1:]:
+        diffs = seed_pairs(done, ranked.at[best, "config_id"], ranked.at[other, "config_id"], metric.key)["diff"]
+        result = stats.compare_paired(diffs.to_numpy(float), higher_is_better=better > 0) if len(diffs) else None
+        if result is None or result.p_value is None or result.mean_diff * better <= 0:
+            return None
+        p_values.append(result.p_value)
+    return best if all(p < stats.ALPHA for p in stats.holm(p_values)) else None
+
+
+def all_comparable(rows: pd.DataFrame, done: pd.DataFrame, metric: str) -> bool:
+    """Whether the configurations of ``rows`` (with ``config_id``; their finished runs ``done``)
+    compare with one another on ``metric`` (:func:`comparable`)."""
+    configs = done.drop_duplicates("config_id").set_index("config_id")
+    ids = [c for c in rows["config_id"] if c in configs.index]
+    return len(ids) == len(rows) and all(comparable(configs.loc[ids[0]], configs.loc[c], metric) for c in ids)
+
+
+def comparable(first: pd.Series, second: pd.Series, metric: str) -> bool:
+    """Whether two configurations (rows with their components' columns) compare on ``metric``:
+    not on a column scored under each run's own masker when their maskers differ, nor on one in the
+    units of each run's own target when their targets differ, nor on a pixel error when one of them
+    de-normalises its prediction with the hidden patch's own statistics (``recon_uses_target_stats``,
+    e.g. ``norm_pix``: that reconstruction is handed information the other's is not)."""
+    def same(axis: str) -> bool:
+        keys = [c for c in first.index if c == axis or c.startswith(axis + ".")]
+        return [cell_value(first.get(k)) for k in keys] == [cell_value(second.get(k)) for k in keys]
+
+    if metric in columns.OWN_MASKER_COLUMNS and not same("masker"):
+        return False
+    if metric in columns.OWN_TARGET_COLUMNS and not same("target"):
+        return False
+    if metric in columns.PIXEL_ERROR_COLUMNS:
+        flags = [to_bool(row.get("recon_uses_target_stats")) for row in (first, second)]
+        return flags[0] == flags[1]
+    return True

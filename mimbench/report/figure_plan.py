@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from mimbench import stats
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE, SuiteFolder
 from mimbench.report import canvas, curves, interval_plots, plots
@@ -95,7 +96,7 @@ def _headline_figures(runs: pd.DataFrame, labelled: pd.DataFrame, declared: Sequ
                      "pixels)." + one_count, lambda: plots.probe_accuracy_figure(runs, declared)),
         ReportFigure("psnr", "Reconstruction PSNR per masker",
                      "PSNR of the hidden pixels in [0, 1] pixel space, mean over test images; per configuration the "
-                     "mean over finished seeds with its 95% bootstrap interval (BCa), and each seed as a dot. Under "
+                     "mean over finished seeds with its 95% " + stats.INTERVAL_METHOD + " (over the seeds' values), and each seed as a dot. Under "
                      "its own masker each run hides different pixels; the reference masker scores every run on the "
                      f"same masks.{reference_text} The y axis is zoomed to the data and does not start at 0, so the "
                      "values are drawn as points, not bars." + one_count,
@@ -103,8 +104,9 @@ def _headline_figures(runs: pd.DataFrame, labelled: pd.DataFrame, declared: Sequ
         ReportFigure("compute", "Accuracy against compute",
                      "One point per pre-trained configuration: its pre-training FLOPs (`train_flops`: matrix products, "
                      "convolutions and attention of encoder, decoder and loss, forward and backward, counted on one "
-                     "real step; log scale) and its accuracy, mean over finished seeds with the 95% bootstrap interval "
-                     "of that mean. The line joins the Pareto front: the configurations that no cheaper one beats. "
+                     "real step; log scale) and its accuracy, mean over finished seeds with the 95% "
+                     + stats.INTERVAL_METHOD + " of that mean."
+                     " The line joins the Pareto front: the configurations that no cheaper one beats. "
                      "Horizontal lines: the baselines, which cost no pre-training." + one_count,
                      lambda: interval_plots.compute_figure(runs, declared)),
         ReportFigure("psnr_vs_accuracy", "Does better reconstruction mean better features?",
@@ -121,10 +123,11 @@ def _comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -
     return ReportFigure(
         "comparisons", "Every comparison with its interval",
         "Every paired comparison of the report (comparisons.csv): the mean difference over the seeds both "
-        "configurations finished (configuration − reference; per labels per class where swept), its 95% "
-        "bootstrap confidence interval (BCa, 9,999 resamples of the seed pairs), and the dashed line at no "
-        "difference. Filled markers: significant after Holm's correction (exact sign-flip test; needs 6 or more "
-        "seeds). An interval that crosses the line is no evidence either way.",
+        "configurations finished (configuration − reference; per labels per class where swept), its "
+        + (stats.interval_caption(int(frame["n"].min()), int(frame["n"].max())) if len(frame) else "interval")
+        + ", taken on its own, and the dashed line at no difference. Filled markers: resolved with the whole table "
+        "in view (significant after Holm's correction, or the family-wise interval excludes 0). An interval that "
+        "crosses the line is no evidence either way.",
         lambda: interval_plots.comparisons_figure(frame, declared))
 
 

@@ -26,8 +26,8 @@ from mimbench.specs import Status
 def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
     """A forest plot of the report's paired comparisons (``frame``: from
     :func:`mimbench.report.comparisons.compare`): one panel per metric, one row per comparison,
-    the mean paired difference with its 95% bootstrap interval, a line at 0; filled markers for
-    the significant ones (Holm-corrected), colour by family (against random-init, against raw
+    the mean paired difference with its 95% interval (:func:`mimbench.stats.mean_interval`), a line at 0; filled markers for
+    the resolved ones (:func:`mimbench.report.comparisons.is_resolved`), colour by family (against random-init, against raw
     pixels, against the reference configuration)."""
     if frame is None or frame.empty:
         return None
@@ -44,7 +44,7 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
             low, high = row["ci_low"], row["ci_high"]
             if pd.notna(low) and pd.notna(high):
                 ax.plot([low, high], [y, y], color=color, linewidth=1.8, solid_capstyle="butt")
-            significant = row["significant"] is True or row["significant"] == True  # noqa: E712 (numpy bools)
+            significant = row["resolved"] is True or row["resolved"] == True  # noqa: E712 (numpy bools)
             ax.plot(row["mean_diff"], y, marker="o", markersize=6, color=color,
                     markerfacecolor=color if significant else "white", linestyle="")
         ax.axvline(0, color="0.3", linewidth=1.0, linestyle="--")
@@ -53,12 +53,12 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
         column = names.get(metric)
         ax.set_xlabel(f"Δ {column.axis_label if column else metric} (configuration − reference)")
         wrapped_title(ax, f"{metric_title(column) if column else metric}: mean paired difference, "
-                          "95% bootstrap interval")
+                          "95% interval")
     family_names = {"random-init": "vs random-init", "pixels": "vs raw pixels", "reference": "vs the reference"}
     handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=family_names[f]) for f, c in colors.items()
                if (frame["family"] == f).any()]
     handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="0.3", linestyle="",
-                          label="significant (Holm, p < 0.05)"))
+                          label="resolved (Holm or family-wise interval)"))
     axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
@@ -75,8 +75,8 @@ def _comparison_label(row: pd.Series) -> str:
 def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
     """Accuracy against pre-training compute: one panel per declared headline accuracy
     (:func:`probe_columns`), one point per pre-trained configuration at its mean ``train_flops``
-    (log x axis) and mean accuracy over finished seeds, with the 95% bootstrap interval of that
-    mean (:func:`mimbench.stats.bootstrap_interval`); the Pareto front (no other configuration
+    (log x axis) and mean accuracy over finished seeds, with the 95% interval of that
+    mean (:func:`mimbench.stats.mean_interval`); the Pareto front (no other configuration
     is as cheap and more accurate) as a line; the baselines, which cost no pre-training, as
     horizontal lines. None without ``train_flops``, or when every configuration cost the same
     (within 1%): the x axis would carry nothing."""
@@ -103,7 +103,7 @@ def compute_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None =
             flops = group["train_flops"].mean()
             if not len(values) or not flops > 0:
                 continue
-            low, high = stats.bootstrap_interval(values) if len(values) > 1 else (values[0], values[0])
+            low, high = stats.mean_interval(values) if len(values) > 1 else (values[0], values[0])
             first = group.iloc[0]
             ax.errorbar(flops, values.mean(), yerr=[[values.mean() - low], [high - values.mean()]],
                         fmt=markers[first["masker_label"]], color=colours[first["label"]],

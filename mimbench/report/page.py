@@ -48,7 +48,7 @@ def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Re
     blocks = page_blocks(results.name, results.suite, summary, runs, table, results.shown, configs, figures, report,
                          declared)
     at = next(i for i, block in enumerate(blocks) if isinstance(block, render.Heading) and block.text == "Baselines")
-    blocks[at:at] = comparison_blocks(results.comparisons, declared, results.reference)
+    blocks[at:at] = comparison_blocks(results.comparisons, table, runs, declared, results.reference)
     report.files["report.md"] = folder.write("report.md", render.to_markdown(blocks))
     report.files["report.html"] = folder.write("report.html",
                                                render.to_html(blocks, f"mimbench report: {results.name}", suite_dir))

@@ -80,7 +80,7 @@ def probe_accuracy_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] |
 
 def _points(ax, data: pd.DataFrame, metric: MetricColumn, palette: dict[str, tuple]) -> list[Line2D]:
     """Per setup (x) and encoder (hue, side by side): the mean of ``metric`` over finished seeds
-    with its 95% bootstrap interval (:func:`mimbench.stats.bootstrap_interval`; none with one
+    with its 95% interval (:func:`mimbench.stats.mean_interval`; none with one
     seed), and each seed as a small dot. Points, not bars: the axis need not start at 0."""
     from mimbench import stats
 
@@ -95,7 +95,7 @@ def _points(ax, data: pd.DataFrame, metric: MetricColumn, palette: dict[str, tup
                 continue
             x = i + (j - (len(hue_order) - 1) / 2) * width
             mean = values.mean()
-            low, high = stats.bootstrap_interval(values) if len(values) > 1 else (mean, mean)
+            low, high = stats.mean_interval(values) if len(values) > 1 else (mean, mean)
             ax.plot([x] * len(values), values, linestyle="", marker=".", markersize=4, color=palette[hue], alpha=0.5)
             ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], fmt="o", markersize=7, capsize=4,
                         color=palette[hue], label=f"_{hue}: {setup}")  # "_": not in the legend
@@ -111,7 +111,7 @@ def _points(ax, data: pd.DataFrame, metric: MetricColumn, palette: dict[str, tup
 def psnr_figure(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> Figure | None:
     """Reconstruction PSNR per masker: one panel per declared PSNR column (the core's: the run's
     own masker, and the suite's reference masker, the same masks for every run); per pre-training
-    setup and encoder, the mean over finished seeds with its 95% bootstrap interval and the seeds
+    setup and encoder, the mean over finished seeds with its 95% interval and the seeds
     as dots (:func:`_points`). The y axis is zoomed to the data, so that differences of a few tenths
     of a dB show; points rather than bars, whose lengths would then exaggerate them."""
     pretrained = runs[(runs["status"] == Status.DONE) & runs["pretrained"]]

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from mimbench import stats
 from mimbench.columns import MetricColumn
 from mimbench.labels import COMPONENTS, LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import declared_or_inferred, to_bool
@@ -29,11 +30,11 @@ TABLE_NOTE = ("Mean ± standard deviation over seeds: the sample std of the per-
               "when some failed or diverged). Accuracies are top-1 fractions in [0, 1]; "
               "PSNR is over hidden pixels, in dB; ref. PSNR is under the suite's reference masker. "
               "Δ = gain over the random-init encoder of the same architecture, paired by seed: the mean paired "
-              "difference and its 95% bootstrap confidence interval [low, high] (comparisons.csv has every "
-              "statistic); * = significant (exact paired sign-flip test, Holm-corrected over the table's Δs, "
-              "p < 0.05; possible only with 6 or more seeds). Bold: the best mean of its column (among rows "
-              "evaluated alike), only when its paired 95% interval against the runner-up excludes 0; no bold "
-              "where the runner-up ties within the interval. PFLOPs, TFLOPs or GFLOPs, and train time (where "
+              "difference and its {interval} [low, high] (comparisons.csv has every statistic); * = significant "
+              "(exact paired sign-flip test, Holm-corrected over the table's Δs, p < 0.05; possible only with "
+              "enough seeds for the table's size). Bold: the best mean of its column (among rows evaluated alike "
+              "that compare on it), only when it beats every other such row pairwise with a Holm-adjusted "
+              "sign-flip test, p < 0.05; no bold otherwise. PFLOPs, TFLOPs or GFLOPs, and train time (where "
               "shown): the pre-training's floating-point operations (matrix products, convolutions and "
               "attention, forward and backward, counted on a real step) and wall time, mean over seeds.")
 #: Added to the note when the table has a ``eval.labels_per_class`` column.
@@ -43,9 +44,13 @@ LABELS_NOTE = (f"`{LABELS_PER_CLASS}`: the labelled training images per class th
                "of the same seed and the same labels per class.")
 
 
-def table_note(shown: list[str] | tuple[str, ...] = ()) -> str:
-    """The note for a table showing the param columns ``shown``."""
-    return TABLE_NOTE + (" " + LABELS_NOTE if LABELS_PER_CLASS in shown else "")
+def table_note(shown: list[str] | tuple[str, ...] = (), table: pd.DataFrame | None = None) -> str:
+    """The note for a table showing the param columns ``shown``; its intervals named for the
+    paired seeds behind the Δs of ``table`` (the ``<metric>_gain_n`` columns)."""
+    counts = [] if table is None else [int(n) for c in table.columns if c.endswith("_gain_n")
+                                        for n in table[c].dropna() if n > 0]
+    interval = stats.interval_caption(min(counts), max(counts)) if counts else f"95% {stats.INTERVAL_METHOD}"
+    return TABLE_NOTE.replace("{interval}", interval) + (" " + LABELS_NOTE if LABELS_PER_CLASS in shown else "")
 
 
 @dataclass(frozen=True)
@@ -257,9 +262,10 @@ def _tex_escape(text: str) -> str:
     return re.sub("|".join(re.escape(k) for k in _TEX_SPECIAL), lambda m: _TEX_SPECIAL[m.group()], str(text))
 
 
-def table_caption(suite_name: str, dataset: str, shown: list[str] | tuple[str, ...] = ()) -> str:
+def table_caption(suite_name: str, dataset: str, shown: list[str] | tuple[str, ...] = (),
+                  table: pd.DataFrame | None = None) -> str:
     """The LaTeX caption: what the table shows and how its numbers were computed."""
-    return f"mimbench suite {suite_name} on {dataset}. " + table_note(shown).replace("`", "")
+    return f"mimbench suite {suite_name} on {dataset}. " + table_note(shown, table).replace("`", "")
 
 
 def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep: list[str] | tuple[str, ...] = (),
@@ -274,8 +280,8 @@ def write_tables(summary: pd.DataFrame, table: pd.DataFrame, folder: Path, sweep
     dataset = str(table["dataset"].iloc[0]) if len(table) else ""
     files = {
         "table.csv": table.drop(columns=["config_id"], errors="ignore").to_csv(index=False),
-        "table.md": to_markdown(table, sweep, declared) + "\n" + table_note(sweep) + "\n",
-        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset, sweep), f"tab:{_tex_label(suite_name)}",
+        "table.md": to_markdown(table, sweep, declared) + "\n" + table_note(sweep, table) + "\n",
+        "table.tex": to_latex(table, sweep, table_caption(suite_name, dataset, sweep, table), f"tab:{_tex_label(suite_name)}",
                               declared),
     }
     suite = SuiteFolder(folder)
