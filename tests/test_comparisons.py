@@ -130,7 +130,8 @@ def test_comparisons_agree_with_an_independent_computation_from_the_summary(tmp_
             # the family-wise interval: Bonferroni over the family's rows, plain t
             family_low, family_high = t_interval(diffs, 1 - 0.05 / len(rows))
             assert (row.ci_low_family, row.ci_high_family) == pytest.approx((family_low, family_high), abs=1e-9)
-            assert bool(row.resolved) == (adjusted < 0.05 or family_low > 0 or family_high < 0)
+            # 8 seeds: every family of 6 (or 4) comparisons has the seeds Holm needs, so the test decides
+            assert bool(row.resolved) == (adjusted < 0.05)
     # patch's clear gain over random-init is significant after Holm; pixel's tiny one is not
     linear = found[(found.metric == "linear_acc") & (found.reference == "cnn (random-init)")]
     assert linear.set_index("configuration").significant.to_dict() == \

@@ -85,9 +85,10 @@ def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFra
         + (f", with raw pixels and with the reference configuration {comparisons.format_reference(reference)}"
            if reference else " and with raw pixels")
         + (f", paired by seed: the mean difference and its {stats.interval_caption(*_seed_range(frame))}, taken on "
-           f"its own. A difference is **resolved** when it holds with the whole table in view: its Holm-adjusted "
-           f"sign-flip test is significant, or its family-wise interval (the table's intervals widened to hold "
-           f"together: Bonferroni, each at 1 − 0.05/m) excludes 0." if _seed_range(frame)[1] > 1 else
+           f"its own. A difference is **resolved** when it holds with the whole table in view: where the table has "
+           f"the seeds Holm's correction needs, its Holm-adjusted sign-flip test is significant; with fewer, its "
+           f"family-wise interval (the table's intervals widened to hold together: Bonferroni, each at 1 − 0.05/m) "
+           f"excludes 0." if _seed_range(frame)[1] > 1 else
            ", paired by seed: the difference of a single seed, which has no interval.")
         + f" Every statistic is in [{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
     blocks.append(render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()]))

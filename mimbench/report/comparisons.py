@@ -18,8 +18,9 @@ over the p-values of one family (a "comparison table"), and ``significant`` is t
 ``p_holm`` < 0.05. ``ci_low_family``/``ci_high_family`` widen each interval so that the family's
 intervals hold together (Bonferroni: each a plain t interval at confidence 1 - 0.05/m over the
 family's m rows);
-``resolved`` is true where the adjusted test or that family-wise interval excludes no difference
-of one sign (:func:`is_resolved`): what the written conclusions call a resolved difference. Configurations that do not compare on a metric (:func:`comparable`) get no
+``resolved`` is true where the family's one procedure says so (:func:`is_resolved`): its
+Holm-adjusted test when every comparison of the family has the seeds Holm needs, else its
+family-wise interval excluding 0. It is what the written conclusions call a resolved difference. Configurations that do not compare on a metric (:func:`comparable`) get no
 row for it. Rows are in a fixed order and every statistic is a closed formula or an exact
 enumeration, so the same folder always gives the same file, byte for byte.
 """
@@ -80,17 +81,24 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
                 low, high = stats.mean_interval(diffs, 1 - stats.ALPHA / len(chosen), correct_skew=False)
                 frame.at[i, "ci_low_family"], frame.at[i, "ci_high_family"] = low, high
     frame[["ci_low_family", "ci_high_family"]] = frame[["ci_low_family", "ci_high_family"]].astype(float)
-    frame["resolved"] = [is_resolved(row) for row in frame.itertuples(index=False)]
+    frame["resolved"] = False
+    for family in FAMILIES:
+        chosen = frame.index[frame["family"] == family]
+        tested = len(chosen) and int(frame.loc[chosen, "n"].min()) >= stats.seeds_for_family(len(chosen))
+        frame.loc[chosen, "resolved"] = [is_resolved(row, bool(tested)) for row in frame.loc[chosen].itertuples()]
+    frame["resolved"] = frame["resolved"].astype(bool)
     return frame
 
 
-def is_resolved(row: Any) -> bool:
-    """Whether a comparison's difference is resolved, taking the whole family into account: its
-    Holm-adjusted test is significant, or its family-wise interval lies on one side of 0."""
-    if row.significant is True:
-        return True
+def is_resolved(row: Any, tested: bool) -> bool:
+    """Whether a comparison's difference is resolved, with its whole family in view, by one
+    procedure per family (so that the family's error rate stays at 5%): where every comparison of
+    the family has the seeds Holm's correction needs (``tested``), its Holm-adjusted sign-flip test
+    is significant; otherwise its family-wise interval lies on one side of 0."""
+    if tested:
+        return row.significant is True
     low, high = row.ci_low_family, row.ci_high_family
-    return low is not None and pd.notna(low) and (low > 0 or high < 0)
+    return low is not None and pd.notna(low) and bool(low > 0 or high < 0)
 
 
 def to_csv(frame: pd.DataFrame) -> str:

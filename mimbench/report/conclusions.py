@@ -4,9 +4,10 @@ wording rules, so that no sentence says more than its rows.
 The rules, per family of comparisons (against random-init, against raw pixels, against the
 reference configuration), metric and label budget:
 
-- a difference is **above** or **below** its reference only when it is *resolved*: its
-  Holm-adjusted sign-flip test is significant, or its family-wise interval excludes 0
-  (:func:`mimbench.report.comparisons.is_resolved`); every other difference is **not separated**
+- a difference is **better** or **worse** than its reference only when it is *resolved*: its
+  Holm-adjusted sign-flip test is significant where its table has the seeds for one, else its
+  family-wise interval excludes 0 (:func:`mimbench.report.comparisons.is_resolved`); every
+  other difference is **not separated**
   from its reference, whatever its mean;
 - a configuration is **the best** of a metric only when the table marks it so: it beats every
   other configuration evaluated alike pairwise, Holm-adjusted

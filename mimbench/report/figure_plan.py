@@ -126,7 +126,8 @@ def _comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -
         "configurations finished (configuration − reference; per labels per class where swept), its "
         + (stats.interval_caption(int(frame["n"].min()), int(frame["n"].max())) if len(frame) else "interval")
         + ", taken on its own, and the dashed line at no difference. Filled markers: resolved with the whole table "
-        "in view (significant after Holm's correction, or the family-wise interval excludes 0). An interval that "
+        "in view (significant after Holm's correction where the table has the seeds for it, else the family-wise "
+        "interval excludes 0). An interval that "
         "crosses the line is no evidence either way.",
         lambda: interval_plots.comparisons_figure(frame, declared))
 

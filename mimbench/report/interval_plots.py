@@ -58,7 +58,7 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
     handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=family_names[f]) for f, c in colors.items()
                if (frame["family"] == f).any()]
     handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="0.3", linestyle="",
-                          label="resolved (Holm or family-wise interval)"))
+                          label="resolved (Holm, or the family-wise interval)"))
     axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
