@@ -67,8 +67,8 @@ def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFra
     blocks: list[render.Block] = [render.Heading("Conclusions")]
     blocks.append(render.Paragraph(
         "Written from the rows of comparisons.csv and the table by fixed rules: a difference is better or worse "
-        "only when it is resolved (below), otherwise not separated; a configuration is the best only when it "
-        "beats every other pairwise. Each with its mean difference and 95% interval."
+        "only when it is resolved (below), otherwise not separated; a configuration or baseline is the best only "
+        "when it beats every other row pairwise (the table's bold). Each with its mean difference and 95% interval."
         if sentences else "No comparison could be made, so nothing is concluded."))
     if sentences:
         blocks.append(render.Bullets(sentences))

@@ -9,10 +9,10 @@ reference configuration), metric and label budget:
   family-wise interval excludes 0 (:func:`mimbench.report.comparisons.is_resolved`); every
   other difference is **not separated**
   from its reference, whatever its mean;
-- a configuration is **the best** of a metric only when the table marks it so: it beats every
-  other configuration evaluated alike pairwise, Holm-adjusted
-  (:func:`mimbench.report.comparisons.best_row`); otherwise the sentence says that no
-  configuration is separated from all the others.
+- a configuration or baseline is **the best** of a metric only when the table marks it so (bold):
+  it beats every other row evaluated alike pairwise, Holm-adjusted
+  (:func:`mimbench.report.comparisons.best_row`); otherwise the sentence says that none is
+  separated from all the others.
 
 Every sentence quotes the mean difference and its 95% interval from the row it stands on.
 """
@@ -38,7 +38,7 @@ def conclusions(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame,
                 declared: Sequence[MetricColumn]) -> list[str]:
     """The conclusions' sentences: one per family, metric and label budget of ``frame``
     (:func:`mimbench.report.comparisons.compare`), then one per headline metric and label budget
-    of ``table`` (with ``<metric>_is_best``; its labelled ``runs``) on the best configuration."""
+    of ``table`` (with ``<metric>_is_best``; its labelled ``runs``) on the best row."""
     names = {c.key: c for c in declared}
     sentences = []
     for (family, metric, labels), rows in _groups(frame):
@@ -72,13 +72,12 @@ def _labels_key(labels: Any) -> Any:
 
 
 def _best_sentences(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[MetricColumn]) -> list[str]:
-    pretrained = table[table["pretrained"]]
-    if len(pretrained) < 2:
+    if len(table) < 2:
         return []
-    if LABELS_PER_CLASS in pretrained.columns:
-        budgets = pretrained[LABELS_PER_CLASS].map(lambda v: param_text(LABELS_PER_CLASS, v))
+    if LABELS_PER_CLASS in table.columns:
+        budgets = table[LABELS_PER_CLASS].map(lambda v: param_text(LABELS_PER_CLASS, v))
     else:
-        budgets = pd.Series("", index=pretrained.index)
+        budgets = pd.Series("", index=table.index)
     sentences = []
     for metric in declared:
         flag, mean = f"{metric.key}_is_best", f"{metric.key}_mean"
@@ -86,7 +85,7 @@ def _best_sentences(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[
             continue
         reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one sentence
         for budget in list(dict.fromkeys(budgets))[:1] if reconstruction else dict.fromkeys(budgets):
-            rows = pretrained[budgets == budget].dropna(subset=[mean])
+            rows = table[budgets == budget].dropna(subset=[mean])
             if len(rows) < 2:
                 continue
             where = metric.name + (f" ({budget} labels/class)" if budget and not reconstruction else "")
@@ -95,10 +94,10 @@ def _best_sentences(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[
                 sentences.append(f"{where}: no best is named, as the configurations do not compare on it (scored "
                                  f"under different maskers or targets, or with the hidden patch's own statistics).")
             elif len(best):
-                sentences.append(f"{where}: {best.iloc[0]['label']} is the best pre-trained configuration, ahead of "
-                                 f"every other one pairwise (sign-flip tests, Holm-adjusted).")
+                sentences.append(f"{where}: {best.iloc[0]['label']} is the best, ahead of every other configuration "
+                                 f"and baseline pairwise (sign-flip tests, Holm-adjusted).")
             else:
-                sentences.append(f"{where}: no pre-trained configuration is separated from all the others.")
+                sentences.append(f"{where}: no configuration or baseline is separated from all the others.")
     return sentences
 
 
