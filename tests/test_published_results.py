@@ -1,0 +1,64 @@
+"""The published results say only what their tables hold: every interval quoted in
+``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv``, each
+``comparisons.csv`` is what the report computes from its folder today, no pixel error is compared
+between a target that uses the hidden patch's statistics and one that does not, and at least two
+results rest on 10 or more seeds with Holm-adjusted tests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mimbench import columns
+from mimbench.report.comparisons import to_csv
+from mimbench.report.labelled import view
+from mimbench.report.results import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = sorted(p.parent for p in (ROOT / "results").glob("*/comparisons.csv"))
+#: "+0.053 [+0.049, +0.057]": a mean difference and its interval, as the report writes them.
+QUOTED = re.compile(r"([+\-−]\d+\.\d+) \[([+\-−]\d+\.\d+), ([+\-−]\d+\.\d+)\]")
+
+
+def number(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def published_rows() -> pd.DataFrame:
+    return pd.concat([pd.read_csv(folder / "comparisons.csv").assign(folder=folder.name) for folder in PUBLISHED])
+
+
+@pytest.mark.parametrize("document", ["results/README.md", "README.md"])
+def test_every_quoted_interval_is_a_row_of_a_published_comparisons_csv(document):
+    rows = published_rows()
+    quoted = QUOTED.findall((ROOT / document).read_text())
+    assert quoted or document == "README.md"
+    for mean, low, high in quoted:
+        digits = len(mean.split(".")[1])
+        tolerance = 0.5 * 10 ** -digits + 1e-9
+        found = rows[((rows.mean_diff - number(mean)).abs() <= tolerance)
+                     & ((rows.ci_low - number(low)).abs() <= tolerance)
+                     & ((rows.ci_high - number(high)).abs() <= tolerance)]
+        assert len(found), f"{document}: {mean} [{low}, {high}] is no row of a published comparisons.csv"
+
+
+@pytest.mark.parametrize("folder", PUBLISHED, ids=[p.name for p in PUBLISHED])
+def test_each_published_comparisons_csv_is_what_the_report_computes_today(folder):
+    results = read_results(folder)
+    assert to_csv(results.comparisons) == (folder / "comparisons.csv").read_text()
+    # and no pixel error compared between a target that uses the hidden patch's statistics and one that does not
+    labelled = view(results.runs, "budget")
+    uses_stats = {label: bool(flag) for label, flag in zip(labelled["label"], labelled["recon_uses_target_stats"])
+                  if pd.notna(flag)} if "recon_uses_target_stats" in labelled.columns else {}
+    pixel_errors = results.comparisons[results.comparisons.metric.isin(columns.PIXEL_ERROR_COLUMNS)]
+    for row in pixel_errors.itertuples():
+        assert uses_stats.get(row.configuration, False) == uses_stats.get(row.reference, False), row
+
+
+def test_at_least_two_published_results_rest_on_ten_seeds_with_holm():
+    rested = [folder.name for folder in PUBLISHED
+              if (lambda rows: rows.n.min() >= 10 and rows.p_holm.notna().all())(pd.read_csv(folder / "comparisons.csv"))]
+    assert len(rested) >= 2, rested
