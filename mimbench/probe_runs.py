@@ -50,6 +50,8 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
     for spec in probes:
         probe = runtime.build("probe", spec)
         columns.update(check_probe_output(probe(context), declared_by(probe), f"probe {spec.name!r}"))
+    if folder is not None and context.predictions:
+        folder.write_predictions(data.probe_test.all_labels(), context.predictions)
     classes = max(1, len(train.all_labels().unique()))
     return Probes(columns, len(train), round(len(train) / classes), round(time.perf_counter() - started, 3))
 

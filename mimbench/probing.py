@@ -77,7 +77,18 @@ class ProbeContext:
     # save_picture(name, image float [3, H, W] in [0, 1]): a picture for the report, as the run's
     # <name>.png (``segmentations``: the dense probes' figure); None where there is no run folder
     save_picture: Callable[[str, torch.Tensor], None] | None = None
+    #: The predicted class of every test image behind an accuracy column, by column, kept with
+    #: :meth:`keep_predictions` and written to the run's ``predictions.npz``.
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def keep_predictions(self, column: str, predicted: torch.Tensor) -> None:
+        """Keep the predicted class of every test image [len(test)] (int) behind the accuracy
+        ``column``: the run folder's per-image outcomes, for paired per-image tests."""
+        if predicted.shape != (len(self.test),):
+            raise ValueError(f"{column}: expected one prediction per test image, shape ({len(self.test)},), "
+                             f"got {tuple(predicted.shape)}")
+        self.predictions[column] = predicted.detach().to("cpu", torch.int64)
 
     @property
     def num_classes(self) -> int:
@@ -171,8 +182,10 @@ def dense_grid(encoder: nn.Module, images: torch.Tensor, layer: int | str = "las
     return blocks[layer]
 
 
-#: score(train_x [N, D], train_y [N], eval_x [M, D], eval_y [M], num_classes) -> (accuracy, extras)
-Score = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[float, dict[str, float]]]
+#: score(train_x [N, D], train_y [N], eval_x [M, D], eval_y [M], num_classes) -> (accuracy, extras),
+#: or (accuracy, extras, predicted class [M]) to keep the per-image outcomes too
+Score = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+                 tuple[float, dict[str, float]] | tuple[float, dict[str, float], torch.Tensor]]
 
 
 def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
@@ -184,27 +197,39 @@ def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
     - ``"all"``: every block i -> ``<prefix>_acc@i``; the output -> ``<prefix>_acc``; and the
       block chosen on a held-out ``validation_fraction`` of the *train* split (never on test)
       -> ``<prefix>_best_block`` and its test accuracy ``<prefix>_acc_best``.
+
+    Where ``score`` also returns the predicted classes, they are kept for ``<prefix>_acc`` and
+    ``<prefix>_acc_best`` (:meth:`ProbeContext.keep_predictions`).
     """
     classes = context.num_classes
 
-    def run(features: Features) -> tuple[float, dict[str, float]]:
-        return score(features.train, features.train_labels, features.test, features.test_labels, classes)
+    def run(features: Features) -> tuple[float, dict[str, float], torch.Tensor | None]:
+        accuracy, extras, *predicted = score(features.train, features.train_labels, features.test,
+                                             features.test_labels, classes)
+        return accuracy, extras, predicted[0] if predicted else None
 
     if layer == "all":
         blocks = context.block_features()
         result: dict[str, float] = {}
         validation: list[float] = []
+        per_block: list[torch.Tensor | None] = []
         train_y = blocks[0].train_labels
         keep, held_out = _validation_split(len(train_y), validation_fraction, context.seed, train_y.device)
         for i, features in enumerate(blocks):
-            result[f"{prefix}_acc@{i}"], _ = run(features)
+            result[f"{prefix}_acc@{i}"], _, predicted = run(features)
+            per_block.append(predicted)
             validation.append(score(features.train[keep], train_y[keep], features.train[held_out],
                                     train_y[held_out], classes)[0])
         best = max(range(len(blocks)), key=lambda i: validation[i])
-        accuracy, extras = run(context.features("last"))
+        accuracy, extras, predicted = run(context.features("last"))
+        for column, kept in ((f"{prefix}_acc", predicted), (f"{prefix}_acc_best", per_block[best])):
+            if kept is not None:
+                context.keep_predictions(column, kept)
         return {f"{prefix}_acc": accuracy, **extras, **result,
                 f"{prefix}_best_block": best, f"{prefix}_acc_best": result[f"{prefix}_acc@{best}"]}
-    accuracy, extras = run(context.features(layer))
+    accuracy, extras, predicted = run(context.features(layer))
+    if predicted is not None:
+        context.keep_predictions(f"{prefix}_acc", predicted)
     columns = {f"{prefix}_acc": accuracy, **extras}
     if isinstance(layer, int):
         columns[f"{prefix}_acc@{layer}"] = accuracy

@@ -192,7 +192,10 @@ class Probe(Protocol):
     ``block_features()`` gives every block). ``mimbench.plugin.layerwise`` turns a scoring function
     into the ``layer`` param's columns (``<name>_acc@<block>``...). A probe must not change the
     encoder: train a copy (see ``finetune``). Baselines go through the same probes with an untrained
-    encoder or ``RawPixels``.
+    encoder or ``RawPixels``. A classification probe keeps each test image's predicted class behind
+    an accuracy column with ``context.keep_predictions(column, predicted [N_test])`` (a score
+    function under ``layerwise`` does so by returning it third): the run's ``predictions.npz``,
+    per-image outcomes for paired per-image tests.
 
     Optional:
 

@@ -78,11 +78,12 @@ class LinearProbe:
         self.layer, self.weight_decay, self.max_steps = layer, weight_decay, max_steps
 
     def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-              num_classes: int) -> tuple[float, dict[str, float]]:
+              num_classes: int) -> tuple[float, dict[str, float], torch.Tensor]:
         train_x, test_x = standardize(train_x, test_x)
         with torch.enable_grad():
             head, steps = fit_logistic(train_x, train_y, num_classes, self.weight_decay, self.max_steps)
-        return accuracy(head(test_x).argmax(1), test_y), {"linear_steps": steps}
+        predicted = head(test_x).argmax(1)
+        return accuracy(predicted, test_y), {"linear_steps": steps}, predicted
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         return layerwise(context, self.layer, "linear", self.score)
@@ -127,8 +128,9 @@ class KNNProbe:
         self.layer, self.k, self.temperature = layer, k, temperature
 
     def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-              num_classes: int) -> tuple[float, dict[str, float]]:
-        return accuracy(knn_predict(train_x, train_y, test_x, num_classes, self.k, self.temperature), test_y), {}
+              num_classes: int) -> tuple[float, dict[str, float], torch.Tensor]:
+        predicted = knn_predict(train_x, train_y, test_x, num_classes, self.k, self.temperature)
+        return accuracy(predicted, test_y), {}, predicted
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         return layerwise(context, self.layer, "knn", self.score)
@@ -215,21 +217,24 @@ class FineTuneProbe:
         final_loss = loss.item()
         if not math.isfinite(final_loss):
             raise FloatingPointError(f"finetune diverged (final loss {final_loss})")
-        return {"finetune_acc": _test_accuracy(encoder, head, context)}
+        predicted = _test_predictions(encoder, head, context)
+        context.keep_predictions("finetune_acc", predicted)
+        return {"finetune_acc": (predicted == context.test.all_labels().cpu()).sum().item() / len(context.test)}
 
     def metric_columns(self) -> list[MetricColumn]:
         return accuracy_columns("finetune_acc", "fine-tune", trains_encoder=True)
 
 
 @torch.no_grad()
-def _test_accuracy(encoder: nn.Module, head: nn.Module, context: ProbeContext) -> float:
+def _test_predictions(encoder: nn.Module, head: nn.Module, context: ProbeContext) -> torch.Tensor:
+    """The predicted class of every test image, in the test split's order, [len(test)] (on the CPU)."""
     encoder.eval()
-    correct = torch.zeros((), device=context.device)
-    for images, labels in context.test.batches(context.batch_size):
+    predicted = []
+    for images, _ in context.test.batches(context.batch_size):
         with autocast_for(context.device):
             logits = head(encoder(context.normalize(images)).mean(dim=(2, 3)))
-        correct += (logits.argmax(1) == labels).sum()
-    return correct.item() / len(context.test)
+        predicted.append(logits.argmax(1).cpu())
+    return torch.cat(predicted)
 
 
 @hookimpl

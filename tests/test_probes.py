@@ -33,8 +33,9 @@ def gaussian_classes(n: int, dim: int, classes: int, separation: float, noise_se
 def test_linear_probe_separates_linearly_encoded_labels():
     train_x, train_y = gaussian_classes(2000, 32, 10, separation=3.0, noise_seed=10)
     test_x, test_y = gaussian_classes(1000, 32, 10, separation=3.0, noise_seed=20)
-    accuracy, extras = LinearProbe().score(train_x, train_y, test_x, test_y, num_classes=10)
+    accuracy, extras, predicted = LinearProbe().score(train_x, train_y, test_x, test_y, num_classes=10)
     assert accuracy > 0.99
+    assert accuracy == (predicted == test_y).float().mean().item()  # the predictions behind the accuracy
     assert 1 <= extras["linear_steps"] < 1000  # converged before the cap
 
 
@@ -42,7 +43,7 @@ def test_linear_probe_is_at_chance_on_random_features():
     g = torch.Generator().manual_seed(1)
     train_x, test_x = torch.randn(2000, 64, generator=g), torch.randn(2000, 64, generator=g)
     train_y, test_y = torch.randint(0, 10, (2000,), generator=g), torch.randint(0, 10, (2000,), generator=g)
-    accuracy, _ = LinearProbe().score(train_x, train_y, test_x, test_y, num_classes=10)
+    accuracy, _, _ = LinearProbe().score(train_x, train_y, test_x, test_y, num_classes=10)
     assert 0.06 < accuracy < 0.14  # chance is 0.10; 2000 samples give a std of ~0.007
 
 
@@ -235,3 +236,41 @@ def test_a_block_index_on_an_encoder_without_blocks_reads_its_output():
     assert result["linear_acc"] == LinearProbe()(context_for(RawPixels(1, 8)))["linear_acc"]
     with pytest.raises(ValueError, match="int >= 0"):
         LinearProbe(layer=-1)
+
+
+def test_every_run_and_baseline_keeps_the_predictions_behind_its_accuracies(tmp_path):
+    """predictions.npz: the test labels and, per accuracy column, one small integer per test image,
+    from which the column's accuracy recomputes exactly."""
+    import json
+
+    import numpy as np
+
+    from helpers import run_cli, write_suite_file
+
+    suite = write_suite_file(tmp_path, """
+    name: kept
+    dataset: {name: shapes, params: {num_images: 96}}
+    image_size: 16
+    seeds: [0]
+    train: {epochs: 1, batch_size: 32, warmup_epochs: 0.2}
+    eval:
+      probes: [{name: linear, params: {layer: all}}, knn, {name: finetune, params: {epochs: 1, min_steps: 2}}]
+      baselines: [random-init, pixels]
+    grid: {encoder: {name: vit, params: {dim: 32, depth: 2, heads: 2, patch_size: 4}}, decoder: linear,
+           masker: patch, loss: l1}
+    """)
+    result = run_cli("run", str(suite), "--out", str(tmp_path / "out"), "--set", "execution.threads=1")
+    assert result.exit_code == 0, result.output
+    runs = sorted((tmp_path / "out" / "kept" / "runs").iterdir())
+    assert len(runs) == 3
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        with np.load(run / "predictions.npz", allow_pickle=False) as kept:
+            assert kept["labels"].dtype == np.uint8 and kept["labels"].shape == (len(kept["labels"]),)
+            columns = set(kept.files) - {"labels"}
+            expected = {"linear_acc", "linear_acc_best", "knn_acc"} | ({"finetune_acc"} if "finetune_acc" in metrics
+                                                                        else set())
+            assert columns == expected, (run.name, columns)
+            for column in columns:
+                assert kept[column].dtype == np.uint8
+                assert (kept[column] == kept["labels"]).mean() == pytest.approx(metrics[column], abs=1e-12), column

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 CONFIG_FILE, METRICS_FILE, HISTORY_FILE, ERROR_FILE = "config.json", "metrics.json", "history.csv", "error.txt"
 ENCODER_FILE, RECONSTRUCTIONS_FILE, TARGET_FILE = "encoder.pt", "reconstructions.png", "target.pt"
 CHECKPOINT_FILE = "checkpoint.pt"  # written and read by mimbench.folder.checkpoint
+#: Per-image outcomes: the test labels and, per accuracy column, each test image's predicted class.
+PREDICTIONS_FILE = "predictions.npz"
 
 
 class RunFolder:
@@ -182,6 +184,37 @@ class RunFolder:
     def picture(self, name: str) -> Path:
         """Where ``<name>.png`` is (it may not exist)."""
         return self.path / f"{name}.png"
+
+    # -- predictions.npz: per-image outcomes -------------------------------------------------------------
+    def write_predictions(self, labels: "torch.Tensor", predictions: "dict[str, torch.Tensor]") -> None:
+        """``predictions.npz``: ``labels`` (the test split's, [N]) and each column's predicted
+        classes [N], as the smallest unsigned integers that hold them, merged with the columns the
+        file already has (probes added later to a finished run)."""
+        self.writable()
+        import numpy as np
+
+        arrays = self.read_predictions() or {}
+        arrays["labels"] = labels.cpu().numpy()
+        arrays.update({column: predicted.cpu().numpy() for column, predicted in predictions.items()})
+        largest = max(int(array.max(initial=0)) for array in arrays.values())
+        dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.int64) if largest <= np.iinfo(t).max)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{name: array.astype(dtype) for name, array in arrays.items()})
+        write_atomic(self.path / PREDICTIONS_FILE, buffer.getvalue())
+
+    def read_predictions(self) -> "dict[str, Any] | None":
+        """The arrays of ``predictions.npz`` by name (``labels`` and one per accuracy column), or None
+        without the file; a damaged file is a :class:`DamagedFile`."""
+        import numpy as np
+
+        path = self.path / PREDICTIONS_FILE
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError) as exc:
+            raise DamagedFile(f"{path}: not a readable predictions file ({exc})") from None
 
     @property
     def reconstructions(self) -> Path:
