@@ -331,3 +331,65 @@ def test_the_written_conclusions_follow_the_rows_by_rule(tmp_path):
     assert "- linear: cnn / region is the best, ahead of every other configuration and baseline pairwise" in section
     # PSNR under each run's own masker: no best is named across maskers
     assert "- PSNR (dB): no best is named, as the configurations do not compare on it" in section
+
+
+def test_per_image_outcomes_give_one_seed_an_interval_and_mcnemars_test(tmp_path):
+    """With the runs' predictions.npz, a single seed's comparison gets the test-set interval (t over
+    the N per-image differences) and McNemar's exact test, both written out here independently."""
+    import torch
+
+    from mimbench.folder.run import RunFolder
+
+    folder = hand_suite(tmp_path, seeds=[0])
+    summary = pd.read_csv(folder / "summary.csv")
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 2000)
+    correct = {}
+    for i, row in summary.iterrows():
+        kept = {}
+        for metric in ("linear_acc", "knn_acc"):
+            right = rng.random(len(labels)) < row[metric]
+            correct[row.run_id, metric] = right
+            kept[metric] = torch.tensor(np.where(right, labels, (labels + 1) % 10))
+            summary.loc[i, metric] = right.mean()  # the accuracy is what the predictions say
+        (folder / "runs" / row.run_id).mkdir(parents=True)
+        RunFolder(folder / "runs" / row.run_id).write_predictions(torch.tensor(labels), kept)
+    summary.to_csv(folder / "summary.csv", index=False)
+    assert run_cli("report", str(folder)).exit_code == 0
+    found = pd.read_csv(folder / "comparisons.csv")
+    assert found.n.eq(1).all() and found.n_images.eq(len(labels)).all() and found.p_value.notna().all()
+    row = found[(found.metric == "linear_acc") & (found.configuration == "cnn / patch")
+                & (found.reference == "cnn (random-init)")].iloc[0]
+    mine, theirs = correct["patch0", "linear_acc"], correct["b0", "linear_acc"]
+    d = mine.astype(float) - theirs.astype(float)
+    half = scipy_stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    assert (row.ci_low, row.ci_high) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-9)
+    assert row.mean_diff == pytest.approx(d.mean(), abs=1e-9)
+    ahead, behind = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+    assert row.p_value == pytest.approx(scipy_stats.binomtest(ahead, ahead + behind, 0.5).pvalue, abs=1e-12)
+    report = (folder / "report.md").read_text()
+    assert "two-level t interval over 1 paired seed and the 2,000 test images" in report
+
+
+def test_the_two_level_interval_covers_seed_and_test_image_variation():
+    """Binary outcomes: images of varied difficulty, a per-seed shift of each configuration; the
+    interval covers the difference of the two configurations' expected accuracies."""
+    rng = np.random.default_rng(0)
+
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-x))
+
+    def truth(seed_sd):
+        base = rng.normal(1.5, 1.5, 1_000_000)
+        return float((sigmoid(base + rng.normal(0, seed_sd, base.size))
+                      - sigmoid(base - 0.2 + rng.normal(0, seed_sd, base.size))).mean())
+
+    for seed_sd, n in ((0.0, 1), (0.3, 2), (0.3, 3), (0.15, 5)):
+        expected, hits, trials = truth(seed_sd), 0, 600
+        for _ in range(trials):
+            base = rng.normal(1.5, 1.5, 1000)
+            mine = rng.random((n, 1000)) < sigmoid(base + rng.normal(0, seed_sd, (n, 1)))
+            theirs = rng.random((n, 1000)) < sigmoid(base - 0.2 + rng.normal(0, seed_sd, (n, 1)))
+            result = stats.compare_outcomes(mine, theirs)
+            hits += result.ci_low <= expected <= result.ci_high
+        assert hits / trials >= 0.92, (seed_sd, n, hits / trials)

@@ -12,7 +12,6 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.folder import ERROR_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
-from mimbench import stats
 from mimbench.report import comparisons, render
 from mimbench.report.conclusions import conclusions, interval_text, labels_text, metric_name
 from mimbench.labels import LABELS_PER_CLASS, param_text
@@ -84,7 +83,7 @@ def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFra
         "Each configuration is compared with its random-init encoder"
         + (f", with raw pixels and with the reference configuration {comparisons.format_reference(reference)}"
            if reference else " and with raw pixels")
-        + (f", paired by seed: the mean difference and its {stats.interval_caption(*_seed_range(frame))}, taken on "
+        + (f", paired by seed: the mean difference and its {comparisons.interval_caption(frame)}, taken on "
            f"its own. A difference is **resolved** when it holds with the whole table in view: where the table has "
            f"the seeds Holm's correction needs, its Holm-adjusted sign-flip test is significant; with fewer, its "
            f"family-wise interval (the table's intervals widened to hold together: Bonferroni, each at 1 − 0.05/m) "

@@ -28,7 +28,7 @@ enumeration, so the same folder always gives the same file, byte for byte.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,33 +41,40 @@ from mimbench.schema import REFERENCE_AXES, reference_error
 from mimbench.labels import ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, eval_columns
 from mimbench.report.aggregate import config_columns, to_bool
 from mimbench.report.labelled import view
-from mimbench.report.pairs import finished, partner_pairs, seed_pairs
+from mimbench.report.pairs import finished, partner_pairs, seed_pairs, seed_run_ids
 
 #: The columns of ``comparisons.csv``, in this order.
-COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "mean_diff", "ci_low", "ci_high",
+COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "n_images", "mean_diff", "ci_low", "ci_high",
            "ci_low_family", "ci_high_family", "p_improvement", "p_value", "p_holm", "significant", "resolved"]
 #: Kept in the frame :func:`compare` returns, left out of the file: the family (``random-init`` or
-#: ``reference``), the configurations' ids, the std of the paired differences and the differences.
-INTERNAL = ["family", "config_id", "reference_config_id", "sd", "diffs"]
+#: ``reference``), the configurations' ids, the std of the paired differences, the differences and
+#: the per-image outcomes (None without them).
+INTERNAL = ["family", "config_id", "reference_config_id", "sd", "diffs", "outcomes"]
+#: ``outcomes(run_id, metric)``: whether each test image was classified right behind ``metric``
+#: in that run, bool [N], or None where the run kept no predictions for it.
+Outcomes = Callable[[str, str], "np.ndarray | None"]
 RANDOM_INIT, PIXELS, REFERENCE = "random-init", "pixels", "reference"
 #: The families, each one Holm family (a "comparison table"), in the order of the file.
 FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE)
 
 
 def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
-            reference: Mapping[str, Any] | None = None) -> pd.DataFrame:
+            reference: Mapping[str, Any] | None = None, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """The comparisons of a suite's labelled runs (:mod:`mimbench.report.labelled`; see the module's
     docstring): the columns :data:`COLUMNS` then :data:`INTERNAL`, one row per configuration, metric
     and evaluation setting, configurations named by the design's ``budget`` labels (the label budget
-    has a column of its own)."""
+    has a column of its own). Where ``outcomes`` gives every paired run's per-image outcomes of a
+    metric, its row's interval and test account for the test images too
+    (:func:`mimbench.stats.compare_outcomes`; ``n_images``)."""
     runs = view(runs, "budget")
     headline = [c for c in columns.compared(declared) if c.key in runs.columns]
     accuracies = [c for c in headline if c.kind == "accuracy"]
-    rows = _baseline_rows(runs, accuracies, RANDOM_INIT) + _baseline_rows(runs, accuracies, PIXELS)
+    rows = _baseline_rows(runs, accuracies, RANDOM_INIT, outcomes) + _baseline_rows(runs, accuracies, PIXELS, outcomes)
     if reference:
-        rows += _reference_rows(runs, headline, reference)
+        rows += _reference_rows(runs, headline, reference, outcomes)
     frame = pd.DataFrame(rows, columns=COLUMNS + INTERNAL)
     frame["labels_per_class"] = pd.Series([row["labels_per_class"] for row in rows], index=frame.index, dtype=object)
+    frame["n_images"] = frame["n_images"].astype("Int64")
     for family in FAMILIES:
         chosen = frame["family"] == family
         adjusted = stats.holm([None if pd.isna(p) else float(p) for p in frame.loc[chosen, "p_value"]])
@@ -76,18 +83,39 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     for family in FAMILIES:  # Bonferroni: the family's intervals hold together with 95% confidence
         chosen = frame.index[frame["family"] == family]
         for i in chosen:
-            diffs = frame.at[i, "diffs"]
-            if len(diffs) >= 2:
+            diffs, per_image = frame.at[i, "diffs"], frame.at[i, "outcomes"]
+            if per_image is not None:
+                result = stats.compare_outcomes(*per_image, 1 - stats.ALPHA / len(chosen))
+                frame.at[i, "ci_low_family"], frame.at[i, "ci_high_family"] = result.ci_low, result.ci_high
+            elif len(diffs) >= 2:
                 low, high = stats.mean_interval(diffs, 1 - stats.ALPHA / len(chosen), correct_skew=False)
                 frame.at[i, "ci_low_family"], frame.at[i, "ci_high_family"] = low, high
     frame[["ci_low_family", "ci_high_family"]] = frame[["ci_low_family", "ci_high_family"]].astype(float)
     frame["resolved"] = False
     for family in FAMILIES:
         chosen = frame.index[frame["family"] == family]
-        tested = len(chosen) and int(frame.loc[chosen, "n"].min()) >= stats.seeds_for_family(len(chosen))
-        frame.loc[chosen, "resolved"] = [is_resolved(row, bool(tested)) for row in frame.loc[chosen].itertuples()]
+        rows = frame.loc[chosen]
+        # a test decides where every row's test can reach Holm's level: per-image tests always can,
+        # the seeds' sign-flip test from stats.seeds_for_family seeds on
+        tested = len(chosen) and rows["p_value"].notna().all() and \
+            (rows["n_images"].notna() | (rows["n"] >= stats.seeds_for_family(len(chosen)))).all()
+        frame.loc[chosen, "resolved"] = [is_resolved(row, bool(tested)) for row in rows.itertuples()]
     frame["resolved"] = frame["resolved"].astype(bool)
     return frame
+
+
+def interval_caption(frame: pd.DataFrame) -> str:
+    """What the intervals of ``frame`` are, for a caption: :func:`mimbench.stats.interval_caption`
+    of its seeds, and of its test images where rows come from per-image outcomes."""
+    if frame.empty:
+        return f"95% {stats.INTERVAL_METHOD}"
+    seeds = stats.interval_caption(int(frame["n"].min()), int(frame["n"].max()))
+    images = frame["n_images"].dropna()
+    if images.empty:
+        return seeds
+    outcomes = stats.interval_caption(int(frame.loc[images.index, "n"].min()), int(frame.loc[images.index, "n"].max()),
+                                      int(images.max()))
+    return outcomes if len(images) == len(frame) else f"{outcomes}; elsewhere a {seeds}"
 
 
 def is_resolved(row: Any, tested: bool) -> bool:
@@ -107,15 +135,37 @@ def to_csv(frame: pd.DataFrame) -> str:
     return frame[COLUMNS].to_csv(index=False, float_format="%.12g")
 
 
-def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, diffs: np.ndarray, family: str,
-         config_id: str, reference_id: str) -> dict[str, Any]:
+def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, pairs: pd.DataFrame, family: str,
+         config_id: str, reference_id: str, per_image: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    diffs = pairs["diff"].to_numpy(float)
     result = stats.compare_paired(diffs, higher_is_better=metric.kind != "mse")
-    return {"metric": metric.key, "configuration": configuration, "reference": reference, "labels_per_class": labels,
-            "n": result.n, "mean_diff": result.mean_diff, "ci_low": result.ci_low, "ci_high": result.ci_high,
-            "ci_low_family": None, "ci_high_family": None,
-            "p_improvement": result.p_improvement, "p_value": result.p_value, "p_holm": None, "significant": None,
-            "resolved": None, "family": family, "config_id": config_id, "reference_config_id": reference_id,
-            "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan, "diffs": tuple(map(float, diffs))}
+    row = {"metric": metric.key, "configuration": configuration, "reference": reference, "labels_per_class": labels,
+           "n": result.n, "n_images": None, "mean_diff": result.mean_diff, "ci_low": result.ci_low,
+           "ci_high": result.ci_high, "ci_low_family": None, "ci_high_family": None,
+           "p_improvement": result.p_improvement, "p_value": result.p_value, "p_holm": None, "significant": None,
+           "resolved": None, "family": family, "config_id": config_id, "reference_config_id": reference_id,
+           "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan, "diffs": tuple(map(float, diffs)),
+           "outcomes": per_image}
+    if per_image is not None:
+        images = stats.compare_outcomes(*per_image)
+        row.update(n_images=images.n_images, ci_low=images.ci_low, ci_high=images.ci_high, p_value=images.p_value)
+    return row
+
+
+def _per_image(outcomes: Outcomes | None, done: pd.DataFrame, mine: str, theirs: str, metric: str,
+               seeds: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both configurations' per-image outcomes of ``metric`` on ``seeds``, bool [n, N] each, or
+    None unless every one of those runs kept them, on the same test images."""
+    if outcomes is None:
+        return None
+    arrays = []
+    for config_id in (mine, theirs):
+        ids = seed_run_ids(done, config_id)
+        kept = [outcomes(str(ids[seed]), metric) for seed in seeds]
+        if any(k is None for k in kept) or len({k.shape for k in kept}) != 1:
+            return None
+        arrays.append(np.stack(kept))
+    return (arrays[0], arrays[1]) if arrays[0].shape == arrays[1].shape else None
 
 
 def _labels(row: pd.Series) -> Any:
@@ -126,17 +176,20 @@ def _labels(row: pd.Series) -> Any:
     return ALL_LABELS if value is None else value
 
 
-def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str) -> list[dict[str, Any]]:
+def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str,
+                   outcomes: Outcomes | None) -> list[dict[str, Any]]:
     rows = []
+    done = finished(runs)
     for metric in metrics:
         for first, partner, pairs in partner_pairs(runs, metric.key, kind):
-            rows.append(_row(metric, first["label"], partner["label"], _labels(first), pairs["diff"].to_numpy(float),
-                             kind, first["config_id"], partner["config_id"]))
+            per_image = _per_image(outcomes, done, first["config_id"], partner["config_id"], metric.key, pairs.index)
+            rows.append(_row(metric, first["label"], partner["label"], _labels(first), pairs, kind,
+                             first["config_id"], partner["config_id"], per_image))
     return rows
 
 
-def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
-                    reference: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn], reference: Mapping[str, Any],
+                    outcomes: Outcomes | None) -> list[dict[str, Any]]:
     done = finished(runs)
     done = done[done["pretrained"]]
     configs = done.drop_duplicates("config_id").set_index("config_id")
@@ -166,10 +219,11 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn],
             pairs = seed_pairs(done, config_id, counterpart, metric.key)
             if pairs.empty:
                 continue
+            per_image = None if reconstruction else _per_image(outcomes, done, config_id, counterpart, metric.key,
+                                                                      pairs.index)
             rows.append(_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
-                             None if reconstruction else _labels(configs.loc[config_id]), pairs["diff"].to_numpy(float),
-                             REFERENCE,
-                             config_id, counterpart))
+                             None if reconstruction else _labels(configs.loc[config_id]), pairs, REFERENCE,
+                             config_id, counterpart, per_image))
     return rows
 
 
@@ -279,7 +333,7 @@ def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[s
 
 
 #: Added to the aggregated table per accuracy ``<m>`` from the random-init family.
-GAIN_STATS = ("ci_low", "ci_high", "p_value", "p_holm", "significant")
+GAIN_STATS = ("ci_low", "ci_high", "p_value", "p_holm", "significant", "n_images")
 
 
 def with_intervals(table: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:

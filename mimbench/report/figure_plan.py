@@ -15,7 +15,7 @@ import pandas as pd
 from mimbench import stats
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE, SuiteFolder
-from mimbench.report import canvas, curves, interval_plots, plots
+from mimbench.report import canvas, comparisons, curves, interval_plots, plots
 from mimbench.labels import ALL_LABELS, LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import aggregate, at_label_count, label_counts
 from mimbench.report.labelled import view
@@ -124,7 +124,7 @@ def _comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -
         "comparisons", "Every comparison with its interval",
         "Every paired comparison of the report (comparisons.csv): the mean difference over the seeds both "
         "configurations finished (configuration − reference; per labels per class where swept), its "
-        + (stats.interval_caption(int(frame["n"].min()), int(frame["n"].max())) if len(frame) else "interval")
+        + comparisons.interval_caption(frame)
         + ", taken on its own, and the dashed line at no difference. Filled markers: resolved with the whole table "
         "in view (significant after Holm's correction where the table has the seeds for it, else the family-wise "
         "interval excludes 0). An interval that "

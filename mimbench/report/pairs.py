@@ -37,6 +37,12 @@ def seed_pairs(done: pd.DataFrame, mine: str, theirs: str, metric: str) -> pd.Da
     return pairs
 
 
+def seed_run_ids(done: pd.DataFrame, config_id: str) -> pd.Series:
+    """The run id of each seed of configuration ``config_id`` among the finished runs ``done``."""
+    runs = done.loc[done["config_id"] == config_id, ["seed", "run_id"]]
+    return runs.drop_duplicates("seed").set_index("seed")["run_id"]
+
+
 def partner_pairs(runs: pd.DataFrame, metric: str, kind: str) -> Iterator[tuple[pd.Series, pd.Series, pd.DataFrame]]:
     """For each pre-trained configuration of the labelled ``runs`` (in order) that has a partner of
     ``kind`` (``random-init``, ``pixels``) and shares a finished seed with it on ``metric``: its first

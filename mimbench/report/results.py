@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from mimbench.columns import MetricColumn
-from mimbench.folder import HISTORY_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
+from mimbench.folder import HISTORY_FILE, SUITE_FILE, SUMMARY_FILE, DamagedFile, SuiteFolder
 from mimbench.report import comparisons
 from mimbench.folder.summary import typed, written_type
 from mimbench.design import DESIGN_VERSION, from_summary
@@ -58,6 +58,26 @@ def typed_summary(suite_dir: Path) -> pd.DataFrame:
     return typed(normalize_summary(written), {**types, **folder.summary_types(list(written.columns))})
 
 
+def kept_outcomes(folder: SuiteFolder) -> comparisons.Outcomes:
+    """The suite's per-image outcomes (:data:`mimbench.report.comparisons.Outcomes`) from each
+    run's ``predictions.npz``, each file read once; a run without the file, or without the column,
+    has none (a damaged file too: the report then compares its seeds' accuracies only)."""
+    files: dict[str, dict[str, Any] | None] = {}
+
+    def outcomes(run_id: str, metric: str):
+        if run_id not in files:
+            try:
+                files[run_id] = folder.run(run_id).read_predictions()
+            except DamagedFile:
+                files[run_id] = None
+        kept = files[run_id]
+        if kept is None or metric not in kept or "labels" not in kept:
+            return None
+        return kept[metric] == kept["labels"]
+
+    return outcomes
+
+
 def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> SuiteResults:
     """Read a suite folder; a missing folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`.
     ``reference``: the configuration the others are compared with (``--reference``); None: the
@@ -72,7 +92,7 @@ def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> Su
         reference = suite_reference(suite)
     design = read_design(folder, summary, sweep)
     runs = labelled(summary, design)
-    frame = comparisons.compare(runs, declared, reference)
+    frame = comparisons.compare(runs, declared, reference, kept_outcomes(folder))
     table = aggregate(view(runs, "table"), declared=declared)
     table = comparisons.mark_best(comparisons.with_intervals(table, frame), runs, declared)
     return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep,

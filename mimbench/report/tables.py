@@ -49,7 +49,10 @@ def table_note(shown: list[str] | tuple[str, ...] = (), table: pd.DataFrame | No
     paired seeds behind the Δs of ``table`` (the ``<metric>_gain_n`` columns)."""
     counts = [] if table is None else [int(n) for c in table.columns if c.endswith("_gain_n")
                                         for n in table[c].dropna() if n > 0]
-    interval = stats.interval_caption(min(counts), max(counts)) if counts else f"95% {stats.INTERVAL_METHOD}"
+    images = [] if table is None else [int(n) for c in table.columns if c.endswith("_gain_n_images")
+                                        for n in table[c].dropna()]
+    interval = stats.interval_caption(min(counts), max(counts), max(images) if images else None) if counts \
+        else f"95% {stats.INTERVAL_METHOD}"
     return TABLE_NOTE.replace("{interval}", interval) + (" " + LABELS_NOTE if LABELS_PER_CLASS in shown else "")
 
 
