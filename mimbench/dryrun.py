@@ -58,12 +58,14 @@ def seed_lines(prepared: "Prepared") -> list[str]:
                          f"suite's {seeds} seeds (Holm needs {needed})")
             continue
         if seeds == 1:
-            got = "one seed gives each a single measurement: no interval and no test"
+            got = "one seed gives each a single measurement: no seed-level interval or test"
         else:
             tested = "no test (fewer than 6 seeds)" if seeds < stats.MIN_SEEDS_FOR_TEST else "tests that cannot be significant"
-            got = f"with the suite's {seeds} they get intervals and {tested}"
-        lines.append(f"seeds: the {m} comparisons with {kind} need at least {needed} seeds for any to reach p_holm < "
-                     f"{stats.ALPHA:g} under Holm's correction; {got}")
+            got = f"with the suite's {seeds} they get seed-level intervals and {tested}"
+        lines.append(f"seeds: the {m} comparisons with {kind} need at least {needed} seeds for any sign-flip test over "
+                     f"seeds to reach p_holm < {stats.ALPHA:g} under Holm's correction; {got}, unless their probes "
+                     f"keep per-image predictions (linear, knn and finetune do): then the report tests them over "
+                     f"seeds and test images")
     return lines
 
 

@@ -187,8 +187,10 @@ def test_dry_run_of_the_packaged_quick_suite(tmp_path):
     header, *lines = result.stdout.splitlines()
     seeds = [line for line in lines if line.startswith("seeds: ")]
     lines = [line for line in lines if not line.startswith("seeds: ")]
-    assert seeds == [f"seeds: the 6 comparisons with {kind} need at least 8 seeds for any to reach p_holm < 0.05 under "
-                     "Holm's correction; with the suite's 2 they get intervals and no test (fewer than 6 seeds)"
+    assert seeds == [f"seeds: the 6 comparisons with {kind} need at least 8 seeds for any sign-flip test over seeds to "
+                     "reach p_holm < 0.05 under Holm's correction; with the suite's 2 they get seed-level intervals and "
+                     "no test (fewer than 6 seeds), unless their probes keep per-image predictions (linear, knn and "
+                     "finetune do): then the report tests them over seeds and test images"
                      for kind in ("random-init", "pixels")]  # 3 maskers x 2 accuracies (linear, kNN) each
     assert header.startswith("suite quick: 6 runs and 4 baselines on fashion-mnist-mini "
                              "(5000 train / 1000 test images, 28px)")

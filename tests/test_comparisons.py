@@ -369,6 +369,8 @@ def test_per_image_outcomes_give_one_seed_an_interval_and_mcnemars_test(tmp_path
     assert row.p_value == pytest.approx(scipy_stats.binomtest(ahead, ahead + behind, 0.5).pvalue, abs=1e-12)
     report = (folder / "report.md").read_text()
     assert "two-level t interval over 1 paired seed and the 2,000 test images" in report
+    assert ("1 paired seed and 2,000 test images per comparison, from the runs' per-image outcomes: each comparison is "
+            "tested over both (McNemar's exact test, as there is one seed: seed-to-seed variation is not in it)") in report
 
 
 def test_the_two_level_interval_covers_seed_and_test_image_variation():

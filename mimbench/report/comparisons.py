@@ -303,6 +303,14 @@ def seeds_lines(frame: pd.DataFrame, declared: Sequence[MetricColumn]) -> dict[s
         needed = stats.seeds_for_family(m)
         holm = (f"Holm's correction over this table's {m} comparison{'s' * (m != 1)} needs at least {needed} paired "
                 f"seeds before any of them can reach p_holm < {stats.ALPHA:g}")
+        if group["n_images"].notna().all():
+            images = int(group["n_images"].max())
+            lines[family] = (f"{counted} and {images:,} test images per comparison, from the runs' per-image "
+                             f"outcomes: each comparison is tested over both ("
+                             + ("McNemar's exact test, as there is one seed: seed-to-seed variation is not in it"
+                                if most == 1 else "a two-level t test with the seeds' degrees of freedom")
+                             + "), Holm-corrected over this table.")
+            continue
         if most == 1:
             lines[family] = (f"{counted} per comparison: a difference from one seed has no interval (a spread "
                              f"needs 2 seeds) and no test ({holm}); it is a single measurement, not evidence of a "
