@@ -11,7 +11,7 @@ reference configuration), metric and label budget:
   from its reference, whatever its mean;
 - a configuration or baseline is **the best** of a metric only when the table marks it so (bold):
   it beats every other row evaluated alike pairwise, Holm-adjusted
-  (:func:`mimbench.report.comparisons.best_row`); otherwise the sentence says that none is
+  (:func:`mimbench.report.best.best_row`); otherwise the sentence says that none is
   separated from all the others.
 
 Every sentence quotes the mean difference and its 95% interval from the row it stands on.
@@ -26,6 +26,7 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.report import comparisons
 from mimbench.labels import LABELS_PER_CLASS, param_text
+from mimbench.report.best import all_comparable
 from mimbench.report.pairs import finished
 
 #: How each family's sentences begin.
@@ -90,7 +91,7 @@ def _best_sentences(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[
                 continue
             where = metric.name + (f" ({budget} labels/class)" if budget and not reconstruction else "")
             best = rows[rows[flag] == True]  # noqa: E712
-            if not comparisons.all_comparable(rows, finished(runs), metric.key):
+            if not all_comparable(rows, finished(runs), metric.key):
                 sentences.append(f"{where}: no best is named, as the configurations do not compare on it (scored "
                                  f"under different maskers or targets, or with the hidden patch's own statistics).")
             elif len(best):

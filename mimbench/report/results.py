@@ -20,6 +20,7 @@ from mimbench.report import comparisons
 from mimbench.folder.summary import typed, written_type
 from mimbench.design import DESIGN_VERSION, from_summary
 from mimbench.report.aggregate import aggregate, load_summary, normalize_summary
+from mimbench.report.best import mark_best
 from mimbench.report.labelled import labelled, view
 from mimbench.specs import FINISHED, Status
 
@@ -94,7 +95,7 @@ def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> Su
     runs = labelled(summary, design)
     frame = comparisons.compare(runs, declared, reference, kept_outcomes(folder))
     table = aggregate(view(runs, "table"), declared=declared)
-    table = comparisons.mark_best(comparisons.with_intervals(table, frame), runs, declared)
+    table = mark_best(comparisons.with_intervals(table, frame), runs, declared)
     return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep,
                         list(design["shown"]), design, runs, table, frame, reference)
 

@@ -163,7 +163,7 @@ def _duration(seconds: float) -> str:
 def _value(row: pd.Series, column: Column) -> Value | None:
     """A metric's cell; a Δ shows its interval where the table has one (see
     :func:`mimbench.report.comparisons.with_intervals`), a metric is bold where
-    :func:`~mimbench.report.comparisons.mark_best` marked it."""
+    :func:`~mimbench.report.best.mark_best` marked it."""
     mean, std = row[f"{column.key}_mean"], row[f"{column.key}_std"]
     if pd.isna(mean):
         return None
