@@ -99,8 +99,10 @@ class LockToken:
         finally:
             os.close(fd)
         if not held or holder.get("token") != self.token:
+            # held with an empty file: the driver is letting go (it empties the file, then releases)
+            stopped = not held or not holder
             raise LockLost(f"the driver that started this run no longer holds {path.parent} "
-                            f"({'it stopped' if not held else 'another driver took it'}): stopped without writing")
+                            f"({'it stopped' if stopped else 'another driver took it'}): stopped without writing")
 
 
 def _holder(fd: int) -> dict:
