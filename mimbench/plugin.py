@@ -12,7 +12,7 @@ else (the built-in plugins import only this module too).
   ``one_line`` and ``first_line`` (how an exception is named in one line);
 - datasets: ``TensorImageDataset``;
 - probes: ``ProbeContext``, ``Layer``, ``check_layer``, ``layerwise``, ``MetricColumn``,
-  ``accuracy_columns``, and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
+  ``accuracy_columns``, ``channel_stats``, ``selection`` (hyper-parameters chosen on held-out train data), and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
 - losses: ``metrics`` (PSNR and the squared error of hidden pixels, as the core computes them);
 - encoders: ``Backbone`` and ``renamed`` (for ``backbone()``, see ``mimbench export``);
 - executors: ``Task``, ``Outcome``, ``run_task`` and ``Worker`` (what a task is and how a worker runs
@@ -41,14 +41,14 @@ def __getattr__(name: str) -> Any:
 
 
 def _heavy() -> dict[str, Any]:
-    from mimbench import metrics, testing
+    from mimbench import metrics, selection, testing
     from mimbench.columns import MetricColumn, accuracy_columns
     from mimbench.data import TensorImageDataset
     from mimbench.export import Backbone, renamed
     from mimbench.folder import RunFolder
     from mimbench.jobs import Outcome, Task
     from mimbench.optim import autocast_for, param_groups, warmup_cosine
-    from mimbench.probing import Layer, ProbeContext, check_layer, layerwise
+    from mimbench.probing import Layer, ProbeContext, channel_stats, check_layer, layerwise
     from mimbench.tracking import final_metrics, run_params
     from mimbench.worker import Worker, run_task
 
@@ -57,6 +57,6 @@ def _heavy() -> dict[str, Any]:
 
 __all__ = ["Backbone", "ConfigError", "ContractError", "Dataset", "Decoder", "Encoder", "Executor", "Interval", "Layer",
            "Loss", "Masker", "Probe", "Target", "Tracker", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
-           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "check_layer", "final_metrics",
+           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "channel_stats", "check_layer", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
-           "run_params", "run_task", "testing", "warmup_cosine", "Worker"]
+           "run_params", "run_task", "selection", "testing", "warmup_cosine", "Worker"]

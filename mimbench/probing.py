@@ -18,6 +18,7 @@ from torch import nn
 from mimbench.data import Images, Normalizer
 from mimbench.optim import autocast_for
 from mimbench.protocols import capability
+from mimbench.selection import held_out_split
 
 #: Which features a probe reads: the encoder's output, one block (0-based) or every block.
 #: A probe's ``layer`` param: a block index (0..1023, checked against the encoder before training), ``"last"`` or ``"all"``.
@@ -121,25 +122,54 @@ class ProbeContext:
                 self._cache["blocks"] = [self.features("last")]
         return self._cache["blocks"]  # type: ignore[return-value]
 
-    @torch.no_grad()
     def dense(self, split: str, layer: int | str = "last") -> tuple[torch.Tensor, torch.Tensor]:
-        """The feature grids of a split's unmasked images, float [N, D, h, w], with its segmentation
-        masks uint8 [N, S, S] (255: ignored); ``layer``: ``"last"`` or a block index. Extracted once
-        per run and layer, shared by the dense probes. ValueError when the split has no masks."""
-        key = f"dense/{split}/{layer}"
+        """The feature grids of a split's unmasked images, float16 [N, D, h, w] (:meth:`grids`), with
+        its segmentation masks uint8 [N, S, S] (255: ignored); ``layer``: ``"last"`` or a block index.
+        ValueError when the split has no masks."""
+        data = self.train if split == "train" else self.test
+        if data.masks is None:
+            raise ValueError(f"the {split} split has no segmentation masks (a dense probe needs a dataset "
+                             f"that carries them, e.g. fashion-mosaic, held on the device)")
+        if f"masks/{split}" not in self._cache:
+            self._cache[f"masks/{split}"] = torch.cat([masks for _, masks in data.mask_batches(self.batch_size)])
+        return self.grids(split, layer), self._cache[f"masks/{split}"]  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def grids(self, split: str, layer: int | str = "last") -> torch.Tensor:
+        """The feature grids of a split's unmasked images, float16 [N, D, h, w], in the split's order:
+        the encoder's output (``"last"``) or block ``layer``'s (every block's in one pass). Extracted
+        once per run and shared by the probes that read tokens (attentive, dense); float16 halves
+        what they hold (a 64-d grid of 7 x 7 tokens is 6 kB per image)."""
+        key = f"grid/{split}/{layer}"
         if key not in self._cache:
             data = self.train if split == "train" else self.test
-            if data.masks is None:
-                raise ValueError(f"the {split} split has no segmentation masks (a dense probe needs a dataset "
-                                 f"that carries them, e.g. fashion-mosaic, held on the device)")
+            by_block = layer != "last" and self.has_blocks and not isinstance(self.encoder, RawPixels)
             self.encoder.eval()
-            grids, masks = [], []
-            for batch, batch_masks in data.mask_batches(self.batch_size):
+            chunks: list[list[torch.Tensor]] = []
+            for batch, _ in data.batches(self.batch_size):
+                images = self.normalize(batch)
                 with autocast_for(self.device):
-                    grids.append(dense_grid(self.encoder, self.normalize(batch), layer).float())
-                masks.append(batch_masks)
-            self._cache[key] = (torch.cat(grids), torch.cat(masks))
+                    outputs = self.encoder.blocks(images) if by_block else [dense_grid(self.encoder, images)]
+                chunks.append([grid.to(torch.float16) for grid in outputs])
+            if by_block:
+                self._cache["block_count"] = len(chunks[0])
+                check_block_index(layer, len(chunks[0]))
+            for i, per_layer in enumerate(zip(*chunks)):
+                self._cache[f"grid/{split}/{i}" if by_block else key] = torch.cat(per_layer)
         return self._cache[key]  # type: ignore[return-value]
+
+    def token_features(self, layer: Layer = "last") -> Features:
+        """The tokens of both splits, float16 ``train`` [N, T, D] and ``test`` [M, T, D] (T = h * w:
+        the :meth:`grids` flattened), with their labels."""
+        train, test = (self.grids(split, layer).flatten(2).transpose(1, 2) for split in ("train", "test"))
+        return Features(train, test, self.train.all_labels().to(train.device), self.test.all_labels().to(test.device))
+
+    def block_token_features(self) -> list[Features]:
+        """:meth:`token_features` of every block (an encoder without blocks: its output only)."""
+        if not self.has_blocks or isinstance(self.encoder, RawPixels):
+            return [self.token_features("last")]
+        self.grids("train", 0)  # every block in one pass
+        return [self.token_features(i) for i in range(self._cache["block_count"])]  # type: ignore[call-overload]
 
     @torch.no_grad()
     def _last_block_if_output(self) -> Features | None:
@@ -189,8 +219,11 @@ Score = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
 
 
 def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
-              validation_fraction: float = 0.1) -> dict[str, float]:
+              validation_fraction: float = 0.1, tokens: bool = False) -> dict[str, float]:
     """Run ``score`` on the features ``layer`` names and return ``<prefix>_acc`` (+ extras).
+
+    ``score`` reads pooled features [N, D], or with ``tokens`` the token grids [N, T, D] (float16,
+    :meth:`ProbeContext.token_features`).
 
     - ``"last"``: the encoder's output -> ``<prefix>_acc``.
     - an int ``i``: block i -> ``<prefix>_acc`` and ``<prefix>_acc@i``.
@@ -208,26 +241,27 @@ def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
                                              features.test_labels, classes)
         return accuracy, extras, predicted[0] if predicted else None
 
+    features_of = context.token_features if tokens else context.features
     if layer == "all":
-        blocks = context.block_features()
+        blocks = context.block_token_features() if tokens else context.block_features()
         result: dict[str, float] = {}
         validation: list[float] = []
         per_block: list[torch.Tensor | None] = []
         train_y = blocks[0].train_labels
-        keep, held_out = _validation_split(len(train_y), validation_fraction, context.seed, train_y.device)
+        keep, held_out = held_out_split(len(train_y), context.seed, train_y.device, validation_fraction)
         for i, features in enumerate(blocks):
             result[f"{prefix}_acc@{i}"], _, predicted = run(features)
             per_block.append(predicted)
             validation.append(score(features.train[keep], train_y[keep], features.train[held_out],
                                     train_y[held_out], classes)[0])
         best = max(range(len(blocks)), key=lambda i: validation[i])
-        accuracy, extras, predicted = run(context.features("last"))
+        accuracy, extras, predicted = run(features_of("last"))
         for column, kept in ((f"{prefix}_acc", predicted), (f"{prefix}_acc_best", per_block[best])):
             if kept is not None:
                 context.keep_predictions(column, kept)
         return {f"{prefix}_acc": accuracy, **extras, **result,
                 f"{prefix}_best_block": best, f"{prefix}_acc_best": result[f"{prefix}_acc@{best}"]}
-    accuracy, extras, predicted = run(context.features(layer))
+    accuracy, extras, predicted = run(features_of(layer))
     if predicted is not None:
         context.keep_predictions(f"{prefix}_acc", predicted)
     columns = {f"{prefix}_acc": accuracy, **extras}
@@ -236,11 +270,24 @@ def layerwise(context: ProbeContext, layer: Layer, prefix: str, score: Score,
     return columns
 
 
-def _validation_split(n: int, fraction: float, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (keep, held_out) of a fixed random split of n items; held_out has >= 1 item."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
-    size = min(n - 1, max(1, round(n * fraction)))
-    return order[size:], order[:size]
+def channel_stats(features: torch.Tensor, channel_dim: int, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and unbiased std of ``features`` (any float dtype, e.g. float16 grids
+    [N, D, h, w] with ``channel_dim`` 1, or tokens [N, T, D] with -1) over every other dim, summed in
+    float64 a chunk of dim 0 at a time: float32, shaped to broadcast against ``features``; std >= 1e-6."""
+    channel_dim %= features.ndim
+    dims = tuple(d for d in range(features.ndim) if d != channel_dim)
+    total = torch.zeros(features.shape[channel_dim], dtype=torch.float64, device=features.device)
+    squares = torch.zeros_like(total)
+    for x in features.split(chunk):
+        x = x.double()
+        total += x.sum(dim=dims)
+        squares += x.square().sum(dim=dims)
+    count = features.numel() // features.shape[channel_dim]
+    mean = total / count
+    std = ((squares - count * mean.square()) / max(1, count - 1)).clamp_min(0).sqrt().clamp_min(1e-6)
+    shape = [1] * features.ndim
+    shape[channel_dim] = -1
+    return mean.float().view(shape), std.float().view(shape)
 
 
 def check_block_index(layer: Layer, count: int, encoder: str = "this encoder") -> None:

@@ -189,8 +189,12 @@ class Probe(Protocol):
     ``normalize`` (the pre-training normalisation), ``num_classes``, ``seed``, and
     ``features(layer)``: mean-pooled features of unmasked images, Tensor[N, D] per split, extracted
     once per run and shared by all its probes (``layer``: ``"last"`` or a block index;
-    ``block_features()`` gives every block). ``mimbench.plugin.layerwise`` turns a scoring function
-    into the ``layer`` param's columns (``<name>_acc@<block>``...). A probe must not change the
+    ``block_features()`` gives every block); ``token_features(layer)``: the feature grid's tokens,
+    float16 [N, T, D] per split (``grids(split, layer)``: [N, D, h, w]), extracted once per run and
+    shared with the dense probes. ``mimbench.plugin.layerwise`` turns a scoring function into the
+    ``layer`` param's columns (``<name>_acc@<block>``...; ``tokens=True`` to score tokens). A probe
+    chooses its hyper-parameters on held-out train data only (``mimbench.plugin.selection``), never
+    on the test split, and reports them as ``<name>_hp_<param>`` columns. A probe must not change the
     encoder: train a copy (see ``finetune``). Baselines go through the same probes with an untrained
     encoder or ``RawPixels``. A classification probe keeps each test image's predicted class behind
     an accuracy column with ``context.keep_predictions(column, predicted [N_test])`` (a score
@@ -203,7 +207,7 @@ class Probe(Protocol):
       before training), or ``"last"`` / ``"all"`` (default None: it says nothing);
     - ``needs_masks = True``: a dense probe (a suite whose probe datasets carry no masks exits 2
       before training); it reads ``context.dense(split, layer)``: the feature grids of unmasked
-      images [N, D, h, w] with their masks [N, S, S], extracted once per run and shared (the pixels
+      images, float16 [N, D, h, w], with their masks [N, S, S], extracted once per run and shared (the pixels
       baseline's grid is each 4 px square's raw pixels);
     - ``metric_columns() -> list[mimbench.plugin.MetricColumn]``: the columns it returns, declared.
       The report's headline table (``table.md``, ``table.tex``), its figures and the console line

@@ -87,8 +87,8 @@ class Registration:
             declared = range_text(annotation)
             if declared:
                 entry["range"] = declared
-            if p.default is not inspect.Parameter.empty:
-                entry["default"] = p.default
+            if p.default is not inspect.Parameter.empty:  # a grid's default (a tuple) shown as the YAML list it is
+                entry["default"] = list(p.default) if isinstance(p.default, tuple) else p.default
             summary[name] = entry
         return summary
 
@@ -181,8 +181,9 @@ class Registry:
                 resolved[key] = float(value) if annotation is float and isinstance(value, int) else value
             elif parameter.default is inspect.Parameter.empty:
                 raise ConfigError(f"{where}: missing required param {key!r} (allowed: {', '.join(allowed)})")
-            else:
-                resolved[key] = parameter.default
+            else:  # as JSON holds it: a grid's default (a tuple) is the list a suite would write
+                default = parameter.default
+                resolved[key] = list(default) if isinstance(default, tuple) else default
         return resolved
 
     def build(self, kind: str, name: str, params: dict[str, Any], **context: Any) -> Any:

@@ -3,22 +3,31 @@
 ``linear`` and ``knn`` read pooled features that the core extracts once per run
 (``mimbench.probing.ProbeContext``); ``finetune`` trains a copy of the encoder.
 All report top-1 accuracy on the test split as a fraction in [0, 1].
+
+Each chooses its hyper-parameters among the grids its params give (one value is a grid of one)
+on held-out train data, refits on the whole labelled train split and scores the test split once
+(:mod:`mimbench.selection`); the chosen values are the ``<probe>_hp_<name>`` columns.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mimbench.plugin import (Interval, Layer, MetricColumn, ProbeContext, accuracy_columns, autocast_for, check_layer,
-                             hookimpl, layerwise, param_groups, warmup_cosine)
+                             hookimpl, layerwise, param_groups, selection, warmup_cosine)
+
+if TYPE_CHECKING:
+    from mimbench.data import Images
 
 BatchSize = Annotated[int, Interval(ge=1, le=65_536)]
+Neighbours = Annotated[int, Interval(ge=1, le=100_000)]
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -65,31 +74,43 @@ class LinearProbe:
     """Linear probe (MAE protocol): BatchNorm without affine, then a linear layer, fit to convergence.
 
     Trained on cached pooled features of the train split by full-batch L-BFGS with L2
-    ``weight_decay``; reports ``linear_acc`` on the test split and ``linear_steps``, the L-BFGS
-    iterations used (``max_steps`` means it stopped before converging). ``layer``: ``last``
+    ``weight_decay`` (one value, or a grid chosen on held-out train data: ``linear_hp_weight_decay``);
+    reports ``linear_acc`` on the test split and ``linear_steps``, the L-BFGS iterations of the
+    final fit (``max_steps`` means it stopped before converging). ``layer``: ``last``
     (the encoder output), a block index, or ``all`` (see ``mimbench.probing.layerwise``).
     """
 
-    def __init__(self, layer: Layer = "last", weight_decay: float = 1e-3,
+    def __init__(self, layer: Layer = "last", weight_decay: float | list[float] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
                  max_steps: Annotated[int, Interval(ge=1, le=10_000_000)] = 1000):
         check_layer(layer)
-        if weight_decay < 0 or max_steps < 1:
+        self.weight_decays = selection.as_grid("weight_decay", weight_decay)
+        if min(self.weight_decays) < 0 or max_steps < 1:
             raise ValueError(f"weight_decay must be >= 0 and max_steps >= 1, got {weight_decay}, {max_steps}")
-        self.layer, self.weight_decay, self.max_steps = layer, weight_decay, max_steps
+        self.layer, self.max_steps = layer, max_steps
 
-    def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-              num_classes: int) -> tuple[float, dict[str, float], torch.Tensor]:
+    def fit_predict(self, weight_decay: float, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                    num_classes: int) -> tuple[torch.Tensor, int]:
+        """The predicted class of each test_x row [M] and the L-BFGS iterations, fit on train_x [N, D]."""
         train_x, test_x = standardize(train_x, test_x)
         with torch.enable_grad():
-            head, steps = fit_logistic(train_x, train_y, num_classes, self.weight_decay, self.max_steps)
-        predicted = head(test_x).argmax(1)
-        return accuracy(predicted, test_y), {"linear_steps": steps}, predicted
+            head, steps = fit_logistic(train_x, train_y, num_classes, weight_decay, self.max_steps)
+        return head(test_x).argmax(1), steps
+
+    def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+              num_classes: int, seed: int = 0) -> tuple[float, dict[str, float], torch.Tensor]:
+        chosen = selection.chosen_on_held_out(
+            {"weight_decay": self.weight_decays}, train_y, seed,
+            lambda hp, fit, held: self.fit_predict(hp["weight_decay"], train_x[fit], train_y[fit], train_x[held],
+                                                   num_classes)[0])
+        predicted, steps = self.fit_predict(chosen["weight_decay"], train_x, train_y, test_x, num_classes)
+        return accuracy(predicted, test_y), {"linear_steps": steps, **selection.hp_values("linear", chosen)}, predicted
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
-        return layerwise(context, self.layer, "linear", self.score)
+        return layerwise(context, self.layer, "linear", functools.partial(self.score, seed=context.seed))
 
     def metric_columns(self) -> list[MetricColumn]:
-        return accuracy_columns("linear_acc", "linear", self.layer)
+        return accuracy_columns("linear_acc", "linear", self.layer) + selection.hp_columns("linear", ["weight_decay"],
+                                                                                           "linear")
 
 
 # ----------------------------------------------------------------------------- k-NN
@@ -116,27 +137,33 @@ def knn_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
 class KNNProbe:
     """Weighted k-NN on cosine similarity of pooled features, votes weighted by exp(sim / T).
 
-    Reports ``knn_acc`` on the test split, with the train split as the memory bank.
-    ``layer`` as for ``linear``.
+    Reports ``knn_acc`` on the test split, with the train split as the memory bank. ``k`` and
+    ``temperature`` are each one value or a grid; the pair is chosen on held-out train data (the
+    rest of the train split as the bank): ``knn_hp_k``, ``knn_hp_temperature``. ``layer`` as for ``linear``.
     """
 
-    def __init__(self, layer: Layer = "last", k: Annotated[int, Interval(ge=1, le=100_000)] = 20,
-                 temperature: float = 0.07):
+    def __init__(self, layer: Layer = "last", k: Neighbours | list[Neighbours] = (5, 10, 20, 50),
+                 temperature: float | list[float] = (0.02, 0.07, 0.2)):
         check_layer(layer)
-        if k < 1 or temperature <= 0:
-            raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
-        self.layer, self.k, self.temperature = layer, k, temperature
+        self.ks, self.temperatures = selection.as_grid("k", k), selection.as_grid("temperature", temperature)
+        if not all(1 <= x <= 100_000 for x in self.ks) or min(self.temperatures) <= 0:
+            raise ValueError(f"k must be in 1..100000 and temperature > 0, got k={k}, temperature={temperature}")
+        self.layer = layer
 
     def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-              num_classes: int) -> tuple[float, dict[str, float], torch.Tensor]:
-        predicted = knn_predict(train_x, train_y, test_x, num_classes, self.k, self.temperature)
-        return accuracy(predicted, test_y), {}, predicted
+              num_classes: int, seed: int = 0) -> tuple[float, dict[str, float], torch.Tensor]:
+        chosen = selection.chosen_on_held_out(
+            {"k": self.ks, "temperature": self.temperatures}, train_y, seed,
+            lambda hp, fit, held: knn_predict(train_x[fit], train_y[fit], train_x[held], num_classes, **hp))
+        predicted = knn_predict(train_x, train_y, test_x, num_classes, **chosen)
+        return accuracy(predicted, test_y), selection.hp_values("knn", chosen), predicted
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
-        return layerwise(context, self.layer, "knn", self.score)
+        return layerwise(context, self.layer, "knn", functools.partial(self.score, seed=context.seed))
 
     def metric_columns(self) -> list[MetricColumn]:
-        return accuracy_columns("knn_acc", "kNN", self.layer, latex="$k$-NN")
+        return (accuracy_columns("knn_acc", "kNN", self.layer, latex="$k$-NN")
+                + selection.hp_columns("knn", ["k", "temperature"], "kNN"))
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -163,20 +190,25 @@ class FineTuneProbe:
     """End-to-end fine-tuning of a copy of the encoder plus a linear head (opt-in: costly).
 
     The head (LayerNorm, then linear, as MAE's) reads the pooled output; training uses AdamW, warm-up + cosine lr, layer-wise lr
-    decay and horizontal flips (``flip``); reports ``finetune_acc``.
+    decay and horizontal flips (``flip``); reports ``finetune_acc``. ``lr`` is one value or a grid
+    chosen on held-out train data (``finetune_hp_lr``): each candidate is one more fine-tuning on
+    the rest of the train split.
 
     It trains the whole encoder, so suites opt in. On the ``random-init`` baseline it
     is training from scratch with the same budget. Encoders without parameters (``pixels``)
     are skipped.
     """
 
-    def __init__(self, epochs: Annotated[int, Interval(ge=1, le=10_000)] = 5, lr: float = 1e-3, layer_decay: float = 0.75,
+    def __init__(self, epochs: Annotated[int, Interval(ge=1, le=10_000)] = 5,
+                 lr: float | list[float] = (5e-4, 1e-3, 2e-3), layer_decay: float = 0.75,
                  weight_decay: float = 0.05, batch_size: BatchSize = 128, warmup_epochs: float = 1.0, flip: bool = True,
                  min_steps: Annotated[int, Interval(ge=0, le=10_000_000)] = 0):
-        if epochs < 1 or lr <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0 or min_steps < 0:
+        self.lrs = selection.as_grid("lr", lr)
+        if epochs < 1 or min(self.lrs) <= 0 or not 0 < layer_decay <= 1 or batch_size < 1 or warmup_epochs < 0 \
+                or min_steps < 0:
             raise ValueError("finetune needs epochs >= 1, lr > 0, 0 < layer_decay <= 1, batch_size >= 1, "
                              "warmup_epochs >= 0, min_steps >= 0")
-        self.epochs, self.lr, self.layer_decay, self.weight_decay = epochs, lr, layer_decay, weight_decay
+        self.epochs, self.layer_decay, self.weight_decay = epochs, layer_decay, weight_decay
         self.batch_size, self.warmup_epochs, self.flip = batch_size, warmup_epochs, flip
         # with few labels an epoch is a step or two: train for at least this many steps (more epochs)
         self.min_steps = min_steps
@@ -184,15 +216,26 @@ class FineTuneProbe:
     def __call__(self, context: ProbeContext) -> dict[str, float]:
         if not any(True for _ in context.encoder.parameters()):
             return {}
-        device, data, normalize = context.device, context.train, context.normalize
+        labels = context.train.all_labels().to(context.device)
+        chosen = selection.chosen_on_held_out(
+            {"lr": self.lrs}, labels, context.seed,
+            lambda hp, fit, held: _predictions(*self.train(context, context.train.subset(fit), hp["lr"]),
+                                               context.train.subset(held), context))
+        predicted = _predictions(*self.train(context, context.train, chosen["lr"]), context.test, context)
+        context.keep_predictions("finetune_acc", predicted)
+        accuracy_ = (predicted == context.test.all_labels().cpu()).sum().item() / len(context.test)
+        return {"finetune_acc": accuracy_, **selection.hp_values("finetune", chosen)}
+
+    def train(self, context: ProbeContext, data: Images, lr: float) -> tuple[nn.Module, nn.Module]:
+        """A fine-tuned copy of the encoder and its head, trained on ``data`` with peak lr ``lr``."""
+        device, normalize = context.device, context.normalize
         encoder = copy.deepcopy(context.encoder).to(device).train()
         # MAE's fine-tuning head on pooled features: LayerNorm (fc_norm), then linear. The norm
         # matters: pooled features of a CNN can vary by ~1% of their mean across images.
         linear = nn.Linear(encoder.out_dim, context.num_classes)
         nn.init.trunc_normal_(linear.weight, std=0.01), nn.init.zeros_(linear.bias)
         head = nn.Sequential(nn.LayerNorm(encoder.out_dim), linear).to(device)
-        optimizer = torch.optim.AdamW(layer_decayed_groups(encoder, head, self.lr, self.layer_decay,
-                                                           self.weight_decay))
+        optimizer = torch.optim.AdamW(layer_decayed_groups(encoder, head, lr, self.layer_decay, self.weight_decay))
         batch_size = min(self.batch_size, len(data))
         steps_per_epoch = len(data) // batch_size
         epochs = max(self.epochs, -(-self.min_steps // steps_per_epoch))
@@ -216,21 +259,20 @@ class FineTuneProbe:
                     schedule.step()
         final_loss = loss.item()
         if not math.isfinite(final_loss):
-            raise FloatingPointError(f"finetune diverged (final loss {final_loss})")
-        predicted = _test_predictions(encoder, head, context)
-        context.keep_predictions("finetune_acc", predicted)
-        return {"finetune_acc": (predicted == context.test.all_labels().cpu()).sum().item() / len(context.test)}
+            raise FloatingPointError(f"finetune diverged (final loss {final_loss}, lr {lr})")
+        return encoder, head
 
     def metric_columns(self) -> list[MetricColumn]:
-        return accuracy_columns("finetune_acc", "fine-tune", trains_encoder=True)
+        return (accuracy_columns("finetune_acc", "fine-tune", trains_encoder=True)
+                + selection.hp_columns("finetune", ["lr"], "fine-tune"))
 
 
 @torch.no_grad()
-def _test_predictions(encoder: nn.Module, head: nn.Module, context: ProbeContext) -> torch.Tensor:
-    """The predicted class of every test image, in the test split's order, [len(test)] (on the CPU)."""
+def _predictions(encoder: nn.Module, head: nn.Module, data: Images, context: ProbeContext) -> torch.Tensor:
+    """The predicted class of every image of ``data``, in its order, [len(data)] (on the CPU)."""
     encoder.eval()
     predicted = []
-    for images, _ in context.test.batches(context.batch_size):
+    for images, _ in data.batches(context.batch_size):
         with autocast_for(context.device):
             logits = head(encoder(context.normalize(images)).mean(dim=(2, 3)))
         predicted.append(logits.argmax(1).cpu())

@@ -1,6 +1,6 @@
 """Dense probes: semantic segmentation from the frozen encoder's feature grid.
 
-Both read the grid of unmasked images (``ProbeContext.dense``: ``[N, D, h, w]``, the encoder's
+Both read the grid of unmasked images (``ProbeContext.dense``: float16 ``[N, D, h, w]``, the encoder's
 output or one block) and the dataset's masks (``[N, S, S]``, 255 = ignored), fit on the labelled
 train split (or its ``eval.labels_per_class`` subset of images) and score every pixel of the
 test split: mIoU and pixel accuracy (``mimbench.plugin.metrics.segmentation_scores``).
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mimbench.plugin import Interval, Layer, MetricColumn, ProbeContext, check_layer, hookimpl, metrics
+from mimbench.plugin import Interval, Layer, MetricColumn, ProbeContext, channel_stats, check_layer, hookimpl, metrics
 
 IGNORE = 255
 
@@ -99,8 +99,7 @@ class SegLinearProbe:
         train, train_masks = context.dense("train", layer)
         test, test_masks = context.dense("test", layer)
         classes = context.train.mask_classes
-        mean = train.mean(dim=(0, 2, 3), keepdim=True)
-        std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        mean, std = channel_stats(train, 1)
         head = nn.Conv2d(train.shape[1], classes, kernel_size=1).to(context.device)
         optimizer = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / self.steps)))
@@ -110,7 +109,7 @@ class SegLinearProbe:
             for _ in range(self.steps):
                 index = torch.randint(0, len(train), (min(self.batch_size, len(train)),), generator=generator,
                                       device=context.device)
-                logits = F.interpolate(head((train[index] - mean) / std), size=train_masks.shape[-2:],
+                logits = F.interpolate(head((train[index].float() - mean) / std), size=train_masks.shape[-2:],
                                        mode="bilinear", align_corners=False)
                 loss = F.cross_entropy(logits, train_masks[index].long(), ignore_index=IGNORE)
                 optimizer.zero_grad(set_to_none=True)
@@ -120,9 +119,9 @@ class SegLinearProbe:
                 losses.append(loss.detach())
         tail = torch.stack(losses[-max(1, self.steps // 10):]).mean().item()
         with torch.no_grad():
-            confusion = _confusion(lambda x: head((x - mean) / std), test, test_masks, classes, self.batch_size)
+            confusion = _confusion(lambda x: head((x.float() - mean) / std), test, test_masks, classes, self.batch_size)
             if layer == "last" and context.save_picture is not None:
-                logits = F.interpolate(head((test[:PICTURED] - mean) / std), size=test_masks.shape[-2:],
+                logits = F.interpolate(head((test[:PICTURED].float() - mean) / std), size=test_masks.shape[-2:],
                                        mode="bilinear", align_corners=False)
                 images = context.test.images[:PICTURED] if hasattr(context.test, "images") else None
                 if images is not None:
@@ -162,7 +161,7 @@ class SegKNNProbe:
         test, test_masks = context.dense("test", layer)
         classes = context.train.mask_classes
         shares = _label_shares(train_masks, classes, train.shape[-2:])  # [N, K, h, w]
-        bank = F.normalize(train.movedim(1, -1).reshape(-1, train.shape[1]), dim=1)  # [N*h*w, D]
+        bank = F.normalize(train.movedim(1, -1).reshape(-1, train.shape[1]).float(), dim=1)  # [N*h*w, D]
         bank_labels = shares.movedim(1, -1).reshape(-1, classes)
         labelled = bank_labels.sum(1) > 0  # patches with a labelled pixel
         bank, bank_labels = bank[labelled], bank_labels[labelled]
@@ -174,7 +173,7 @@ class SegKNNProbe:
 
         def class_scores(x: torch.Tensor) -> torch.Tensor:
             b, d, h, w = x.shape
-            query = F.normalize(x.movedim(1, -1).reshape(-1, d), dim=1)
+            query = F.normalize(x.movedim(1, -1).reshape(-1, d).float(), dim=1)
             similarity, index = (query @ bank.T).topk(k, dim=1)
             weights = torch.softmax(similarity / self.temperature, dim=1)  # [M, k]
             votes = (weights.unsqueeze(-1) * bank_labels[index]).sum(1)  # [M, K]

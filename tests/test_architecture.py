@@ -18,7 +18,7 @@ LAYERS = [
     ["protocols", "record"],
     ["version", "errors", "columns", "stats", "metrics", "augment", "prefetch", "memory", "data", "optim",
      "hookspecs"],
-    ["contract", "preflight", "schema", "plugins"],
+    ["contract", "preflight", "schema", "plugins", "selection"],
     ["suite", "specs", "registry"],
     ["labels"],
     ["jobs", "folder", "tracking", "provenance", "design", "steps"],

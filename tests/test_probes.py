@@ -144,11 +144,13 @@ def test_probes_declare_the_columns_they_return(layer):
     context = context_for(TwoBlockEncoder())
     for probe, name in ((LinearProbe(layer=layer), "linear"), (KNNProbe(layer=layer), "kNN")):
         declared = probe.metric_columns()
-        assert {c.kind for c in declared} == {"accuracy"} and declared[0].name == name
+        accuracies = [c for c in declared if c.kind == "accuracy"]
+        assert accuracies[0].name == name and all("_hp_" in c.key for c in declared if c.kind != "accuracy")
         assert {c.key for c in declared} <= set(probe(context))  # every declared column is returned
-        assert [c.key.endswith("_best") for c in declared] == ([False, True] if layer == "all" else [False])
+        assert [c.key.endswith("_best") for c in accuracies] == ([False, True] if layer == "all" else [False])
     assert KNNProbe().metric_columns()[0].latex == "$k$-NN"
-    assert [(c.key, c.name) for c in FineTuneProbe().metric_columns()] == [("finetune_acc", "fine-tune")]
+    assert [(c.key, c.name) for c in FineTuneProbe().metric_columns()] == [("finetune_acc", "fine-tune"),
+                                                                           ("finetune_hp_lr", "fine-tune lr")]
 
 
 def test_features_are_extracted_once_per_run_and_shared_by_probes():
@@ -167,7 +169,7 @@ def test_block_index_and_pooling():
     encoder = TwoBlockEncoder()
     context = context_for(encoder)
     result = LinearProbe(layer=0)(context)
-    assert set(result) == {"linear_acc", "linear_acc@0", "linear_steps"}
+    assert set(result) == {"linear_acc", "linear_acc@0", "linear_steps", "linear_hp_weight_decay"}
     images = context.normalize(context.train.images)
     assert torch.allclose(context.features(0).train, encoder.blocks(images)[0].mean(dim=(2, 3)))
     with pytest.raises(ValueError, match="2 blocks"):

@@ -1,6 +1,6 @@
 """The published results say only what their tables hold: every interval quoted in
-``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv``, each
-``comparisons.csv`` is what the report computes from its folder today, no pixel error is compared
+``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv`` or
+``probe_gaps.csv``, each of those files (and ``agreement.csv``) is what the report computes from its folder today, no pixel error is compared
 between a target that uses the hidden patch's statistics and one that does not, and at least two
 results rest on 10 or more seeds with Holm-adjusted tests."""
 
@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from mimbench import columns
+from mimbench.folder import SuiteFolder
+from mimbench.report import agreement, probe_gaps
 from mimbench.report.comparisons import to_csv
 from mimbench.report.labelled import view
-from mimbench.report.results import read_results
+from mimbench.report.results import kept_outcomes, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = sorted(p.parent for p in (ROOT / "results").glob("*/comparisons.csv"))
@@ -28,7 +30,10 @@ def number(text: str) -> float:
 
 
 def published_rows() -> pd.DataFrame:
-    return pd.concat([pd.read_csv(folder / "comparisons.csv").assign(folder=folder.name) for folder in PUBLISHED])
+    """Every row of a published comparisons.csv or probe_gaps.csv."""
+    files = [folder / name for folder in PUBLISHED for name in ("comparisons.csv", "probe_gaps.csv")
+             if (folder / name).exists()]
+    return pd.concat([pd.read_csv(path).assign(folder=path.parent.name) for path in files])
 
 
 @pytest.mark.parametrize("document", ["results/README.md", "README.md"])
@@ -42,13 +47,18 @@ def test_every_quoted_interval_is_a_row_of_a_published_comparisons_csv(document)
         found = rows[((rows.mean_diff - number(mean)).abs() <= tolerance)
                      & ((rows.ci_low - number(low)).abs() <= tolerance)
                      & ((rows.ci_high - number(high)).abs() <= tolerance)]
-        assert len(found), f"{document}: {mean} [{low}, {high}] is no row of a published comparisons.csv"
+        assert len(found), f"{document}: {mean} [{low}, {high}] is no row of a published comparisons.csv or probe_gaps.csv"
 
 
 @pytest.mark.parametrize("folder", PUBLISHED, ids=[p.name for p in PUBLISHED])
 def test_each_published_comparisons_csv_is_what_the_report_computes_today(folder):
     results = read_results(folder)
     assert to_csv(results.comparisons) == (folder / "comparisons.csv").read_text()
+    if (folder / "agreement.csv").exists():  # folders published before issue 32 have neither
+        assert agreement.to_csv(agreement.agreement(results.runs, results.declared)) == \
+            (folder / "agreement.csv").read_text()
+        gaps = probe_gaps.probe_gaps(results.runs, results.declared, kept_outcomes(SuiteFolder(folder)))
+        assert probe_gaps.to_csv(gaps) == (folder / "probe_gaps.csv").read_text()
     # and no pixel error compared between a target that uses the hidden patch's statistics and one that does not
     labelled = view(results.runs, "budget")
     uses_stats = {label: bool(flag) for label, flag in zip(labelled["label"], labelled["recon_uses_target_stats"])

@@ -73,15 +73,26 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     rows = _baseline_rows(runs, accuracies, RANDOM_INIT, outcomes) + _baseline_rows(runs, accuracies, PIXELS, outcomes)
     if reference:
         rows += _reference_rows(runs, headline, reference, outcomes)
+    return adjusted(frame_of(rows), FAMILIES)
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of :func:`comparison_row` as a frame, each label budget as it was (an int stays an int)."""
     frame = pd.DataFrame(rows, columns=COLUMNS + INTERNAL)
     frame["labels_per_class"] = pd.Series([row["labels_per_class"] for row in rows], index=frame.index, dtype=object)
+    return frame
+
+
+def adjusted(frame: pd.DataFrame, families: Sequence[str]) -> pd.DataFrame:
+    """``frame`` (rows of :func:`comparison_row`) with each family's Holm-adjusted p-values,
+    ``significant``, family-wise intervals and ``resolved`` filled in (see the module docstring)."""
     frame["n_images"] = frame["n_images"].astype("Int64")
-    for family in FAMILIES:
+    for family in families:
         chosen = frame["family"] == family
         adjusted = stats.holm([None if pd.isna(p) else float(p) for p in frame.loc[chosen, "p_value"]])
         frame.loc[chosen, "p_holm"] = pd.Series(adjusted, index=frame.index[chosen], dtype=object)
     frame["significant"] = [None if pd.isna(p) else bool(p < stats.ALPHA) for p in frame["p_holm"]]
-    for family in FAMILIES:  # Bonferroni: the family's intervals hold together with 95% confidence
+    for family in families:  # Bonferroni: the family's intervals hold together with 95% confidence
         chosen = frame.index[frame["family"] == family]
         for i in chosen:
             diffs, per_image = frame.at[i, "diffs"], frame.at[i, "outcomes"]
@@ -93,7 +104,7 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
                 frame.at[i, "ci_low_family"], frame.at[i, "ci_high_family"] = low, high
     frame[["ci_low_family", "ci_high_family"]] = frame[["ci_low_family", "ci_high_family"]].astype(float)
     frame["resolved"] = False
-    for family in FAMILIES:
+    for family in families:
         chosen = frame.index[frame["family"] == family]
         rows = frame.loc[chosen]
         # a test decides where every row's test can reach Holm's level: per-image tests always can,
@@ -136,7 +147,7 @@ def to_csv(frame: pd.DataFrame) -> str:
     return frame[COLUMNS].to_csv(index=False, float_format="%.12g")
 
 
-def _row(metric: MetricColumn, configuration: str, reference: str, labels: Any, pairs: pd.DataFrame, family: str,
+def comparison_row(metric: MetricColumn, configuration: str, reference: str, labels: Any, pairs: pd.DataFrame, family: str,
          config_id: str, reference_id: str, per_image: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     diffs = pairs["diff"].to_numpy(float)
     result = stats.compare_paired(diffs, higher_is_better=metric.kind != "mse")
@@ -169,7 +180,7 @@ def _per_image(outcomes: Outcomes | None, done: pd.DataFrame, mine: str, theirs:
     return (arrays[0], arrays[1]) if arrays[0].shape == arrays[1].shape else None
 
 
-def _labels(row: pd.Series) -> Any:
+def labels_cell(row: pd.Series) -> Any:
     """The ``labels_per_class`` cell: the count, ``all``, or empty when the suite does not use it."""
     if LABELS_PER_CLASS not in row.index:
         return None
@@ -184,7 +195,7 @@ def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str,
     for metric in metrics:
         for first, partner, pairs in partner_pairs(runs, metric.key, kind):
             per_image = _per_image(outcomes, done, first["config_id"], partner["config_id"], metric.key, pairs.index)
-            rows.append(_row(metric, first["label"], partner["label"], _labels(first), pairs, kind,
+            rows.append(comparison_row(metric, first["label"], partner["label"], labels_cell(first), pairs, kind,
                              first["config_id"], partner["config_id"], per_image))
     return rows
 
@@ -222,8 +233,8 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn], reference: 
                 continue
             per_image = None if reconstruction else _per_image(outcomes, done, config_id, counterpart, metric.key,
                                                                       pairs.index)
-            rows.append(_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
-                             None if reconstruction else _labels(configs.loc[config_id]), pairs, REFERENCE,
+            rows.append(comparison_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
+                             None if reconstruction else labels_cell(configs.loc[config_id]), pairs, REFERENCE,
                              config_id, counterpart, per_image))
     return rows
 

@@ -9,6 +9,8 @@ reference configuration), metric and label budget:
   family-wise interval excludes 0 (:func:`mimbench.report.comparisons.is_resolved`); every
   other difference is **not separated**
   from its reference, whatever its mean;
+- a better or worse difference read from one probe says so when the same comparison under another
+  probe is not resolved the same way (:func:`mimbench.report.agreement.only_under`);
 - a configuration or baseline is **the best** of a metric only when the table marks it so (bold):
   it beats every other row evaluated alike pairwise, Holm-adjusted
   (:func:`mimbench.report.best.best_row`); otherwise the sentence says that none is
@@ -25,6 +27,7 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.report import comparisons
+from mimbench.report.agreement import only_under
 from mimbench.labels import LABELS_PER_CLASS, param_text
 from mimbench.report.best import all_comparable
 from mimbench.report.pairs import finished
@@ -48,9 +51,11 @@ def conclusions(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame,
         unresolved = rows[rows["resolved"] != True]  # noqa: E712
         parts = []
         if len(above):
-            parts.append("better: " + "; ".join(_quoted(row, names) for row in above.itertuples(index=False)))
+            parts.append("better: " + "; ".join(_quoted(row, names) + only_under(row, frame, declared)
+                                                for row in above.itertuples(index=False)))
         if len(below):
-            parts.append("worse: " + "; ".join(_quoted(row, names) for row in below.itertuples(index=False)))
+            parts.append("worse: " + "; ".join(_quoted(row, names) + only_under(row, frame, declared)
+                                               for row in below.itertuples(index=False)))
         if len(unresolved):
             parts.append("not separated: " + "; ".join(_quoted(row, names) for row in unresolved.itertuples(index=False)))
         sentences.append(f"{metric_name(names, metric)}{labels_text(labels)}, {FAMILY_SUBJECTS[family]}: "
