@@ -52,7 +52,7 @@ def main(run_dir: Path | None, labels: str, threads: int) -> None:
     train = DeviceImages(train_set.images, train_set.labels, 10)
     test = DeviceImages(test_set.images, test_set.labels, 10)
     normalize = Normalizer.measure(train)
-    print(f"| probe | labels/class | fixed: s | grid: s | fixed: acc | grid: acc | chosen |")
+    print("| probe | labels/class | fixed: s | grid: s | fixed: acc | grid: acc | chosen |")
     print("|---|--:|--:|--:|--:|--:|---|")
     for budget in labels.split(","):
         subset = train if budget == "all" else train.subset(class_balanced_indices(train.labels, int(budget), 0))

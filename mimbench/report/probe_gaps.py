@@ -14,7 +14,7 @@ these features than a linear one?" with an interval, configuration by configurat
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
