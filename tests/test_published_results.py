@@ -22,7 +22,8 @@ from mimbench.report.results import kept_outcomes, read_results
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = sorted(p.parent for p in (ROOT / "results").glob("*/comparisons.csv"))
 #: "+0.053 [+0.049, +0.057]": a mean difference and its interval, as the report writes them.
-QUOTED = re.compile(r"([+\-−]\d+\.\d+) \[([+\-−]\d+\.\d+), ([+\-−]\d+\.\d+)\]")
+#: (a line break may fall anywhere a space does)
+QUOTED = re.compile(r"([+\-−]\d+\.\d+)\s+\[([+\-−]\d+\.\d+),\s+([+\-−]\d+\.\d+)\]")
 
 
 def number(text: str) -> float:
