@@ -25,6 +25,17 @@ from mimbench.plugins import load_plugins
 
 from helpers import run_cli, write_suite_file
 
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_python():
+    """Ctrl-C as a terminal delivers it, whatever launched the tests: a shell starting pytest in the
+    background (``pytest &``) makes it ignore SIGINT, and its children inherit that, so no
+    KeyboardInterrupt would ever come. A Python handler is reset to the default in every child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 SUITE = """
 name: tiny
 dataset: {name: shapes, params: {num_images: 64}}
