@@ -95,3 +95,36 @@ def segmentation_scores(confusion: torch.Tensor) -> dict[str, float]:
     return {"miou": iou.mean().item() if scored.any() else float("nan"),
             "pixel_acc": (tp.sum() / total).item() if total > 0 else float("nan"),
             "classes_scored": int(scored.sum())}
+
+
+#: SSIM's constants (Wang et al. 2004): a Gaussian window of std 1.5 truncated at 3.5 std (11 taps),
+#: K1 = 0.01, K2 = 0.03, for images in [0, 1].
+SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity of each image pair (Wang et al. 2004), float64 Tensor[B].
+
+    pred, target: [B, C, H, W] in [0, 1], H and W > 10. Local means, variances and covariance
+    under an 11 x 11 Gaussian window (std 1.5, population moments), SSIM at every position whose
+    window lies inside the image, averaged over those positions and the channels: what
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)`` computes.
+    """
+    x, y = pred.double(), target.double()
+    channels = x.shape[1]
+    taps = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64, device=x.device)
+    window = torch.exp(-taps.square() / (2 * SSIM_SIGMA**2))
+    window = (window / window.sum()).view(1, 1, -1)
+    kernel = (window.transpose(1, 2) @ window).expand(channels, 1, -1, -1)  # [C, 1, 11, 11]
+
+    def local_mean(image: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(image, kernel, groups=channels)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mu_x.square()
+    var_y = local_mean(y * y) - mu_y.square()
+    cov = local_mean(x * y) - mu_x * mu_y
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    similarity = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return similarity.mean(dim=(1, 2, 3))

@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 from torch import nn
 
@@ -66,3 +68,20 @@ def test_reconstruction_metrics_undo_normalisation_and_use_hidden_pixels():
     assert math.isclose(result["mse"], errors.mean().item(), rel_tol=1e-6)
     assert math.isclose(result["psnr"], (10 * torch.log10(1 / per_image)).mean().item(), rel_tol=1e-6)
     assert result["mask_ratio"] == 0.5 and "target_loss" not in result  # the target is the image
+
+
+def test_ssim_is_one_for_identical_images_and_matches_scikit_image():
+    from mimbench.metrics import ssim
+
+    structural_similarity = pytest.importorskip("skimage.metrics", reason="scikit-image is in the test extra") \
+        .structural_similarity
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 2, 28, 28, generator=g)
+    pred = (target + 0.2 * torch.randn(3, 2, 28, 28, generator=g)).clamp(0, 1)
+    assert torch.allclose(ssim(target, target), torch.ones(3, dtype=torch.float64))
+    ours = ssim(pred, target)
+    for i in range(3):
+        theirs = structural_similarity(pred[i].double().numpy(), target[i].double().numpy(), channel_axis=0,
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)
+        assert ours[i].item() == pytest.approx(theirs, abs=1e-9)
+    assert (ours < 1).all() and ssim(1 - target, target).mean() < ours.mean()  # an inverted image is far off
