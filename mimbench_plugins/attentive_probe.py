@@ -79,12 +79,10 @@ class AttentiveProbe:
             raise ValueError(f"attentive needs lr > 0, weight_decay >= 0 and queries in 1..1024; got lr={lr}, "
                              f"weight_decay={weight_decay}, queries={queries}")
         self.layer, self.steps, self.batch_size = layer, steps, batch_size
-        self.parameter_count = 0
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
-        scores = layerwise(context, self.layer, "attentive", functools.partial(self.score, seed=context.seed),
-                           tokens=True)
-        return {**scores, "attentive_params": self.parameter_count}
+        return layerwise(context, self.layer, "attentive", functools.partial(self.score, seed=context.seed),
+                         tokens=True)
 
     def score(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
               num_classes: int, seed: int = 0) -> tuple[float, dict[str, float], torch.Tensor]:
@@ -94,7 +92,8 @@ class AttentiveProbe:
             lambda hp, fit, held: self.fit_predict(hp, train_x[fit], train_y[fit], train_x[held], num_classes, seed))
         predicted = self.fit_predict(chosen, train_x, train_y, test_x, num_classes, seed)
         accuracy = (predicted == test_y).sum().item() / len(test_y)
-        return accuracy, selection.hp_values("attentive", chosen), predicted
+        size = head_parameters(train_x.shape[-1], chosen["queries"], num_classes)
+        return accuracy, {"attentive_params": size, **selection.hp_values("attentive", chosen)}, predicted
 
     def fit_predict(self, hp: dict, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                     num_classes: int, seed: int) -> torch.Tensor:
@@ -105,7 +104,6 @@ class AttentiveProbe:
         classifier = nn.Linear(pooling.out_dim, num_classes)
         nn.init.zeros_(classifier.weight), nn.init.zeros_(classifier.bias)
         head = nn.Sequential(pooling, classifier).to(train_x.device)
-        self.parameter_count = sum(p.numel() for p in head.parameters())
         optimizer = torch.optim.AdamW(head.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / self.steps)))
         batch = min(self.batch_size, len(train_x))
@@ -127,6 +125,13 @@ class AttentiveProbe:
                 + [MetricColumn("attentive_params", "attentive params", "attentive head's trainable parameters",
                                 "count", headline=False, digits=0)]
                 + selection.hp_columns("attentive", list(self.grids), "attentive"))
+
+
+def head_parameters(dim: int, queries: int, classes: int) -> int:
+    """The trainable parameters of an attentive head on dim-wide tokens: the queries, the value
+    projection and the classifier (what ``attentive_params`` reports)."""
+    pooled = queries * max(1, dim // queries)
+    return queries * dim + dim * pooled + (pooled + 1) * classes
 
 
 @hookimpl

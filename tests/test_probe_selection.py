@@ -12,7 +12,7 @@ from mimbench.plugins import load_plugins
 from mimbench.probing import ProbeContext, RawPixels
 from mimbench.registry import Registry
 from mimbench.selection import as_grid, choose, held_out_split
-from mimbench_plugins.attentive_probe import AttentiveProbe, EfficientPooling
+from mimbench_plugins.attentive_probe import AttentiveProbe, EfficientPooling, head_parameters
 from mimbench_plugins.probes import FineTuneProbe, KNNProbe, LinearProbe
 
 CPU = torch.device("cpu")
@@ -80,6 +80,8 @@ def test_efficient_pooling_shapes_and_parameters():
     assert pooling(torch.randn(2, 49, 64)).shape == (2, 64)  # 16 queries x 4-wide slices
     assert sum(p.numel() for p in pooling.parameters()) == 16 * 64 + 64 * 64
     assert EfficientPooling(16, 32).out_dim == 32  # more queries than channels: one value each
+    head = nn.Sequential(EfficientPooling(24, 5), nn.Linear(EfficientPooling(24, 5).out_dim, 7))
+    assert head_parameters(24, 5, 7) == sum(p.numel() for p in head.parameters())
 
 
 def test_attentive_reads_where_the_signal_is_and_reports_its_size():

@@ -26,7 +26,6 @@ from scipy import stats as scipy_stats
 
 from mimbench import columns
 from mimbench.columns import MetricColumn
-from mimbench.labels import ALL_LABELS
 from mimbench.report.comparisons import labels_cell
 from mimbench.report.labelled import view
 from mimbench.report.pairs import finished
@@ -136,7 +135,7 @@ def only_under(row: Any, frame: pd.DataFrame, declared: Sequence[MetricColumn]) 
     agreeing = [named[row.metric]]
     dissent = []
     for other in others.itertuples(index=False):
-        if other.resolved is True or other.resolved == True:  # noqa: E712 (numpy bools)
+        if bool(other.resolved):
             if np.sign(other.mean_diff) == sign:
                 agreeing.append(named[other.metric])
                 continue
@@ -151,10 +150,3 @@ def only_under(row: Any, frame: pd.DataFrame, declared: Sequence[MetricColumn]) 
 def budget_key(labels: Any) -> str:
     """A label budget cell as a key that compares equal to itself: ``""`` for none (None or NaN)."""
     return "" if labels is None or (isinstance(labels, float) and math.isnan(labels)) else str(labels)
-
-
-def labels_shown(labels: Any) -> str:
-    """A label budget for a table cell: the count, ``all``, or ``–`` without one."""
-    if labels is None or (isinstance(labels, float) and math.isnan(labels)):
-        return "–"
-    return ALL_LABELS if labels == ALL_LABELS else str(int(labels) if isinstance(labels, float) else labels)

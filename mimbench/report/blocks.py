@@ -13,7 +13,7 @@ import pandas as pd
 from mimbench.columns import MetricColumn
 from mimbench.folder import ERROR_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
 from mimbench.report import agreement, comparisons, probe_gaps, render
-from mimbench.report.conclusions import conclusions, interval_text, labels_text, metric_name
+from mimbench.report.conclusions import conclusions, interval_text, labels_cell_text, labels_text, metric_name
 from mimbench.labels import LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import config_columns, failures, label_counts, to_bool
 from mimbench.report.figure_plan import ReportFigure
@@ -110,7 +110,7 @@ def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFra
     chosen = frame[frame["family"] == comparisons.REFERENCE]
     if len(chosen):
         rows = [[row.configuration, row.reference, metric_name(names, row.metric),
-                 labels_text(row.labels_per_class).removeprefix(" (").removesuffix(" labels/class)") or "–",
+                 labels_cell_text(row.labels_per_class),
                  str(row.n), interval_text(row, names), f"{row.p_improvement:.2f}", _p_text(row.p_value),
                  _p_text(row.p_holm)] for row in chosen.itertuples(index=False)]
         blocks += [render.Heading("Against the reference configuration", 3),
@@ -145,7 +145,7 @@ def agreement_blocks(agreed: pd.DataFrame, gaps: pd.DataFrame, frame: pd.DataFra
                          f"0.93 or more: benchmarks/README.md); τ = 1: the same order, 0: unrelated, −1: reversed. In [{agreement.AGREEMENT_FILE}]({agreement.AGREEMENT_FILE})."),
         render.Table(["probes", "labels/class", "configurations", "seeds", "τ [95% CI]"],
                      [[f"{metric_name(names, row.metric_a)} vs {metric_name(names, row.metric_b)}",
-                       agreement.labels_shown(row.labels_per_class), str(row.n_configurations), str(row.n_seeds),
+                       labels_cell_text(row.labels_per_class), str(row.n_configurations), str(row.n_seeds),
                        f"{row.kendall_tau:+.2f}" + (f" [{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
                                                     if pd.notna(row.ci_low) else "")]
                       for row in agreed.itertuples(index=False)], [False, True, True, True, True])]

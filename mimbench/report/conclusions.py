@@ -129,6 +129,11 @@ def labels_text(labels: Any) -> str:
     return f" ({int(labels) if isinstance(labels, float) else labels} labels/class)"
 
 
+def labels_cell_text(labels: Any) -> str:
+    """A label budget for a table cell: ``10``, ``all``, or ``–`` without one."""
+    return labels_text(labels).removeprefix(" (").removesuffix(" labels/class)") or "–"
+
+
 def interval_text(row: Any, names: dict[str, MetricColumn]) -> str:
     """``+0.053 [+0.049, +0.058]`` (``*``: significant after Holm) in the metric's digits."""
     column = names.get(row.metric)

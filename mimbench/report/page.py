@@ -19,7 +19,7 @@ from mimbench.folder import SuiteFolder
 from mimbench.report import agreement, comparisons, probe_gaps, render
 from mimbench.report.blocks import COMPARISONS_FILE, agreement_blocks, comparison_blocks, page_blocks
 from mimbench.report.figure_plan import draw_figures, figure_plan
-from mimbench.report.results import kept_outcomes, read_configs, read_results, unreadable_runs
+from mimbench.report.results import read_configs, read_results, unreadable_runs
 from mimbench.report.tables import write_tables
 from mimbench.report.written import Report
 
@@ -43,7 +43,7 @@ def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Re
     report.files[COMPARISONS_FILE] = folder.write(COMPARISONS_FILE, comparisons.to_csv(results.comparisons))
     agreed = agreement.agreement(runs, declared)
     report.files[agreement.AGREEMENT_FILE] = folder.write(agreement.AGREEMENT_FILE, agreement.to_csv(agreed))
-    gaps = probe_gaps.probe_gaps(runs, declared, kept_outcomes(folder))
+    gaps = probe_gaps.probe_gaps(runs, declared, results.outcomes)
     report.files[probe_gaps.PROBE_GAPS_FILE] = folder.write(probe_gaps.PROBE_GAPS_FILE, probe_gaps.to_csv(gaps))
     configs = read_configs(suite_dir, runs["run_id"])
     figures = draw_figures(figure_plan(suite_dir, runs, table, results.sweep, results.suite, declared,

@@ -45,6 +45,7 @@ class SuiteResults:
     runs: pd.DataFrame  # the summary labelled by the design (see mimbench.report.labelled)
     table: pd.DataFrame
     comparisons: pd.DataFrame  # see mimbench.report.comparisons.compare
+    outcomes: comparisons.Outcomes  # the runs' per-image outcomes (kept_outcomes), each file read once
     reference: dict[str, Any] | None = None
 
 
@@ -93,11 +94,12 @@ def read_results(suite_dir: Path, reference: dict[str, Any] | None = None) -> Su
         reference = suite_reference(suite)
     design = read_design(folder, summary, sweep)
     runs = labelled(summary, design)
-    frame = comparisons.compare(runs, declared, reference, kept_outcomes(folder))
+    outcomes = kept_outcomes(folder)
+    frame = comparisons.compare(runs, declared, reference, outcomes)
     table = aggregate(view(runs, "table"), declared=declared)
     table = mark_best(comparisons.with_intervals(table, frame), runs, declared)
     return SuiteResults(suite_dir, str(suite.get("name") or suite_dir.name), summary, declared, suite, sweep,
-                        list(design["shown"]), design, runs, table, frame, reference)
+                        list(design["shown"]), design, runs, table, frame, outcomes, reference)
 
 
 def read_design(folder: SuiteFolder, summary: pd.DataFrame, sweep: list[str]) -> dict[str, Any]:
