@@ -162,7 +162,8 @@ def comparisons(results_dir: str | Path, reference: Mapping[str, Any] | None = N
     paired difference, its 95% interval (:func:`mimbench.stats.mean_interval`) and the family-wise
     one, the paired win rate, with enough seeds the exact sign-flip p-value and Holm's adjusted p,
     and whether the difference is resolved."""
-    from mimbench.report.comparisons import COLUMNS, check_reference
+    from mimbench.report.comparisons import COLUMNS
+    from mimbench.report.reference_names import check_reference
     from mimbench.report.results import read_results
 
     if reference is not None:

@@ -290,7 +290,7 @@ def report(results_dir: Path, reference_items: tuple[str, ...]) -> None:
     *.pdf, report.md and a self-contained report.html into RESULTS_DIR.
     """
     from mimbench.report import write_report
-    from mimbench.report.comparisons import parse_reference
+    from mimbench.report.reference_names import parse_reference
 
     written = write_report(results_dir, parse_reference(reference_items) if reference_items else None)
     for warning in written.warnings:

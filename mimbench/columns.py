@@ -23,8 +23,12 @@ from mimbench.record import field_annotations
 
 #: What a column measures. ``accuracy`` (a probe's score as a fraction, higher is better: top-1
 #: accuracy, mIoU) gets the gain over the random-init baseline and the probe figures; ``psnr`` the
-#: reconstruction figures.
-Kind = Literal["accuracy", "psnr", "mse", "count", "other"]
+#: reconstruction figures; ``psnr``, ``mse`` and ``ssim`` are reconstruction measures (one per run,
+#: whatever the probes' labels); a headline ``other`` column is a probe's score on another scale
+#: (the restoration probe's dB), compared with the baselines and between configurations, higher better.
+Kind = Literal["accuracy", "psnr", "mse", "ssim", "count", "other"]
+#: The kinds measured on a run's reconstruction, before any probe.
+RECONSTRUCTION_KINDS = ("psnr", "mse", "ssim")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class MetricColumn:
     # the probe trains the whole encoder (fine-tuning): from a random-init baseline's weights that is
     # training from scratch, and the report names that baseline so
     trains_encoder: bool = False
+    # False: shown in the tables but never compared between configurations (comparisons.csv): a
+    # classical reference that learns nothing, or a difference whose comparisons another column holds
+    compared: bool = True
 
     @property
     def axis_label(self) -> str:
@@ -72,6 +79,19 @@ RECONSTRUCTION_COLUMNS = (
                  headline=False, digits=4),
     MetricColumn("ref_target_loss", "ref. target loss", "loss on hidden cells of the target, reference masker", "mse",
                  headline=False, digits=4),
+    MetricColumn("recon_ssim", "SSIM", "SSIM of the prediction pasted into the hidden pixels, own masker", "ssim"),
+    MetricColumn("ref_ssim", "ref. SSIM", "SSIM of the pasted prediction, reference masker", "ssim"),
+    # mimbench.classical on the own masker's masks: what a method that learns nothing reaches
+    MetricColumn("inpaint_gain_psnr", "PSNR − biharmonic (dB)", "PSNR gain over biharmonic inpainting (dB)", "psnr",
+                 digits=2, latex="PSNR $-$ biharm.\\ (dB)", compared=False),
+    MetricColumn("inpaint_psnr", "biharmonic PSNR (dB)", "PSNR of biharmonic inpainting, own masker (dB)", "psnr",
+                 digits=2, latex="biharm.\\ PSNR (dB)", compared=False),
+    MetricColumn("inpaint_ssim", "biharmonic SSIM", "SSIM of biharmonic inpainting, own masker", "ssim",
+                 latex="biharm.\\ SSIM", compared=False),
+    MetricColumn("meanfill_psnr", "mean-fill PSNR (dB)", "PSNR of filling with the visible mean, own masker (dB)",
+                 "psnr", digits=2, compared=False),
+    MetricColumn("meanfill_ssim", "mean-fill SSIM", "SSIM of filling with the visible mean, own masker", "ssim",
+                 compared=False),
 )
 
 
@@ -92,8 +112,8 @@ def accuracy_columns(key: str, name: str, layer: int | str = "last", latex: str 
 def compared(declared: Sequence[MetricColumn]) -> list[MetricColumn]:
     """The declared columns the report compares configurations on (``comparisons.csv``): the headline
     ones, best-block columns left out (their block differs from run to run); the accuracies among
-    them are also compared with each baseline."""
-    return [c for c in declared if c.headline and not c.best_of]
+    them are also compared with each baseline. Columns declared ``compared=False`` are left out."""
+    return [c for c in declared if c.headline and not c.best_of and c.compared]
 
 
 def declared_by(probe: Any) -> list[MetricColumn]:
@@ -147,7 +167,8 @@ def inferred(column_names: list[str]) -> list[MetricColumn]:
 #: then the rest of each record, then :data:`TIMING_COLUMNS`, then the ``<kind>.<param>`` params.
 SUMMARY_ID_COLUMNS = ("run_id", "status", "dataset", "encoder", "decoder", "masker", "loss", "target", "seed",
                       "pretrained", "baseline")
-CORE_COLUMNS = ("mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr")
+CORE_COLUMNS = ("mask_ratio_actual", "mask_avgdist_px", "recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "recon_ssim",
+                "ref_ssim", "inpaint_gain_psnr", "inpaint_psnr", "inpaint_ssim", "meanfill_psnr", "meanfill_ssim")
 #: What each run cost, and how its pre-training ended: the summary's last columns before the params.
 TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second", "probe_seconds", "wall_seconds",
                   "peak_memory_mb", "flops_per_image", "train_flops", "train_steps", "epochs", "epochs_completed",
@@ -155,14 +176,17 @@ TIMING_COLUMNS = ("recon_uses_target_stats", "train_seconds", "images_per_second
 
 #: The core's reconstruction columns scored under each run's own masker: two runs compare on them
 #: only when their maskers hide the same pixels (the reference masker's columns always compare).
-OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", "mask_avgdist_px", "target_loss"})
+OWN_MASKER_COLUMNS = frozenset({"recon_mse", "recon_psnr", "mask_ratio_actual", "mask_avgdist_px", "target_loss",
+                                "recon_ssim", "inpaint_gain_psnr", "inpaint_psnr", "inpaint_ssim", "meanfill_psnr",
+                                "meanfill_ssim"})
 #: Columns in the units of each run's own target: two runs compare on them only when they predict
 #: the same target (a HOG loss and a teacher-feature loss share no scale).
 OWN_TARGET_COLUMNS = frozenset({"target_loss", "ref_target_loss"})
 #: The pixel errors of a reconstruction: a run whose prediction is turned into pixels with the
 #: hidden patch's own mean and std (``recon_uses_target_stats``, e.g. ``norm_pix``) compares on
 #: them only with runs alike in that.
-PIXEL_ERROR_COLUMNS = frozenset({"recon_mse", "recon_psnr", "ref_mse", "ref_psnr"})
+PIXEL_ERROR_COLUMNS = frozenset({"recon_mse", "recon_psnr", "ref_mse", "ref_psnr", "recon_ssim", "ref_ssim",
+                                 "inpaint_gain_psnr"})
 
 #: Columns of a run's summary row (and record) that say what was run or what became of it; every
 #: other numeric column measures it (:func:`measured`).

@@ -33,10 +33,16 @@ class TensorImageDataset(Dataset):
         masks: optional uint8 Tensor[N, H, W], a segmentation class per pixel (0..mask_classes - 1,
             ``IGNORE_INDEX`` = 255 for pixels without a label): a dataset with masks feeds dense probes.
         mask_classes: the number of segmentation classes (needed with ``masks``).
+        boxes: optional float32 Tensor[N, M, 5], each image's objects as rows (class, x0, y0, x1, y1):
+            the object's class (0..box_classes - 1) and its box in pixels of the image (pixel edges:
+            a box around columns 3..5 has x0 = 3, x1 = 6); rows of class -1 pad an image with fewer
+            than M objects. A dataset with boxes feeds detection probes (:func:`check_boxes`).
+        box_classes: the number of object classes (needed with ``boxes``).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 masks: torch.Tensor | None = None, mask_classes: int | None = None):
+                 masks: torch.Tensor | None = None, mask_classes: int | None = None,
+                 boxes: torch.Tensor | None = None, box_classes: int | None = None):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -50,13 +56,35 @@ class TensorImageDataset(Dataset):
         self.images = images
         self.labels = labels.long()
         self.num_classes = num_classes
+        if boxes is not None:
+            check_boxes(boxes, box_classes, images.shape[0], images.shape[-1], images.shape[-2])
         self.masks, self.mask_classes = masks, mask_classes
+        self.boxes, self.box_classes = boxes, box_classes
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index].float() / 255.0, int(self.labels[index])
+
+
+def check_boxes(boxes: torch.Tensor, box_classes: int | None, count: int, width: int, height: int) -> None:
+    """Raise ValueError unless ``boxes`` is float [count, M, 5] of (class, x0, y0, x1, y1) rows, each
+    a class of 0..box_classes - 1 with 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, or a
+    padding row of class -1."""
+    if not boxes.is_floating_point() or boxes.ndim != 3 or boxes.shape[0] != count or boxes.shape[2] != 5:
+        raise ValueError(f"boxes must be float [{count}, M, 5] (class, x0, y0, x1, y1), got {boxes.dtype} "
+                         f"{tuple(boxes.shape)}")
+    if not box_classes or box_classes < 1:
+        raise ValueError(f"box_classes must be >= 1 with boxes, got {box_classes!r}")
+    real = boxes[boxes[..., 0] >= 0]
+    bad = (real[:, 0] != real[:, 0].round()) | (real[:, 0] >= box_classes) | (real[:, 1] < 0) | (real[:, 2] < 0) \
+        | (real[:, 3] > width) | (real[:, 4] > height) | (real[:, 1] >= real[:, 3]) | (real[:, 2] >= real[:, 4])
+    padding = boxes[..., 0] < 0
+    if bad.any() or (padding & (boxes[..., 0] != -1)).any():
+        row = real[bad][0].tolist() if bad.any() else boxes[padding & (boxes[..., 0] != -1)][0].tolist()
+        raise ValueError(f"box {row}: a box is (class in 0..{box_classes - 1}, x0, y0, x1, y1) with 0 <= x0 < x1 <= "
+                         f"{width} and 0 <= y0 < y1 <= {height}, or a padding row of class -1")
 
 
 #: One batch: uint8 images [B, C, S, S] and int64 labels [B], both on the device.
@@ -74,6 +102,10 @@ class DeviceImages:
     num_classes: int
     masks: torch.Tensor | None = None
     mask_classes: int | None = None
+    #: For a dataset that has them, its objects: float [N, M, 5] (class, x0, y0, x1, y1) in pixels
+    #: of the held images, class -1 padding (see :class:`TensorImageDataset`).
+    boxes: torch.Tensor | None = None
+    box_classes: int | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -108,7 +140,9 @@ class DeviceImages:
         """The images at ``indices`` (int64 [K]), in that order."""
         indices = indices.to(self.images.device)
         masks = None if self.masks is None else self.masks[indices]
-        return DeviceImages(self.images[indices], self.labels[indices], self.num_classes, masks, self.mask_classes)
+        boxes = None if self.boxes is None else self.boxes[indices.to(self.boxes.device)]
+        return DeviceImages(self.images[indices], self.labels[indices], self.num_classes, masks, self.mask_classes,
+                            boxes, self.box_classes)
 
     def mask_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Images uint8 [B, C, S, S] with their masks uint8 [B, S, S], in order; ValueError without masks."""
@@ -126,6 +160,7 @@ class StreamedImages:
         self.dataset, self.device, self.workers = dataset, device, workers
         self.num_classes = int(getattr(dataset, "num_classes"))
         self.masks, self.mask_classes = None, None  # dense probes need the split held on the device
+        self.boxes, self.box_classes = None, None  # and so do detection probes
         self.channels = int(dataset[0][0].shape[0])
         self.image_size = image_size
 
@@ -260,7 +295,13 @@ def to_device_images(dataset: Dataset, image_size: int, device: torch.device) ->
         masks = masks.to(device)
         if masks.shape[-2:] != (image_size, image_size):  # nearest: a class is never blended with another
             masks = F.interpolate(masks[:, None].float(), size=(image_size, image_size), mode="nearest")[:, 0].to(torch.uint8)
-    return DeviceImages(images, labels, num_classes, masks, mask_classes)
+    boxes, box_classes = capability("dataset", dataset, "boxes"), capability("dataset", dataset, "box_classes")
+    if boxes is not None:  # scaled with the image: (class, x0, y0, x1, y1) in pixels of the held images
+        height, width = (dataset.images.shape[-2:] if isinstance(dataset, TensorImageDataset)
+                         else dataset[0][0].shape[-2:])
+        scale = torch.tensor([1.0, image_size / width, image_size / height, image_size / width, image_size / height])
+        boxes = torch.where(boxes[..., :1] >= 0, boxes.float() * scale, boxes.float()).to(device)
+    return DeviceImages(images, labels, num_classes, masks, mask_classes, boxes, box_classes)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

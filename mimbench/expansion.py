@@ -119,7 +119,7 @@ def _run(suite: Suite, seed: int, combo: dict[str, ComponentSpec], swept: dict[s
         raise ConfigError(f"sweep: train.{validation_message(exc)}") from None
     components = {axis: resolve(axis, ComponentSpec.model_validate(spec)) for axis, spec in specs.items()}
     evaluation = EvalSpec(evaluation.mask_seed, evaluation.batch_size, evaluation.reference_masker,
-                          evaluation.probes, evaluation.dataset, labels)
+                          evaluation.probes, evaluation.dataset, labels, evaluation.classical_reference)
     return RunSpec(data.dataset, suite.image_size, seed, train_config, evaluation, data=data, **components)
 
 
@@ -131,7 +131,7 @@ def resolved_eval(suite: Suite, resolve: "_Resolver") -> EvalSpec:
                     None if settings.reference_masker is None else resolve("masker", settings.reference_masker),
                     tuple(resolve("probe", probe) for probe in settings.probes),
                     None if settings.dataset is None else resolve("dataset", settings.dataset),
-                    settings.labels_per_class)
+                    settings.labels_per_class, settings.classical_reference)
 
 
 def data_spec(suite: Suite, dataset: Component, eval_dataset: Component | None) -> DataSpec:

@@ -238,6 +238,8 @@ def validate(runtime: Runtime, runs: list[RunSpec], data: SuiteData) -> None:
         probe = runtime.build("probe", spec)
         if capability("probe", probe, "needs_masks"):
             _check_masks(spec.name, runs[0], data)
+        if capability("probe", probe, "needs_boxes"):
+            _check_boxes(spec.name, runs[0], data)
 
 
 def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Tensor, runtime: Runtime) -> None:
@@ -258,22 +260,43 @@ def _check_probe_layers(encoder: torch.nn.Module, run: RunSpec, images: torch.Te
 
 def _check_masks(probe: str, run: RunSpec, data: SuiteData) -> None:
     """A dense probe needs a labelled split with segmentation masks, held on the device."""
-    split = data.probe_train
-    where = "eval.dataset" if run.eval.dataset is not None else "dataset"
-    name = (run.eval.dataset or run.dataset).name
-    if split.masks is not None and data.probe_test.masks is not None:
-        for part, labelled in (("train", split), ("test", data.probe_test)):
+    where, name = _probe_dataset(run)
+    if data.probe_train.masks is not None and data.probe_test.masks is not None:
+        for part, labelled in (("train", data.probe_train), ("test", data.probe_test)):
             if not bool((labelled.masks != IGNORE_INDEX).any()):
                 raise ConfigError(f"probe {probe!r}: the {part} split of {where} {name!r} has no labelled pixel (every "
                                   f"mask pixel is {IGNORE_INDEX}, no label): "
                                   + ("there is nothing to fit" if part == "train" else "its mIoU would be undefined")
                                   + "; check the label maps and the dataset's ignore_index")
         return
-    why = ("its splits stream from the host (raise data.in_memory_gb to hold them on the device)"
-           if isinstance(split, StreamedImages) and capability("dataset", split.dataset, "masks") is not None
-           else "it has no segmentation masks")
-    raise ConfigError(f"probe {probe!r} is a dense probe, and {where} {name!r}: {why}; use a dataset with masks "
+    raise ConfigError(f"probe {probe!r} is a dense probe, and {where} {name!r}: "
+                      f"{_why_missing(data, 'masks', 'segmentation masks')}; use a dataset with masks "
                       f"(fashion-mosaic) as {where}, or drop {probe!r} from eval.probes")
+
+
+def _check_boxes(probe: str, run: RunSpec, data: SuiteData) -> None:
+    """A detection probe needs labelled splits with boxes, held on the device, and a train box."""
+    where, name = _probe_dataset(run)
+    if data.probe_train.boxes is not None and data.probe_test.boxes is not None:
+        if not bool((data.probe_train.boxes[..., 0] >= 0).any()):
+            raise ConfigError(f"probe {probe!r}: the train split of {where} {name!r} has no box: there is nothing to fit")
+        return
+    raise ConfigError(f"probe {probe!r} is a detection probe, and {where} {name!r}: {_why_missing(data, 'boxes', 'boxes')}; "
+                      f"use a dataset with boxes (fashion-mosaic, detection-folder) as {where}, or drop {probe!r} from "
+                      f"eval.probes")
+
+
+def _probe_dataset(run: RunSpec) -> tuple[str, str]:
+    """Which key names the probes' dataset (``eval.dataset`` or ``dataset``), and its name."""
+    return "eval.dataset" if run.eval.dataset is not None else "dataset", (run.eval.dataset or run.dataset).name
+
+
+def _why_missing(data: SuiteData, capability_name: str, what: str) -> str:
+    """Why the probes' splits lack ``capability_name`` (masks, boxes): streamed, or the dataset has none."""
+    split = data.probe_train
+    if isinstance(split, StreamedImages) and capability("dataset", split.dataset, capability_name) is not None:
+        return "its splits stream from the host (raise data.in_memory_gb to hold them on the device)"
+    return f"it has no {what}"
 
 
 def _check_hidden_cells(masker: Any, images: torch.Tensor, run: RunSpec, stride: int) -> None:

@@ -11,7 +11,8 @@ else (the built-in plugins import only this module too).
   ``ContractError``, ``missing_extra`` (the one-line error for a missing optional dependency),
   ``one_line`` and ``first_line`` (how an exception is named in one line);
 - datasets: ``TensorImageDataset``;
-- probes: ``ProbeContext``, ``Layer``, ``check_layer``, ``layerwise``, ``MetricColumn``,
+- probes: ``ProbeContext``, ``Layer``, ``check_layer``, ``layerwise``, ``dense_grid`` (an encoder's
+  feature grid of any images), ``MetricColumn``,
   ``accuracy_columns``, ``channel_stats``, ``selection`` (hyper-parameters chosen on held-out train data), and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
 - losses: ``metrics`` (PSNR and the squared error of hidden pixels, as the core computes them);
 - encoders: ``Backbone`` and ``renamed`` (for ``backbone()``, see ``mimbench export``);
@@ -48,7 +49,7 @@ def _heavy() -> dict[str, Any]:
     from mimbench.folder import RunFolder
     from mimbench.jobs import Outcome, Task
     from mimbench.optim import autocast_for, param_groups, warmup_cosine
-    from mimbench.probing import Layer, ProbeContext, channel_stats, check_layer, layerwise
+    from mimbench.probing import Layer, ProbeContext, channel_stats, check_layer, dense_grid, layerwise
     from mimbench.tracking import final_metrics, run_params
     from mimbench.worker import Worker, run_task
 
@@ -57,6 +58,6 @@ def _heavy() -> dict[str, Any]:
 
 __all__ = ["Backbone", "ConfigError", "ContractError", "Dataset", "Decoder", "Encoder", "Executor", "Interval", "Layer",
            "Loss", "Masker", "Probe", "Target", "Tracker", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
-           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "channel_stats", "check_layer", "final_metrics",
+           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "channel_stats", "check_layer", "dense_grid", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
            "run_params", "run_task", "selection", "testing", "warmup_cosine", "Worker"]

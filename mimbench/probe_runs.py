@@ -36,7 +36,7 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
                encoder: torch.nn.Module, data: SuiteData, folder: RunFolder | None = None) -> Probes:
     """Each of ``probes`` on the frozen ``encoder``, fit on the labelled train split (or its
     ``eval.labels_per_class`` subset) and scored on the whole test split; features are extracted once.
-    A probe's pictures (``context.save_picture``) go to the run's ``folder``."""
+    A probe's pictures and files (``context.save_picture``, ``save_json``) go to the run's ``folder``."""
     started = time.perf_counter()
     # Probes that draw from torch's global generator (a fine-tuning head's init) must not depend
     # on what this process ran before: the same run gives the same numbers in any order, anywhere.
@@ -45,7 +45,8 @@ def run_probes(runtime: Runtime, job: Job, probes: tuple[Component, ...] | list[
     train = probe_train_split(data, job.seed, job.eval.labels_per_class)
     context = ProbeContext(encoder.to(device).eval(), train, data.probe_test, data.normalize.to(device),
                            device, job.seed, job.eval.batch_size,
-                           save_picture=None if folder is None else folder.save_picture)
+                           save_picture=None if folder is None else folder.save_picture,
+                           save_json=None if folder is None else folder.save_json)
     columns: dict[str, Any] = {}
     for spec in probes:
         probe = runtime.build("probe", spec)

@@ -78,6 +78,9 @@ class ProbeContext:
     # save_picture(name, image float [3, H, W] in [0, 1]): a picture for the report, as the run's
     # <name>.png (``segmentations``: the dense probes' figure); None where there is no run folder
     save_picture: Callable[[str, torch.Tensor], None] | None = None
+    # save_json(name, document): a probe's file for the run folder, as <name>.json (the detection
+    # probe's detections.json and detections_gt.json); None where there is no run folder
+    save_json: Callable[[str, object], None] | None = None
     #: The predicted class of every test image behind an accuracy column, by column, kept with
     #: :meth:`keep_predictions` and written to the run's ``predictions.npz``.
     predictions: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -133,6 +136,15 @@ class ProbeContext:
         if f"masks/{split}" not in self._cache:
             self._cache[f"masks/{split}"] = torch.cat([masks for _, masks in data.mask_batches(self.batch_size)])
         return self.grids(split, layer), self._cache[f"masks/{split}"]  # type: ignore[return-value]
+
+    def boxes(self, split: str) -> torch.Tensor:
+        """A split's objects, float [N, M, 5] (class, x0, y0, x1, y1) in pixels, class -1 padding
+        (:class:`~mimbench.data.TensorImageDataset`); ValueError when the split has none."""
+        data = self.train if split == "train" else self.test
+        if data.boxes is None:
+            raise ValueError(f"the {split} split has no boxes (a detection probe needs a dataset that carries "
+                             f"them, e.g. fashion-mosaic, held on the device)")
+        return data.boxes
 
     @torch.no_grad()
     def grids(self, split: str, layer: int | str = "last") -> torch.Tensor:

@@ -20,9 +20,10 @@ from mimbench.specs import Job, Status
 
 
 def outcome_text(record: dict[str, Any], declared: Sequence[MetricColumn]) -> str:
-    """The status and the declared headline metrics of a record, for the run's console line."""
+    """The status and the declared headline metrics of a record, for the run's console line (the
+    compared ones: not the classical references, which the tables show)."""
     shown = [f"{c.name} {record[c.key]:.{c.digits}f}" for c in declared
-             if c.headline and isinstance(record.get(c.key), (int, float))]
+             if c.headline and c.compared and isinstance(record.get(c.key), (int, float))]
     return "  ".join([record.get("status", Status.FAILED.value), *shown])
 
 

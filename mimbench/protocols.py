@@ -166,12 +166,17 @@ class Dataset(Protocol):
     Optional: ``masks`` (uint8 Tensor[N, H, W], a class per pixel, 255 = no label) and
     ``mask_classes`` declare segmentation masks for dense probes
     (``TensorImageDataset(..., masks=..., mask_classes=...)``); masks are resized with the images
-    (nearest). Its int ``label`` per image still feeds the classification probes.
+    (nearest). ``boxes`` (float Tensor[N, M, 5], each image's objects as (class, x0, y0, x1, y1) rows in
+    pixels, class -1 padding) and ``box_classes`` declare objects for detection probes
+    (``TensorImageDataset(..., boxes=..., box_classes=...)``); boxes are scaled with the images.
+    Its int ``label`` per image still feeds the classification probes.
     """
 
     num_classes: int
     masks: ClassVar[Any] = None
     mask_classes: ClassVar[int | None] = None
+    boxes: ClassVar[Any] = None
+    box_classes: ClassVar[int | None] = None
 
     def __len__(self) -> int: ...
 
@@ -209,6 +214,10 @@ class Probe(Protocol):
       before training); it reads ``context.dense(split, layer)``: the feature grids of unmasked
       images, float16 [N, D, h, w], with their masks [N, S, S], extracted once per run and shared (the pixels
       baseline's grid is each 4 px square's raw pixels);
+    - ``needs_boxes = True``: a detection probe (a suite whose probe datasets carry no boxes exits 2
+      before training); it reads ``context.boxes(split)`` (float [N, M, 5], see ``Dataset``) beside
+      ``context.grids(split, layer)``, and may write files to the run folder with
+      ``context.save_json(name, document)``;
     - ``metric_columns() -> list[mimbench.plugin.MetricColumn]``: the columns it returns, declared.
       The report's headline table (``table.md``, ``table.tex``), its figures and the console line
       show the declared columns (with ``headline=True``), by their ``name``, ``axis`` label and
@@ -221,6 +230,7 @@ class Probe(Protocol):
     """
 
     needs_masks: ClassVar[bool] = False
+    needs_boxes: ClassVar[bool] = False
     layer: ClassVar[int | str | None] = None
     metric_columns: ClassVar[Callable[[], list[MetricColumn]] | None] = None
 

@@ -49,6 +49,14 @@ class Reconstruction:
     ref_mse: float | None = None
     ref_psnr: float | None = None
     ref_target_loss: float | None = None
+    recon_ssim: float | None = None
+    ref_ssim: float | None = None
+    # the classical reconstructions (mimbench.classical) on the own masker's masks
+    inpaint_psnr: float | None = None
+    inpaint_ssim: float | None = None
+    meanfill_psnr: float | None = None
+    meanfill_ssim: float | None = None
+    inpaint_gain_psnr: float | None = None  # recon_psnr - inpaint_psnr; None when recon_uses_target_stats
 
 
 @dataclass(frozen=True)

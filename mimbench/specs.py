@@ -119,16 +119,19 @@ class EvalSpec:
     probes: tuple[Component, ...]
     dataset: Component | None
     labels_per_class: int | None
+    classical_reference: bool = True  # biharmonic inpainting and mean-fill on the evaluation masks
 
     def to_json(self) -> dict[str, Any]:
         return {"mask_seed": self.mask_seed, "batch_size": self.batch_size,
                 "reference_masker": _optional(self.reference_masker), "probes": [p.to_json() for p in self.probes],
-                "dataset": _optional(self.dataset), "labels_per_class": self.labels_per_class}
+                "dataset": _optional(self.dataset), "labels_per_class": self.labels_per_class,
+                "classical_reference": self.classical_reference}
 
 
 def hash_config(config: dict[str, Any]) -> str:
     """A short, stable hash of a resolved run config, leaving out ``eval.probes`` (a probe added
-    to a finished suite runs on the saved encoders instead of starting the runs over), and keys
+    to a finished suite runs on the saved encoders instead of starting the runs over) and
+    ``eval.classical_reference`` (it adds reference columns, it changes no run's own), and keys
     added since, at their defaults, so that suites from before them keep their ids:
     ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null,
     ``target`` pixels; and ``train.checkpoint_every`` / ``keep_checkpoint`` always."""
@@ -136,7 +139,7 @@ def hash_config(config: dict[str, Any]) -> str:
         config = {k: v for k, v in config.items() if k != "target"}
     if "eval" in config:
         evaluation = {k: v for k, v in config["eval"].items()
-                      if k != "probes" and not (k == "labels_per_class" and v is None)}
+                      if k not in ("probes", "classical_reference") and not (k == "labels_per_class" and v is None)}
         config = {**config, "eval": evaluation}
     if "train" in config:
         defaults = {"compile": False, "devices": 1, "budget_flops": None}
@@ -234,7 +237,7 @@ def run_spec_from_config(config: dict[str, Any], data: DataSpec | None = None) -
                 for key in ("reference_masker", "dataset")}
     eval_spec = EvalSpec(evaluation.get("mask_seed", 0), evaluation.get("batch_size", 512), optional["reference_masker"],
                          tuple(Component.from_json(p) for p in evaluation.get("probes", [])), optional["dataset"],
-                         evaluation.get("labels_per_class"))
+                         evaluation.get("labels_per_class"), evaluation.get("classical_reference", True))
     dataset = Component.from_json(config["dataset"])
     data = data or DataSpec(dataset, optional["dataset"], config["image_size"], None, 0, bool(eval_spec.probes))
     return RunSpec(dataset, config["image_size"], config["seed"], TrainConfig.model_validate(config["train"]),

@@ -268,8 +268,8 @@ def _described(value: Any) -> str:
 def check_probe(factory: Factory, params: dict[str, Any] | None = None, classes: int = 4, per_class: int = 16,
                 image_size: int = 16) -> None:
     """A probe's ``layer`` is None, ``"last"``, ``"all"`` or a block index; on a small labelled task
-    (random images, ``classes`` x ``per_class`` train and as many test images; segmentation masks
-    too, for a probe that ``needs_masks``) and a small two-block encoder, it returns what its declared
+    (random images, ``classes`` x ``per_class`` train and as many test images, with segmentation
+    masks and one box each, for a probe that ``needs_masks`` or ``needs_boxes``) and a small two-block encoder, it returns what its declared
     columns allow (:func:`mimbench.contract.check_probe_output`), at least one of them, and leaves the
     encoder's weights as they were."""
     probe = factory(**(params or {}))
@@ -284,7 +284,9 @@ def check_probe(factory: Factory, params: dict[str, Any] | None = None, classes:
         images = torch.randint(0, 256, (count, 3, image_size, image_size), generator=generator, dtype=torch.uint8)
         labels = torch.arange(count) % classes
         masks = labels[:, None, None].expand(count, image_size, image_size).to(torch.uint8).clone()
-        return DeviceImages(images, labels, classes, masks, classes)
+        corner = torch.randint(0, image_size // 2, (count, 2), generator=generator).float()
+        boxes = torch.cat([labels[:, None].float(), corner, corner + image_size // 2], dim=1)[:, None]  # one object
+        return DeviceImages(images, labels, classes, masks, classes, boxes, classes)
 
     train, test = split(), split()
     encoder = _TinyEncoder(3).eval()

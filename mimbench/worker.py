@@ -225,22 +225,31 @@ def training_part(result: Any, flops_per_image: float | None, batch_size: int) -
 
 
 def measure_reconstruction(context: RunContext, parts: Components) -> Reconstruction:
-    """A trained run's reconstruction metrics (own masker, reference masker), and its picture."""
+    """A trained run's reconstruction metrics (own masker, reference masker), the classical
+    reconstructions' on the own masker's masks (:mod:`mimbench.classical`), and its picture."""
     runtime, job, data = context.runtime, context.task.job, context.data
     evaluation, device = job.eval, runtime.device
     to_image, uses_target_stats = prediction_to_image(parts)
-    measure = lambda masker: reconstruction_metrics(parts, masker, data.test, data.normalize,  # noqa: E731
-                                                    evaluation.mask_seed, evaluation.batch_size, device, to_image)
-    own = measure(parts.masker)
+    measure = lambda masker, classical: reconstruction_metrics(  # noqa: E731
+        parts, masker, data.test, data.normalize, evaluation.mask_seed, evaluation.batch_size, device, to_image, classical)
+    own = measure(parts.masker, evaluation.classical_reference)
     reference = {} if evaluation.reference_masker is None else \
-        measure(runtime.build("masker", evaluation.reference_masker))
+        measure(runtime.build("masker", evaluation.reference_masker), False)
     if to_image is not None:  # a prediction that is not an image has no picture
         context.folder.save_reconstructions(reconstruction_grid(parts, parts.masker, data.test, data.normalize,
                                                                 evaluation.mask_seed, device, to_image))
+    # a reconstruction de-normalised with the hidden patch's own statistics (norm_pix) was handed what
+    # inpainting must guess: no gain over it is claimed
+    gain = None if own.get("psnr") is None or uses_target_stats or "inpaint_psnr" not in own \
+        else own["psnr"] - own["inpaint_psnr"]
     return Reconstruction(recon_mse=own.get("mse"), recon_psnr=own.get("psnr"), mask_ratio_actual=own["mask_ratio"],
                           mask_avgdist_px=own["mask_avgdist"], recon_uses_target_stats=uses_target_stats,
                           target_loss=own.get("target_loss"), ref_mse=reference.get("mse"),
-                          ref_psnr=reference.get("psnr"), ref_target_loss=reference.get("target_loss"))
+                          ref_psnr=reference.get("psnr"), ref_target_loss=reference.get("target_loss"),
+                          recon_ssim=own.get("ssim"), ref_ssim=reference.get("ssim"),
+                          inpaint_psnr=own.get("inpaint_psnr"), inpaint_ssim=own.get("inpaint_ssim"),
+                          meanfill_psnr=own.get("meanfill_psnr"), meanfill_ssim=own.get("meanfill_ssim"),
+                          inpaint_gain_psnr=gain)
 
 
 def prediction_to_image(parts: Components) -> tuple[Any, bool]:

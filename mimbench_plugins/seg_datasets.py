@@ -97,11 +97,11 @@ def segmentation_folder(split: str, root: str, classes: Annotated[int, Interval(
     if missing:
         raise FileNotFoundError(f"{masks_dir / (Path(missing[0]).stem + '.png')} not found: every image needs a "
                                 f"label map of the same name ({len(missing)} missing)")
-    pairs = ((_open(p, "image"), _open(masks_dir / f"{p.stem}.png", "label map"), str(p)) for p in files)
+    pairs = ((open_image(p, "image"), open_image(masks_dir / f"{p.stem}.png", "label map"), str(p)) for p in files)
     return _as_dataset(pairs, image_size, channels, classes, ignore_index)
 
 
-def _open(path: Path, what: str):
+def open_image(path: Path, what: str):
     """``path`` opened with PIL and decoded; a file PIL cannot read (not an image, truncated) is a
     ValueError that names it and says why (exit 2), not PIL's bare exception."""
     from PIL import Image, UnidentifiedImageError

@@ -16,7 +16,7 @@ test split: mIoU and pixel accuracy (``mimbench.plugin.metrics.segmentation_scor
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ def _columns(prefix: str, name: str, layer: Layer, loss: bool) -> list[MetricCol
     return columns
 
 
-def _layers(context: ProbeContext, layer: Layer) -> list[int | str]:
+def probe_layers(context: ProbeContext, layer: Layer) -> list[int | str]:
     """The grids a probe scores: the output, one block, or (``all``) the output and every block."""
     if layer != "all":
         return [layer]
@@ -48,7 +48,7 @@ def _layers(context: ProbeContext, layer: Layer) -> list[int | str]:
         return ["last", *range(len(context.encoder.blocks(images)))]
 
 
-def _scored(prefix: str, layers: list[int | str], score) -> dict[str, float]:
+def scored_layers(prefix: str, layers: list[int | str], score) -> dict[str, float]:
     """``<prefix>_<column>`` for the output (or the one block asked for), ``<prefix>_<column>@<block>``
     for each block, as ``layerwise`` names the classification probes' columns."""
     result = {}
@@ -93,7 +93,7 @@ class SegLinearProbe:
         return _columns("seg", "seg. linear", self.layer, loss=True)
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
-        return _scored("seg", _layers(context, self.layer), lambda layer: self.score(context, layer))
+        return scored_layers("seg", probe_layers(context, self.layer), lambda layer: self.score(context, layer))
 
     def score(self, context: ProbeContext, layer: int | str) -> dict[str, float]:
         train, train_masks = context.dense("train", layer)
@@ -101,23 +101,14 @@ class SegLinearProbe:
         classes = context.train.mask_classes
         mean, std = channel_stats(train, 1)
         head = nn.Conv2d(train.shape[1], classes, kernel_size=1).to(context.device)
-        optimizer = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / self.steps)))
-        generator = torch.Generator(device=context.device).manual_seed(context.seed)
-        losses = []
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                index = torch.randint(0, len(train), (min(self.batch_size, len(train)),), generator=generator,
-                                      device=context.device)
-                logits = F.interpolate(head((train[index].float() - mean) / std), size=train_masks.shape[-2:],
-                                       mode="bilinear", align_corners=False)
-                loss = F.cross_entropy(logits, train_masks[index].long(), ignore_index=IGNORE)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.detach())
-        tail = torch.stack(losses[-max(1, self.steps // 10):]).mean().item()
+
+        def loss_of(index: torch.Tensor) -> torch.Tensor:
+            logits = F.interpolate(head((train[index].float() - mean) / std), size=train_masks.shape[-2:],
+                                   mode="bilinear", align_corners=False)
+            return F.cross_entropy(logits, train_masks[index].long(), ignore_index=IGNORE)
+
+        tail = fit_head(head, loss_of, len(train), self.steps, self.lr, self.weight_decay, self.batch_size,
+                        context.seed, context.device)
         with torch.no_grad():
             confusion = _confusion(lambda x: head((x.float() - mean) / std), test, test_masks, classes, self.batch_size)
             if layer == "last" and context.save_picture is not None:
@@ -153,7 +144,7 @@ class SegKNNProbe:
         return _columns("seg_knn", "seg. k-NN", self.layer, loss=False)
 
     def __call__(self, context: ProbeContext) -> dict[str, float]:
-        return _scored("seg_knn", _layers(context, self.layer), lambda layer: self.score(context, layer))
+        return scored_layers("seg_knn", probe_layers(context, self.layer), lambda layer: self.score(context, layer))
 
     @torch.no_grad()
     def score(self, context: ProbeContext, layer: int | str) -> dict[str, float]:
@@ -183,6 +174,27 @@ class SegKNNProbe:
         confusion = _confusion(class_scores, test, test_masks, classes, per_batch)
         scores = metrics.segmentation_scores(confusion)
         return {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"]}
+
+
+def fit_head(head: nn.Module, loss_of: Callable[[torch.Tensor], torch.Tensor], count: int, steps: int, lr: float,
+             weight_decay: float, batch_size: int, seed: int, device: torch.device) -> float:
+    """Train ``head`` with AdamW for ``steps`` steps (cosine lr decay), each on ``loss_of(index)`` of
+    ``min(batch_size, count)`` train items drawn with replacement by a generator seeded with ``seed``;
+    returns the mean loss over the last tenth of the steps (a head that did not converge shows it)."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    losses = []
+    with torch.enable_grad():
+        for _ in range(steps):
+            index = torch.randint(0, count, (min(batch_size, count),), generator=generator, device=device)
+            loss = loss_of(index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.detach())
+    return torch.stack(losses[-max(1, steps // 10):]).mean().item()
 
 
 #: Test images drawn in a run's ``segmentations.png``.

@@ -1,6 +1,6 @@
 """The published results say only what their tables hold: every interval quoted in
-``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv`` or
-``probe_gaps.csv``, each of those files (and ``agreement.csv``) is what the report computes from its folder today, no pixel error is compared
+``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv``,
+``probe_gaps.csv`` or ``agreement.csv`` (a τ), each of those files (and ``agreement.csv``) is what the report computes from its folder today, no pixel error is compared
 between a target that uses the hidden patch's statistics and one that does not, and at least two
 results rest on 10 or more seeds with Holm-adjusted tests."""
 
@@ -30,10 +30,13 @@ def number(text: str) -> float:
 
 
 def published_rows() -> pd.DataFrame:
-    """Every row of a published comparisons.csv or probe_gaps.csv."""
+    """Every row of a published comparisons.csv or probe_gaps.csv, and every τ of an agreement.csv
+    (as ``mean_diff``, with its interval)."""
     files = [folder / name for folder in PUBLISHED for name in ("comparisons.csv", "probe_gaps.csv")
              if (folder / name).exists()]
-    return pd.concat([pd.read_csv(path).assign(folder=path.parent.name) for path in files])
+    taus = [pd.read_csv(path).rename(columns={"kendall_tau": "mean_diff"}).assign(folder=path.parent.name)
+            for path in (folder / "agreement.csv" for folder in PUBLISHED) if path.exists()]
+    return pd.concat([pd.read_csv(path).assign(folder=path.parent.name) for path in files] + taus)
 
 
 @pytest.mark.parametrize("document", ["results/README.md", "README.md"])
@@ -47,7 +50,7 @@ def test_every_quoted_interval_is_a_row_of_a_published_comparisons_csv(document)
         found = rows[((rows.mean_diff - number(mean)).abs() <= tolerance)
                      & ((rows.ci_low - number(low)).abs() <= tolerance)
                      & ((rows.ci_high - number(high)).abs() <= tolerance)]
-        assert len(found), f"{document}: {mean} [{low}, {high}] is no row of a published comparisons.csv or probe_gaps.csv"
+        assert len(found), f"{document}: {mean} [{low}, {high}] is no row of a published comparisons, probe_gaps or agreement"
 
 
 @pytest.mark.parametrize("folder", PUBLISHED, ids=[p.name for p in PUBLISHED])

@@ -65,7 +65,7 @@ def test_builtin_targets_conform(factory, params):
 
 
 def test_hog_equals_scikit_image_on_real_images():
-    feature = pytest.importorskip("skimage.feature", reason="scikit-image is in the test extra")
+    from skimage import feature
     images = real_images()  # 0..255: scikit-image's eps (1e-5) in the L2 norm is then negligible
     target = HOGTarget(1, 28, cell_size=4, bins=9, gaussian_window=0, gradient="central").double()
     ours = target(torch.from_numpy(images)[:, None]).permute(0, 2, 3, 1).numpy()  # [N, 7, 7, 9]

@@ -12,6 +12,7 @@ first and raises :class:`~mimbench.folder.lock.LockLost` once the driver is gone
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import warnings
@@ -180,6 +181,15 @@ class RunFolder:
         buffer = io.BytesIO()
         save_image(image, buffer, format="png")
         write_atomic(self.path / f"{name}.png", buffer.getvalue())
+
+    def save_json(self, name: str, document: Any) -> None:
+        """A probe's ``document`` (JSON-serialisable) as ``<name>.json`` (``name``: lower-case letters
+        and _, not one of the run's own files: config, metrics)."""
+        self.writable()
+        if not re.fullmatch(r"[a-z_]{1,40}", name) or f"{name}.json" in (CONFIG_FILE, METRICS_FILE):
+            raise ValueError(f"a probe's file name must be 1-40 lower-case letters or _, and not config or metrics; "
+                             f"got {name!r}")
+        write_atomic(self.path / f"{name}.json", (json.dumps(document) + "\n").encode())
 
     def picture(self, name: str) -> Path:
         """Where ``<name>.png`` is (it may not exist)."""

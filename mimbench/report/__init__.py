@@ -2,7 +2,8 @@
 
 - :mod:`~mimbench.report.aggregate`: the suite's runs grouped by configuration, mean ± std over
   seeds, gains over the random-init baseline (:func:`load_summary`, :func:`aggregate`...).
-- :mod:`~mimbench.report.comparisons`: every paired comparison with its interval (``comparisons.csv``).
+- :mod:`~mimbench.report.comparisons`: every paired comparison with its interval (``comparisons.csv``);
+  :mod:`~mimbench.report.reference_names`: the reference configuration a user names.
 - :mod:`~mimbench.report.tables`: ``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``.
 - :mod:`~mimbench.report.results`: a suite folder as the report reads it (:func:`read_results`).
 - the figures (seaborn on matplotlib's Agg canvas): :mod:`~mimbench.report.canvas` (style, saving),

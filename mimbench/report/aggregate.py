@@ -170,8 +170,8 @@ def aggregate(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None
     for column in gains.columns:
         if column.endswith("_n"):
             table[column] = table[column].astype("Int64")  # empty for configurations without a baseline
-    table = table.iloc[_sort_order(table)].reset_index()
-    return table
+    table = table.copy()  # one block per dtype (the columns were added one by one): pandas warns otherwise
+    return table.iloc[_sort_order(table)].reset_index()
 
 
 def baseline_gains(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 A conclusion about masking variants is only as good as the probe it was read from: a linear probe
 on mean-pooled features can rank configurations that an attentive probe or fine-tuning calls
-equal, or the other way round. For every pair of probes (headline accuracy columns) and label
+equal, or the other way round. For every pair of probe scores (:func:`probe_metrics`) and label
 budget, :func:`agreement` gives Kendall's τ-b between the configurations' mean scores (every
 pre-trained configuration scored by both, each mean over its finished seeds; the baselines are
 the yardsticks of the comparisons, not entries of the ranking) with a jackknife
@@ -38,8 +38,10 @@ COLUMNS = ["probe_a", "probe_b", "metric_a", "metric_b", "labels_per_class", "n_
 
 
 def probe_metrics(declared: Sequence[MetricColumn], present: Sequence[str]) -> list[MetricColumn]:
-    """The headline accuracy columns (one per probe: best-block columns left out) the runs have."""
-    return [c for c in columns.compared(declared) if c.kind == "accuracy" and c.key in present]
+    """The probes' compared headline scores the runs have (best-block columns left out): accuracies,
+    and scores of kind ``other`` (the restoration probe's PSNR and SSIM), higher better as
+    ``comparisons.csv`` takes them; the core's reconstruction columns are not a probe's."""
+    return [c for c in columns.compared(declared) if c.kind in ("accuracy", "other") and c.key in present]
 
 
 def probe_name(metric: str) -> str:

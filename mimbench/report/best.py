@@ -19,7 +19,8 @@ from mimbench.report.pairs import finished, seed_pairs
 
 
 def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[MetricColumn]) -> pd.DataFrame:
-    """``table`` with ``<metric>_is_best`` for each declared headline metric: true on the row with
+    """``table`` with ``<metric>_is_best`` for each declared headline metric compared between
+    configurations (:attr:`MetricColumn.compared`): true on the row with
     the best mean of its column (highest; lowest for an ``mse``) among the rows with the same
     evaluation settings, only when it beats every other of those rows pairwise: each paired
     sign-flip test (by seed) favours it with p_holm < 0.05, Holm over those comparisons. So a
@@ -31,7 +32,7 @@ def mark_best(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[Metric
     setting = pd.Series([repr([cell_value(v) for v in row]) for row in table[settings].itertuples(index=False)],
                         index=table.index)
     groups = table.groupby(setting, sort=False).groups
-    for metric in (c for c in declared if c.headline and f"{c.key}_mean" in table.columns):
+    for metric in (c for c in declared if c.headline and c.compared and f"{c.key}_mean" in table.columns):
         marks = pd.Series(False, index=table.index)
         for rows in groups.values():
             best = best_row(table.loc[rows], done, metric)

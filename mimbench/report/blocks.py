@@ -12,7 +12,7 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.folder import ERROR_FILE, SUITE_FILE, SUMMARY_FILE, SuiteFolder
-from mimbench.report import agreement, comparisons, probe_gaps, render
+from mimbench.report import agreement, comparisons, probe_gaps, reference_names, render
 from mimbench.report.conclusions import conclusions, interval_text, labels_cell_text, labels_text, metric_name
 from mimbench.labels import LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import config_columns, failures, label_counts, to_bool
@@ -76,21 +76,7 @@ def comparison_blocks(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFra
         return blocks + [render.Paragraph("No paired comparison: no configuration has a finished baseline or reference "
                                           "on a common seed.")]
     names = {c.key: c for c in declared}
-    lines = comparisons.seeds_lines(frame, declared)
-    against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.PIXELS: "Against raw pixels",
-               comparisons.REFERENCE: f"Against the reference configuration {comparisons.format_reference(reference or {})}"}
-    blocks.append(render.Paragraph(
-        "Each configuration is compared with its random-init encoder"
-        + (f", with raw pixels and with the reference configuration {comparisons.format_reference(reference)}"
-           if reference else " and with raw pixels")
-        + (f", paired by seed: the mean difference and its {comparisons.interval_caption(frame)}, taken on "
-           f"its own. A difference is **resolved** when it holds with the whole table in view: where the table has "
-           f"the seeds Holm's correction needs, its Holm-adjusted sign-flip test is significant; with fewer, its "
-           f"family-wise interval (the table's intervals widened to hold together: Bonferroni, each at 1 − 0.05/m) "
-           f"excludes 0." if _seed_range(frame)[1] > 1 else
-           ", paired by seed: the difference of a single seed, which has no interval.")
-        + f" Every statistic is in [{COMPARISONS_FILE}]({COMPARISONS_FILE})."))
-    blocks.append(render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()]))
+    blocks += _comparisons_intro(frame, declared, reference)
     if frame["ci_low"].isna().all():
         blocks.append(render.Paragraph("No difference has an interval: each comes from a single seed."))
     else:
@@ -158,6 +144,29 @@ def agreement_blocks(agreed: pd.DataFrame, gaps: pd.DataFrame, frame: pd.DataFra
             + "; ".join(f"{metric_name(names, row.metric)} {interval_text(row, names)}"
                         for row in rows.itertuples(index=False)) for rows in flipped]))
     return blocks
+
+
+def _comparisons_intro(frame: pd.DataFrame, declared: Sequence[MetricColumn],
+                       reference: dict[str, Any] | None) -> list[render.Block]:
+    """What is compared with what, how an interval is read, and what each family's seeds can tell."""
+    named = reference_names.format_reference(reference or {})
+    against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.PIXELS: "Against raw pixels",
+               comparisons.REFERENCE: f"Against the reference configuration {named}",
+               comparisons.INPAINTING: "Against biharmonic inpainting"}
+    intro = render.Paragraph(
+        "Each configuration is compared with its random-init encoder"
+        + (f", with raw pixels and with the reference configuration {named}" if reference else " and with raw pixels")
+        + (", and its reconstruction with biharmonic inpainting of the same hidden pixels"
+           if (frame["family"] == comparisons.INPAINTING).any() else "")
+        + (f", paired by seed: the mean difference and its {comparisons.interval_caption(frame)}, taken on "
+           f"its own. A difference is **resolved** when it holds with the whole table in view: where the table has "
+           f"the seeds Holm's correction needs, its Holm-adjusted sign-flip test is significant; with fewer, its "
+           f"family-wise interval (the table's intervals widened to hold together: Bonferroni, each at 1 − 0.05/m) "
+           f"excludes 0." if _seed_range(frame)[1] > 1 else
+           ", paired by seed: the difference of a single seed, which has no interval.")
+        + f" Every statistic is in [{COMPARISONS_FILE}]({COMPARISONS_FILE}).")
+    lines = comparisons.seeds_lines(frame, declared)
+    return [intro, render.Bullets([f"**{against[family]}**: {line}" for family, line in lines.items()])]
 
 
 def _seed_range(frame: pd.DataFrame) -> tuple[int, int]:

@@ -82,9 +82,10 @@ def probe_columns(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = 
 
 
 def psnr_columns(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None = None) -> list[MetricColumn]:
-    """The declared headline PSNR columns, in declaration order, that were measured on some
+    """The declared headline PSNR columns compared between configurations (not the classical
+    references), in declaration order, that were measured on some
     finished pre-trained run (``runs``: per run, or aggregated)."""
-    return _measured(runs, declared, lambda c: c.kind == "psnr" and c.headline)
+    return _measured(runs, declared, lambda c: c.kind == "psnr" and c.headline and c.compared)
 
 
 def _measured(runs: pd.DataFrame, declared: Sequence[MetricColumn] | None,

@@ -1,12 +1,17 @@
 """Every comparison the report makes, with its uncertainty: ``comparisons.csv``.
 
-Three families of paired comparisons, each pairing runs by seed and by the evaluation settings
+Four families of paired comparisons, each pairing runs by seed and by the evaluation settings
 (``eval.<param>`` columns, e.g. ``eval.labels_per_class``):
 
 - ``random-init``: each pre-trained configuration against the random-init encoder of the same
-  architecture, on every declared headline accuracy (the table's Δ columns);
+  architecture, on every declared headline probe score (accuracies: the table's Δ columns; and
+  the ``other`` scores, such as the restoration probe's PSNR);
 - ``pixels``: each pre-trained configuration against the raw-pixels baseline, on the same
-  accuracies (the bar a pre-trained encoder has to clear to be worth its features);
+  scores (the bar a pre-trained encoder has to clear to be worth its features);
+- ``biharmonic``: each pre-trained configuration's reconstruction (``recon_psnr``, ``recon_ssim``)
+  against biharmonic inpainting of the same hidden pixels (:mod:`mimbench.classical`), run by run:
+  does it beat a method that learns nothing? (Not for runs de-normalised with the hidden patch's
+  own statistics, ``norm_pix``.)
 - ``reference``: each pre-trained configuration against the reference configuration the user
   names (``report: {reference: {masker: patch}}`` in the suite, or ``mimbench report DIR
   --reference masker=patch``), on every declared headline metric both have. A configuration's
@@ -37,12 +42,13 @@ from mimbench import stats
 from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.errors import ConfigError
-from mimbench.schema import REFERENCE_AXES, reference_error
+from mimbench.schema import REFERENCE_AXES
 from mimbench.labels import ALL_LABELS, COMPONENTS, LABELS_PER_CLASS, cell_value, eval_columns
-from mimbench.report.aggregate import config_columns
+from mimbench.report.aggregate import config_columns, to_bool
 from mimbench.report.best import comparable
 from mimbench.report.labelled import view
 from mimbench.report.pairs import finished, partner_pairs, seed_pairs, seed_run_ids
+from mimbench.report.reference_names import format_reference
 
 #: The columns of ``comparisons.csv``, in this order.
 COLUMNS = ["metric", "configuration", "reference", "labels_per_class", "n", "n_images", "mean_diff", "ci_low", "ci_high",
@@ -54,9 +60,11 @@ INTERNAL = ["family", "config_id", "reference_config_id", "sd", "diffs", "outcom
 #: ``outcomes(run_id, metric)``: whether each test image was classified right behind ``metric``
 #: in that run, bool [N], or None where the run kept no predictions for it.
 Outcomes = Callable[[str, str], "np.ndarray | None"]
-RANDOM_INIT, PIXELS, REFERENCE = "random-init", "pixels", "reference"
+RANDOM_INIT, PIXELS, REFERENCE, INPAINTING = "random-init", "pixels", "reference", "biharmonic"
 #: The families, each one Holm family (a "comparison table"), in the order of the file.
-FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE)
+FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE, INPAINTING)
+#: A run's reconstruction measures and biharmonic inpainting's on the same masks (mimbench.classical).
+INPAINTING_PAIRS = {"recon_psnr": "inpaint_psnr", "recon_ssim": "inpaint_ssim"}
 
 
 def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
@@ -69,10 +77,11 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     (:func:`mimbench.stats.compare_outcomes`; ``n_images``)."""
     runs = view(runs, "budget")
     headline = [c for c in columns.compared(declared) if c.key in runs.columns]
-    accuracies = [c for c in headline if c.kind == "accuracy"]
-    rows = _baseline_rows(runs, accuracies, RANDOM_INIT, outcomes) + _baseline_rows(runs, accuracies, PIXELS, outcomes)
+    scores = [c for c in headline if c.kind in ("accuracy", "other")]  # what a probe scores (restoration: dB too)
+    rows = _baseline_rows(runs, scores, RANDOM_INIT, outcomes) + _baseline_rows(runs, scores, PIXELS, outcomes)
     if reference:
         rows += _reference_rows(runs, headline, reference, outcomes)
+    rows += _inpainting_rows(runs, headline)
     return adjusted(frame_of(rows), FAMILIES)
 
 
@@ -222,7 +231,7 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn], reference: 
             if counterpart is None:
                 continue
             pair = (metric.key, configs.at[config_id, "label"], configs.at[counterpart, "label"])
-            reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one row, whatever the labels
+            reconstruction = metric.kind in columns.RECONSTRUCTION_KINDS  # measured before any probe: one row, whatever the labels
             if reconstruction and pair in compared:
                 continue
             if not comparable(configs.loc[config_id], configs.loc[counterpart], metric.key):
@@ -236,6 +245,29 @@ def _reference_rows(runs: pd.DataFrame, metrics: list[MetricColumn], reference: 
             rows.append(comparison_row(metric, configs.at[config_id, "label"], configs.at[counterpart, "label"],
                              None if reconstruction else labels_cell(configs.loc[config_id]), pairs, REFERENCE,
                              config_id, counterpart, per_image))
+    return rows
+
+
+def _inpainting_rows(runs: pd.DataFrame, metrics: list[MetricColumn]) -> list[dict[str, Any]]:
+    """Each pre-trained configuration's reconstruction against biharmonic inpainting of the same pixels,
+    run by run (:data:`INPAINTING_PAIRS`), one row whatever the labels; not for ``recon_uses_target_stats``."""
+    done = finished(runs)
+    done = done[done["pretrained"]]
+    if "recon_uses_target_stats" in done.columns:
+        done = done[~done["recon_uses_target_stats"].map(to_bool)]
+    rows, seen = [], set()
+    for metric in (m for m in metrics if m.key in INPAINTING_PAIRS and INPAINTING_PAIRS[m.key] in done.columns):
+        for config_id, group in done.groupby("config_id", sort=False):
+            label = group["label"].iloc[0]
+            values = group[["seed", metric.key, INPAINTING_PAIRS[metric.key]]].dropna().drop_duplicates("seed")
+            if values.empty or (metric.key, label) in seen:
+                continue
+            seen.add((metric.key, label))
+            pairs = pd.DataFrame({"mine": values[metric.key].to_numpy(float),
+                                  "theirs": values[INPAINTING_PAIRS[metric.key]].to_numpy(float)},
+                                 index=pd.Index(values["seed"], name="seed")).sort_index()
+            pairs["diff"] = pairs["mine"] - pairs["theirs"]
+            rows.append(comparison_row(metric, label, "biharmonic inpainting", None, pairs, INPAINTING, config_id, ""))
     return rows
 
 
@@ -263,36 +295,6 @@ def _counterpart(configs: pd.DataFrame, config_id: str, matching: list[str],
     same_eval = [c for c in matching if [cell_value(v) for v in configs.loc[c, settings]] ==
                  [cell_value(v) for v in configs.loc[config_id, settings]]]
     return same_eval[0] if len(same_eval) == 1 else None
-
-
-def parse_reference(items: Sequence[str]) -> dict[str, Any]:
-    """``["masker=patch", "masker.ratio=0.6"]`` (``--reference``) -> ``{"masker": "patch",
-    "masker.ratio": 0.6}``, values read as YAML; a malformed item is a :class:`ConfigError`."""
-    import yaml
-
-    reference: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--reference {item!r}: expected KEY=VALUE, e.g. masker=patch or masker.ratio=0.6")
-        try:
-            reference[key] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--reference {item!r}: the value is not valid YAML") from None
-    check_reference(reference, "--reference")
-    return reference
-
-
-def check_reference(reference: Mapping[str, Any], where: str = "report.reference") -> None:
-    """A :class:`ConfigError` unless ``reference`` can name configurations (see
-    :func:`mimbench.schema.reference_error`)."""
-    error = reference_error(reference)
-    if error:
-        raise ConfigError(f"{where}: {error}")
-
-
-def format_reference(reference: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in reference.items()) + "}"
 
 
 def _choices(configs: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from mimbench import columns
 from mimbench.columns import MetricColumn
 from mimbench.report import comparisons
 from mimbench.report.agreement import only_under
@@ -35,7 +36,8 @@ from mimbench.report.pairs import finished
 #: How each family's sentences begin.
 FAMILY_SUBJECTS = {comparisons.RANDOM_INIT: "against its random-init encoder",
                    comparisons.PIXELS: "against raw pixels",
-                   comparisons.REFERENCE: "against the reference configuration"}
+                   comparisons.REFERENCE: "against the reference configuration",
+                   comparisons.INPAINTING: "against biharmonic inpainting of the same hidden pixels"}
 
 
 def conclusions(frame: pd.DataFrame, table: pd.DataFrame, runs: pd.DataFrame,
@@ -87,9 +89,9 @@ def _best_sentences(table: pd.DataFrame, runs: pd.DataFrame, declared: Sequence[
     sentences = []
     for metric in declared:
         flag, mean = f"{metric.key}_is_best", f"{metric.key}_mean"
-        if not metric.headline or flag not in table.columns:
+        if not metric.headline or not metric.compared or flag not in table.columns:
             continue
-        reconstruction = metric.kind in ("psnr", "mse")  # measured before any probe: one sentence
+        reconstruction = metric.kind in columns.RECONSTRUCTION_KINDS  # measured before any probe: one sentence
         for budget in list(dict.fromkeys(budgets))[:1] if reconstruction else dict.fromkeys(budgets):
             rows = table[budgets == budget].dropna(subset=[mean])
             if len(rows) < 2:

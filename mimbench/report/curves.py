@@ -151,6 +151,9 @@ RECONSTRUCTIONS_CAPTION = ("Reconstructions on fixed test images. Rows in each p
                            "(hidden pixels as a grey checkerboard); prediction; prediction pasted into the hidden pixels.")
 SEGMENTATIONS_CAPTION = ("Segmentations of fixed test images by the seg_linear probe. Rows in each panel: image; "
                          "ground truth; prediction (a colour per class, background black, unlabelled white).")
+DETECTIONS_CAPTION = ("Detections on fixed test images by the detection probe: true boxes white; coloured by class, "
+                      "the best detections after class-agnostic NMS scoring over 0.3, at most twice as many as true "
+                      "boxes (every detection is scored: detections.json).")
 
 
 @styled

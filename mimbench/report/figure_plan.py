@@ -69,8 +69,9 @@ def figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep:
     plan += _sweep_figures(table, sweep, declared, one_count)
     plan.append(_loss_figure(suite_dir, runs, one_count))
     plan.append(_montage_figure(suite_dir, runs, one_count))
-    if any(path.is_file() for _, path in montage_images(suite_dir, runs, "segmentations", baselines=True)):
-        plan.append(_segmentation_figure(suite_dir, runs, one_count))
+    for picture, (title, probe, caption) in PROBE_PICTURES.items():
+        if any(path.is_file() for _, path in montage_images(suite_dir, runs, picture, baselines=True)):
+            plan.append(_probe_picture_figure(suite_dir, runs, one_count, picture, title, probe, caption))
     return plan
 
 
@@ -173,13 +174,22 @@ def _montage_figure(suite_dir: Path, runs: pd.DataFrame, one_count: str) -> Repo
                         ("png",))  # pictures: a PDF would only wrap the same pixels
 
 
-def _segmentation_figure(suite_dir: Path, runs: pd.DataFrame, one_count: str) -> ReportFigure:
-    pictures = [(label, path) for label, path in montage_images(suite_dir, runs, "segmentations", baselines=True)
+#: The pictures probes write to their runs' folders, each drawn as a montage: name -> (title, the
+#: probe that writes it, caption).
+PROBE_PICTURES = {
+    "segmentations": ("Segmentations", "seg_linear", curves.SEGMENTATIONS_CAPTION),
+    "detections": ("Detections", "detection", curves.DETECTIONS_CAPTION),
+}
+
+
+def _probe_picture_figure(suite_dir: Path, runs: pd.DataFrame, one_count: str, picture: str, title: str, probe: str,
+                          caption: str) -> ReportFigure:
+    pictures = [(label, path) for label, path in montage_images(suite_dir, runs, picture, baselines=True)
                 if path.is_file()]
-    return ReportFigure("segmentations", "Segmentations",
-                        "Each run's `segmentations.png`, written by the seg_linear probe (the first finished seed "
+    return ReportFigure(picture, title,
+                        f"Each run's `{picture}.png`, written by the {probe} probe (the first finished seed "
                         "of each configuration and baseline), on the same test images." + one_count,
-                        lambda: curves.reconstruction_montage(pictures, caption=curves.SEGMENTATIONS_CAPTION),
+                        lambda: curves.reconstruction_montage(pictures, caption=caption),
                         ("png",))
 
 

@@ -28,12 +28,12 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
     :func:`mimbench.report.comparisons.compare`): one panel per metric, one row per comparison,
     the mean paired difference with its 95% interval (:func:`mimbench.stats.mean_interval`), a line at 0; filled markers for
     the resolved ones (:func:`mimbench.report.comparisons.is_resolved`), colour by family (against random-init, against raw
-    pixels, against the reference configuration)."""
+    pixels, against the reference configuration, against biharmonic inpainting)."""
     if frame is None or frame.empty:
         return None
     names = {c.key: c for c in declared_or_inferred(pd.DataFrame(columns=list(frame["metric"])), declared)}
     metrics = list(dict.fromkeys(frame["metric"]))
-    colors = dict(zip(("random-init", "pixels", "reference"), sns.color_palette("colorblind", 3)))
+    colors = dict(zip(("random-init", "pixels", "reference", "biharmonic"), sns.color_palette("colorblind", 4)))
     sizes = [int((frame["metric"] == m).sum()) for m in metrics]
     fig, axes = new_figure(9.5, sum(0.32 * k + 1.3 for k in sizes), nrows=len(metrics),
                            gridspec_kw={"height_ratios": [0.32 * k + 1.3 for k in sizes]})
@@ -54,7 +54,8 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
         ax.set_xlabel(f"Δ {column.axis_label if column else metric} (configuration − reference)")
         wrapped_title(ax, f"{metric_title(column) if column else metric}: mean paired difference, "
                           "95% interval")
-    family_names = {"random-init": "vs random-init", "pixels": "vs raw pixels", "reference": "vs the reference"}
+    family_names = {"random-init": "vs random-init", "pixels": "vs raw pixels", "reference": "vs the reference",
+                    "biharmonic": "vs biharmonic inpainting"}
     handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=family_names[f]) for f, c in colors.items()
                if (frame["family"] == f).any()]
     handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="0.3", linestyle="",

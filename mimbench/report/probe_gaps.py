@@ -1,6 +1,7 @@
 """How much the probe changes a score: ``probe_gaps.csv``.
 
-For every configuration and baseline, label budget and pair of probes (headline accuracy columns,
+For every configuration and baseline, label budget and pair of probes (headline accuracy columns:
+fractions, not the restoration probe's dB,
 in the order the suite declares them, e.g. linear then attentive), the paired difference of the
 later probe's accuracy minus the earlier one's, run by run: the same encoder, the same seed, the
 same test images. Where both columns kept per-image predictions, each row is tested over the seeds
@@ -38,7 +39,7 @@ def probe_gaps(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     """The rows of ``probe_gaps.csv`` (:data:`COLUMNS`, then comparisons' internal columns) from the
     labelled ``runs``; ``outcomes`` as for :func:`mimbench.report.comparisons.compare`."""
     done = finished(view(runs, "budget"))
-    metrics = probe_metrics(declared, list(done.columns))
+    metrics = [c for c in probe_metrics(declared, list(done.columns)) if c.kind == "accuracy"]  # fractions only
     rows = []
     for config_id in dict.fromkeys(done["config_id"]):
         mine = done[done["config_id"] == config_id]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, SUITE_FILE, SUMMARY_FILE, DamagedFile, SuiteFolder
-from mimbench.report import comparisons
+from mimbench.report import comparisons, reference_names
 from mimbench.folder.summary import typed, written_type
 from mimbench.design import DESIGN_VERSION, from_summary
 from mimbench.report.aggregate import aggregate, load_summary, normalize_summary
@@ -128,7 +128,7 @@ def suite_reference(suite: dict[str, Any]) -> dict[str, Any] | None:
     reference = report.get("reference") if isinstance(report, dict) else None
     if not isinstance(reference, dict) or not reference:
         return None
-    comparisons.check_reference(reference, f"{SUITE_FILE}: report.reference")
+    reference_names.check_reference(reference, f"{SUITE_FILE}: report.reference")
     return reference
 
 
