@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: but without cycles). The same list, explained, is in ARCHITECTURE.md.
 LAYERS = [
     ["protocols", "record"],
-    ["version", "errors", "columns", "stats", "metrics", "classical", "augment", "prefetch", "memory", "data", "optim",
+    ["version", "errors", "columns", "stats", "metrics", "classical", "diagnostics", "augment", "prefetch", "memory", "data", "optim",
      "hookspecs"],
     ["contract", "preflight", "schema", "plugins", "selection"],
     ["suite", "specs", "registry"],
