@@ -504,3 +504,41 @@ def test_sigterm_at_any_moment_under_ray_exits_143_leaving_no_ray_process(tmp_pa
     if (out / "tiny").is_dir():
         with SuiteLock(out / "tiny"):
             pass
+
+
+def test_a_sigterm_lost_inside_an_ignored_callback_while_loading_still_stops_with_143(monkeypatch, capsys):
+    """A signal handler's exception raised while Python runs a callback whose errors it ignores (an
+    import lock's weakref callback) is lost; the entry point keeps the signal and stops anyway:
+    one line, exit 143, nothing printed about an ignored exception."""
+    import types
+    import weakref
+
+    import mimbench.__main__ as entry
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):  # `from mimbench.cli import main`, with a signal inside a callback
+            class Held:
+                pass
+
+            def callback(_):
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs between these bytecodes, inside the callback
+                    pass
+
+            held = Held()
+            reference = weakref.ref(held, callback)  # noqa: F841 (kept alive until the end of this call)
+            del held
+            return lambda: None
+
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    monkeypatch.setitem(sys.modules, "mimbench.cli", Loading("mimbench.cli"))
+    monkeypatch.setattr(entry, "_RECEIVED", [])
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            entry.main()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert stopped.value.code == 143
+    err = capsys.readouterr().err
+    assert err == "interrupted (SIGTERM): stopped while starting, before anything was done\n", err
