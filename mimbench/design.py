@@ -47,12 +47,12 @@ import pandas as pd
 
 from mimbench.labels import COMPONENTS, LABELS_PER_CLASS, cell_value, job_columns, labels, \
     param_columns, shown_params
-from mimbench.specs import BaselineSpec, Job, RunSpec, hash_config
+from mimbench.specs import BASELINE_KINDS, BaselineSpec, Job, RunSpec, baseline_of, hash_config
 
 #: The layout of design.json (raised when a key changes meaning).
 DESIGN_VERSION = 2
 #: The baselines a trained run is compared with, by kind.
-PARTNER_KINDS = ("random-init", "pixels")
+PARTNER_KINDS = BASELINE_KINDS
 #: The label views (see the module's docstring).
 VIEWS = ("full", "budget", "table")
 
@@ -64,11 +64,10 @@ def configuration_id(job: Job) -> str:
 
 def partners(run: RunSpec, baseline_ids: set[str]) -> dict[str, str]:
     """The baselines a trained run is compared with, by kind: those among ``baseline_ids`` built
-    from its seed, dataset and evaluation (``random-init``: and its encoder config)."""
+    for it (:func:`~mimbench.specs.baseline_of`)."""
     found = {}
     for kind in PARTNER_KINDS:
-        encoder = run.encoder if kind == "random-init" else None
-        candidate = BaselineSpec(kind, run.dataset, run.image_size, run.seed, run.eval, encoder, run.data)
+        candidate = baseline_of(run, kind)
         if candidate.run_id in baseline_ids:
             found[kind] = candidate.run_id
     return found
@@ -102,7 +101,7 @@ def _matched_partners(rows: pd.DataFrame, run_ids: list[str], seeds: list[Any]) 
     found: list[dict[str, str]] = [{} for _ in run_ids]
     evaluation = [c for c in param_columns(rows) if c.startswith("eval.")]
     for kind in PARTNER_KINDS:
-        paired_on = ("dataset", "encoder") if kind == "random-init" else ("dataset",)
+        paired_on = ("dataset",) if kind == "pixels" else ("dataset", "encoder")
         key_columns = [*paired_on, *[c for c in param_columns(rows) if c.split(".", 1)[0] in paired_on], *evaluation]
         keys = [json.dumps([cell_value(v) for v in row] + [seed], default=str)
                 for row, seed in zip(rows[key_columns].itertuples(index=False), seeds)]

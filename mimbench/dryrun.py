@@ -33,12 +33,13 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
 
 def seed_lines(prepared: "Prepared") -> list[str]:
     """What the suite's seeds can tell, per table of baseline comparisons the report will make (a
-    pre-trained configuration against its ``random-init`` / ``pixels`` partner, on each declared
+    pre-trained configuration against its ``random-init`` / ``pixels`` / ``supervised`` partner, on each declared
     headline accuracy): ``seeds: ...`` lines, saying how many seeds Holm's correction over the
     table needs before any test can reach p_holm < 0.05 when the suite has fewer."""
     from mimbench import stats
     from mimbench.columns import compared
     from mimbench.planning import declared_columns
+    from mimbench.specs import BASELINE_KINDS
 
     plan = prepared.plan
     if not plan.runs:
@@ -47,7 +48,7 @@ def seed_lines(prepared: "Prepared") -> list[str]:
                   if c.kind == "accuracy"]
     trained = [c for c in plan.design["configurations"].values() if c["kind"] == "run"]
     lines = []
-    for kind in ("random-init", "pixels"):
+    for kind in BASELINE_KINDS:
         paired = [c for c in trained if kind in c["partners"]]
         m = len(paired) * len(accuracies)
         if not m:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from mimbench.errors import ConfigError, cut, shown
 from mimbench.registry import Registry
-from mimbench.specs import BaselineSpec, Component, DataSpec, EvalSpec, RunSpec
+from mimbench.specs import BASELINE_KINDS, BaselineSpec, Component, DataSpec, EvalSpec, RunSpec, baseline_of
 from mimbench.schema import COMPONENT_AXES, ComponentSpec, Suite, TrainConfig, validation_message
 
 
@@ -142,15 +142,14 @@ def data_spec(suite: Suite, dataset: Component, eval_dataset: Component | None) 
 
 def expand_baselines(suite: Suite, runs: list[RunSpec]) -> list[BaselineSpec]:
     """The baseline runs: ``random-init`` once per (encoder config, seed) among ``runs``,
-    ``pixels`` once per seed. They hold what their probes depend on, and no more."""
+    ``pixels`` once per seed, ``supervised`` once per (encoder config, train settings, seed). They
+    hold what their probes depend on, and no more."""
     if not runs or not suite.eval.probes:
         return []
     baselines: dict[str, BaselineSpec] = {}
     for run in runs:
-        kinds = [kind for kind in ("random-init", "pixels") if kind in suite.eval.baselines]
-        for kind in kinds:
-            encoder = run.encoder if kind == "random-init" else None
-            job = BaselineSpec(kind, run.dataset, run.image_size, run.seed, run.eval, encoder, run.data)
+        for kind in (kind for kind in BASELINE_KINDS if kind in suite.eval.baselines):
+            job = baseline_of(run, kind)
             baselines.setdefault(job.run_id, job)
     return list(baselines.values())
 

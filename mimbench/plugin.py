@@ -14,6 +14,7 @@ else (the built-in plugins import only this module too).
 - probes: ``ProbeContext``, ``Layer``, ``check_layer``, ``layerwise``, ``dense_grid`` (an encoder's
   feature grid of any images), ``MetricColumn``,
   ``accuracy_columns``, ``channel_stats``, ``selection`` (hyper-parameters chosen on held-out train data), and the training numerics ``autocast_for``, ``param_groups``, ``warmup_cosine``;
+- ``diagnostics`` (RankMe, α-ReQ, attention distance and entropy, head diversity, linear CKA);
 - losses: ``metrics`` (PSNR and the squared error of hidden pixels, as the core computes them);
 - encoders: ``Backbone`` and ``renamed`` (for ``backbone()``, see ``mimbench export``);
 - executors: ``Task``, ``Outcome``, ``run_task`` and ``Worker`` (what a task is and how a worker runs
@@ -42,7 +43,7 @@ def __getattr__(name: str) -> Any:
 
 
 def _heavy() -> dict[str, Any]:
-    from mimbench import metrics, selection, testing
+    from mimbench import diagnostics, metrics, selection, testing
     from mimbench.columns import MetricColumn, accuracy_columns
     from mimbench.data import TensorImageDataset
     from mimbench.export import Backbone, renamed
@@ -58,6 +59,7 @@ def _heavy() -> dict[str, Any]:
 
 __all__ = ["Backbone", "ConfigError", "ContractError", "Dataset", "Decoder", "Encoder", "Executor", "Interval", "Layer",
            "Loss", "Masker", "Probe", "Target", "Tracker", "MetricColumn", "Outcome", "ProbeContext", "RunFolder",
-           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "channel_stats", "check_layer", "dense_grid", "final_metrics",
+           "Task", "TensorImageDataset", "accuracy_columns", "autocast_for", "channel_stats", "check_layer", "dense_grid",
+           "diagnostics", "final_metrics",
            "first_line", "hookimpl", "layerwise", "metrics", "missing_extra", "one_line", "param_groups", "renamed",
            "run_params", "run_task", "selection", "testing", "warmup_cosine", "Worker"]

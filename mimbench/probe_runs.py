@@ -24,10 +24,11 @@ from mimbench.specs import BaselineSpec, Component, Job
 
 
 def baseline_encoder(runtime: Runtime, job: BaselineSpec, data: SuiteData) -> torch.nn.Module:
-    """``random-init``: built exactly as its pre-trained runs' encoder is before training, from
-    the same seed, first; ``pixels``: :class:`~mimbench.probing.RawPixels`."""
+    """``random-init`` (and ``supervised``, before its training): built exactly as its pre-trained
+    runs' encoder is before training, from the same seed, first; ``pixels``:
+    :class:`~mimbench.probing.RawPixels`."""
     torch.manual_seed(job.seed)
-    if job.kind == "random-init":
+    if job.encoder is not None:
         return runtime.encoder(job, data.train.channels)
     return RawPixels(data.train.channels, job.image_size)
 
@@ -77,6 +78,8 @@ def add_probes(runtime: Runtime, task: Task, folder: RunFolder) -> Outcome:
         data = runtime.data(job.data)
         if isinstance(job, BaselineSpec):
             encoder = baseline_encoder(runtime, job, data)
+            if job.kind == "supervised":  # trained: its saved weights
+                encoder.load_state_dict(saved_encoder_state(folder))
         else:
             source = SuiteFolder(task.suite_dir).run(folder.read_record().get("pretrained_in") or job.run_id)
             encoder = runtime.encoder(job, data.train.channels)

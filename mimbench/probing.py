@@ -102,6 +102,17 @@ class ProbeContext:
     def has_blocks(self) -> bool:
         return capability("encoder", self.encoder, "blocks") is not None
 
+    @torch.no_grad()
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor] | None:
+        """Each block's attention over the patch tokens of normalised, unmasked ``images`` [B, C, H, W],
+        float [B, heads, T, T] per block (the encoder's ``attention_maps``), or None for an encoder
+        without attention (a CNN, the pixels baseline)."""
+        maps = capability("encoder", self.encoder, "attention_maps")
+        if maps is None:
+            return None
+        self.encoder.eval()
+        return [attention.float() for attention in maps(images)]
+
     def features(self, layer: Layer = "last") -> Features:
         """Pooled features of the encoder's output (``"last"``) or of block ``layer`` (an int)."""
         if layer == "last":

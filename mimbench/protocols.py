@@ -59,6 +59,11 @@ class Encoder(Protocol):
       not is refused before training (its masker is tried on a large batch);
     - ``blocks(images) -> list[Tensor[B, D_i, H_i, W_i]]``: the feature grid after each block or
       stage (unmasked), for layer-wise probing; the last one should equal ``forward(images)``;
+    - ``attention_maps(images) -> list[Tensor[B, heads, T, T]]``: each block's attention
+      probabilities over the T = (H / stride) x (W / stride) patch tokens of unmasked images (row
+      major, each row summing to 1, no class token), recomputed from queries and keys where the
+      forward pass uses a fused kernel; for the diagnostics (attention distance, entropy, head
+      diversity);
     - ``param_depths() -> (dict[param name, depth], num_blocks)``: for layer-wise lr decay when
       fine-tuning (0 = embeddings, i + 1 = block i); without it every encoder parameter gets the
       same decayed lr;
@@ -73,6 +78,7 @@ class Encoder(Protocol):
     stride: int
     same_hidden_count: ClassVar[bool] = False
     blocks: ClassVar[Callable[..., Any] | None] = None
+    attention_maps: ClassVar[Callable[..., Any] | None] = None
     param_depths: ClassVar[Callable[..., Any] | None] = None
     backbone: ClassVar[Callable[..., Any] | None] = None
 
@@ -196,7 +202,9 @@ class Probe(Protocol):
     once per run and shared by all its probes (``layer``: ``"last"`` or a block index;
     ``block_features()`` gives every block); ``token_features(layer)``: the feature grid's tokens,
     float16 [N, T, D] per split (``grids(split, layer)``: [N, D, h, w]), extracted once per run and
-    shared with the dense probes. ``mimbench.plugin.layerwise`` turns a scoring function into the
+    shared with the dense probes; ``attention_maps(images)``: each block's attention over the
+    patch tokens of normalised images (the encoder's ``attention_maps``), or None without attention.
+    ``mimbench.plugin.layerwise`` turns a scoring function into the
     ``layer`` param's columns (``<name>_acc@<block>``...; ``tokens=True`` to score tokens). A probe
     chooses its hyper-parameters on held-out train data only (``mimbench.plugin.selection``), never
     on the test split, and reports them as ``<name>_hp_<param>`` columns. A probe must not change the

@@ -22,7 +22,7 @@ from typing import Any, Literal, Union
 
 from mimbench.schema import COMPONENT_AXES, TrainConfig
 
-BaselineKind = Literal["random-init", "pixels"]
+BaselineKind = Literal["random-init", "pixels", "supervised"]
 
 
 class Status(str, Enum):
@@ -203,8 +203,10 @@ class RunSpec(_Identified):
 @dataclass(frozen=True, eq=False)
 class BaselineSpec(_Identified):
     """The suite's probes on the ``random-init`` encoder (built exactly as its runs' encoder is
-    before training, from the same seed) or on raw ``pixels``. It holds what the probes depend
-    on, and no more (an ``encoder`` only for ``random-init``)."""
+    before training, from the same seed), on raw ``pixels``, or on the ``supervised`` control (that
+    encoder trained on the labels with its runs' ``train`` settings, :mod:`mimbench.supervised`). It
+    holds what the probes depend on, and no more (an ``encoder`` for ``random-init`` and
+    ``supervised``, a ``train`` for ``supervised`` only)."""
 
     kind: BaselineKind
     dataset: Component
@@ -213,6 +215,7 @@ class BaselineSpec(_Identified):
     eval: EvalSpec
     encoder: Component | None
     data: DataSpec
+    train: TrainConfig | None = None
     run_id: str = ""
 
     def config(self) -> dict[str, Any]:
@@ -224,10 +227,24 @@ class BaselineSpec(_Identified):
                   "eval": evaluation, "seed": self.seed}
         if self.encoder is not None:
             config["encoder"] = self.encoder.to_json()
+        if self.train is not None:
+            config["train"] = self.train.model_dump()
         return config
 
 
 Job = Union[RunSpec, BaselineSpec]
+
+#: The kinds of baseline, each a partner a trained run is compared with (:func:`baseline_of`).
+BASELINE_KINDS: tuple[BaselineKind, ...] = ("random-init", "pixels", "supervised")
+
+
+def baseline_of(run: RunSpec, kind: BaselineKind) -> BaselineSpec:
+    """The baseline of ``kind`` that ``run`` is compared with: built from its seed, dataset and
+    evaluation (``random-init`` and ``supervised``: and its encoder config; ``supervised``: and its
+    ``train`` settings)."""
+    encoder = None if kind == "pixels" else run.encoder
+    return BaselineSpec(kind, run.dataset, run.image_size, run.seed, run.eval, encoder, run.data,
+                        run.train if kind == "supervised" else None)
 
 
 def run_spec_from_config(config: dict[str, Any], data: DataSpec | None = None) -> RunSpec:

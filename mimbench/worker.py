@@ -39,6 +39,7 @@ from mimbench.provenance import job_code, tree_hashes
 from mimbench.record import Reconstruction, RunRecord, Training
 from mimbench.runtime import Runtime, SuiteData
 from mimbench.specs import FINISHED, BaselineSpec, RunSpec, Status
+from mimbench.supervised import train_supervised
 from mimbench.tracking import RunEvents
 from mimbench.train import Components, Session, pretrain, target_state, train_batch_size
 from mimbench.version import __version__
@@ -294,10 +295,23 @@ def execute_evaluation(context: RunContext, source: RunFolder) -> RunRecord:
 
 
 def execute_baseline(context: RunContext) -> RunRecord:
-    """The probes on an untrained encoder or on raw pixels; returns the run's record."""
+    """The probes on an untrained encoder, on raw pixels, or on the encoder trained on the labels
+    (``supervised``: :func:`~mimbench.supervised.train_supervised`, its weights saved as
+    ``encoder.pt``); returns the run's record."""
     runtime, job, data = context.runtime, context.task.job, context.data
     encoder = baseline_encoder(runtime, job, data)
-    return RunRecord(Status.DONE.value, probes=run_probes(runtime, job, job.eval.probes, encoder, data, context.folder))
+    training = None
+    if job.kind == "supervised":
+        result = train_supervised(encoder, data.probe_train, data.normalize, job.train, job.seed, runtime.device,
+                                  context.task.label or "supervised", context.task.show_progress)
+        training = Training(train_seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),
+                            epochs_completed=result.epochs, final_loss=result.final_loss, train_steps=result.steps,
+                            epochs=float(result.epochs))
+        context.folder.save_encoder(encoder)
+        if result.final_loss is None:
+            return RunRecord(Status.DIVERGED.value, training)
+    return RunRecord(Status.DONE.value, training,
+                     probes=run_probes(runtime, job, job.eval.probes, encoder, data, context.folder))
 
 
 def run_config_file(task: Task, data: SuiteData, runtime: Runtime) -> dict[str, Any]:

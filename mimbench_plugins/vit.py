@@ -127,6 +127,13 @@ class Block(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention probabilities that :meth:`attention` applies to its input x [B, N, D] (after
+        norm1), recomputed from queries and keys (the fused kernel does not return them): [B, heads, N, N]."""
+        b, n, d = x.shape
+        q, k, _ = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
@@ -212,6 +219,16 @@ class _ViTBackbone(nn.Module):
         """Unmasked images [B, C, H, W] -> the grid [B, D, h, w] after each block; the last one is
         after the final LayerNorm too, so it equals ``forward(images)``."""
         return [self.to_grid(t) for t in self.transformer.each(self.embed(images) + self.pos_embed)]
+
+    def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Unmasked images [B, C, H, W] -> each block's attention over the N patch tokens (row major,
+        no class token), [B, heads, N, N] per block, rows summing to 1: for diagnostics."""
+        x = self.embed(images) + self.pos_embed
+        maps = []
+        for layer in self.transformer.layers:
+            maps.append(layer.attention_map(layer.norm1(x)))
+            x = layer(x)
+        return maps
 
     def backbone(self):
         """timm's ``VisionTransformer`` without class token, pooling by mean (``global_pool='avg'``,

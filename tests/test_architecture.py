@@ -23,7 +23,7 @@ LAYERS = [
     ["labels"],
     ["jobs", "folder", "tracking", "provenance", "design", "steps"],
     ["train", "evaluate", "probing", "executors", "expansion", "report", "reuse"],
-    ["runtime", "progress", "export"],
+    ["runtime", "progress", "export", "supervised"],
     ["compute", "distributed", "probe_runs"],
     ["worker", "planning", "recipes", "testing"],
     ["plugin", "driver"],

@@ -1,6 +1,8 @@
 """The published results say only what their tables hold: every interval quoted in
 ``results/README.md`` and ``README.md`` is a row of a published ``comparisons.csv``,
-``probe_gaps.csv`` or ``agreement.csv`` (a τ), each of those files (and ``agreement.csv``) is what the report computes from its folder today, no pixel error is compared
+``probe_gaps.csv``, ``diagnostics.csv``, ``agreement.csv`` or ``predictors.csv`` (a τ, or a selection
+regret written as the pick's loss, −regret), each of those files is what the report computes from its
+folder today, no pixel error is compared
 between a target that uses the hidden patch's statistics and one that does not, and at least two
 results rest on 10 or more seeds with Holm-adjusted tests."""
 
@@ -13,7 +15,7 @@ import pandas as pd
 import pytest
 
 from mimbench import columns
-from mimbench.report import agreement, probe_gaps
+from mimbench.report import agreement, predictors, probe_gaps
 from mimbench.report.comparisons import to_csv
 from mimbench.report.labelled import view
 from mimbench.report.results import read_results
@@ -32,11 +34,15 @@ def number(text: str) -> float:
 def published_rows() -> pd.DataFrame:
     """Every row of a published comparisons.csv or probe_gaps.csv, and every τ of an agreement.csv
     (as ``mean_diff``, with its interval)."""
-    files = [folder / name for folder in PUBLISHED for name in ("comparisons.csv", "probe_gaps.csv")
+    files = [folder / name for folder in PUBLISHED for name in ("comparisons.csv", "probe_gaps.csv", "diagnostics.csv")
              if (folder / name).exists()]
     taus = [pd.read_csv(path).rename(columns={"kendall_tau": "mean_diff"}).assign(folder=path.parent.name)
-            for path in (folder / "agreement.csv" for folder in PUBLISHED) if path.exists()]
-    return pd.concat([pd.read_csv(path).assign(folder=path.parent.name) for path in files] + taus)
+            for name in ("agreement.csv", "predictors.csv") for path in (folder / name for folder in PUBLISHED)
+            if path.exists()]
+    losses = [pd.read_csv(path).pipe(lambda f: pd.DataFrame({  # picked - best: the regret's sign turned
+        "mean_diff": -f["regret"], "ci_low": -f["regret_ci_high"], "ci_high": -f["regret_ci_low"]}))
+        for path in (folder / "predictors.csv" for folder in PUBLISHED) if path.exists()]
+    return pd.concat([pd.read_csv(path).assign(folder=path.parent.name) for path in files] + taus + losses)
 
 
 @pytest.mark.parametrize("document", ["results/README.md", "README.md"])
@@ -62,6 +68,11 @@ def test_each_published_comparisons_csv_is_what_the_report_computes_today(folder
             (folder / "agreement.csv").read_text()
         gaps = probe_gaps.probe_gaps(results.runs, results.declared, results.outcomes)
         assert probe_gaps.to_csv(gaps) == (folder / "probe_gaps.csv").read_text()
+    if (folder / "predictors.csv").exists():  # a suite with diagnostics
+        assert predictors.to_csv(predictors.predictors(results.runs, results.declared)) == \
+            (folder / "predictors.csv").read_text()
+        assert to_csv(predictors.diagnostics_contrasts(results.runs, results.declared)) == \
+            (folder / "diagnostics.csv").read_text()
     # and no pixel error compared between a target that uses the hidden patch's statistics and one that does not
     labelled = view(results.runs, "budget")
     uses_stats = {label: bool(flag) for label, flag in zip(labelled["label"], labelled["recon_uses_target_stats"])

@@ -136,7 +136,7 @@ def try_lines() -> list[tuple[str, list[str]]]:
 def test_every_packaged_suite_that_is_not_cpu_sized_has_a_try_line():
     names = {name for name, _ in try_lines()}
     assert {"simmim-ablation", "label-efficiency", "simmim-vs-mae", "simmim-vs-mae-equal-compute",
-            "prediction-targets", "dense-probe", "detection-restoration"} <= names
+            "prediction-targets", "dense-probe", "detection-restoration", "label-free"} <= names
 
 
 @pytest.mark.parametrize("args", [args for _, args in try_lines()], ids=[name for name, _ in try_lines()])

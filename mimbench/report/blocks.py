@@ -151,11 +151,14 @@ def _comparisons_intro(frame: pd.DataFrame, declared: Sequence[MetricColumn],
     """What is compared with what, how an interval is read, and what each family's seeds can tell."""
     named = reference_names.format_reference(reference or {})
     against = {comparisons.RANDOM_INIT: "Against random-init", comparisons.PIXELS: "Against raw pixels",
+               comparisons.SUPERVISED: "Against supervised pre-training",
                comparisons.REFERENCE: f"Against the reference configuration {named}",
                comparisons.INPAINTING: "Against biharmonic inpainting"}
     intro = render.Paragraph(
         "Each configuration is compared with its random-init encoder"
         + (f", with raw pixels and with the reference configuration {named}" if reference else " and with raw pixels")
+        + (", with the same encoder trained on the labels (supervised)"
+           if (frame["family"] == comparisons.SUPERVISED).any() else "")
         + (", and its reconstruction with biharmonic inpainting of the same hidden pixels"
            if (frame["family"] == comparisons.INPAINTING).any() else "")
         + (f", paired by seed: the mean difference and its {comparisons.interval_caption(frame)}, taken on "
@@ -294,7 +297,11 @@ def _baseline_blocks(table: pd.DataFrame, declared: Sequence[MetricColumn],
     return blocks + [
         render.Paragraph("`random-init`: the same encoder architecture with its initial random weights (same seed), "
                          "probed exactly like the pre-trained encoders; `pixels`: the probes on the raw images. "
-                         "Pre-training is worth something when it beats both. Mean ± std over seeds, as above."),
+                         "Pre-training is worth something when it beats both. "
+                         + ("`supervised`: the same encoder trained on the labels with the runs' training settings, "
+                            "a control, not a competitor: it saw the labels the probes are scored on. "
+                            if (baselines["baseline"] == "supervised").any() else "")
+                         + "Mean ± std over seeds, as above."),
         render.Table(["baseline", "encoder", *params, "n", *[c.markdown for c in metrics]], rows,
                      [False, False, *[True] * len(params), True] + [True] * len(metrics)),
     ]

@@ -1,6 +1,6 @@
 """Every comparison the report makes, with its uncertainty: ``comparisons.csv``.
 
-Four families of paired comparisons, each pairing runs by seed and by the evaluation settings
+Five families of paired comparisons, each pairing runs by seed and by the evaluation settings
 (``eval.<param>`` columns, e.g. ``eval.labels_per_class``):
 
 - ``random-init``: each pre-trained configuration against the random-init encoder of the same
@@ -8,6 +8,8 @@ Four families of paired comparisons, each pairing runs by seed and by the evalua
   the ``other`` scores, such as the restoration probe's PSNR);
 - ``pixels``: each pre-trained configuration against the raw-pixels baseline, on the same
   scores (the bar a pre-trained encoder has to clear to be worth its features);
+- ``supervised``: each pre-trained configuration against its encoder trained on the labels
+  (the ``supervised`` baseline, where the suite has one), on the same scores;
 - ``biharmonic``: each pre-trained configuration's reconstruction (``recon_psnr``, ``recon_ssim``)
   against biharmonic inpainting of the same hidden pixels (:mod:`mimbench.classical`), run by run:
   does it beat a method that learns nothing? (Not for runs de-normalised with the hidden patch's
@@ -61,8 +63,9 @@ INTERNAL = ["family", "config_id", "reference_config_id", "sd", "diffs", "outcom
 #: in that run, bool [N], or None where the run kept no predictions for it.
 Outcomes = Callable[[str, str], "np.ndarray | None"]
 RANDOM_INIT, PIXELS, REFERENCE, INPAINTING = "random-init", "pixels", "reference", "biharmonic"
+SUPERVISED = "supervised"
 #: The families, each one Holm family (a "comparison table"), in the order of the file.
-FAMILIES = (RANDOM_INIT, PIXELS, REFERENCE, INPAINTING)
+FAMILIES = (RANDOM_INIT, PIXELS, SUPERVISED, REFERENCE, INPAINTING)
 #: A run's reconstruction measures and biharmonic inpainting's on the same masks (mimbench.classical).
 INPAINTING_PAIRS = {"recon_psnr": "inpaint_psnr", "recon_ssim": "inpaint_ssim"}
 
@@ -78,7 +81,7 @@ def compare(runs: pd.DataFrame, declared: Sequence[MetricColumn],
     runs = view(runs, "budget")
     headline = [c for c in columns.compared(declared) if c.key in runs.columns]
     scores = [c for c in headline if c.kind in ("accuracy", "other")]  # what a probe scores (restoration: dB too)
-    rows = _baseline_rows(runs, scores, RANDOM_INIT, outcomes) + _baseline_rows(runs, scores, PIXELS, outcomes)
+    rows = [row for kind in (RANDOM_INIT, PIXELS, SUPERVISED) for row in baseline_rows(runs, scores, kind, outcomes)]
     if reference:
         rows += _reference_rows(runs, headline, reference, outcomes)
     rows += _inpainting_rows(runs, headline)
@@ -197,7 +200,7 @@ def labels_cell(row: pd.Series) -> Any:
     return ALL_LABELS if value is None else value
 
 
-def _baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str,
+def baseline_rows(runs: pd.DataFrame, metrics: list[MetricColumn], kind: str,
                    outcomes: Outcomes | None) -> list[dict[str, Any]]:
     rows = []
     done = finished(runs)

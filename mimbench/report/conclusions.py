@@ -36,6 +36,7 @@ from mimbench.report.pairs import finished
 #: How each family's sentences begin.
 FAMILY_SUBJECTS = {comparisons.RANDOM_INIT: "against its random-init encoder",
                    comparisons.PIXELS: "against raw pixels",
+                   comparisons.SUPERVISED: "against its encoder trained on the labels (supervised)",
                    comparisons.REFERENCE: "against the reference configuration",
                    comparisons.INPAINTING: "against biharmonic inpainting of the same hidden pixels"}
 

@@ -15,7 +15,7 @@ import pandas as pd
 from mimbench import stats
 from mimbench.columns import MetricColumn
 from mimbench.folder import HISTORY_FILE, RECONSTRUCTIONS_FILE, SuiteFolder
-from mimbench.report import canvas, comparisons, curves, interval_plots, plots
+from mimbench.report import canvas, comparisons, curves, diagnostic_plots, interval_plots, plots
 from mimbench.labels import ALL_LABELS, LABELS_PER_CLASS, param_text
 from mimbench.report.aggregate import aggregate, at_label_count, label_counts
 from mimbench.report.labelled import view
@@ -67,6 +67,7 @@ def figure_plan(suite_dir: Path, runs: pd.DataFrame, table: pd.DataFrame, sweep:
     if len(counts) > 1:
         plan.insert(0, _label_efficiency_figure(everything, declared))
     plan += _sweep_figures(table, sweep, declared, one_count)
+    plan += _diagnostic_figures(runs, one_count)
     plan.append(_loss_figure(suite_dir, runs, one_count))
     plan.append(_montage_figure(suite_dir, runs, one_count))
     for picture, (title, probe, caption) in PROBE_PICTURES.items():
@@ -117,6 +118,24 @@ def _headline_figures(runs: pd.DataFrame, labelled: pd.DataFrame, declared: Sequ
                      "correlation is claimed. Configurations are not independent samples of anything: read ρ as a "
                      "description of this suite." + one_count,
                      lambda: plots.psnr_vs_accuracy_figure(labelled, declared)),
+    ]
+
+
+def _diagnostic_figures(runs: pd.DataFrame, one_count: str) -> list[ReportFigure]:
+    """Attention distance against depth and the CKA heatmap, for a suite with diagnostics."""
+    if not any(c.startswith(("attn_distance@", "cka@")) for c in runs.columns):
+        return []
+    return [
+        ReportFigure("attention_distance", "Attention distance against depth",
+                     "Per block, the mean over heads, query tokens and images (the first images of the train split, "
+                     "unmasked) of the attention-weighted distance in pixels between patch centres (the `diagnostics` "
+                     "probe); one line per configuration and baseline, mean over finished seeds, band ± 1 std. "
+                     "Uniform attention over the grid gives the mean distance between patches; 0 is each token "
+                     "attending to itself." + one_count, lambda: diagnostic_plots.attention_depth_figure(runs)),
+        ReportFigure("cka", "CKA of each block with the last",
+                     "Linear CKA (Kornblith et al. 2019) between each block's mean-pooled features and the last "
+                     "block's, on every train image; mean over finished seeds. 1: the same representation up to a "
+                     "rotation and scale." + one_count, lambda: diagnostic_plots.cka_figure(runs)),
     ]
 
 

@@ -33,7 +33,9 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
         return None
     names = {c.key: c for c in declared_or_inferred(pd.DataFrame(columns=list(frame["metric"])), declared)}
     metrics = list(dict.fromkeys(frame["metric"]))
-    colors = dict(zip(("random-init", "pixels", "reference", "biharmonic"), sns.color_palette("colorblind", 4)))
+    # supervised last: the colours of the other families stay what they were before it existed
+    colors = dict(zip(("random-init", "pixels", "reference", "biharmonic", "supervised"),
+                      sns.color_palette("colorblind", 5)))
     sizes = [int((frame["metric"] == m).sum()) for m in metrics]
     fig, axes = new_figure(9.5, sum(0.32 * k + 1.3 for k in sizes), nrows=len(metrics),
                            gridspec_kw={"height_ratios": [0.32 * k + 1.3 for k in sizes]})
@@ -55,7 +57,7 @@ def comparisons_figure(frame: pd.DataFrame, declared: Sequence[MetricColumn] | N
         wrapped_title(ax, f"{metric_title(column) if column else metric}: mean paired difference, "
                           "95% interval")
     family_names = {"random-init": "vs random-init", "pixels": "vs raw pixels", "reference": "vs the reference",
-                    "biharmonic": "vs biharmonic inpainting"}
+                    "biharmonic": "vs biharmonic inpainting", "supervised": "vs supervised"}
     handles = [Line2D([], [], color=c, marker="o", linestyle="-", label=family_names[f]) for f, c in colors.items()
                if (frame["family"] == f).any()]
     handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="0.3", linestyle="",

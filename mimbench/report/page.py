@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mimbench.folder import SuiteFolder
-from mimbench.report import agreement, comparisons, probe_gaps, render
+from mimbench.report import agreement, comparisons, predictors, probe_gaps, render
 from mimbench.report.blocks import COMPARISONS_FILE, agreement_blocks, comparison_blocks, page_blocks
 from mimbench.report.figure_plan import draw_figures, figure_plan
 from mimbench.report.results import read_configs, read_results, unreadable_runs
@@ -28,7 +28,8 @@ __all__ = ["Report", "write_report"]
 
 def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Report:
     """Write the tables (``table.csv``, ``table.md``, ``table.tex``, ``summary.parquet``),
-    ``comparisons.csv``, ``agreement.csv``, ``probe_gaps.csv``, the figures (``figures/*.png`` and ``.pdf``), ``report.md`` and
+    ``comparisons.csv``, ``agreement.csv``, ``probe_gaps.csv``, with diagnostics ``predictors.csv`` and
+    ``diagnostics.csv``, the figures (``figures/*.png`` and ``.pdf``), ``report.md`` and
     ``report.html`` into ``suite_dir``; ``reference`` as for :func:`read_results`. A missing
     folder or ``summary.csv`` raises :class:`~mimbench.errors.ConfigError`."""
     results = read_results(suite_dir, reference)
@@ -45,6 +46,12 @@ def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Re
     report.files[agreement.AGREEMENT_FILE] = folder.write(agreement.AGREEMENT_FILE, agreement.to_csv(agreed))
     gaps = probe_gaps.probe_gaps(runs, declared, results.outcomes)
     report.files[probe_gaps.PROBE_GAPS_FILE] = folder.write(probe_gaps.PROBE_GAPS_FILE, probe_gaps.to_csv(gaps))
+    picked, contrasts = predictors.predictors(runs, declared), predictors.diagnostics_contrasts(runs, declared)
+    if not picked.empty:  # a suite with diagnostics
+        report.files[predictors.PREDICTORS_FILE] = folder.write(predictors.PREDICTORS_FILE, predictors.to_csv(picked))
+    if not contrasts.empty:
+        report.files[predictors.DIAGNOSTICS_FILE] = folder.write(predictors.DIAGNOSTICS_FILE,
+                                                                 comparisons.to_csv(contrasts))
     configs = read_configs(suite_dir, runs["run_id"])
     figures = draw_figures(figure_plan(suite_dir, runs, table, results.sweep, results.suite, declared,
                                        results.comparisons),
@@ -53,7 +60,8 @@ def write_report(suite_dir: Path, reference: dict[str, Any] | None = None) -> Re
                          declared)
     at = next(i for i, block in enumerate(blocks) if isinstance(block, render.Heading) and block.text == "Baselines")
     blocks[at:at] = (comparison_blocks(results.comparisons, table, runs, declared, results.reference)
-                     + agreement_blocks(agreed, gaps, results.comparisons, declared))
+                     + agreement_blocks(agreed, gaps, results.comparisons, declared)
+                     + predictors.diagnostics_blocks(picked, contrasts, declared))
     report.files["report.md"] = folder.write("report.md", render.to_markdown(blocks))
     report.files["report.html"] = folder.write("report.html",
                                                render.to_html(blocks, f"mimbench report: {results.name}", suite_dir))

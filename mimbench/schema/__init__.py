@@ -18,7 +18,7 @@ import typing
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from mimbench.errors import cut, shown
 from mimbench.schema.sections import (COMPONENT_AXES, DEFAULT_MAX_RUNS, MAX_AUTO_THREADS, MAX_COUNT, MAX_IMAGE_SIZE,
@@ -125,6 +125,14 @@ class Suite(Strict):
             if not values:
                 raise ValueError(f"sweep {shown(path)} has no values")
         return sweep
+
+    @model_validator(mode="after")
+    def _supervised_trains_for_epochs(self) -> "Suite":
+        if "supervised" in self.eval.baselines and (self.train.budget_flops is not None
+                                                    or "train.budget_flops" in self.sweep):
+            raise ValueError("eval.baselines: supervised trains for train.epochs, and this suite sets "
+                             "train.budget_flops; drop supervised or the FLOP budget")
+        return self
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -210,9 +210,19 @@ class EvalConfig(Strict):
                                                                  ComponentSpec(name="knn")])
     """Probes run on every trained encoder and every baseline (see Probes and baselines); `[]` for
     none. Add `finetune` to also fine-tune end to end (costly)."""
-    baselines: list[Literal["random-init", "pixels"]] = Field(default_factory=lambda: ["random-init", "pixels"])
+    diagnostics: bool = False
+    """Also measure every run and baseline with the `diagnostics` probe (label-free: RankMe, α-ReQ,
+    CKA of each block with the last, attention distance, entropy and head diversity per block; see
+    Diagnostics), and write `predictors.csv` (does a label-free number rank the runs as the probes
+    do?). The same as listing `diagnostics` in `probes` (with its params there); like any probe it
+    changes no run id, so turning it on for a finished suite measures the saved encoders."""
+    baselines: list[Literal["random-init", "pixels", "supervised"]] = Field(
+        default_factory=lambda: ["random-init", "pixels"])
     """`random-init`: each encoder config, untrained, per seed; `pixels`: the normalised pixels,
-    flattened, per seed. Changing this list does not change the trained runs' ids."""
+    flattened, per seed; `supervised`: each encoder config trained on the labels of the probes' train
+    split (a linear head on its pooled output, cross-entropy) with its runs' train settings, per seed
+    (a control for the diagnostics; it costs a training each). Changing this list does not change the
+    trained runs' ids."""
     dataset: ComponentSpec | None = None
     """A labelled dataset for the probes (its train split to fit them, its test split to score);
     `null`: the suite's dataset. Needed when pre-training on unlabelled images; must have the same
@@ -239,6 +249,12 @@ class EvalConfig(Strict):
     @classmethod
     def _no_repeats(cls, baselines: list[str]) -> list[str]:
         return list(dict.fromkeys(baselines))
+
+    @model_validator(mode="after")
+    def _diagnostics_probe(self) -> "EvalConfig":
+        if self.diagnostics and not any(p.name == "diagnostics" for p in self.probes):
+            self.probes = [*self.probes, ComponentSpec(name="diagnostics")]
+        return self
 
 
 class DataConfig(Strict):
