@@ -83,7 +83,7 @@ def prepare(suite: str | Path | Mapping[str, Any] | None = None, out: str | Path
     check_trackers(plan, registry, out / spec.name)
     runtime = Runtime(sources, check_device(device, runner))
     data = check_plan(plan, runtime)
-    return Prepared(plan, runtime, runner, data, out, device, recipe_warnings(plan, data, sources))
+    return Prepared(plan, runtime, runner, data, out, device, recipe_warnings(plan, data, sources, runtime.device))
 
 
 def _overrides(overrides: Sequence[str] | Mapping[str, Any]) -> tuple[str, ...]:

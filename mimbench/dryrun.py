@@ -25,8 +25,9 @@ def dry_run_lines(prepared: "Prepared", results_dir: Path) -> list[str]:
     for job in plan.runs:
         params = " ".join(f"{axis}={getattr(job, axis).text()}" for axis in axes)
         labels = job.eval.labels_per_class
+        precision = job.train.precision  # auto: what every run did before the key (bf16 on CUDA, fp32 on a CPU)
         lines.append(f"  {job.run_id}  seed={job.seed}  {params}" + (f"  labels={labels}" if labels else "")
-                     + f"  {compute[job.run_id]}")
+                     + (f"  precision={precision}" if precision != "auto" else "") + f"  {compute[job.run_id]}")
     lines += [f"  {job.run_id}  {plan.labels[job.run_id]}" for job in plan.baselines]
     return lines + seed_lines(prepared)
 

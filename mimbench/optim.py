@@ -1,10 +1,11 @@
 """The numerics every training loop of mimbench shares (pre-training, and probes that train):
-bf16 autocast on CUDA, AdamW's parameter groups, the warm-up + cosine learning rate."""
+bf16 autocast (``train.precision``), AdamW's parameter groups, the warm-up + cosine learning rate."""
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -26,11 +27,30 @@ def gpu_numerics(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` on ``device``: ``"bf16"`` or ``"fp32"`` (``auto``: bf16 on CUDA only)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """The autocast context of ``precision`` (``train.precision``) on ``device``: bf16 autocast for
+    ``bf16``, none for ``fp32``; ``auto`` (what evaluation and probes use): bf16 on CUDA, full
+    precision elsewhere."""
+    if resolved_precision(precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this machine's CPU multiplies bf16 matrices natively (x86 AVX-512 BF16 or AMX, Arm
+    BF16), as Linux's /proc/cpuinfo says; False where it says nothing (another OS)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:

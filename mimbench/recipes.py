@@ -1,9 +1,10 @@
 """Warnings before compute: a training recipe that runs but cannot be what its author meant.
 
 Checked once per suite, after planning and before anything trains (``mimbench run`` prints them
-on stderr, one line each, also with ``--dry-run``): a warm-up (``train.warmup_epochs``) as long
-as the run or longer, measured in the optimizer steps the run will take (``train.epochs``, or
-the steps of ``train.budget_flops``): the learning rate then never decays, and never reaches
+on stderr, one line each, also with ``--dry-run``): ``train.precision: bf16`` on a CPU without
+native bf16 matrix products (emulated: slower, for other numbers); a warm-up
+(``train.warmup_epochs``) as long as the run or longer, measured in the optimizer steps the run
+will take (``train.epochs``, or the steps of ``train.budget_flops``): the learning rate then never decays, and never reaches
 ``train.lr`` when the warm-up is longer. A batch larger than its split is an error instead
 (:func:`mimbench.planning.validate`), and so is a ``train.budget_flops`` that cannot be planned
 (more steps than a count holds, or a model whose steps count no FLOPs): refused here, by
@@ -15,7 +16,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+import torch
+
 from mimbench.errors import ConfigError
+from mimbench.optim import native_bf16_cpu
 from mimbench.schema import TrainConfig
 from mimbench.specs import RunSpec, canonical_json
 from mimbench.train import planned_steps, train_batch_size
@@ -66,7 +70,16 @@ def run_warnings(runs: list[RunSpec], labels: dict[str, str], train_images: int,
             for warning, ids in found.items()]
 
 
-def recipe_warnings(plan: "Plan", data: "SuiteData", plugins: "PluginSources") -> list[str]:
+def precision_warning(runs: list[RunSpec], device: torch.device, native_bf16: bool) -> str | None:
+    """Why ``train.precision: bf16`` on this CPU is likely slower than fp32 (one line), or None."""
+    if device.type != "cpu" or native_bf16 or not any(run.train.precision == "bf16" for run in runs):
+        return None
+    return ("train.precision bf16 on a CPU without native bf16 matrix products (no avx512_bf16, amx_bf16 or bf16 "
+            "in /proc/cpuinfo): bf16 is emulated there, usually slower than fp32, and changes the numbers; "
+            "set --set train.precision=auto")
+
+
+def recipe_warnings(plan: "Plan", data: "SuiteData", plugins: "PluginSources", device: torch.device) -> list[str]:
     """The suite's warnings before compute (see the module), one line each. FLOPs are counted on
     this machine's CPU, once per distinct configuration, and only for runs with a budget."""
     counted: dict[str, float | None] = {}
@@ -86,4 +99,5 @@ def recipe_warnings(plan: "Plan", data: "SuiteData", plugins: "PluginSources") -
                 counted[key] = None
         return counted[key]
 
-    return run_warnings(plan.runs, plan.labels, len(data.train), flops_per_image)
+    precision = precision_warning(plan.runs, device, native_bf16_cpu())
+    return run_warnings(plan.runs, plan.labels, len(data.train), flops_per_image) + ([precision] if precision else [])

@@ -33,6 +33,7 @@ class Training:
     diverged_loss: str | None = None
     resumed_from_epoch: int | None = None
     checkpoint_note: str | None = None
+    precision: str | None = None  # train.precision as run on its device: "fp32" or "bf16"
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ def hash_config(config: dict[str, Any]) -> str:
     ``eval.classical_reference`` (it adds reference columns, it changes no run's own), and keys
     added since, at their defaults, so that suites from before them keep their ids:
     ``eval.labels_per_class`` null, ``train.compile`` false, ``train.devices`` 1, ``train.budget_flops`` null,
+    ``train.precision`` auto,
     ``target`` pixels; and ``train.checkpoint_every`` / ``keep_checkpoint`` always."""
     if config.get("target") == DEFAULT_TARGET.to_json():
         config = {k: v for k, v in config.items() if k != "target"}
@@ -142,7 +143,7 @@ def hash_config(config: dict[str, Any]) -> str:
                       if k not in ("probes", "classical_reference") and not (k == "labels_per_class" and v is None)}
         config = {**config, "eval": evaluation}
     if "train" in config:
-        defaults = {"compile": False, "devices": 1, "budget_flops": None}
+        defaults = {"compile": False, "devices": 1, "budget_flops": None, "precision": "auto"}
         train = {k: v for k, v in config["train"].items()
                  if not (k in defaults and v == defaults[k]) and k not in NOT_IN_RUN_ID}
         config = {**config, "train": train}

@@ -22,11 +22,13 @@ class MaskedModel(nn.Module):
     """Encoder + decoder + target + loss as one module: what DDP wraps and ``torch.compile`` compiles.
 
     forward(images float [B, C, H, W], mask bool [B, H, W]) -> scalar loss on the hidden cells of
-    the target's grid (the hidden pixels for ``pixels``).
+    the target's grid (the hidden pixels for ``pixels``); encoder and decoder under the autocast of
+    ``precision`` (``train.precision``), the loss in float32.
     """
 
-    def __init__(self, parts: Components):
+    def __init__(self, parts: Components, precision: str = "auto"):
         super().__init__()
+        self.precision = precision  # train.precision: the autocast of the forward pass
         self.encoder, self.decoder, self.loss, self.target = parts.encoder, parts.decoder, parts.loss, parts.target
         self.channels, self.stride = parts.target.channels, parts.target.stride
 
@@ -39,7 +41,7 @@ class MaskedModel(nn.Module):
             if not hidden.any():
                 raise ContractError(f"the target predicts {self.stride}x{self.stride} cells and a cell counts as "
                                     f"hidden only when all its pixels are: the masker hid no whole cell")
-        with autocast_for(images.device):
+        with autocast_for(images.device, self.precision):
             pred = reconstruct(self.encoder, self.decoder, images, mask, check, self.channels, self.stride)
         return self.loss(pred.float(), target.float(), hidden)
 

@@ -3,7 +3,7 @@
 Read it top to bottom: a linear head on the encoder's mean-pooled output, cross-entropy on the
 labelled train split (the probes' ``train``: the suite's dataset, or ``eval.dataset``), with the
 partner runs' training settings (``train.epochs``, batch, lr, weight decay, warm-up and cosine
-schedule, grad clip, augmentation), AdamW, every random draw from a generator seeded with the run's
+schedule, grad clip, augmentation, precision), AdamW, every random draw from a generator seeded with the run's
 seed. Nothing is hidden: the encoder sees every pixel. The head is thrown away; the probes then
 measure the encoder like any other, so that the papers' contrasts (attention distance and CKA of
 MIM against supervised pre-training) can be measured in the same suite.
@@ -66,7 +66,7 @@ def train_supervised(encoder: nn.Module, data: Images, normalize: Normalizer, tr
             if train.augment is not None:
                 images = random_resized_crop(images, generator, train.augment.crop_scale, train.augment.crop_ratio,
                                              train.augment.flip)
-            with autocast_for(device):
+            with autocast_for(device, train.precision):
                 logits = head(encoder(images).float().mean(dim=(2, 3)))
             loss = nn.functional.cross_entropy(logits.float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)

@@ -206,7 +206,7 @@ class _Loop:
         encoder, decoder = parts.encoder.to(device).train(), parts.decoder.to(device).train()
         if isinstance(parts.target, nn.Module):
             parts.target.to(device).train()
-        model: nn.Module = MaskedModel(parts)
+        model: nn.Module = MaskedModel(parts, train.precision)
         if shard.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device] if device.type == "cuda" else None)

@@ -32,7 +32,7 @@ from mimbench.folder import RunFolder, SuiteFolder
 from mimbench.folder.summary import summary_row
 from mimbench.jobs import Outcome, Task
 from mimbench.memory import PeakMemory
-from mimbench.optim import gpu_numerics
+from mimbench.optim import gpu_numerics, resolved_precision
 from mimbench.probe_runs import add_probes, baseline_encoder, run_probes
 from mimbench.protocols import capability
 from mimbench.provenance import job_code, tree_hashes
@@ -195,9 +195,9 @@ def execute_run(context: RunContext) -> RunRecord:
         result = pretrain_distributed(job, runtime.plugins, parts, runtime.device, session)
     else:
         result = pretrain(parts, data.train, data.normalize, job.train, job.seed, runtime.device, session)
-    record = RunRecord(Status(result.status).value,
-                       training_part(result, flops_per_image, train_batch_size(job.train, len(data.train))),
-                       peak_memory_mb=result.peak_memory_mb)
+    training = replace(training_part(result, flops_per_image, train_batch_size(job.train, len(data.train))),
+                       precision=resolved_precision(job.train.precision, runtime.device))
+    record = RunRecord(Status(result.status).value, training, peak_memory_mb=result.peak_memory_mb)
     folder.save_encoder(parts.encoder)
     state = target_state(parts.target)
     if state is not None:  # a target with state (ema_teacher's teacher) is part of what the run learned
@@ -306,7 +306,8 @@ def execute_baseline(context: RunContext) -> RunRecord:
                                   context.task.label or "supervised", context.task.show_progress)
         training = Training(train_seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),
                             epochs_completed=result.epochs, final_loss=result.final_loss, train_steps=result.steps,
-                            epochs=float(result.epochs))
+                            epochs=float(result.epochs),
+                            precision=resolved_precision(job.train.precision, runtime.device))
         context.folder.save_encoder(encoder)
         if result.final_loss is None:
             return RunRecord(Status.DIVERGED.value, training)

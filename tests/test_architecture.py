@@ -165,6 +165,7 @@ def test_only_the_suite_folder_reads_and_writes_its_files():
     each with its reason."""
     allowed = {
         "memory.py": {"open", "read_text"},  # /proc/self
+        "optim.py": {"read_text"},  # /proc/cpuinfo: whether the CPU has native bf16
         "distributed.py": {"torch.load", "torch.save"},  # the DDP processes' scratch file, in a temporary folder
         "provenance.py": {"read_bytes"},  # the source files of the plugins, hashed
         "suite.py": {"iterdir", "read_bytes"},  # the suite file the user gives, the packaged suites

@@ -258,6 +258,10 @@ def _environment_blocks(runs: pd.DataFrame, configs: dict[str, dict[str, Any]]) 
                       for name, provider in ((c.get("versions") or {}).get("plugins") or {}).items()})
     if plugins:
         items.append("**plugins**: " + ", ".join(plugins))
+    if "precision" in runs.columns and runs["precision"].notna().any():  # train.precision as run
+        counts = runs["precision"].dropna().astype(str).value_counts().sort_index()
+        items.append("**training precision**: " + ", ".join(f"{name} ({count} run{'s' * (count != 1)})"
+                                                            for name, count in counts.items()))
     seconds = {column: runs[column].sum() for column in ("wall_seconds", "train_seconds", "probe_seconds")
                if column in runs.columns and runs[column].notna().any()}
     if seconds:
