@@ -391,7 +391,7 @@ def test_set_of_an_unknown_key_names_it(tmp_path):
     line = usage_error(invoke("run", str(path), "--dry-run", "--set", "train.epoch=1"))
     assert line == (f"error: {path} (with --set train.epoch=1): train.epoch: unknown key; did you mean 'epochs'? "
                     "(allowed: epochs, batch_size, lr, weight_decay, warmup_epochs, grad_clip, log_every, augment, compile, "
-                    "devices, budget_flops, checkpoint_every, keep_checkpoint)")
+                    "precision, devices, budget_flops, checkpoint_every, keep_checkpoint)")
 
 
 def test_bad_device_name(tmp_path):
