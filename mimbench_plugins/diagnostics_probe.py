@@ -19,6 +19,7 @@ score where more is better. ``eval.diagnostics: true`` adds this probe to every 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Annotated
 
 import torch
@@ -72,7 +73,7 @@ class DiagnosticsProbe:
     def _attention(self, context: ProbeContext) -> dict[str, float]:
         """Per block, the attention statistics over the first ``images`` train images, in batches small
         enough for the pairwise KL; {} for an encoder without attention."""
-        sums: dict[str, float] = {}
+        sums: dict[str, float] = defaultdict(float)
         seen = 0
         for batch, _ in context.train.batches(context.batch_size):
             images = context.normalize(batch[: self.images - seen])
@@ -102,13 +103,10 @@ def _add_block(sums: dict[str, float], block: int, attention: torch.Tensor, grid
     for start in range(0, b, chunk):
         part = attention[start:start + chunk]
         n = len(part)
-        sums[f"attn_distance@{block}"] = sums.get(f"attn_distance@{block}", 0.0) + \
-            diagnostics.attention_distance(part, grid, patch_size).mean().item() * n
-        sums[f"attn_entropy@{block}"] = sums.get(f"attn_entropy@{block}", 0.0) + \
-            diagnostics.attention_entropy(part).mean().item() * n
+        sums[f"attn_distance@{block}"] += diagnostics.attention_distance(part, grid, patch_size).mean().item() * n
+        sums[f"attn_entropy@{block}"] += diagnostics.attention_entropy(part).mean().item() * n
         if heads >= 2:
-            sums[f"head_diversity@{block}"] = sums.get(f"head_diversity@{block}", 0.0) + \
-                diagnostics.head_diversity(part) * n
+            sums[f"head_diversity@{block}"] += diagnostics.head_diversity(part) * n
 
 
 @hookimpl

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from mimbench import stats
@@ -43,7 +42,7 @@ from mimbench.report import comparisons, render
 from mimbench.report.agreement import kendall_with_interval, probe_metrics
 from mimbench.report.aggregate import to_bool
 from mimbench.report.comparisons import labels_cell
-from mimbench.report.conclusions import interval_text, metric_name
+from mimbench.report.conclusions import interval_text, labels_text, metric_name
 from mimbench.report.labelled import view
 from mimbench.report.pairs import finished, seed_pairs
 
@@ -154,13 +153,12 @@ def selection_lines(frame: pd.DataFrame, names: dict[str, str]) -> list[str]:
     lines = []
     predictor_names = {key: name for key, name, _ in PREDICTORS}
     for row in frame.itertuples(index=False):
-        subject = f"{predictor_names[row.predictor]} ({row.prefers}) for {names.get(row.metric, row.metric)}" \
-            + (f", {row.labels_per_class} labels/class" if row.labels_per_class not in (None, "") and
-               not (isinstance(row.labels_per_class, float) and math.isnan(row.labels_per_class)) else "")
+        subject = (f"{predictor_names[row.predictor]} ({row.prefers}) for {names.get(row.metric, row.metric)}"
+                   f"{labels_text(row.labels_per_class)}")
         tau = f"τ = {row.kendall_tau:+.2f}" + (f" [{row.ci_low:+.2f}, {row.ci_high:+.2f}]" if pd.notna(row.ci_low) else "")
         if row.picked == row.best:
             verdict = f"picks the best configuration, {row.best}"
-        elif row.picked_well is None or (isinstance(row.picked_well, float) and np.isnan(row.picked_well)):
+        elif pd.isna(row.picked_well):
             verdict = f"picks {row.picked} instead of {row.best} (−{row.regret:.3f}; one seed: no interval)"
         else:
             interval = f"−{row.regret:.3f} [{-row.regret_ci_high:+.3f}, {-row.regret_ci_low:+.3f}]"
